@@ -1,0 +1,68 @@
+// The apply side: one target connection replaying source transactions in commit order, exactly once.
+//
+// Design notes
+// - Owned by the apply thread. Exactly-once rests on three things (ARCHITECTURE rules 1-4):
+//   the connection has its own replication origin; every transaction calls
+//   pg_replication_origin_xact_setup(end_lsn, commit_ts) and forces an xid, so the origin's
+//   progress commits atomically with the data; after a restart we resume from the origin's
+//   flushed progress and skip any transaction whose commit_lsn is below it.
+// - Each transaction is sent as one libpq pipeline (BEGIN, xid, statements, xact_setup) with a
+//   bound on statements in flight; COMMIT is sent only once every result was checked (a missing
+//   row must not be committed). On any error the transaction is rolled back, never half-applied.
+// - Stale backends of a crashed daemon still hold the origin: they are terminated by
+//   application_name, and waited for, before the origin session is set up. Only then is the
+//   origin's progress read, so an in-flight COMMIT of the dead process is accounted for.
+#pragma once
+
+#include "pgshift/apply/statements.hpp"
+#include "pgshift/config/config.hpp"
+#include "pgshift/pg/connection.hpp"
+#include "pgshift/queue/progress.hpp"
+#include "pgshift/queue/txn_queue.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pgshift::apply {
+
+class Applier {
+public:
+    Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, int worker = 0);
+
+    /// Connects, ends stale sessions of our origin, creates the origin when missing.
+    /// Returns the origin's durable progress (zero when nothing was ever applied).
+    Lsn connect();
+    /// Initialises the origin's progress (first start only, before begin_session).
+    void advance_origin(Lsn lsn);
+    /// Binds the origin to this session; transactions with commit_lsn < `resume` are skipped.
+    void begin_session(Lsn resume);
+    /// Applies queued transactions until `stop` is set; then records the final durable position.
+    void run(const std::atomic<bool>& stop);
+
+private:
+    void apply(queue::Transaction& txn);
+    void execute(queue::Transaction& txn, const std::vector<std::shared_ptr<RelationMapping>>& mappings);
+    std::shared_ptr<RelationMapping> resolve(const protocol::Relation& rel);
+    void refresh_durable();
+    const RelationMapping& mapping_for(RelId relid, const queue::Transaction& txn) const;
+
+    const config::Config& cfg_;
+    queue::TxnQueue& queue_;
+    queue::Progress& progress_;
+    std::string origin_;
+    std::unique_ptr<pg::Connection> conn_;
+    Lsn resume_;
+
+    std::unordered_map<RelId, std::shared_ptr<RelationMapping>> relations_;
+    std::unordered_map<std::string, std::string> prepared_; ///< statement key -> prepared name
+    std::uint64_t generation_ = 0;
+    std::uint64_t statement_counter_ = 0;
+    std::chrono::steady_clock::time_point last_durable_check_;
+    std::string scratch_; ///< parameter values of the statement being sent, NUL-separated
+};
+
+} // namespace pgshift::apply

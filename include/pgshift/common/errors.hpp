@@ -1,0 +1,55 @@
+// Exception hierarchy: the category of an error decides the policy (reconnect or stop).
+//
+// Exceptions mean "this stream or operation cannot continue". Expected outcomes
+// (need more data, retryable SQLSTATE, queue full) are return values instead.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace pgshift {
+
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Malformed or unexpected bytes from a server. Stops the stream; never guessed around.
+class ProtocolError : public Error {
+public:
+    using Error::Error;
+};
+
+/// Invalid configuration (exit code 78).
+class ConfigError : public Error {
+public:
+    using Error::Error;
+};
+
+/// Trouble with the source server. `retryable` is true for connection loss and the like.
+class SourceError : public Error {
+public:
+    SourceError(const std::string& what, bool retryable) : Error(what), retryable_(retryable) {}
+    [[nodiscard]] bool retryable() const { return retryable_; }
+
+private:
+    bool retryable_;
+};
+
+/// Trouble with the target server. `retryable` is true for connection loss and the like.
+class TargetError : public Error {
+public:
+    TargetError(const std::string& what, bool retryable) : Error(what), retryable_(retryable) {}
+    [[nodiscard]] bool retryable() const { return retryable_; }
+
+private:
+    bool retryable_;
+};
+
+/// A broken invariant of ours.
+class InternalError : public Error {
+public:
+    using Error::Error;
+};
+
+} // namespace pgshift

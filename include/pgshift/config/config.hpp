@@ -1,0 +1,112 @@
+// The daemon's configuration (SPEC section 2): typed values, defaults, strict YAML loading.
+//
+// Design notes
+// - Loading collects every problem before failing: unknown keys, duplicate keys, wrong types,
+//   values out of range, missing required keys, unset ${VAR}s. Each message names the key path
+//   and its 1-based line:column, e.g. "line 4:3: apply.workers: expected an integer, got 'four'".
+// - ${VAR} and ${VAR:-default} are expanded inside scalar values only, after parsing, so YAML
+//   syntax can never be injected through the environment. "$$" is a literal '$'.
+// - Secrets (conninfo passwords, the token) are never part of an error message.
+#pragma once
+
+#include "pgshift/common/errors.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgshift::config {
+
+enum class SchemaMode { copy, verify };
+enum class MissingRowPolicy { error, skip };
+enum class FenceMode { read_only, command, none };
+enum class VerifyMode { none, counts, checksums };
+enum class LogFormat { text, json };
+enum class LogLevel { trace, debug, info, warn, error };
+
+struct Endpoint {
+    std::string conninfo; ///< libpq key=value or URI, validated with PQconninfoParse
+};
+
+struct Tables {
+    std::vector<std::string> include; ///< schema.table globs; empty = every non-system table
+    std::vector<std::string> exclude;
+};
+
+struct InitialCopy {
+    bool enabled = true;
+    int workers = 4;
+};
+
+struct Apply {
+    int workers = 4;
+    MissingRowPolicy on_missing_row = MissingRowPolicy::error;
+    std::uint64_t max_queue_bytes = 268435456;
+};
+
+struct Control {
+    std::string listen = "127.0.0.1:8187";
+    std::string token_file;
+};
+
+struct Cutover {
+    FenceMode fence = FenceMode::read_only;
+    std::string fence_command;
+    std::string unfence_command;
+    double max_lag_seconds = 10;
+    double timeout_seconds = 60;
+    bool sync_sequences = true;
+    VerifyMode verify = VerifyMode::counts;
+};
+
+struct Log {
+    LogLevel level = LogLevel::info;
+    LogFormat format = LogFormat::text;
+};
+
+struct Config {
+    std::string name;
+    Endpoint source;
+    Endpoint target;
+    Tables tables;
+    InitialCopy initial_copy;
+    SchemaMode schema = SchemaMode::copy;
+    Apply apply;
+    Control control;
+    Cutover cutover;
+    Log log;
+
+    /// Object names derived from `name`.
+    [[nodiscard]] std::string slot_name() const { return "pgshift_" + name; }
+    [[nodiscard]] std::string publication_name() const { return "pgshift_" + name; }
+    [[nodiscard]] std::string origin_name(int worker) const { return "pgshift_" + name + "_w" + std::to_string(worker); }
+};
+
+/// Thrown by the loaders; `problems` holds every message, what() joins them with newlines.
+class ConfigErrors : public ConfigError {
+public:
+    explicit ConfigErrors(std::vector<std::string> problems);
+    [[nodiscard]] const std::vector<std::string>& problems() const { return problems_; }
+
+private:
+    std::vector<std::string> problems_;
+};
+
+/// Looks up an environment variable; std::nullopt when unset. Injected for tests.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+
+/// The process environment (getenv).
+[[nodiscard]] EnvLookup process_env();
+
+/// Parses and validates YAML text. `origin` names the source in messages (usually the file path).
+[[nodiscard]] Config load_from_string(const std::string& yaml, const std::string& origin, const EnvLookup& env);
+
+/// Reads and loads a file; an unreadable file is a ConfigErrors too.
+[[nodiscard]] Config load_from_file(const std::string& path, const EnvLookup& env);
+
+/// A conninfo with its password (and any other secret) replaced by "********": safe to log.
+[[nodiscard]] std::string redact_conninfo(const std::string& conninfo);
+
+} // namespace pgshift::config

@@ -1,0 +1,107 @@
+// RAII wrappers around libpq: connections, results, quoting, SQLSTATE classification.
+//
+// A Connection has exactly one owner thread at a time. Errors from the server throw
+// PgError (carrying the SQLSTATE); a lost connection throws PgError with broken() true.
+#pragma once
+
+#include "pgshift/common/errors.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct pg_conn;
+struct pg_result;
+
+namespace pgshift::pg {
+
+/// An error reported by libpq or the server. `sqlstate` is empty when libpq produced it locally.
+class PgError : public Error {
+public:
+    PgError(const std::string& what, std::string sqlstate, bool broken)
+        : Error(what), sqlstate_(std::move(sqlstate)), broken_(broken) {}
+    [[nodiscard]] const std::string& sqlstate() const { return sqlstate_; }
+    /// The connection is gone (socket closed, server terminated the backend, ...).
+    [[nodiscard]] bool broken() const { return broken_; }
+    /// Worth retrying on a new connection: connection loss, shutdown, serialization/deadlock, ...
+    [[nodiscard]] bool retryable() const;
+
+private:
+    std::string sqlstate_;
+    bool broken_;
+};
+
+/// Owns a PGresult.
+class Result {
+public:
+    Result() = default;
+    explicit Result(pg_result* r) : res_(r) {}
+    Result(Result&&) noexcept = default;
+    Result& operator=(Result&&) noexcept = default;
+
+    [[nodiscard]] int rows() const;
+    [[nodiscard]] int columns() const;
+    [[nodiscard]] bool is_null(int row, int col) const;
+    /// The text value; empty for NULL.
+    [[nodiscard]] std::string_view get(int row, int col) const;
+    [[nodiscard]] std::string str(int row, int col) const { return std::string(get(row, col)); }
+    /// Rows affected by INSERT/UPDATE/DELETE (PQcmdTuples), 0 when not applicable.
+    [[nodiscard]] std::uint64_t affected() const;
+    [[nodiscard]] pg_result* raw() const { return res_.get(); }
+
+private:
+    struct Free {
+        void operator()(pg_result* r) const;
+    };
+    std::unique_ptr<pg_result, Free> res_;
+};
+
+/// Owns a PGconn.
+class Connection {
+public:
+    /// Connects (blocking). Throws PgError on failure; the message never contains the password.
+    explicit Connection(const std::string& conninfo);
+    Connection(Connection&&) noexcept = default;
+    Connection& operator=(Connection&&) noexcept = default;
+    ~Connection() = default;
+
+    /// Runs SQL through the simple query protocol (several statements allowed). Throws PgError.
+    Result exec(const std::string& sql);
+    /// Runs one statement with text parameters ($1...). nullopt = NULL. Throws PgError.
+    Result exec_params(const std::string& sql, const std::vector<std::optional<std::string>>& params);
+
+    /// Quotes an identifier ("my ""table""") / a literal ('it''s') for this connection's encoding.
+    [[nodiscard]] std::string quote_ident(std::string_view ident) const;
+    [[nodiscard]] std::string quote_literal(std::string_view lit) const;
+
+    [[nodiscard]] int server_version() const;
+    [[nodiscard]] int backend_pid() const;
+    [[nodiscard]] bool is_ok() const;
+    [[nodiscard]] pg_conn* raw() const { return conn_.get(); }
+
+    /// Throws a PgError describing the connection's current error (what = context + libpq message).
+    [[noreturn]] void fail(const std::string& context, pg_result* res = nullptr) const;
+
+    /// Checks `res` succeeded (COMMAND_OK or TUPLES_OK), else throws with `context`.
+    Result check(pg_result* res, const std::string& context) const;
+
+private:
+    struct Finish {
+        void operator()(pg_conn* c) const;
+    };
+    std::unique_ptr<pg_conn, Finish> conn_;
+};
+
+/// Quotes an identifier without a connection (always double quotes; UTF-8 safe).
+[[nodiscard]] std::string quote_ident(std::string_view ident);
+/// Quotes a literal without a connection, standard_conforming_strings on: 'it''s'.
+[[nodiscard]] std::string quote_literal(std::string_view lit);
+
+/// Appends `key=value` pairs to a conninfo (key=value or URI form), overriding duplicates.
+[[nodiscard]] std::string conninfo_with(const std::string& conninfo,
+                                        const std::vector<std::pair<std::string, std::string>>& extra);
+
+} // namespace pgshift::pg

@@ -1,0 +1,424 @@
+// Apply: replays source transactions on the target through one pipelined connection, exactly once.
+#include "pgshift/apply/applier.hpp"
+
+#include "pgshift/common/clock.hpp"
+
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <deque>
+#include <thread>
+
+namespace pgshift::apply {
+
+namespace {
+
+constexpr std::size_t k_max_in_flight = 1000; ///< statements sent before results are read
+constexpr auto k_durable_interval = std::chrono::milliseconds(500);
+
+/// Session settings of rule 8, as libpq `options`.
+constexpr const char* k_session_options = "-c session_replication_role=replica -c synchronous_commit=off "
+                                          "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
+                                          "-c TimeZone=UTC -c search_path=pg_catalog";
+
+/// What a result read from the pipeline must be.
+struct Expect {
+    enum Kind : std::uint8_t { plain, prepare, row_change } kind = plain;
+    std::size_t change = 0;   ///< index into the transaction's changes (row_change)
+    const char* op = "";      ///< "INSERT"/"UPDATE"/"DELETE"/... for messages
+};
+
+[[noreturn]] void throw_target(const std::string& context, const pg::PgError& e)
+{
+    throw TargetError(context + ": " + e.what(), e.retryable());
+}
+
+std::string change_context(const queue::Transaction& txn)
+{
+    return "while applying xid " + std::to_string(txn.xid.value) + " (commit " + txn.commit_lsn.str() + ")";
+}
+
+} // namespace
+
+Applier::Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, int worker)
+    : cfg_(cfg), queue_(queue), progress_(progress), origin_(cfg.origin_name(worker))
+{
+}
+
+Lsn Applier::connect()
+{
+    auto conninfo = pg::conninfo_with(
+        cfg_.target.conninfo,
+        {{"application_name", origin_}, {"options", k_session_options}, {"client_encoding", "UTF8"}});
+    try {
+        conn_ = std::make_unique<pg::Connection>(conninfo);
+
+        // End backends a previous (crashed) run left behind, and wait until they are gone: they
+        // hold our origin, and one may still be committing a transaction.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        for (;;) {
+            auto r = conn_->exec_params("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                                        {origin_});
+            if (r.rows() == 0)
+                break;
+            spdlog::warn("ended {} stale target session(s) of origin {}", r.rows(), origin_);
+            if (std::chrono::steady_clock::now() > deadline)
+                throw TargetError("stale sessions of origin " + origin_ + " do not go away", true);
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+
+        auto exists = conn_->exec_params("SELECT pg_replication_origin_oid($1)", {origin_});
+        if (exists.is_null(0, 0)) {
+            conn_->exec_params("SELECT pg_replication_origin_create($1)", {origin_});
+            spdlog::info("created replication origin {} on the target", origin_);
+        }
+        auto p = conn_->exec_params("SELECT pg_replication_origin_progress($1, true)", {origin_});
+        Lsn durable = p.is_null(0, 0) ? Lsn() : Lsn::parse(p.get(0, 0)).value_or(Lsn());
+        progress_.durable.store(durable.value());
+        return durable;
+    } catch (const pg::PgError& e) {
+        throw_target("target setup failed", e);
+    }
+}
+
+void Applier::advance_origin(Lsn lsn)
+{
+    try {
+        conn_->exec_params("SELECT pg_replication_origin_advance($1, $2)", {origin_, lsn.str()});
+    } catch (const pg::PgError& e) {
+        throw_target("could not initialise origin " + origin_, e);
+    }
+    progress_.durable.store(lsn.value());
+}
+
+void Applier::begin_session(Lsn resume)
+{
+    try {
+        conn_->exec_params("SELECT pg_replication_origin_session_setup($1)", {origin_});
+    } catch (const pg::PgError& e) {
+        throw_target("could not set up replication origin " + origin_, e);
+    }
+    resume_ = resume;
+    progress_.durable.store(std::max(progress_.durable.load(), resume.value()));
+    last_durable_check_ = std::chrono::steady_clock::now();
+    spdlog::info("apply: origin {} resumes after {}", origin_, resume.str());
+}
+
+void Applier::run(const std::atomic<bool>& stop)
+{
+    while (!stop.load(std::memory_order_acquire)) {
+        auto txn = queue_.pop(std::chrono::milliseconds(100));
+        if (txn)
+            apply(*txn);
+        auto now = std::chrono::steady_clock::now();
+        bool behind = progress_.durable.load() < progress_.written_end.load();
+        if (behind && (!txn || now - last_durable_check_ >= k_durable_interval))
+            refresh_durable();
+    }
+    refresh_durable();
+}
+
+void Applier::refresh_durable()
+{
+    try {
+        // flush = true: XLogFlush up to our last commit, so this is a durable watermark (rule 3).
+        auto r = conn_->exec("SELECT pg_replication_origin_session_progress(true)");
+        if (!r.is_null(0, 0))
+            if (auto l = Lsn::parse(r.get(0, 0)); l && l->value() > progress_.durable.load())
+                progress_.durable.store(l->value());
+    } catch (const pg::PgError& e) {
+        throw_target("could not read origin progress", e);
+    }
+    last_durable_check_ = std::chrono::steady_clock::now();
+}
+
+std::shared_ptr<RelationMapping> Applier::resolve(const protocol::Relation& rel)
+{
+    std::string nsp = rel.nspname.empty() ? "pg_catalog" : std::string(rel.nspname);
+    auto qualified = pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname);
+    // For each target column: does its type (a domain's base type) have a default btree
+    // opclass, so that '=' works? Arrays, composites and ranges are compared as text.
+    auto r = conn_->exec_params(
+        "SELECT c.relkind, a.attname, a.attgenerated <> '', "
+        "  bt.typtype IN ('b', 'e') AND bt.typcategory <> 'A' AND EXISTS ("
+        "    SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod "
+        "    WHERE am.amname = 'btree' AND oc.opcdefault "
+        "      AND oc.opcintype = CASE WHEN bt.typtype = 'e' THEN 'anyenum'::regtype ELSE bt.oid END) "
+        "FROM pg_class c "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "LEFT JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
+        "WHERE c.oid = to_regclass($1) ORDER BY a.attnum",
+        {qualified});
+    if (r.rows() == 0)
+        throw TargetError("table " + nsp + "." + std::string(rel.relname) +
+                              " does not exist on the target; create it there, then restart",
+                          false);
+    std::vector<TargetColumn> cols;
+    for (int i = 0; i < r.rows(); ++i)
+        if (!r.is_null(i, 1))
+            cols.push_back({r.str(i, 1), r.get(i, 3) == "t", r.get(i, 2) == "t"});
+    return std::make_shared<RelationMapping>(map_relation(rel, cols, r.get(0, 0) == "p", ++generation_));
+}
+
+const RelationMapping& Applier::mapping_for(RelId relid, const queue::Transaction& txn) const
+{
+    auto it = relations_.find(relid);
+    if (it == relations_.end())
+        throw ProtocolError("change for relation " + std::to_string(relid.value) +
+                            " without a preceding Relation message " + change_context(txn));
+    return *it->second;
+}
+
+void Applier::apply(queue::Transaction& txn)
+{
+    // Resolve Relation messages first, outside the target transaction; they take effect in
+    // stream order below, and also for transactions that are skipped.
+    std::vector<std::shared_ptr<RelationMapping>> mappings;
+    try {
+        for (const auto& ch : txn.changes)
+            if (auto* rel = std::get_if<protocol::Relation>(&ch.msg()))
+                mappings.push_back(resolve(*rel));
+    } catch (const pg::PgError& e) {
+        throw_target("while resolving relations " + change_context(txn), e);
+    }
+
+    bool has_rows = false;
+    for (const auto& ch : txn.changes) {
+        auto t = protocol::type_of(ch.msg());
+        has_rows = has_rows || (t != protocol::MsgType::relation && t != protocol::MsgType::type);
+    }
+
+    if (txn.commit_lsn < resume_ || !has_rows) {
+        // Already applied before a restart (rule 4), or nothing to write.
+        std::size_t next = 0;
+        for (const auto& ch : txn.changes)
+            if (auto* rel = std::get_if<protocol::Relation>(&ch.msg()))
+                relations_[rel->relid] = mappings[next++];
+        if (txn.commit_lsn < resume_)
+            spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
+                          resume_.str());
+        progress_.handled_end.store(std::max(progress_.handled_end.load(), txn.end_lsn.value()));
+        return;
+    }
+
+    execute(txn, mappings);
+    progress_.written_end.store(txn.end_lsn.value());
+    progress_.handled_end.store(txn.end_lsn.value());
+    progress_.transactions_applied.fetch_add(1);
+}
+
+void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr<RelationMapping>>& mappings)
+{
+    PGconn* c = conn_->raw();
+    std::deque<Expect> expects;
+    std::size_t next_mapping = 0;
+    std::uint64_t rows = 0;
+    std::string failure;          // first problem found while reading results
+    bool retryable_failure = false;
+
+    auto send_plain = [&](const std::string& sql, const std::vector<std::string>& params, const char* op) {
+        std::vector<const char*> v;
+        for (const auto& p : params)
+            v.push_back(p.c_str());
+        if (!PQsendQueryParams(c, sql.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0))
+            conn_->fail(std::string("could not send ") + op);
+        expects.push_back({Expect::plain, 0, op});
+    };
+
+    // Reads the result of the oldest expectation. Errors are remembered, not thrown, so that the
+    // pipeline is drained to its sync point before the transaction is rolled back.
+    auto read_one = [&]() {
+        Expect e = expects.front();
+        expects.pop_front();
+        PGresult* res = PQgetResult(c);
+        if (!res)
+            conn_->fail("pipeline ended early");
+        auto st = PQresultStatus(res);
+        if (st == PGRES_FATAL_ERROR) {
+            if (failure.empty()) {
+                const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                pg::PgError pe(PQresultErrorMessage(res), ss ? ss : "", PQstatus(c) != CONNECTION_OK);
+                retryable_failure = pe.retryable();
+                std::string where;
+                if (e.kind == Expect::row_change) {
+                    auto& msg = txn.changes[e.change].msg();
+                    RelId rid = std::visit([](const auto& m) -> RelId {
+                        if constexpr (requires { m.relid; })
+                            return m.relid;
+                        else
+                            return RelId{};
+                    }, msg);
+                    where = " on " + mapping_for(rid, txn).source_name;
+                }
+                failure = std::string(e.op) + where + ": " + PQresultErrorMessage(res);
+            }
+        } else if (st == PGRES_PIPELINE_ABORTED) {
+            // follows an earlier error; already recorded
+        } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            if (failure.empty())
+                failure = std::string(e.op) + ": unexpected result status " + PQresStatus(st);
+        } else if (e.kind == Expect::row_change) {
+            const char* n = PQcmdTuples(res);
+            if (*n && std::strtoull(n, nullptr, 10) == 0 && failure.empty()) {
+                auto& msg = txn.changes[e.change].msg();
+                RelId rid = std::holds_alternative<protocol::Update>(msg) ? std::get<protocol::Update>(msg).relid
+                                                                          : std::get<protocol::Delete>(msg).relid;
+                std::string what = std::string(e.op) + " on " + mapping_for(rid, txn).source_name +
+                                   " found no row (the target diverged from the source)";
+                if (cfg_.apply.on_missing_row == config::MissingRowPolicy::error)
+                    failure = what;
+                else
+                    spdlog::warn("{} {}; skipped (apply.on_missing_row = skip)", what, change_context(txn));
+            }
+        }
+        PQclear(res);
+        if (PGresult* extra = PQgetResult(c)) { // each query ends with a NULL result
+            PQclear(extra);
+            conn_->fail("pipeline out of step");
+        }
+    };
+
+    auto read_sync = [&]() {
+        PGresult* res = PQgetResult(c);
+        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+            if (res)
+                PQclear(res);
+            conn_->fail("pipeline sync missing");
+        }
+        PQclear(res);
+    };
+
+    try {
+        if (!PQenterPipelineMode(c))
+            conn_->fail("could not enter pipeline mode");
+        send_plain("BEGIN", {}, "BEGIN");
+        // Force an xid: a transaction without one writes no commit record, so its origin
+        // progress would be lost (rule 1).
+        send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
+
+        std::vector<const char*> values;
+        std::vector<std::size_t> offsets;
+        for (std::size_t idx = 0; idx < txn.changes.size(); ++idx) {
+            const auto& msg = txn.changes[idx].msg();
+            const protocol::TupleData* tuples[2] = {nullptr, nullptr};
+            Statement st;
+            const char* op = "";
+            if (auto* rel = std::get_if<protocol::Relation>(&msg)) {
+                relations_[rel->relid] = mappings[next_mapping++];
+                continue;
+            } else if (std::holds_alternative<protocol::Type>(msg)) {
+                continue; // types are resolved by name on the target through the column types
+            } else if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
+                const auto& m = mapping_for(ins->relid, txn);
+                tuples[0] = &ins->new_tuple;
+                st = build_insert(m, ins->new_tuple);
+                op = "INSERT";
+            } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
+                const auto& m = mapping_for(up->relid, txn);
+                bool from_old = up->old_kind != protocol::OldKind::none;
+                bool full = up->old_kind == protocol::OldKind::full;
+                tuples[0] = &up->new_tuple;
+                tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
+                st = build_update(m, up->new_tuple, *tuples[1], from_old, full);
+                op = "UPDATE";
+            } else if (auto* del = std::get_if<protocol::Delete>(&msg)) {
+                const auto& m = mapping_for(del->relid, txn);
+                tuples[1] = &del->old_tuple;
+                st = build_delete(m, del->old_tuple, del->old_kind == protocol::OldKind::full);
+                op = "DELETE";
+            } else if (auto* tr = std::get_if<protocol::Truncate>(&msg)) {
+                // Listed relations only; partitioned ones include their partitions. CASCADE is
+                // ignored, as PostgreSQL's own apply does: the source listed every table it hit.
+                std::string sql = "TRUNCATE ";
+                for (std::size_t i = 0; i < tr->relids.size(); ++i) {
+                    const auto& m = mapping_for(tr->relids[i], txn);
+                    sql += (i ? ", " : "") + std::string(m.partitioned ? "" : "ONLY ") + m.qualified;
+                }
+                if (tr->flags & protocol::Truncate::k_restart_identity)
+                    sql += " RESTART IDENTITY";
+                send_plain(sql, {}, "TRUNCATE");
+                ++rows;
+                continue;
+            } else {
+                continue;
+            }
+
+            auto it = prepared_.find(st.key);
+            if (it == prepared_.end()) {
+                auto name = "s" + std::to_string(++statement_counter_);
+                if (!PQsendPrepare(c, name.c_str(), st.sql.c_str(), static_cast<int>(st.params.size()), nullptr))
+                    conn_->fail("could not send PREPARE");
+                expects.push_back({Expect::prepare, idx, "PREPARE"});
+                it = prepared_.emplace(st.key, name).first;
+            }
+            scratch_.clear();
+            offsets.clear();
+            values.assign(st.params.size(), nullptr);
+            std::vector<bool> is_null(st.params.size(), false);
+            for (std::size_t p = 0; p < st.params.size(); ++p) {
+                const auto& cv = tuples[st.params[p].tuple]->columns.at(st.params[p].column);
+                offsets.push_back(scratch_.size());
+                if (cv.kind == protocol::ColumnKind::null)
+                    is_null[p] = true;
+                else
+                    scratch_.append(cv.data);
+                scratch_.push_back('\0');
+            }
+            for (std::size_t p = 0; p < st.params.size(); ++p)
+                values[p] = is_null[p] ? nullptr : scratch_.data() + offsets[p];
+            if (!PQsendQueryPrepared(c, it->second.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
+                                     nullptr, 0))
+                conn_->fail(std::string("could not send ") + op);
+            expects.push_back({Expect::row_change, idx, op});
+            ++rows;
+
+            if (expects.size() >= k_max_in_flight) {
+                // Bound the pipeline: ask the server to flush, then read half of the results.
+                if (!PQsendFlushRequest(c) || PQflush(c) != 0)
+                    conn_->fail("could not flush the pipeline");
+                while (expects.size() > k_max_in_flight / 2)
+                    read_one();
+            }
+        }
+
+        send_plain("SELECT pg_replication_origin_xact_setup($1, $2)",
+                   {txn.end_lsn.str(), format_timestamptz(txn.commit_ts)}, "pg_replication_origin_xact_setup");
+        if (!PQpipelineSync(c))
+            conn_->fail("could not send pipeline sync");
+        while (!expects.empty())
+            read_one();
+        read_sync();
+
+        if (!failure.empty()) {
+            send_plain("ROLLBACK", {}, "ROLLBACK");
+            if (!PQpipelineSync(c))
+                conn_->fail("could not send pipeline sync");
+            while (!expects.empty())
+                read_one();
+            read_sync();
+            PQexitPipelineMode(c);
+            // A failed PREPARE leaves its key unprepared: forget the statements of this session.
+            prepared_.clear();
+            throw TargetError(failure + " " + change_context(txn), retryable_failure);
+        }
+
+        send_plain("COMMIT", {}, "COMMIT");
+        if (!PQpipelineSync(c))
+            conn_->fail("could not send pipeline sync");
+        while (!expects.empty())
+            read_one();
+        read_sync();
+        if (!failure.empty())
+            throw TargetError(failure + " " + change_context(txn), retryable_failure);
+        if (!PQexitPipelineMode(c))
+            conn_->fail("could not leave pipeline mode");
+    } catch (const pg::PgError& e) {
+        throw_target(change_context(txn), e);
+    }
+    progress_.changes_applied.fetch_add(rows);
+}
+
+} // namespace pgshift::apply

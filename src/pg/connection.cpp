@@ -1,0 +1,182 @@
+// libpq RAII wrappers, quoting and SQLSTATE classification.
+#include "pgshift/pg/connection.hpp"
+
+#include <libpq-fe.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace pgshift::pg {
+
+bool PgError::retryable() const
+{
+    if (broken_)
+        return true;
+    // Class 08 connection exception, 57P01-57P03 admin/crash shutdown, cannot connect now,
+    // 40001 serialization failure, 40P01 deadlock, 53xxx insufficient resources.
+    if (sqlstate_.rfind("08", 0) == 0 || sqlstate_.rfind("53", 0) == 0)
+        return true;
+    return sqlstate_ == "57P01" || sqlstate_ == "57P02" || sqlstate_ == "57P03" || sqlstate_ == "40001" ||
+           sqlstate_ == "40P01" || sqlstate_ == "55006";
+}
+
+void Result::Free::operator()(pg_result* r) const { PQclear(r); }
+
+int Result::rows() const { return res_ ? PQntuples(res_.get()) : 0; }
+int Result::columns() const { return res_ ? PQnfields(res_.get()) : 0; }
+bool Result::is_null(int row, int col) const { return PQgetisnull(res_.get(), row, col) != 0; }
+
+std::string_view Result::get(int row, int col) const
+{
+    if (PQgetisnull(res_.get(), row, col))
+        return {};
+    return {PQgetvalue(res_.get(), row, col), static_cast<std::size_t>(PQgetlength(res_.get(), row, col))};
+}
+
+std::uint64_t Result::affected() const
+{
+    const char* n = res_ ? PQcmdTuples(res_.get()) : "";
+    return *n ? std::strtoull(n, nullptr, 10) : 0;
+}
+
+void Connection::Finish::operator()(pg_conn* c) const { PQfinish(c); }
+
+Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str()))
+{
+    if (!conn_)
+        throw PgError("could not allocate a libpq connection", "", true);
+    if (PQstatus(conn_.get()) != CONNECTION_OK) {
+        // libpq's message names host/port/user but never the password.
+        std::string msg = PQerrorMessage(conn_.get());
+        while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+            msg.pop_back();
+        throw PgError("could not connect: " + msg, "", true);
+    }
+}
+
+bool Connection::is_ok() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
+int Connection::server_version() const { return PQserverVersion(conn_.get()); }
+int Connection::backend_pid() const { return PQbackendPID(conn_.get()); }
+
+void Connection::fail(const std::string& context, pg_result* res) const
+{
+    std::string sqlstate;
+    std::string msg;
+    if (res) {
+        if (const char* s = PQresultErrorField(res, PG_DIAG_SQLSTATE))
+            sqlstate = s;
+        msg = PQresultErrorMessage(res);
+    }
+    if (msg.empty())
+        msg = PQerrorMessage(conn_.get());
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+        msg.pop_back();
+    bool broken = PQstatus(conn_.get()) != CONNECTION_OK;
+    if (res)
+        PQclear(res);
+    throw PgError(context + ": " + msg, sqlstate, broken);
+}
+
+Result Connection::check(pg_result* res, const std::string& context) const
+{
+    if (!res)
+        fail(context);
+    auto st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail(context, res);
+    return Result(res);
+}
+
+Result Connection::exec(const std::string& sql)
+{
+    return check(PQexec(conn_.get(), sql.c_str()), "query failed");
+}
+
+Result Connection::exec_params(const std::string& sql, const std::vector<std::optional<std::string>>& params)
+{
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params)
+        values.push_back(p ? p->c_str() : nullptr);
+    return check(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                              nullptr, nullptr, 0),
+                 "query failed");
+}
+
+std::string Connection::quote_ident(std::string_view ident) const { return pg::quote_ident(ident); }
+std::string Connection::quote_literal(std::string_view lit) const { return pg::quote_literal(lit); }
+
+std::string quote_ident(std::string_view ident)
+{
+    std::string out;
+    out.reserve(ident.size() + 2);
+    out.push_back('"');
+    for (char c : ident) {
+        if (c == '"')
+            out.push_back('"');
+        out.push_back(c);
+    }
+    out.push_back('"');
+    return out;
+}
+
+std::string quote_literal(std::string_view lit)
+{
+    // E'' form when a backslash is present, so the result is right whatever
+    // standard_conforming_strings says.
+    bool has_backslash = lit.find('\\') != std::string_view::npos;
+    std::string out;
+    out.reserve(lit.size() + 3);
+    if (has_backslash)
+        out.push_back('E');
+    out.push_back('\'');
+    for (char c : lit) {
+        if (c == '\'' || (c == '\\' && has_backslash))
+            out.push_back(c);
+        out.push_back(c);
+    }
+    out.push_back('\'');
+    return out;
+}
+
+std::string conninfo_with(const std::string& conninfo, const std::vector<std::pair<std::string, std::string>>& extra)
+{
+    // PQconnectdbParams with expand_dbname would also work, but a single string keeps every
+    // caller (replication and ordinary connections) on one code path. Rebuild as key=value.
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+    if (!opts) {
+        std::string msg = err ? err : "invalid conninfo";
+        if (err)
+            PQfreemem(err);
+        throw ConfigError("invalid conninfo: " + msg);
+    }
+    auto quote = [](const std::string& v) {
+        std::string q = "'";
+        for (char c : v) {
+            if (c == '\'' || c == '\\')
+                q.push_back('\\');
+            q.push_back(c);
+        }
+        return q + "'";
+    };
+    std::string out;
+    for (PQconninfoOption* o = opts; o->keyword; ++o) {
+        if (!o->val)
+            continue;
+        bool overridden = false;
+        for (const auto& [k, v] : extra)
+            overridden = overridden || k == o->keyword;
+        if (overridden)
+            continue;
+        out += std::string(o->keyword) + "=" + quote(o->val) + " ";
+    }
+    PQconninfoFree(opts);
+    for (const auto& [k, v] : extra)
+        out += k + "=" + quote(v) + " ";
+    if (!out.empty())
+        out.pop_back();
+    return out;
+}
+
+} // namespace pgshift::pg

@@ -1,0 +1,275 @@
+// Reader: publication/slot setup, START_REPLICATION loop, transaction assembly and feedback.
+#include "pgshift/reader/reader.hpp"
+
+#include "pgshift/pg/connection.hpp"
+#include "pgshift/protocol/frames.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <fnmatch.h>
+
+#include <thread>
+
+namespace pgshift::reader {
+
+namespace {
+
+constexpr auto k_status_interval = std::chrono::seconds(1);
+constexpr auto k_poll_timeout = std::chrono::milliseconds(100);
+
+/// Rough memory accounting for one change: its bytes plus the decoded structure.
+std::size_t change_cost(const queue::Change& c) { return c.size() + 64; }
+
+bool glob_match(const std::vector<std::string>& globs, const std::string& name)
+{
+    for (const auto& g : globs)
+        if (::fnmatch(g.c_str(), name.c_str(), 0) == 0)
+            return true;
+    return false;
+}
+
+} // namespace
+
+int proto_version_for(int v)
+{
+    if (v >= 160000)
+        return 4;
+    if (v >= 150000)
+        return 3;
+    if (v >= 140000)
+        return 2;
+    return 1;
+}
+
+std::vector<std::string> prepare_publication(const config::Config& cfg)
+{
+    pg::Connection conn(cfg.source.conninfo);
+    auto wal_level = conn.exec("SHOW wal_level").str(0, 0);
+    if (wal_level != "logical")
+        throw SourceError("source wal_level is '" + wal_level + "', logical replication needs 'logical'", false);
+
+    // Ordinary and partitioned tables outside system schemas; partitions travel with their root
+    // (publish_via_partition_root), so they are not listed themselves.
+    auto r = conn.exec("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+                       "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+                       "ORDER BY 1, 2");
+    std::vector<std::string> selected;
+    std::string list;
+    for (int i = 0; i < r.rows(); ++i) {
+        std::string name = r.str(i, 0) + "." + r.str(i, 1);
+        if (!cfg.tables.include.empty() && !glob_match(cfg.tables.include, name))
+            continue;
+        if (glob_match(cfg.tables.exclude, name))
+            continue;
+        selected.push_back(name);
+        if (!list.empty())
+            list += ", ";
+        list += pg::quote_ident(r.get(i, 0)) + "." + pg::quote_ident(r.get(i, 1));
+    }
+    if (selected.empty())
+        throw ConfigError("no source table matches tables.include/tables.exclude");
+
+    auto pub = pg::quote_ident(cfg.publication_name());
+    auto exists = conn.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", {cfg.publication_name()});
+    if (exists.rows() == 0) {
+        conn.exec("CREATE PUBLICATION " + pub + " FOR TABLE " + list + " WITH (publish_via_partition_root = true)");
+        spdlog::info("created publication {} for {} tables", cfg.publication_name(), selected.size());
+    } else {
+        conn.exec("ALTER PUBLICATION " + pub + " SET TABLE " + list);
+        conn.exec("ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = true)");
+        spdlog::info("publication {} covers {} tables", cfg.publication_name(), selected.size());
+    }
+    return selected;
+}
+
+SlotInfo read_slot(const config::Config& cfg)
+{
+    pg::Connection conn(cfg.source.conninfo);
+    auto r = conn.exec_params("SELECT confirmed_flush_lsn, restart_lsn, wal_status, active, plugin, database "
+                              "FROM pg_replication_slots WHERE slot_name = $1",
+                              {cfg.slot_name()});
+    SlotInfo s;
+    if (r.rows() == 0)
+        return s;
+    s.exists = true;
+    if (r.str(0, 4) != "pgoutput")
+        throw SourceError("slot " + cfg.slot_name() + " exists but uses plugin '" + r.str(0, 4) + "', not pgoutput",
+                          false);
+    s.confirmed_flush = Lsn::parse(r.get(0, 0)).value_or(Lsn());
+    s.restart_lsn = Lsn::parse(r.get(0, 1)).value_or(Lsn());
+    s.wal_status = r.str(0, 2);
+    s.active = r.get(0, 3) == "t";
+    return s;
+}
+
+Reader::Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress)
+    : cfg_(cfg), queue_(queue), progress_(progress)
+{
+}
+
+void Reader::connect()
+{
+    conn_ = std::make_unique<pg::ReplicationConnection>(cfg_.source.conninfo, "pgshift_" + cfg_.name + "_reader");
+    auto id = conn_->identify_system();
+    decode_ctx_.proto_version = proto_version_for(conn_->conn().server_version());
+    spdlog::info("source: system {} timeline {} at {}, server {}, pgoutput protocol {}", id.systemid, id.timeline,
+                 id.xlogpos.str(), conn_->conn().server_version(), decode_ctx_.proto_version);
+}
+
+Lsn Reader::create_slot()
+{
+    auto s = conn_->create_slot(cfg_.slot_name(), false);
+    spdlog::info("created replication slot {} at consistent point {}", s.slot_name, s.consistent_point.str());
+    return s.consistent_point;
+}
+
+void Reader::stream(Lsn start, const std::atomic<bool>& stop)
+{
+    std::string options = "(proto_version '" + std::to_string(decode_ctx_.proto_version) +
+                          "', publication_names " + pg::quote_literal(pg::quote_ident(cfg_.publication_name())) +
+                          ", messages 'true')";
+    conn_->start_replication(cfg_.slot_name(), start, options);
+    spdlog::info("streaming from slot {} at {}", cfg_.slot_name(), start.str());
+    last_flush_sent_ = start;
+    progress_.received.store(std::max(progress_.received.load(), start.value()));
+    maybe_send_status(true);
+
+    while (!stop.load(std::memory_order_acquire)) {
+        if (pending_) {
+            // Apply is behind: do not read more, but keep the source informed (and alive).
+            push_pending(stop);
+            maybe_send_status(false);
+            continue;
+        }
+        std::string_view data;
+        auto st = conn_->receive(data, k_poll_timeout);
+        if (st == pg::ReplicationConnection::RecvStatus::end)
+            throw SourceError("the source ended the replication stream", true);
+        if (st == pg::ReplicationConnection::RecvStatus::data) {
+            auto frame = protocol::decode_server_frame(data);
+            if (auto* k = std::get_if<protocol::Keepalive>(&frame)) {
+                progress_.server_end.store(std::max(progress_.server_end.load(), k->wal_end.value()));
+                progress_.received.store(std::max(progress_.received.load(), k->wal_end.value()));
+                if (k->reply_requested)
+                    maybe_send_status(true);
+            } else {
+                auto& w = std::get<protocol::XLogData>(frame);
+                if (w.wal_end.value() > progress_.received.load())
+                    progress_.received.store(w.wal_end.value());
+                handle_xlogdata(w.payload);
+            }
+        }
+        maybe_send_status(false);
+    }
+    // Graceful stop: the apply side has finished; report the final durable position.
+    maybe_send_status(true);
+    conn_->finish_copy();
+    spdlog::info("replication stream closed; confirmed {}", last_flush_sent_.str());
+}
+
+void Reader::handle_xlogdata(std::string_view payload)
+{
+    if (payload.empty())
+        throw ProtocolError("empty XLogData payload");
+    auto type = static_cast<protocol::MsgType>(payload[0]);
+    using protocol::MsgType;
+    switch (type) {
+    case MsgType::begin: {
+        if (current_)
+            throw ProtocolError("Begin inside transaction " + std::to_string(current_->xid.value));
+        auto b = std::get<protocol::Begin>(protocol::decode(payload, decode_ctx_));
+        current_ = std::make_unique<queue::Transaction>();
+        current_->xid = b.xid;
+        current_->commit_lsn = b.final_lsn;
+        current_->commit_ts = b.commit_ts;
+        current_->received_at = std::chrono::steady_clock::now();
+        progress_.in_transaction.store(true);
+        return;
+    }
+    case MsgType::commit: {
+        if (!current_)
+            throw ProtocolError("Commit outside a transaction");
+        auto c = std::get<protocol::Commit>(protocol::decode(payload, decode_ctx_));
+        if (c.commit_lsn != current_->commit_lsn)
+            throw ProtocolError("Commit LSN " + c.commit_lsn.str() + " does not match Begin's " +
+                                current_->commit_lsn.str() + " (xid " + std::to_string(current_->xid.value) + ")");
+        current_->end_lsn = c.end_lsn;
+        current_->commit_ts = c.commit_ts;
+        pending_ = std::move(current_);
+        std::atomic<bool> no_stop{false};
+        push_pending(no_stop);
+        return;
+    }
+    case MsgType::origin: {
+        if (!current_)
+            throw ProtocolError("Origin outside a transaction");
+        auto o = std::get<protocol::Origin>(protocol::decode(payload, decode_ctx_));
+        current_->origin = std::string(o.name);
+        return;
+    }
+    case MsgType::relation:
+    case MsgType::type:
+    case MsgType::insert:
+    case MsgType::update:
+    case MsgType::del:
+    case MsgType::truncate: {
+        if (!current_)
+            throw ProtocolError(std::string("message '") + payload[0] + "' outside a transaction");
+        queue::Change ch(payload, decode_ctx_);
+        current_->bytes += change_cost(ch);
+        current_->changes.push_back(std::move(ch));
+        return;
+    }
+    case MsgType::message: {
+        // Logical decoding messages (pg_logical_emit_message) carry nothing to apply; decoding
+        // still validates them.
+        (void)protocol::decode(payload, decode_ctx_);
+        return;
+    }
+    default:
+        // Streaming and two-phase messages are not requested; receiving one is a protocol error.
+        (void)protocol::decode(payload, decode_ctx_);
+        throw ProtocolError(std::string("unexpected pgoutput message '") + payload[0] + "' (not requested)");
+    }
+}
+
+void Reader::push_pending(const std::atomic<bool>& stop)
+{
+    if (!pending_)
+        return;
+    auto end = pending_->end_lsn;
+    auto bytes = pending_->bytes;
+    if (queue_.try_push(pending_)) {
+        progress_.pushed_end.store(end.value());
+        progress_.in_transaction.store(false);
+        return;
+    }
+    if (!stop.load())
+        queue_.wait_for_space(bytes, k_poll_timeout);
+}
+
+void Reader::maybe_send_status(bool force, bool reply_requested)
+{
+    auto now = std::chrono::steady_clock::now();
+    Lsn flush = std::max(progress_.confirmable_flush(), last_flush_sent_);
+    if (!force && flush == last_flush_sent_ && now - last_status_ < k_status_interval)
+        return;
+    if (!force && now - last_status_ < std::chrono::milliseconds(200))
+        return; // bound the rate of updates while the watermark moves
+    protocol::StandbyStatus s;
+    s.write = Lsn(progress_.received.load());
+    s.flush = flush;
+    s.apply = std::max(Lsn(progress_.written_end.load()), flush);
+    if (s.write < s.flush)
+        s.write = s.flush;
+    s.client_time = pg_now();
+    s.reply_requested = reply_requested;
+    conn_->send(protocol::encode_standby_status(s));
+    if (flush != last_flush_sent_)
+        spdlog::debug("confirmed flush {}", flush.str());
+    last_flush_sent_ = flush;
+    last_status_ = now;
+}
+
+} // namespace pgshift::reader
