@@ -3,7 +3,7 @@
 // Design notes
 // - Loading collects every problem before failing: unknown keys, duplicate keys, wrong types,
 //   values out of range, missing required keys, unset ${VAR}s. Each message names the key path
-//   and its 1-based line:column, e.g. "line 4:3: apply.workers: expected an integer, got 'four'".
+//   and its 1-based line:column, e.g. "pgshift.yaml:4:3: apply.workers: expected an integer".
 // - ${VAR} and ${VAR:-default} are expanded inside scalar values only, after parsing, so YAML
 //   syntax can never be injected through the environment. "$$" is a literal '$'.
 // - Secrets (conninfo passwords, the token) are never part of an error message.
