@@ -51,6 +51,7 @@ public:
 
 void setup_logging(const std::string& level, LogFormatKind format)
 {
+    spdlog::drop("pgshift");
     auto logger = spdlog::stderr_logger_mt("pgshift");
     spdlog::set_default_logger(logger);
     if (format == LogFormatKind::json) {
