@@ -41,8 +41,9 @@ std::string change_context(const queue::Transaction& txn)
 
 } // namespace
 
-Applier::Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, int worker)
-    : cfg_(cfg), queue_(queue), progress_(progress), origin_(cfg.origin_name(worker))
+Applier::Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats,
+                 int worker)
+    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats), origin_(cfg.origin_name(worker))
 {
 }
 
@@ -106,10 +107,14 @@ void Applier::begin_session(Lsn resume)
     spdlog::info("apply: origin {} resumes after {}", origin_, resume.str());
 }
 
-void Applier::run(const std::atomic<bool>& stop)
+void Applier::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
 {
     while (!stop.load(std::memory_order_acquire)) {
-        auto txn = queue_.pop(std::chrono::milliseconds(100));
+        std::unique_ptr<queue::Transaction> txn;
+        if (paused.load(std::memory_order_acquire))
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        else
+            txn = queue_.pop(std::chrono::milliseconds(100));
         if (txn)
             apply(*txn);
         auto now = std::chrono::steady_clock::now();
@@ -201,13 +206,18 @@ void Applier::apply(queue::Transaction& txn)
             spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
                           resume_.str());
         progress_.handled_end.store(std::max(progress_.handled_end.load(), txn.end_lsn.value()));
+        progress_.applied_seq.fetch_add(1, std::memory_order_acq_rel);
         return;
     }
 
     execute(txn, mappings);
+    // written_end before handled_end: Progress::confirmable_flush() relies on this order.
     progress_.written_end.store(txn.end_lsn.value());
     progress_.handled_end.store(txn.end_lsn.value());
-    progress_.transactions_applied.fetch_add(1);
+    progress_.applied_seq.fetch_add(1, std::memory_order_acq_rel);
+    stats_.transactions_applied.fetch_add(1, std::memory_order_relaxed);
+    auto latency = std::chrono::duration<double>(std::chrono::system_clock::now() - to_system(txn.commit_ts));
+    stats_.observe_latency(latency.count());
 }
 
 void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr<RelationMapping>>& mappings)
@@ -215,7 +225,7 @@ void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr
     PGconn* c = conn_->raw();
     std::deque<Expect> expects;
     std::size_t next_mapping = 0;
-    std::uint64_t rows = 0;
+    std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
     std::string failure;          // first problem found while reading results
     bool retryable_failure = false;
 
@@ -340,7 +350,7 @@ void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr
                 if (tr->flags & protocol::Truncate::k_restart_identity)
                     sql += " RESTART IDENTITY";
                 send_plain(sql, {}, "TRUNCATE");
-                ++rows;
+                ++truncates;
                 continue;
             } else {
                 continue;
@@ -373,7 +383,7 @@ void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr
                                      nullptr, 0))
                 conn_->fail(std::string("could not send ") + op);
             expects.push_back({Expect::row_change, idx, op});
-            ++rows;
+            ++(op[0] == 'I' ? inserts : op[0] == 'U' ? updates : deletes);
 
             if (expects.size() >= k_max_in_flight) {
                 // Bound the pipeline: ask the server to flush, then read half of the results.
@@ -418,7 +428,10 @@ void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr
     } catch (const pg::PgError& e) {
         throw_target(change_context(txn), e);
     }
-    progress_.changes_applied.fetch_add(rows);
+    stats_.changes_insert.fetch_add(inserts, std::memory_order_relaxed);
+    stats_.changes_update.fetch_add(updates, std::memory_order_relaxed);
+    stats_.changes_delete.fetch_add(deletes, std::memory_order_relaxed);
+    stats_.changes_truncate.fetch_add(truncates, std::memory_order_relaxed);
 }
 
 } // namespace pgshift::apply

@@ -89,11 +89,12 @@ SessionEnd classify(const std::exception_ptr& ep)
     }
 }
 
-SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool& notified_ready)
+SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool& notified_ready, queue::Stats& stats,
+                       const std::atomic<bool>& paused)
 {
     queue::TxnQueue queue(cfg.apply.max_queue_bytes);
     queue::Progress progress;
-    apply::Applier applier(cfg, queue, progress, 0);
+    apply::Applier applier(cfg, queue, progress, stats, 0);
     reader::Reader reader(cfg, queue, progress);
     Lsn start;
     try {
@@ -132,7 +133,7 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
     std::exception_ptr apply_error, reader_error;
     std::thread apply_thread([&] {
         try {
-            applier.run(stop_apply);
+            applier.run(stop_apply, paused);
         } catch (...) {
             apply_error = std::current_exception();
             failed.store(true);
@@ -195,9 +196,11 @@ int run(const config::Config& cfg)
                  config::redact_conninfo(cfg.source.conninfo), config::redact_conninfo(cfg.target.conninfo));
     Backoff backoff;
     bool notified_ready = false;
+    queue::Stats stats;
+    std::atomic<bool> paused{false};
     for (;;) {
         auto started = std::chrono::steady_clock::now();
-        auto end = run_session(cfg, signals, notified_ready);
+        auto end = run_session(cfg, signals, notified_ready, stats, paused);
         switch (end) {
         case SessionEnd::stopped:
             spdlog::info("stopped");

@@ -31,7 +31,8 @@ namespace pgshift::apply {
 
 class Applier {
 public:
-    Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, int worker = 0);
+    Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats,
+            int worker = 0);
 
     /// Connects, ends stale sessions of our origin, creates the origin when missing.
     /// Returns the origin's durable progress (zero when nothing was ever applied).
@@ -41,7 +42,8 @@ public:
     /// Binds the origin to this session; transactions with commit_lsn < `resume` are skipped.
     void begin_session(Lsn resume);
     /// Applies queued transactions until `stop` is set; then records the final durable position.
-    void run(const std::atomic<bool>& stop);
+    /// While `paused` is set nothing is applied (the reader keeps reading up to the queue bound).
+    void run(const std::atomic<bool>& stop, const std::atomic<bool>& paused);
 
 private:
     void apply(queue::Transaction& txn);
@@ -53,6 +55,7 @@ private:
     const config::Config& cfg_;
     queue::TxnQueue& queue_;
     queue::Progress& progress_;
+    queue::Stats& stats_;
     std::string origin_;
     std::unique_ptr<pg::Connection> conn_;
     Lsn resume_;

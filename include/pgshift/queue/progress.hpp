@@ -10,11 +10,45 @@
 
 #include "pgshift/common/lsn.hpp"
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <optional>
 
 namespace pgshift::queue {
 
+/// Cumulative counters for the daemon's lifetime (all sessions); any thread may increment.
+struct Stats {
+    std::atomic<std::uint64_t> transactions_applied{0};
+    std::atomic<std::uint64_t> changes_insert{0}, changes_update{0}, changes_delete{0}, changes_truncate{0};
+    std::atomic<std::uint64_t> wal_received_bytes{0};
+    std::atomic<std::uint64_t> errors_source{0}, errors_decode{0}, errors_apply{0}, errors_control{0};
+    std::atomic<std::uint64_t> reconnects_source{0}, reconnects_target{0};
+
+    /// Source commit to target commit latency; bucket bounds in seconds, +Inf implicit.
+    static constexpr std::array<double, 12> k_buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                         0.5,   1,    2.5,   5,    10,  30};
+    std::array<std::atomic<std::uint64_t>, k_buckets.size()> latency_buckets{}; ///< non-cumulative
+    std::atomic<std::uint64_t> latency_count{0};
+    std::atomic<std::uint64_t> latency_sum_micros{0};
+
+    void observe_latency(double seconds)
+    {
+        seconds = std::max(0.0, seconds);
+        for (std::size_t i = 0; i < k_buckets.size(); ++i)
+            if (seconds <= k_buckets[i]) {
+                latency_buckets[i].fetch_add(1, std::memory_order_relaxed);
+                break;
+            }
+        latency_count.fetch_add(1, std::memory_order_relaxed);
+        latency_sum_micros.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+    }
+};
+
+/// Per-session positions. A new session gets a new Progress: nothing of an earlier session's
+/// stream (in particular its server WAL end) may leak into what the new one confirms.
 struct Progress {
     // Written by the reader thread.
     std::atomic<std::uint64_t> received{0};    ///< highest WAL position received (data or keepalive)
@@ -26,8 +60,24 @@ struct Progress {
     std::atomic<std::uint64_t> handled_end{0}; ///< end_lsn of the last transaction applied or skipped
     std::atomic<std::uint64_t> written_end{0}; ///< end_lsn of the last transaction committed on the target
     std::atomic<std::uint64_t> durable{0};     ///< flushed origin progress on the target (rule 3)
-    std::atomic<std::uint64_t> transactions_applied{0};
-    std::atomic<std::uint64_t> changes_applied{0};
+
+    // Commit times of queued transactions, for lag in seconds: the reader writes slot
+    // (pushed_seq % size) before publishing pushed_seq; apply publishes applied_seq after commit.
+    // The ring is larger than the queue's entry cap plus the transaction being applied.
+    static constexpr std::size_t k_ring = 1u << 17;
+    std::unique_ptr<std::atomic<std::int64_t>[]> commit_ts_ring{new std::atomic<std::int64_t>[k_ring]};
+    std::atomic<std::uint64_t> pushed_seq{0};
+    std::atomic<std::uint64_t> applied_seq{0};
+
+    /// Source commit time (PG microseconds) of the oldest queued-but-unapplied transaction.
+    [[nodiscard]] std::optional<std::int64_t> oldest_unapplied_commit_ts() const
+    {
+        auto applied = applied_seq.load(std::memory_order_acquire);
+        auto pushed = pushed_seq.load(std::memory_order_acquire);
+        if (applied >= pushed)
+            return std::nullopt;
+        return commit_ts_ring[(applied + 1) % k_ring].load(std::memory_order_acquire);
+    }
 
     /// The flush LSN the reader may report now. Never below `durable`.
     [[nodiscard]] Lsn confirmable_flush() const
