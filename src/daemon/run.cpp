@@ -15,6 +15,7 @@
 #include "pgshift/daemon/run.hpp"
 
 #include "pgshift/apply/applier.hpp"
+#include "pgshift/daemon/state.hpp"
 #include "pgshift/pg/connection.hpp"
 #include "pgshift/queue/progress.hpp"
 #include "pgshift/queue/txn_queue.hpp"
@@ -63,42 +64,87 @@ bool wait_for_signal(const sigset_t& set, std::chrono::milliseconds timeout)
     }
 }
 
-/// Classifies an exception that ended a session and logs it once.
-SessionEnd classify(const std::exception_ptr& ep)
+/// Classifies an exception that ended a session, counts it and logs it once. `source_side`
+/// says which endpoint a bare PgError came from.
+SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool source_side)
 {
+    auto& stats = state.stats();
+    auto record = [&](const std::string& msg, std::atomic<std::uint64_t>& counter) {
+        spdlog::error("{}", msg);
+        state.set_last_error(msg);
+        counter.fetch_add(1);
+    };
     try {
         std::rethrow_exception(ep);
     } catch (const ConfigError& e) {
-        spdlog::error("configuration error: {}", e.what());
+        record(std::string("configuration error: ") + e.what(), stats.errors_control);
         return SessionEnd::config;
     } catch (const SourceError& e) {
-        spdlog::error("source: {}", e.what());
+        record(std::string("source: ") + e.what(), stats.errors_source);
+        if (e.retryable())
+            stats.reconnects_source.fetch_add(1);
         return e.retryable() ? SessionEnd::retry : SessionEnd::fatal;
     } catch (const TargetError& e) {
-        spdlog::error("target: {}", e.what());
+        record(std::string("target: ") + e.what(), stats.errors_apply);
+        if (e.retryable())
+            stats.reconnects_target.fetch_add(1);
         return e.retryable() ? SessionEnd::retry : SessionEnd::fatal;
     } catch (const pg::PgError& e) {
-        spdlog::error("{}", e.what());
+        record(std::string(source_side ? "source: " : "target: ") + e.what(),
+               source_side ? stats.errors_source : stats.errors_apply);
+        if (e.retryable())
+            (source_side ? stats.reconnects_source : stats.reconnects_target).fetch_add(1);
         return e.retryable() ? SessionEnd::retry : SessionEnd::fatal;
     } catch (const ProtocolError& e) {
-        spdlog::error("protocol error: {}", e.what());
+        record(std::string("protocol error: ") + e.what(), stats.errors_decode);
         return SessionEnd::fatal;
     } catch (const std::exception& e) {
-        spdlog::error("internal error: {}", e.what());
+        record(std::string("internal error: ") + e.what(), stats.errors_source);
         return SessionEnd::fatal;
     }
 }
 
-SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool& notified_ready, queue::Stats& stats,
-                       const std::atomic<bool>& paused)
+/// Polls the source's WAL position and the slot's retained WAL every few seconds on an ordinary
+/// connection of its own (keepalives only carry what was sent, not the source's WAL end).
+/// Failures here never end the session: the reader notices real connection loss.
+void monitor_source(const config::Config& cfg, DaemonState& state, const std::atomic<bool>& stop)
 {
-    queue::TxnQueue queue(cfg.apply.max_queue_bytes);
-    queue::Progress progress;
-    apply::Applier applier(cfg, queue, progress, stats, 0);
-    reader::Reader reader(cfg, queue, progress);
+    std::unique_ptr<pg::Connection> conn;
+    while (!stop.load()) {
+        try {
+            if (!conn || !conn->is_ok())
+                conn = std::make_unique<pg::Connection>(
+                    pg::conninfo_with(cfg.source.conninfo, {{"application_name", "pgshift_" + cfg.name + "_monitor"}}));
+            auto r = conn->exec_params(
+                "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, "
+                "coalesce((SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
+                "          WHERE slot_name = $1), 0)",
+                {cfg.slot_name()});
+            state.set_source_position(std::stoull(r.str(0, 0)), std::stoull(r.str(0, 1)));
+        } catch (const std::exception& e) {
+            spdlog::debug("source monitor: {}", e.what());
+            conn.reset();
+        }
+        for (int i = 0; i < 20 && !stop.load(); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool& notified_ready, DaemonState& state)
+{
+    auto queue_ptr = std::make_shared<queue::TxnQueue>(cfg.apply.max_queue_bytes);
+    auto progress_ptr = std::make_shared<queue::Progress>();
+    auto& queue = *queue_ptr;
+    auto& progress = *progress_ptr;
+    state.set_session({progress_ptr, queue_ptr});
+    apply::Applier applier(cfg, queue, progress, state.stats(), 0);
+    reader::Reader reader(cfg, queue, progress, state.stats());
     Lsn start;
+    bool source_side = false;
     try {
         Lsn durable = applier.connect();
+        state.set_endpoint(false, true, applier.server_version());
+        source_side = true;
         reader::prepare_publication(cfg);
         auto slot = reader::read_slot(cfg);
         if (slot.exists && slot.wal_status == "lost")
@@ -108,6 +154,7 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
                                   "start over from a fresh copy. pgshift never recreates the slot by itself",
                               false);
         reader.connect();
+        state.set_endpoint(true, true, reader.server_version());
         if (!slot.exists) {
             if (!durable.is_zero())
                 throw SourceError("the target's origin has applied up to " + durable.str() + " but the slot " +
@@ -124,16 +171,17 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
         } else {
             start = durable.is_zero() ? slot.confirmed_flush : durable;
         }
+        source_side = false;
         applier.begin_session(start);
     } catch (...) {
-        return classify(std::current_exception());
+        return classify(std::current_exception(), state, source_side);
     }
 
-    std::atomic<bool> stop_apply{false}, stop_reader{false}, failed{false};
+    std::atomic<bool> stop_apply{false}, stop_reader{false}, stop_monitor{false}, failed{false};
     std::exception_ptr apply_error, reader_error;
     std::thread apply_thread([&] {
         try {
-            applier.run(stop_apply, paused);
+            applier.run(stop_apply, state.paused_flag());
         } catch (...) {
             apply_error = std::current_exception();
             failed.store(true);
@@ -148,12 +196,15 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
         }
     });
 
+    std::thread monitor_thread([&] { monitor_source(cfg, state, stop_monitor); });
+    state.set_state(State::streaming);
     if (!notified_ready) {
         sd_notify(0, "READY=1\nSTATUS=streaming");
         notified_ready = true;
     }
     bool stop_requested = false;
     while (!failed.load()) {
+        state.beat();
         if (wait_for_signal(signals, std::chrono::milliseconds(200))) {
             stop_requested = true;
             sd_notify(0, "STOPPING=1");
@@ -165,12 +216,16 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
     apply_thread.join();
     stop_reader.store(true);
     reader_thread.join();
+    stop_monitor.store(true);
+    monitor_thread.join();
+    state.set_endpoint(true, false, 0);
+    state.set_endpoint(false, false, 0);
 
     if (apply_error || reader_error) {
         auto end = SessionEnd::retry;
-        for (auto& ep : {apply_error, reader_error})
+        for (auto [ep, from_source] : {std::pair{apply_error, false}, std::pair{reader_error, true}})
             if (ep) {
-                auto e = classify(ep);
+                auto e = classify(ep, state, from_source);
                 if (e != SessionEnd::retry)
                     end = e;
             }
@@ -196,18 +251,20 @@ int run(const config::Config& cfg)
                  config::redact_conninfo(cfg.source.conninfo), config::redact_conninfo(cfg.target.conninfo));
     Backoff backoff;
     bool notified_ready = false;
-    queue::Stats stats;
-    std::atomic<bool> paused{false};
+    DaemonState state(cfg.name, PGSHIFT_VERSION);
     for (;;) {
         auto started = std::chrono::steady_clock::now();
-        auto end = run_session(cfg, signals, notified_ready, stats, paused);
+        state.set_state(State::starting);
+        auto end = run_session(cfg, signals, notified_ready, state);
         switch (end) {
         case SessionEnd::stopped:
+            state.set_state(State::stopping);
             spdlog::info("stopped");
             return k_exit_ok;
         case SessionEnd::config:
             return k_exit_config;
         case SessionEnd::fatal:
+            state.set_state(State::failed);
             spdlog::error("stopping: the error above cannot be retried");
             return k_exit_failure;
         case SessionEnd::retry:
@@ -217,8 +274,11 @@ int run(const config::Config& cfg)
             backoff.reset(); // the last session ran long enough to count as healthy
         auto delay = backoff.next();
         spdlog::info("reconnecting in {} ms", delay.count());
-        if (wait_for_signal(signals, delay))
-            return k_exit_ok;
+        for (auto waited = std::chrono::milliseconds(0); waited < delay; waited += std::chrono::milliseconds(200)) {
+            state.beat();
+            if (wait_for_signal(signals, std::min(std::chrono::milliseconds(200), delay - waited)))
+                return k_exit_ok;
+        }
     }
 }
 

@@ -103,8 +103,8 @@ SlotInfo read_slot(const config::Config& cfg)
     return s;
 }
 
-Reader::Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress)
-    : cfg_(cfg), queue_(queue), progress_(progress)
+Reader::Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats)
+    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats)
 {
 }
 
@@ -113,8 +113,9 @@ void Reader::connect()
     conn_ = std::make_unique<pg::ReplicationConnection>(cfg_.source.conninfo, "pgshift_" + cfg_.name + "_reader");
     auto id = conn_->identify_system();
     decode_ctx_.proto_version = proto_version_for(conn_->conn().server_version());
+    server_version_ = conn_->conn().server_version();
     spdlog::info("source: system {} timeline {} at {}, server {}, pgoutput protocol {}", id.systemid, id.timeline,
-                 id.xlogpos.str(), conn_->conn().server_version(), decode_ctx_.proto_version);
+                 id.xlogpos.str(), server_version_, decode_ctx_.proto_version);
 }
 
 Lsn Reader::create_slot()
@@ -147,6 +148,7 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
         if (st == pg::ReplicationConnection::RecvStatus::end)
             throw SourceError("the source ended the replication stream", true);
         if (st == pg::ReplicationConnection::RecvStatus::data) {
+            stats_.wal_received_bytes.fetch_add(data.size(), std::memory_order_relaxed);
             auto frame = protocol::decode_server_frame(data);
             if (auto* k = std::get_if<protocol::Keepalive>(&frame)) {
                 progress_.server_end.store(std::max(progress_.server_end.load(), k->wal_end.value()));
@@ -273,6 +275,7 @@ void Reader::maybe_send_status(bool force, bool reply_requested)
     if (flush != last_flush_sent_)
         spdlog::debug("confirmed flush {}", flush.str());
     last_flush_sent_ = flush;
+    progress_.confirmed.store(flush.value(), std::memory_order_release);
     last_status_ = now;
 }
 

@@ -37,6 +37,8 @@ public:
     /// Connects, ends stale sessions of our origin, creates the origin when missing.
     /// Returns the origin's durable progress (zero when nothing was ever applied).
     Lsn connect();
+    /// server_version_num of the target (after connect()).
+    [[nodiscard]] int server_version() const { return conn_ ? conn_->server_version() : 0; }
     /// Initialises the origin's progress (first start only, before begin_session).
     void advance_origin(Lsn lsn);
     /// Binds the origin to this session; transactions with commit_lsn < `resume` are skipped.

@@ -55,6 +55,7 @@ struct Progress {
     std::atomic<std::uint64_t> server_end{0};  ///< WAL end from the last keepalive
     std::atomic<std::uint64_t> pushed_end{0};  ///< end_lsn of the last transaction queued
     std::atomic<bool> in_transaction{false};   ///< a transaction is being received or waits to be queued
+    std::atomic<std::uint64_t> confirmed{0};   ///< flush position last reported to the source
 
     // Written by the apply thread.
     std::atomic<std::uint64_t> handled_end{0}; ///< end_lsn of the last transaction applied or skipped

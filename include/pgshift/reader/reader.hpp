@@ -45,10 +45,12 @@ std::vector<std::string> prepare_publication(const config::Config& cfg);
 
 class Reader {
 public:
-    Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress);
+    Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats);
 
     /// Connects the replication connection and runs IDENTIFY_SYSTEM.
     void connect();
+    /// server_version_num of the source (after connect()).
+    [[nodiscard]] int server_version() const { return server_version_; }
     /// Creates the slot; returns its consistent point.
     Lsn create_slot();
     /// START_REPLICATION at `start` and stream until `stop` is set. Throws SourceError on trouble.
@@ -62,7 +64,9 @@ private:
     const config::Config& cfg_;
     queue::TxnQueue& queue_;
     queue::Progress& progress_;
+    queue::Stats& stats_;
     std::unique_ptr<pg::ReplicationConnection> conn_;
+    int server_version_ = 0;
     protocol::DecodeContext decode_ctx_;
 
     std::unique_ptr<queue::Transaction> current_; ///< being received

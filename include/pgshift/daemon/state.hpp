@@ -1,0 +1,70 @@
+// The daemon's observable state: what the control plane reads, and the pause switch it flips.
+//
+// Design notes
+// - Written by the main, reader, apply and monitor threads through atomics; the current
+//   session's Progress and queue are published as a shared_ptr under a mutex held only to copy
+//   or swap the pointer, so control-plane reads never wait on replication work.
+#pragma once
+
+#include "pgshift/control/status.hpp"
+#include "pgshift/queue/progress.hpp"
+#include "pgshift/queue/txn_queue.hpp"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace pgshift::daemon {
+
+enum class State : int { starting, copying, streaming, paused, cutting_over, rolling_back, failed, stopping };
+
+/// One session's moving parts, as far as status is concerned.
+struct SessionView {
+    std::shared_ptr<queue::Progress> progress;
+    std::shared_ptr<queue::TxnQueue> queue;
+};
+
+class DaemonState : public control::StatusProvider {
+public:
+    DaemonState(std::string name, std::string version) : name_(std::move(name)), version_(std::move(version)) {}
+
+    [[nodiscard]] control::StatusSnapshot snapshot() const override;
+    [[nodiscard]] bool alive() const override;
+    void pause() override { paused_.store(true); }
+    void resume() override { paused_.store(false); }
+
+    void set_state(State s) { state_.store(static_cast<int>(s)); }
+    [[nodiscard]] State state() const { return static_cast<State>(state_.load()); }
+    void set_session(SessionView v);
+    void set_endpoint(bool source, bool connected, int server_version_num);
+    void set_last_error(const std::string& e);
+    /// The source's current WAL position and the WAL the slot retains (monitor thread).
+    void set_source_position(std::uint64_t lsn, std::uint64_t retained)
+    {
+        source_lsn_.store(lsn);
+        slot_retained_.store(retained);
+    }
+    /// Heartbeat of the main loop, for /livez.
+    void beat();
+
+    [[nodiscard]] const std::atomic<bool>& paused_flag() const { return paused_; }
+    [[nodiscard]] queue::Stats& stats() { return stats_; }
+
+private:
+    const std::string name_;
+    const std::string version_;
+    std::atomic<int> state_{0};
+    std::atomic<bool> paused_{false};
+    std::atomic<bool> source_connected_{false}, target_connected_{false};
+    std::atomic<int> source_version_{0}, target_version_{0};
+    std::atomic<std::uint64_t> source_lsn_{0}, slot_retained_{0};
+    std::atomic<std::int64_t> heartbeat_{0};
+    queue::Stats stats_;
+
+    mutable std::mutex mutex_;
+    SessionView session_;     // guarded by mutex_
+    std::string last_error_;  // guarded by mutex_
+};
+
+} // namespace pgshift::daemon

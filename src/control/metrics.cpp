@@ -1,0 +1,178 @@
+// Builds the SPEC section 4 metric families from a StatusSnapshot and serializes them.
+//
+// Design notes
+// - The daemon's counters already live in atomics behind StatusProvider::snapshot(), so a
+//   prometheus::Registry would only duplicate them. Instead each scrape builds
+//   prometheus::MetricFamily values by hand and hands them to prometheus::TextSerializer:
+//   the order of families and series is the order written here (stable for diffs and tests),
+//   and labelled series exist whether or not they were ever incremented (prometheus-cpp never
+//   renders an empty family, and a vanishing series breaks rate() and alerts).
+// - TextSerializer does not escape HELP text and does not append "_total": every HELP string
+//   here is plain ASCII without backslashes or newlines, and counter names carry the suffix.
+// - LSNs are exported as byte offsets in a double: exact up to 2^53 bytes (8 PiB of WAL),
+//   which no cluster reaches; differences between them stay meaningful.
+#include "pgshift/control/metrics.hpp"
+
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/metric_type.h>
+#include <prometheus/text_serializer.h>
+
+#include <initializer_list>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pgshift::control {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+using Labels = std::initializer_list<std::pair<const char*, std::string_view>>;
+
+class Exposition {
+public:
+    /// Starts a family; the series added next belong to it.
+    MetricFamily& family(const char* name, const char* help, MetricType type)
+    {
+        families_.push_back(MetricFamily{name, help, type, {}});
+        return families_.back();
+    }
+
+    void gauge(const char* name, const char* help, double value)
+    {
+        add_value(family(name, help, MetricType::Gauge), {}, value);
+    }
+
+    void counter(const char* name, const char* help, double value)
+    {
+        add_value(family(name, help, MetricType::Counter), {}, value);
+    }
+
+    static void add_value(MetricFamily& family, Labels labels, double value)
+    {
+        ClientMetric metric;
+        for (const auto& [name, label_value] : labels)
+            metric.label.push_back({name, std::string(label_value)});
+        if (family.type == MetricType::Counter)
+            metric.counter.value = value;
+        else
+            metric.gauge.value = value;
+        family.metric.push_back(std::move(metric));
+    }
+
+    [[nodiscard]] std::string serialize() const { return prometheus::TextSerializer{}.Serialize(families_); }
+
+private:
+    std::vector<MetricFamily> families_;
+};
+
+double as_double(std::uint64_t v)
+{
+    return static_cast<double>(v);
+}
+
+double flag(bool b)
+{
+    return b ? 1.0 : 0.0;
+}
+
+} // namespace
+
+std::string render_metrics(const StatusSnapshot& s, const std::string& version)
+{
+    Exposition out;
+
+    auto& build = out.family("pgshift_build_info", "Build information; the value is always 1.", MetricType::Gauge);
+    Exposition::add_value(build, {{"version", version}}, 1);
+
+    auto& state = out.family("pgshift_state", "1 for the current daemon state, 0 for the others.", MetricType::Gauge);
+    for (const char* name : k_states)
+        Exposition::add_value(state, {{"state", name}}, flag(s.state == name));
+
+    auto& direction = out.family("pgshift_direction",
+                                 "1 for the current replication direction (forward: source to target; "
+                                 "reverse: target to source after a cutover).",
+                                 MetricType::Gauge);
+    for (const char* name : {"forward", "reverse"})
+        Exposition::add_value(direction, {{"direction", name}}, flag(s.direction == name));
+
+    out.gauge("pgshift_paused", "1 while applying is paused by the operator.", flag(s.paused));
+    out.gauge("pgshift_lag_bytes", "Source current WAL position minus the applied position, in bytes.",
+              as_double(s.lag_bytes));
+    out.gauge("pgshift_lag_seconds",
+              "Seconds since the source commit of the oldest received but unapplied transaction; 0 when caught up.",
+              s.lag_seconds);
+    out.gauge("pgshift_source_lsn_bytes", "Current WAL end of the source server, as a byte offset.",
+              as_double(s.source_lsn));
+    out.gauge("pgshift_received_lsn_bytes", "Last WAL position received from the source, as a byte offset.",
+              as_double(s.received_lsn));
+    out.gauge("pgshift_applied_lsn_bytes", "Commit position of the last transaction applied, as a byte offset.",
+              as_double(s.applied_lsn));
+    out.gauge("pgshift_confirmed_lsn_bytes", "Flush position confirmed to the source slot, as a byte offset.",
+              as_double(s.confirmed_lsn));
+    out.counter("pgshift_wal_received_bytes_total", "Replication stream bytes received from the source.",
+                as_double(s.wal_received_bytes));
+    out.counter("pgshift_transactions_applied_total", "Source transactions committed on the target.",
+                as_double(s.transactions_applied));
+
+    auto& changes = out.family("pgshift_changes_applied_total", "Row changes applied, by operation.",
+                               MetricType::Counter);
+    Exposition::add_value(changes, {{"op", "insert"}}, as_double(s.changes_insert));
+    Exposition::add_value(changes, {{"op", "update"}}, as_double(s.changes_update));
+    Exposition::add_value(changes, {{"op", "delete"}}, as_double(s.changes_delete));
+    Exposition::add_value(changes, {{"op", "truncate"}}, as_double(s.changes_truncate));
+
+    out.gauge("pgshift_queue_changes", "Changes received but not yet applied.", as_double(s.queue_changes));
+    out.gauge("pgshift_queue_bytes", "Memory held by queued changes, in bytes.", as_double(s.queue_bytes));
+
+    // The snapshot already holds cumulative bucket counts; the serializer adds the +Inf bucket
+    // from sample_count because the last explicit bound is finite.
+    auto& latency = out.family("pgshift_apply_latency_seconds",
+                               "Delay from source commit to target commit, per transaction.", MetricType::Histogram);
+    {
+        ClientMetric metric;
+        metric.histogram.sample_count = s.latency_count;
+        metric.histogram.sample_sum = s.latency_sum;
+        for (std::size_t i = 0; i < k_latency_buckets.size(); ++i)
+            metric.histogram.bucket.push_back({s.latency_bucket_counts[i], k_latency_buckets[i]});
+        latency.metric.push_back(std::move(metric));
+    }
+
+    auto& errors = out.family("pgshift_errors_total", "Errors, by pipeline stage.", MetricType::Counter);
+    Exposition::add_value(errors, {{"stage", "source"}}, as_double(s.errors_source));
+    Exposition::add_value(errors, {{"stage", "decode"}}, as_double(s.errors_decode));
+    Exposition::add_value(errors, {{"stage", "apply"}}, as_double(s.errors_apply));
+    Exposition::add_value(errors, {{"stage", "copy"}}, as_double(s.errors_copy));
+    Exposition::add_value(errors, {{"stage", "control"}}, as_double(s.errors_control));
+
+    auto& reconnects = out.family("pgshift_reconnects_total", "Reconnect attempts, by endpoint.", MetricType::Counter);
+    Exposition::add_value(reconnects, {{"endpoint", "source"}}, as_double(s.reconnects_source));
+    Exposition::add_value(reconnects, {{"endpoint", "target"}}, as_double(s.reconnects_target));
+
+    // pending is derived: the snapshot counts total, done and copying. Saturate rather than
+    // wrap if a racy snapshot ever has done + copying > total.
+    const auto& copy = s.initial_copy;
+    const std::uint64_t started = copy.tables_done + copy.tables_copying;
+    const std::uint64_t pending = copy.tables_total > started ? copy.tables_total - started : 0;
+    auto& tables = out.family("pgshift_copy_tables", "Tables of the initial copy, by state.", MetricType::Gauge);
+    Exposition::add_value(tables, {{"state", "pending"}}, as_double(pending));
+    Exposition::add_value(tables, {{"state", "copying"}}, as_double(copy.tables_copying));
+    Exposition::add_value(tables, {{"state", "done"}}, as_double(copy.tables_done));
+
+    out.counter("pgshift_copy_rows_total", "Rows copied by the initial copy.", as_double(copy.rows_copied));
+    out.counter("pgshift_copy_bytes_total", "Bytes copied by the initial copy.", as_double(copy.bytes_copied));
+    out.gauge("pgshift_slot_retained_wal_bytes",
+              "WAL the replication slot holds back on the source (current position minus restart_lsn), in bytes.",
+              as_double(s.slot_retained_wal_bytes));
+    out.gauge("pgshift_cutover_write_downtime_seconds",
+              "Write downtime of the last cutover or rollback, from fence to the new primary being writable.",
+              s.cutover_write_downtime_seconds);
+
+    return out.serialize();
+}
+
+} // namespace pgshift::control

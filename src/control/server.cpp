@@ -1,0 +1,809 @@
+// The control-plane HTTP server: Beast sessions on one thread, routing to StatusProvider calls.
+//
+// Design notes
+// - Shape of Beast's example/advanced/server: an acceptor, a session per connection with
+//   do_x/on_x handler pairs, body and header limits, and every failure logged with the step
+//   that failed. All of it runs on one thread with a private io_context, so the io_context is
+//   an implicit strand: sessions, the acceptor and the session registry need no locks. Only
+//   `active` is atomic, because connections() may be read from other threads.
+// - Read deadlines are a per-session steady_timer rather than tcp_stream::expires_after,
+//   because a tcp_stream timeout closes the socket and SPEC section 3 wants slow clients to
+//   get a 4xx: on expiry the timer cancels the pending read and the session answers 408 if the
+//   client had sent part of a request, or just closes if it sent nothing. Writes and the final
+//   drain do use expires_after: a client that does not read has no one to tell.
+// - A request that ends the connection (4xx for malformed, oversized or slow requests) is
+//   answered, then the send side is shut down and unread input is drained for a short while:
+//   closing with unread bytes would make the kernel send a reset, which can destroy the
+//   response before the client reads it.
+// - Beyond max_connections new connections are closed immediately, so a flood of idle
+//   connections costs one accept each and cannot starve the daemon of descriptors or memory.
+// - Handlers never block: they call StatusProvider, whose contract is "no database round trip".
+//   A provider exception becomes a 500 for that request only.
+#include "pgshift/control/server.hpp"
+
+#include "pgshift/common/errors.hpp"
+#include "pgshift/common/lsn.hpp"
+#include "pgshift/control/metrics.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <cmath>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace pgshift::control {
+
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace json = boost::json;
+using tcp = net::ip::tcp;
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+constexpr const char* k_json = "application/json";
+/// Drained bytes after a closing response; beyond this the client is not worth waiting for.
+constexpr std::size_t k_max_drain_bytes = 1024 * 1024;
+
+class Session;
+
+/// State shared by the acceptor and the sessions. Outlives the io_context (see Impl).
+struct Shared {
+    Shared(std::string token_in, StatusProvider& provider_in, std::string version_in, ServerLimits limits_in)
+        : token(std::move(token_in)), provider(provider_in), version(std::move(version_in)), limits(limits_in)
+    {
+    }
+
+    const std::string token;
+    StatusProvider& provider;
+    const std::string version;
+    const ServerLimits limits;
+    std::atomic<std::size_t> active{0};
+    /// Open sessions, so that stop() can close them. Server thread only.
+    std::unordered_set<Session*> sessions;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Responses and routes: pure functions of the request and the provider.
+
+struct Reply {
+    http::status status = http::status::ok;
+    std::string body;
+    std::string content_type = k_json;
+    std::vector<std::pair<http::field, std::string>> headers;
+    bool close = false; ///< end the connection after this response
+};
+
+Reply json_reply(http::status status, const json::value& body)
+{
+    Reply r;
+    r.status = status;
+    r.body = json::serialize(body);
+    return r;
+}
+
+Reply error_reply(http::status status, std::string_view message, const std::vector<std::string>& reasons = {})
+{
+    json::array list;
+    for (const auto& reason : reasons)
+        list.emplace_back(reason);
+    return json_reply(status, json::object{{"error", message}, {"reasons", std::move(list)}});
+}
+
+json::value number_or_null(double v)
+{
+    // JSON has no NaN or infinity; null says "unknown" without inventing a value.
+    return std::isfinite(v) ? json::value(v) : json::value(nullptr);
+}
+
+json::value string_or_null(const std::string& s)
+{
+    return s.empty() ? json::value(nullptr) : json::value(s);
+}
+
+json::object endpoint_json(const EndpointStatus& e)
+{
+    return {{"connected", e.connected}, {"server_version", string_or_null(e.server_version)}};
+}
+
+json::object lag_json(const StatusSnapshot& s)
+{
+    return {{"bytes", s.lag_bytes},
+            {"seconds", number_or_null(s.lag_seconds)},
+            {"source_lsn", Lsn(s.source_lsn).str()},
+            {"applied_lsn", Lsn(s.applied_lsn).str()}};
+}
+
+json::object status_json(const StatusSnapshot& s, const std::string& build_version)
+{
+    json::array reasons;
+    for (const auto& reason : s.not_ready_reasons)
+        reasons.emplace_back(reason);
+    const auto& copy = s.initial_copy;
+    return {
+        {"name", s.name},
+        // The provider may leave version empty: the server was given the build version anyway.
+        {"version", s.version.empty() ? build_version : s.version},
+        {"state", s.state},
+        {"direction", s.direction},
+        {"paused", s.paused},
+        {"ready", s.not_ready_reasons.empty()},
+        {"not_ready_reasons", std::move(reasons)},
+        {"source", endpoint_json(s.source)},
+        {"target", endpoint_json(s.target)},
+        {"lag", lag_json(s)},
+        {"lsn",
+         {{"received", Lsn(s.received_lsn).str()},
+          {"applied", Lsn(s.applied_lsn).str()},
+          {"confirmed", Lsn(s.confirmed_lsn).str()}}},
+        {"initial_copy",
+         {{"tables_total", copy.tables_total},
+          {"tables_done", copy.tables_done},
+          {"tables_copying", copy.tables_copying},
+          {"rows_copied", copy.rows_copied},
+          {"bytes_copied", copy.bytes_copied}}},
+        {"counters",
+         {{"transactions_applied", s.transactions_applied},
+          {"changes_applied", s.changes_insert + s.changes_update + s.changes_delete + s.changes_truncate},
+          {"changes_applied_by_op",
+           {{"insert", s.changes_insert},
+            {"update", s.changes_update},
+            {"delete", s.changes_delete},
+            {"truncate", s.changes_truncate}}}}},
+        {"queue", {{"changes", s.queue_changes}, {"bytes", s.queue_bytes}}},
+        {"last_error", string_or_null(s.last_error)},
+    };
+}
+
+/// Compares in time that depends only on the lengths, never on where the first difference
+/// is, so that response timing does not reveal a token prefix. The token length is not secret.
+bool constant_time_equal(std::string_view a, std::string_view b)
+{
+    const std::size_t n = std::max(a.size(), b.size());
+    unsigned diff = a.size() == b.size() ? 0u : 1u;
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0u;
+        const auto y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0u;
+        diff |= x ^ y;
+    }
+    return diff == 0;
+}
+
+/// RFC 6750 section 2.1: `Bearer <token>`, scheme case-insensitive (RFC 9110 section 11.1).
+bool authorized(const std::string& token, std::string_view header)
+{
+    if (token.empty())
+        return true;
+    constexpr std::string_view scheme = "bearer";
+    if (header.size() <= scheme.size() || !beast::iequals(header.substr(0, scheme.size()), scheme) ||
+        header[scheme.size()] != ' ')
+        return false;
+    auto credentials = header.substr(scheme.size());
+    while (!credentials.empty() && credentials.front() == ' ')
+        credentials.remove_prefix(1);
+    while (!credentials.empty() && (credentials.back() == ' ' || credentials.back() == '\t'))
+        credentials.remove_suffix(1);
+    return constant_time_equal(credentials, token);
+}
+
+struct Context {
+    Shared& shared;
+    const Request& request;
+    const std::string& peer;
+};
+
+Reply on_livez(Context& c)
+{
+    if (c.shared.provider.alive())
+        return json_reply(http::status::ok, json::object{{"status", "alive"}});
+    return error_reply(http::status::service_unavailable, "not alive", {"the daemon's loops are not running"});
+}
+
+Reply on_readyz(Context& c)
+{
+    auto s = c.shared.provider.snapshot();
+    if (s.not_ready_reasons.empty())
+        return json_reply(http::status::ok, json::object{{"status", "ready"}});
+    return error_reply(http::status::service_unavailable, "not ready", s.not_ready_reasons);
+}
+
+Reply on_metrics(Context& c)
+{
+    Reply r;
+    r.body = render_metrics(c.shared.provider.snapshot(), c.shared.version);
+    r.content_type = k_metrics_content_type;
+    return r;
+}
+
+Reply on_status(Context& c)
+{
+    return json_reply(http::status::ok, status_json(c.shared.provider.snapshot(), c.shared.version));
+}
+
+Reply on_lag(Context& c)
+{
+    return json_reply(http::status::ok, lag_json(c.shared.provider.snapshot()));
+}
+
+Reply on_pause(Context& c)
+{
+    // Audit trail for state changes; the peer is the only identity a bearer token gives us.
+    spdlog::info("control: pause requested by {}", c.peer);
+    c.shared.provider.pause();
+    return on_status(c);
+}
+
+Reply on_resume(Context& c)
+{
+    spdlog::info("control: resume requested by {}", c.peer);
+    c.shared.provider.resume();
+    return on_status(c);
+}
+
+Reply not_implemented(std::string_view what)
+{
+    return error_reply(http::status::not_implemented, std::string(what) + " is not implemented in this version");
+}
+
+Reply on_cutover_post(Context&)
+{
+    return not_implemented("cutover");
+}
+Reply on_cutover_get(Context&)
+{
+    return not_implemented("cutover");
+}
+Reply on_rollback_post(Context&)
+{
+    return not_implemented("rollback");
+}
+Reply on_verify_post(Context&)
+{
+    return not_implemented("verify");
+}
+Reply on_verify_get(Context&)
+{
+    return not_implemented("verify");
+}
+
+using Handler = Reply (*)(Context&);
+
+/// A path and its handlers; a null handler means the method is not allowed. GET also serves HEAD.
+struct Route {
+    std::string_view path;
+    Handler get;
+    Handler post;
+};
+
+constexpr std::array<Route, 10> k_routes = {{
+    {"/livez", on_livez, nullptr},
+    {"/readyz", on_readyz, nullptr},
+    {"/metrics", on_metrics, nullptr},
+    {"/v1/status", on_status, nullptr},
+    {"/v1/lag", on_lag, nullptr},
+    {"/v1/pause", nullptr, on_pause},
+    {"/v1/resume", nullptr, on_resume},
+    {"/v1/cutover", on_cutover_get, on_cutover_post},
+    {"/v1/rollback", nullptr, on_rollback_post},
+    {"/v1/verify", on_verify_get, on_verify_post},
+}};
+
+std::string allow_header(const Route& r)
+{
+    if (r.get && r.post)
+        return "GET, HEAD, POST";
+    return r.get ? "GET, HEAD" : "POST";
+}
+
+Reply route(Context& c)
+{
+    const auto& req = c.request;
+    std::string_view target = req.target();
+    if (target.empty() || target.front() != '/')
+        return error_reply(http::status::bad_request, "request target must be an absolute path");
+    // Queries are accepted and ignored: no route takes parameters yet.
+    target = target.substr(0, target.find('?'));
+
+    const Route* found = nullptr;
+    for (const auto& r : k_routes)
+        if (r.path == target)
+            found = &r;
+    if (!found)
+        return error_reply(http::status::not_found, "no such endpoint", {std::string(target)});
+
+    Handler handler = nullptr;
+    const auto method = req.method();
+    if (method == http::verb::get || method == http::verb::head)
+        handler = found->get;
+    else if (method == http::verb::post)
+        handler = found->post;
+    if (!handler) {
+        auto r = error_reply(http::status::method_not_allowed,
+                             std::string(req.method_string()) + " is not allowed on " + std::string(target));
+        r.headers.emplace_back(http::field::allow, allow_header(*found));
+        return r;
+    }
+
+    if (method == http::verb::post && !authorized(c.shared.token, req[http::field::authorization])) {
+        const bool sent = !req[http::field::authorization].empty();
+        auto r = error_reply(http::status::unauthorized,
+                             sent ? "invalid bearer token" : "missing bearer token",
+                             {"POST requests need the header \"Authorization: Bearer <token>\""});
+        r.headers.emplace_back(http::field::www_authenticate, "Bearer");
+        return r;
+    }
+    return handler(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transport.
+
+void fail(beast::error_code ec, const char* step, const std::string& peer)
+{
+    // Client misbehaviour is routine for a network service: debug level, never an alert.
+    spdlog::debug("control: {}: {}: {}", peer, step, ec.message());
+}
+
+bool is_http_error(beast::error_code ec)
+{
+    return ec.category() == http::make_error_code(http::error::bad_target).category();
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(tcp::socket socket, Shared& shared)
+        : stream_(std::move(socket)), deadline_(stream_.get_executor()), shared_(shared)
+    {
+        beast::error_code ec;
+        auto remote = stream_.socket().remote_endpoint(ec);
+        peer_ = ec ? std::string("unknown peer") : remote.address().to_string() + ":" + std::to_string(remote.port());
+        deadline_.expires_at(net::steady_timer::time_point::max());
+        ++shared_.active;
+        shared_.sessions.insert(this);
+    }
+
+    ~Session()
+    {
+        shared_.sessions.erase(this);
+        --shared_.active;
+    }
+
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    void run() { do_read_request(); }
+
+    /// Ends the connection now; pending operations complete with operation_aborted.
+    void close()
+    {
+        deadline_.cancel();
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        stream_.close();
+    }
+
+private:
+    // Read deadlines (see the design notes): arm before a read, disarm in its handler.
+    void arm(std::chrono::milliseconds timeout)
+    {
+        timed_out_ = false;
+        deadline_.expires_after(timeout);
+        deadline_.async_wait(beast::bind_front_handler(&Session::on_deadline, shared_from_this()));
+    }
+
+    void disarm() { deadline_.expires_at(net::steady_timer::time_point::max()); }
+
+    void on_deadline(beast::error_code ec)
+    {
+        // A re-armed or disarmed timer leaves a stale completion behind; its expiry tells.
+        if (ec == net::error::operation_aborted || deadline_.expiry() > net::steady_timer::clock_type::now())
+            return;
+        timed_out_ = true;
+        stream_.cancel();
+    }
+
+    void do_read_request()
+    {
+        // The first request's header deadline runs from accept; pipelined bytes are a request
+        // already under way. Otherwise wait for the next request under the idle timeout, so
+        // that a keep-alive connection may rest longer than a request may take to arrive.
+        if (first_request_ || buffer_.size() > 0) {
+            first_request_ = false;
+            do_read_header();
+            return;
+        }
+        arm(shared_.limits.idle_timeout);
+        stream_.socket().async_wait(tcp::socket::wait_read,
+                                    beast::bind_front_handler(&Session::on_readable, shared_from_this()));
+    }
+
+    void on_readable(beast::error_code ec)
+    {
+        disarm();
+        if (ec) {
+            fail(ec, timed_out_ ? "idle timeout" : "wait for request", peer_);
+            return close();
+        }
+        do_read_header();
+    }
+
+    void do_read_header()
+    {
+        parser_.emplace();
+        parser_->header_limit(shared_.limits.header_limit);
+        parser_->body_limit(shared_.limits.body_limit);
+        arm(shared_.limits.header_timeout);
+        http::async_read_header(stream_, buffer_, *parser_,
+                                beast::bind_front_handler(&Session::on_read_header, shared_from_this()));
+    }
+
+    void on_read_header(beast::error_code ec, std::size_t)
+    {
+        disarm();
+        if (ec)
+            return on_read_error(ec, "read header");
+        if (parser_->is_done())
+            return handle_request();
+        if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+            // The body is within the limit (checked with the header): ask for it, as curl waits.
+            continue_.emplace(http::status::continue_, parser_->get().version());
+            stream_.expires_after(shared_.limits.write_timeout);
+            http::async_write(stream_, *continue_,
+                              beast::bind_front_handler(&Session::on_write_continue, shared_from_this()));
+            return;
+        }
+        do_read_body();
+    }
+
+    void on_write_continue(beast::error_code ec, std::size_t)
+    {
+        stream_.expires_never();
+        if (ec) {
+            fail(ec, "write 100-continue", peer_);
+            return close();
+        }
+        do_read_body();
+    }
+
+    void do_read_body()
+    {
+        arm(shared_.limits.body_timeout);
+        http::async_read(stream_, buffer_, *parser_,
+                         beast::bind_front_handler(&Session::on_read_body, shared_from_this()));
+    }
+
+    void on_read_body(beast::error_code ec, std::size_t)
+    {
+        disarm();
+        if (ec)
+            return on_read_error(ec, "read body");
+        handle_request();
+    }
+
+    void on_read_error(beast::error_code ec, const char* step)
+    {
+        fail(ec, step, peer_);
+        if (ec == net::error::operation_aborted && timed_out_) {
+            // Nothing received at all: an idle or probing connection, not a request to answer.
+            if (!parser_->got_some() && buffer_.size() == 0)
+                return close();
+            return send_error(error_reply(http::status::request_timeout, std::string("timed out in ") + step));
+        }
+        if (ec == http::error::end_of_stream)
+            return close(); // the client closed between requests: normal end of keep-alive
+        if (ec == http::error::body_limit)
+            return send_error(error_reply(http::status::payload_too_large, "request body too large",
+                                          {"the limit is " + std::to_string(shared_.limits.body_limit) + " bytes"}));
+        if (ec == http::error::header_limit)
+            return send_error(error_reply(http::status::request_header_fields_too_large, "request header too large",
+                                          {"the limit is " + std::to_string(shared_.limits.header_limit) + " bytes"}));
+        if (is_http_error(ec))
+            return send_error(error_reply(http::status::bad_request, "malformed request", {ec.message()}));
+        close(); // connection reset and the like: nobody to answer
+    }
+
+    void handle_request()
+    {
+        Request req = parser_->release();
+        Reply reply;
+        try {
+            Context context{shared_, req, peer_};
+            reply = route(context);
+        } catch (const std::exception& e) {
+            // The provider failed for this request only; log once here, where it is answered.
+            spdlog::warn("control: {} {} from {}: {}", std::string(req.method_string()), std::string(req.target()),
+                         peer_, e.what());
+            reply = error_reply(http::status::internal_server_error, "internal error", {e.what()});
+        }
+        send(std::move(reply), req.version(), req.keep_alive(), req.method() == http::verb::head);
+    }
+
+    /// Answers a request that could not be read completely; the connection cannot continue.
+    void send_error(Reply reply)
+    {
+        reply.close = true;
+        send(std::move(reply), 11, false, false);
+    }
+
+    void send(Reply reply, unsigned version, bool keep_alive, bool head)
+    {
+        res_ = {};
+        res_.version(version);
+        res_.result(reply.status);
+        res_.set(http::field::server, "pgshift/" + shared_.version);
+        res_.set(http::field::content_type, reply.content_type);
+        // Status changes from second to second; no proxy or client should reuse an answer.
+        res_.set(http::field::cache_control, "no-store");
+        for (auto& [field, value] : reply.headers)
+            res_.set(field, value);
+        res_.keep_alive(keep_alive && !reply.close);
+        if (head) {
+            // HEAD: the length GET would send, and no body.
+            res_.content_length(reply.body.size());
+        } else {
+            res_.body() = std::move(reply.body);
+            res_.prepare_payload();
+        }
+        stream_.expires_after(shared_.limits.write_timeout);
+        http::async_write(stream_, res_, beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    }
+
+    void on_write(beast::error_code ec, std::size_t)
+    {
+        stream_.expires_never();
+        if (ec) {
+            fail(ec, "write", peer_);
+            return close();
+        }
+        if (!res_.keep_alive())
+            return do_linger();
+        do_read_request();
+    }
+
+    void do_linger()
+    {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        if (ec) {
+            fail(ec, "shutdown", peer_);
+            return close();
+        }
+        stream_.expires_after(shared_.limits.linger_timeout);
+        do_drain();
+    }
+
+    void do_drain()
+    {
+        stream_.async_read_some(net::buffer(drain_),
+                                beast::bind_front_handler(&Session::on_drain, shared_from_this()));
+    }
+
+    void on_drain(beast::error_code ec, std::size_t n)
+    {
+        drained_ += n;
+        if (ec || drained_ > k_max_drain_bytes)
+            return close(); // EOF is the normal end; a timeout or a flood ends it too
+        do_drain();
+    }
+
+    beast::tcp_stream stream_;
+    net::steady_timer deadline_;
+    Shared& shared_;
+    std::string peer_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    std::optional<http::response<http::empty_body>> continue_;
+    Response res_;
+    bool first_request_ = true;
+    bool timed_out_ = false;
+    std::array<char, 4096> drain_{};
+    std::size_t drained_ = 0;
+};
+
+struct ListenAddress {
+    std::string host;
+    std::string port;
+};
+
+/// Splits "host:port" or "[v6]:port"; throws ConfigError naming the address.
+ListenAddress split_listen(const std::string& listen)
+{
+    auto bad = [&](const std::string& why) {
+        return ConfigError("control.listen \"" + listen + "\": " + why + " (expected host:port)");
+    };
+    ListenAddress out;
+    std::string_view rest;
+    if (!listen.empty() && listen.front() == '[') {
+        auto close = listen.find(']');
+        if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':')
+            throw bad("unterminated IPv6 address");
+        out.host = listen.substr(1, close - 1);
+        rest = std::string_view(listen).substr(close + 2);
+    } else {
+        auto colon = listen.rfind(':');
+        if (colon == std::string::npos)
+            throw bad("missing port");
+        out.host = listen.substr(0, colon);
+        if (out.host.find(':') != std::string::npos)
+            throw bad("IPv6 addresses must be written in brackets");
+        rest = std::string_view(listen).substr(colon + 1);
+    }
+    if (out.host.empty())
+        throw bad("missing host");
+    unsigned port = 0;
+    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), port);
+    if (rest.empty() || ec != std::errc{} || end != rest.data() + rest.size() || port > 65535)
+        throw bad("invalid port");
+    out.port = std::to_string(port);
+    return out;
+}
+
+} // namespace
+
+// -------------------------------------------------------------------------------------------------
+
+struct ControlServer::Impl {
+    Impl(std::string listen_in, std::string token, StatusProvider& provider, std::string version, ServerLimits limits)
+        : listen(std::move(listen_in)), shared(std::move(token), provider, std::move(version), limits)
+    {
+    }
+
+    void do_accept()
+    {
+        acceptor.async_accept(ioc, [this](beast::error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
+    }
+
+    void on_accept(beast::error_code ec, tcp::socket socket)
+    {
+        if (ec == net::error::operation_aborted)
+            return; // stop()
+        if (ec) {
+            // Typically EMFILE. Keep listening (Beast's example stops accepting for good), but
+            // pause so that a persistent error does not spin the thread.
+            spdlog::warn("control: accept on {}: {}", listen, ec.message());
+            accept_retry.expires_after(std::chrono::milliseconds(100));
+            accept_retry.async_wait([this](beast::error_code wait_ec) {
+                if (!wait_ec)
+                    do_accept();
+            });
+            return;
+        }
+        if (shared.active.load() >= shared.limits.max_connections) {
+            spdlog::debug("control: {} connections open, closing a new one", shared.active.load());
+            beast::error_code ignored;
+            socket.close(ignored);
+        } else {
+            std::make_shared<Session>(std::move(socket), shared)->run();
+        }
+        do_accept();
+    }
+
+    void run()
+    {
+        // Handlers catch their own exceptions; this is the last line of defence, so that one
+        // bad request cannot end the control plane.
+        for (;;) {
+            try {
+                ioc.run();
+                return;
+            } catch (const std::exception& e) {
+                spdlog::error("control: unexpected exception in the server thread: {}", e.what());
+            }
+        }
+    }
+
+    const std::string listen;
+    // Destruction order matters: the io_context destroys pending handlers, and with them the
+    // sessions, which unregister from `shared`; so `shared` is declared first.
+    Shared shared;
+    net::io_context ioc{1};
+    tcp::acceptor acceptor{ioc};
+    net::steady_timer accept_retry{ioc};
+    std::thread thread;
+    std::atomic<std::uint16_t> port{0};
+    bool started = false;
+};
+
+ControlServer::ControlServer(std::string listen, std::string token, StatusProvider& provider, std::string version,
+                             ServerLimits limits)
+    : impl_(std::make_unique<Impl>(std::move(listen), std::move(token), provider, std::move(version), limits))
+{
+}
+
+ControlServer::~ControlServer()
+{
+    stop();
+}
+
+void ControlServer::start()
+{
+    auto& m = *impl_;
+    if (m.started)
+        throw InternalError("ControlServer::start called twice");
+    m.started = true;
+
+    const auto address = split_listen(m.listen);
+    const std::string where = "control.listen \"" + m.listen + "\": ";
+    beast::error_code ec;
+    tcp::resolver resolver(m.ioc);
+    // Runs once at startup, before the thread: a blocking lookup (e.g. of "localhost") is fine.
+    auto endpoints = resolver.resolve(address.host, address.port,
+                                      tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+    if (ec)
+        throw ConfigError(where + "cannot resolve host \"" + address.host + "\": " + ec.message());
+
+    std::string last_error = "no address";
+    for (const auto& entry : endpoints) {
+        auto endpoint = entry.endpoint();
+        beast::error_code step_ec;
+        m.acceptor.open(endpoint.protocol(), step_ec);
+        if (!step_ec)
+            m.acceptor.set_option(net::socket_base::reuse_address(true), step_ec);
+        if (!step_ec)
+            m.acceptor.bind(endpoint, step_ec);
+        if (!step_ec)
+            m.acceptor.listen(net::socket_base::max_listen_connections, step_ec);
+        if (!step_ec)
+            break;
+        last_error = "cannot listen on " + endpoint.address().to_string() + " port " + address.port + ": " +
+                     step_ec.message();
+        beast::error_code ignored;
+        m.acceptor.close(ignored);
+    }
+    if (!m.acceptor.is_open())
+        throw ConfigError(where + last_error);
+
+    m.port = m.acceptor.local_endpoint().port();
+    spdlog::info("control: listening on {} port {}{}", m.acceptor.local_endpoint().address().to_string(),
+                 m.port.load(), m.shared.token.empty() ? " (no token: POST requests are not authenticated)" : "");
+    m.do_accept();
+    m.thread = std::thread([&m] { m.run(); });
+}
+
+void ControlServer::stop() noexcept
+{
+    auto& m = *impl_;
+    if (!m.thread.joinable())
+        return;
+    net::post(m.ioc, [&m] {
+        beast::error_code ignored;
+        m.acceptor.close(ignored);
+        m.accept_retry.cancel();
+        // Copy: closing does not destroy a session now, but keep the iteration independent of it.
+        std::vector<Session*> open(m.shared.sessions.begin(), m.shared.sessions.end());
+        for (auto* session : open)
+            session->close();
+        // Do not wait for the aborted handlers: the sockets are closed, and the sessions they
+        // hold are destroyed with the io_context.
+        m.ioc.stop();
+    });
+    m.thread.join();
+}
+
+std::uint16_t ControlServer::port() const
+{
+    return impl_->port.load();
+}
+
+std::size_t ControlServer::connections() const
+{
+    return impl_->shared.active.load();
+}
+
+} // namespace pgshift::control

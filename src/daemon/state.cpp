@@ -1,0 +1,132 @@
+// DaemonState: status snapshots for the control plane, built from atomics.
+#include "pgshift/daemon/state.hpp"
+
+#include "pgshift/common/clock.hpp"
+
+#include <chrono>
+
+namespace pgshift::daemon {
+
+namespace {
+
+std::string version_string(int v)
+{
+    if (v == 0)
+        return "";
+    return std::to_string(v / 10000) + "." + std::to_string(v % 100);
+}
+
+std::int64_t steady_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+constexpr bool same_buckets()
+{
+    for (std::size_t i = 0; i < control::k_latency_buckets.size(); ++i)
+        if (control::k_latency_buckets[i] != queue::Stats::k_buckets[i])
+            return false;
+    return control::k_latency_buckets.size() == queue::Stats::k_buckets.size();
+}
+static_assert(same_buckets(), "the histogram the applier fills and the one /metrics renders must agree");
+
+} // namespace
+
+void DaemonState::set_session(SessionView v)
+{
+    std::lock_guard lk(mutex_);
+    session_ = std::move(v);
+}
+
+void DaemonState::set_endpoint(bool source, bool connected, int server_version_num)
+{
+    (source ? source_connected_ : target_connected_).store(connected);
+    if (server_version_num)
+        (source ? source_version_ : target_version_).store(server_version_num);
+}
+
+void DaemonState::set_last_error(const std::string& e)
+{
+    std::lock_guard lk(mutex_);
+    last_error_ = e;
+}
+
+void DaemonState::beat() { heartbeat_.store(steady_ms()); }
+
+bool DaemonState::alive() const
+{
+    // The main loop beats at least every 200 ms, also while backing off between sessions.
+    return steady_ms() - heartbeat_.load() < 5000;
+}
+
+control::StatusSnapshot DaemonState::snapshot() const
+{
+    control::StatusSnapshot s;
+    SessionView session;
+    {
+        std::lock_guard lk(mutex_);
+        session = session_;
+        s.last_error = last_error_;
+    }
+    s.name = name_;
+    s.version = version_;
+    auto st = state();
+    s.paused = paused_.load();
+    if (st == State::streaming && s.paused)
+        st = State::paused;
+    s.state = control::k_states.at(static_cast<std::size_t>(st));
+    s.direction = "forward";
+    s.source = {source_connected_.load(), version_string(source_version_.load())};
+    s.target = {target_connected_.load(), version_string(target_version_.load())};
+    s.source_lsn = source_lsn_.load();
+    s.slot_retained_wal_bytes = slot_retained_.load();
+
+    if (session.progress) {
+        const auto& p = *session.progress;
+        s.received_lsn = p.received.load();
+        s.confirmed_lsn = p.confirmed.load();
+        s.applied_lsn = std::max(p.written_end.load(), s.confirmed_lsn);
+        s.source_lsn = std::max({s.source_lsn, s.received_lsn, s.applied_lsn});
+        s.lag_bytes = s.source_lsn - s.applied_lsn;
+        if (auto ts = p.oldest_unapplied_commit_ts()) {
+            auto age = pg_now().micros - *ts;
+            s.lag_seconds = age > 0 ? static_cast<double>(age) / 1e6 : 0.0;
+        }
+    }
+    if (session.queue) {
+        s.queue_changes = session.queue->entries();
+        s.queue_bytes = session.queue->bytes();
+    }
+
+    const auto& x = stats_;
+    s.transactions_applied = x.transactions_applied.load();
+    s.changes_insert = x.changes_insert.load();
+    s.changes_update = x.changes_update.load();
+    s.changes_delete = x.changes_delete.load();
+    s.changes_truncate = x.changes_truncate.load();
+    s.wal_received_bytes = x.wal_received_bytes.load();
+    s.errors_source = x.errors_source.load();
+    s.errors_decode = x.errors_decode.load();
+    s.errors_apply = x.errors_apply.load();
+    s.errors_control = x.errors_control.load();
+    s.reconnects_source = x.reconnects_source.load();
+    s.reconnects_target = x.reconnects_target.load();
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < s.latency_bucket_counts.size(); ++i) {
+        cumulative += x.latency_buckets[i].load();
+        s.latency_bucket_counts[i] = cumulative;
+    }
+    s.latency_count = x.latency_count.load();
+    s.latency_sum = static_cast<double>(x.latency_sum_micros.load()) / 1e6;
+
+    if (st != State::streaming && st != State::paused)
+        s.not_ready_reasons.push_back(std::string("state is ") + s.state);
+    if (!s.source.connected)
+        s.not_ready_reasons.push_back("source not connected");
+    if (!s.target.connected)
+        s.not_ready_reasons.push_back("target not connected");
+    return s;
+}
+
+} // namespace pgshift::daemon
