@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <thread>
 
@@ -22,12 +23,6 @@ constexpr const char* k_session_options = "-c session_replication_role=replica -
                                           "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
                                           "-c TimeZone=UTC -c search_path=pg_catalog";
 
-/// What a result read from the pipeline must be.
-struct Expect {
-    enum Kind : std::uint8_t { plain, prepare, row_change } kind = plain;
-    std::size_t change = 0;   ///< index into the transaction's changes (row_change)
-    const char* op = "";      ///< "INSERT"/"UPDATE"/"DELETE"/... for messages
-};
 
 [[noreturn]] void throw_target(const std::string& context, const pg::PgError& e)
 {
@@ -168,263 +163,322 @@ std::shared_ptr<RelationMapping> Applier::resolve(const protocol::Relation& rel)
     return std::make_shared<RelationMapping>(map_relation(rel, cols, r.get(0, 0) == "p", ++generation_));
 }
 
-const RelationMapping& Applier::mapping_for(RelId relid, const queue::Transaction& txn) const
+namespace {
+
+/// One transaction's pipeline on the target: sends statements, reads their results in order,
+/// and remembers the first failure instead of throwing, so the pipeline is always drained to
+/// its sync point before the transaction is rolled back.
+class Pipeline {
+public:
+    Pipeline(pg::Connection& conn, const config::Config& cfg, std::string context)
+        : conn_(conn), c_(conn.raw()), cfg_(cfg), context_(std::move(context))
+    {
+    }
+
+    /// What a result read from the pipeline must be.
+    struct Expect {
+        const char* op = "";                    ///< "INSERT", "BEGIN", ... for messages
+        std::shared_ptr<RelationMapping> rel;   ///< for row changes: missing-row check and messages
+    };
+
+    void enter()
+    {
+        if (!PQenterPipelineMode(c_))
+            conn_.fail("could not enter pipeline mode");
+        active_ = true;
+    }
+
+    void send_plain(const std::string& sql, const std::vector<std::string>& params, const char* op)
+    {
+        std::vector<const char*> v;
+        for (const auto& p : params)
+            v.push_back(p.c_str());
+        if (!PQsendQueryParams(c_, sql.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0))
+            conn_.fail(std::string("could not send ") + op);
+        expects_.push_back({op, nullptr});
+    }
+
+    void send_prepare(const std::string& name, const Statement& st)
+    {
+        if (!PQsendPrepare(c_, name.c_str(), st.sql.c_str(), static_cast<int>(st.params.size()), nullptr))
+            conn_.fail("could not send PREPARE");
+        expects_.push_back({"PREPARE", nullptr});
+    }
+
+    void send_prepared(const std::string& name, const std::vector<const char*>& values, const char* op,
+                       std::shared_ptr<RelationMapping> rel)
+    {
+        if (!PQsendQueryPrepared(c_, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr,
+                                 0))
+            conn_.fail(std::string("could not send ") + op);
+        expects_.push_back({op, std::move(rel)});
+        if (expects_.size() >= k_max_in_flight) {
+            // Bound the pipeline: ask the server to flush, then read half of the results.
+            if (!PQsendFlushRequest(c_) || PQflush(c_) != 0)
+                conn_.fail("could not flush the pipeline");
+            while (expects_.size() > k_max_in_flight / 2)
+                read_one();
+        }
+    }
+
+    /// Sends a sync point and reads every outstanding result up to it.
+    void sync()
+    {
+        if (!PQpipelineSync(c_))
+            conn_.fail("could not send pipeline sync");
+        while (!expects_.empty())
+            read_one();
+        PGresult* res = PQgetResult(c_);
+        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+            if (res)
+                PQclear(res);
+            conn_.fail("pipeline sync missing");
+        }
+        PQclear(res);
+    }
+
+    /// Leaves pipeline mode (after sync()), e.g. to run a catalog query inside the transaction.
+    void leave()
+    {
+        if (active_ && !PQexitPipelineMode(c_))
+            conn_.fail("could not leave pipeline mode");
+        active_ = false;
+    }
+
+    [[nodiscard]] bool active() const { return active_; }
+    [[nodiscard]] const std::string& failure() const { return failure_; }
+    [[nodiscard]] bool retryable() const { return retryable_; }
+
+    /// Rolls back after a failure and throws it with context.
+    [[noreturn]] void abort()
+    {
+        if (!active_)
+            enter();
+        send_plain("ROLLBACK", {}, "ROLLBACK");
+        sync();
+        leave();
+        throw TargetError(failure_ + " " + context_, retryable_);
+    }
+
+private:
+    void read_one()
+    {
+        Expect e = std::move(expects_.front());
+        expects_.pop_front();
+        PGresult* res = PQgetResult(c_);
+        if (!res)
+            conn_.fail("pipeline ended early");
+        auto st = PQresultStatus(res);
+        if (st == PGRES_FATAL_ERROR) {
+            if (failure_.empty()) {
+                const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                pg::PgError pe(PQresultErrorMessage(res), ss ? ss : "", PQstatus(c_) != CONNECTION_OK);
+                retryable_ = pe.retryable();
+                std::string msg = PQresultErrorMessage(res);
+                while (!msg.empty() && msg.back() == '\n')
+                    msg.pop_back();
+                failure_ = std::string(e.op) + (e.rel ? " on " + e.rel->source_name : "") + ": " + msg;
+            }
+        } else if (st == PGRES_PIPELINE_ABORTED) {
+            // follows an earlier error, which is already recorded
+        } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            if (failure_.empty())
+                failure_ = std::string(e.op) + ": unexpected result status " + PQresStatus(st);
+        } else if (e.rel && std::strcmp(e.op, "INSERT") != 0) {
+            const char* n = PQcmdTuples(res);
+            if (*n && std::strtoull(n, nullptr, 10) == 0 && failure_.empty()) {
+                // Missing rows are divergence (rule 9).
+                std::string what = std::string(e.op) + " on " + e.rel->source_name +
+                                   " found no row (the target diverged from the source)";
+                if (cfg_.apply.on_missing_row == config::MissingRowPolicy::error)
+                    failure_ = what;
+                else
+                    spdlog::warn("{} {}; skipped (apply.on_missing_row = skip)", what, context_);
+            }
+        }
+        PQclear(res);
+        if (PGresult* extra = PQgetResult(c_)) { // each query ends with a NULL result
+            PQclear(extra);
+            conn_.fail("pipeline out of step");
+        }
+    }
+
+    pg::Connection& conn_;
+    PGconn* c_;
+    const config::Config& cfg_;
+    std::string context_;
+    std::deque<Expect> expects_;
+    bool active_ = false;
+    std::string failure_;
+    bool retryable_ = false;
+};
+
+RelId relid_of(const protocol::Message& m)
+{
+    return std::visit(
+        [](const auto& x) -> RelId {
+            if constexpr (requires { x.relid; })
+                return x.relid;
+            else
+                return RelId{};
+        },
+        m);
+}
+
+} // namespace
+
+std::shared_ptr<RelationMapping> Applier::mapping_for(RelId relid, const queue::Transaction& txn) const
 {
     auto it = relations_.find(relid);
     if (it == relations_.end())
         throw ProtocolError("change for relation " + std::to_string(relid.value) +
                             " without a preceding Relation message " + change_context(txn));
-    return *it->second;
+    return it->second;
 }
 
 void Applier::apply(queue::Transaction& txn)
 {
-    // Resolve Relation messages first, outside the target transaction; they take effect in
-    // stream order below, and also for transactions that are skipped.
-    std::vector<std::shared_ptr<RelationMapping>> mappings;
-    try {
-        for (const auto& ch : txn.changes)
-            if (auto* rel = std::get_if<protocol::Relation>(&ch.msg()))
-                mappings.push_back(resolve(*rel));
-    } catch (const pg::PgError& e) {
-        throw_target("while resolving relations " + change_context(txn), e);
-    }
-
-    bool has_rows = false;
-    for (const auto& ch : txn.changes) {
-        auto t = protocol::type_of(ch.msg());
-        has_rows = has_rows || (t != protocol::MsgType::relation && t != protocol::MsgType::type);
-    }
-
-    if (txn.commit_lsn < resume_ || !has_rows) {
+    bool skip = txn.commit_lsn < resume_;
+    if (skip)
+        spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
+                      resume_.str());
+    bool written = execute(txn, skip);
+    if (written) {
+        // written_end before handled_end: Progress::confirmable_flush() relies on this order.
+        progress_.written_end.store(txn.end_lsn.value());
+        progress_.handled_end.store(txn.end_lsn.value());
+        stats_.transactions_applied.fetch_add(1, std::memory_order_relaxed);
+        auto latency = std::chrono::duration<double>(std::chrono::system_clock::now() - to_system(txn.commit_ts));
+        stats_.observe_latency(latency.count());
+    } else {
         // Already applied before a restart (rule 4), or nothing to write.
-        std::size_t next = 0;
-        for (const auto& ch : txn.changes)
-            if (auto* rel = std::get_if<protocol::Relation>(&ch.msg()))
-                relations_[rel->relid] = mappings[next++];
-        if (txn.commit_lsn < resume_)
-            spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
-                          resume_.str());
         progress_.handled_end.store(std::max(progress_.handled_end.load(), txn.end_lsn.value()));
-        progress_.applied_seq.fetch_add(1, std::memory_order_acq_rel);
-        return;
     }
-
-    execute(txn, mappings);
-    // written_end before handled_end: Progress::confirmable_flush() relies on this order.
-    progress_.written_end.store(txn.end_lsn.value());
-    progress_.handled_end.store(txn.end_lsn.value());
     progress_.applied_seq.fetch_add(1, std::memory_order_acq_rel);
-    stats_.transactions_applied.fetch_add(1, std::memory_order_relaxed);
-    auto latency = std::chrono::duration<double>(std::chrono::system_clock::now() - to_system(txn.commit_ts));
-    stats_.observe_latency(latency.count());
 }
 
-void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr<RelationMapping>>& mappings)
+bool Applier::execute(queue::Transaction& txn, bool skip)
 {
-    PGconn* c = conn_->raw();
-    std::deque<Expect> expects;
-    std::size_t next_mapping = 0;
+    Pipeline pl(*conn_, cfg_, change_context(txn));
+    bool began = false;
     std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
-    std::string failure;          // first problem found while reading results
-    bool retryable_failure = false;
-
-    auto send_plain = [&](const std::string& sql, const std::vector<std::string>& params, const char* op) {
-        std::vector<const char*> v;
-        for (const auto& p : params)
-            v.push_back(p.c_str());
-        if (!PQsendQueryParams(c, sql.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0))
-            conn_->fail(std::string("could not send ") + op);
-        expects.push_back({Expect::plain, 0, op});
-    };
-
-    // Reads the result of the oldest expectation. Errors are remembered, not thrown, so that the
-    // pipeline is drained to its sync point before the transaction is rolled back.
-    auto read_one = [&]() {
-        Expect e = expects.front();
-        expects.pop_front();
-        PGresult* res = PQgetResult(c);
-        if (!res)
-            conn_->fail("pipeline ended early");
-        auto st = PQresultStatus(res);
-        if (st == PGRES_FATAL_ERROR) {
-            if (failure.empty()) {
-                const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-                pg::PgError pe(PQresultErrorMessage(res), ss ? ss : "", PQstatus(c) != CONNECTION_OK);
-                retryable_failure = pe.retryable();
-                std::string where;
-                if (e.kind == Expect::row_change) {
-                    auto& msg = txn.changes[e.change].msg();
-                    RelId rid = std::visit([](const auto& m) -> RelId {
-                        if constexpr (requires { m.relid; })
-                            return m.relid;
-                        else
-                            return RelId{};
-                    }, msg);
-                    where = " on " + mapping_for(rid, txn).source_name;
-                }
-                failure = std::string(e.op) + where + ": " + PQresultErrorMessage(res);
-            }
-        } else if (st == PGRES_PIPELINE_ABORTED) {
-            // follows an earlier error; already recorded
-        } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            if (failure.empty())
-                failure = std::string(e.op) + ": unexpected result status " + PQresStatus(st);
-        } else if (e.kind == Expect::row_change) {
-            const char* n = PQcmdTuples(res);
-            if (*n && std::strtoull(n, nullptr, 10) == 0 && failure.empty()) {
-                auto& msg = txn.changes[e.change].msg();
-                RelId rid = std::holds_alternative<protocol::Update>(msg) ? std::get<protocol::Update>(msg).relid
-                                                                          : std::get<protocol::Delete>(msg).relid;
-                std::string what = std::string(e.op) + " on " + mapping_for(rid, txn).source_name +
-                                   " found no row (the target diverged from the source)";
-                if (cfg_.apply.on_missing_row == config::MissingRowPolicy::error)
-                    failure = what;
-                else
-                    spdlog::warn("{} {}; skipped (apply.on_missing_row = skip)", what, change_context(txn));
-            }
-        }
-        PQclear(res);
-        if (PGresult* extra = PQgetResult(c)) { // each query ends with a NULL result
-            PQclear(extra);
-            conn_->fail("pipeline out of step");
-        }
-    };
-
-    auto read_sync = [&]() {
-        PGresult* res = PQgetResult(c);
-        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
-            if (res)
-                PQclear(res);
-            conn_->fail("pipeline sync missing");
-        }
-        PQclear(res);
-    };
+    std::vector<const char*> values;
+    std::vector<std::size_t> offsets;
 
     try {
-        if (!PQenterPipelineMode(c))
-            conn_->fail("could not enter pipeline mode");
-        send_plain("BEGIN", {}, "BEGIN");
-        // Force an xid: a transaction without one writes no commit record, so its origin
-        // progress would be lost (rule 1).
-        send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
-
-        std::vector<const char*> values;
-        std::vector<std::size_t> offsets;
-        for (std::size_t idx = 0; idx < txn.changes.size(); ++idx) {
-            const auto& msg = txn.changes[idx].msg();
+        auto cursor = txn.messages.cursor();
+        std::string_view payload;
+        while (cursor.next(payload)) {
+            auto msg = protocol::decode(payload, txn.decode);
             const protocol::TupleData* tuples[2] = {nullptr, nullptr};
             Statement st;
             const char* op = "";
             if (auto* rel = std::get_if<protocol::Relation>(&msg)) {
-                relations_[rel->relid] = mappings[next_mapping++];
+                // Relations take effect in stream order, also in skipped transactions. The
+                // catalog lookup needs a plain round trip: settle the pipeline first.
+                if (pl.active()) {
+                    pl.sync();
+                    if (!pl.failure().empty())
+                        pl.abort();
+                    pl.leave();
+                }
+                relations_[rel->relid] = resolve(*rel);
                 continue;
-            } else if (std::holds_alternative<protocol::Type>(msg)) {
-                continue; // types are resolved by name on the target through the column types
-            } else if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
-                const auto& m = mapping_for(ins->relid, txn);
-                tuples[0] = &ins->new_tuple;
-                st = build_insert(m, ins->new_tuple);
-                op = "INSERT";
-            } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
-                const auto& m = mapping_for(up->relid, txn);
-                bool from_old = up->old_kind != protocol::OldKind::none;
-                bool full = up->old_kind == protocol::OldKind::full;
-                tuples[0] = &up->new_tuple;
-                tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
-                st = build_update(m, up->new_tuple, *tuples[1], from_old, full);
-                op = "UPDATE";
-            } else if (auto* del = std::get_if<protocol::Delete>(&msg)) {
-                const auto& m = mapping_for(del->relid, txn);
-                tuples[1] = &del->old_tuple;
-                st = build_delete(m, del->old_tuple, del->old_kind == protocol::OldKind::full);
-                op = "DELETE";
-            } else if (auto* tr = std::get_if<protocol::Truncate>(&msg)) {
+            }
+            if (skip)
+                continue;
+            if (std::holds_alternative<protocol::Insert>(msg) || std::holds_alternative<protocol::Update>(msg) ||
+                std::holds_alternative<protocol::Delete>(msg) || std::holds_alternative<protocol::Truncate>(msg)) {
+                if (!pl.active())
+                    pl.enter();
+                if (!began) {
+                    pl.send_plain("BEGIN", {}, "BEGIN");
+                    // Force an xid: a transaction without one writes no commit record, so its
+                    // origin progress would be lost (rule 1).
+                    pl.send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
+                    began = true;
+                }
+            } else {
+                continue; // Type (resolved by name on the target), logical messages
+            }
+
+            if (auto* tr = std::get_if<protocol::Truncate>(&msg)) {
                 // Listed relations only; partitioned ones include their partitions. CASCADE is
                 // ignored, as PostgreSQL's own apply does: the source listed every table it hit.
                 std::string sql = "TRUNCATE ";
                 for (std::size_t i = 0; i < tr->relids.size(); ++i) {
-                    const auto& m = mapping_for(tr->relids[i], txn);
-                    sql += (i ? ", " : "") + std::string(m.partitioned ? "" : "ONLY ") + m.qualified;
+                    auto m = mapping_for(tr->relids[i], txn);
+                    sql += (i ? ", " : "") + std::string(m->partitioned ? "" : "ONLY ") + m->qualified;
                 }
                 if (tr->flags & protocol::Truncate::k_restart_identity)
                     sql += " RESTART IDENTITY";
-                send_plain(sql, {}, "TRUNCATE");
+                pl.send_plain(sql, {}, "TRUNCATE");
                 ++truncates;
                 continue;
+            }
+
+            auto m = mapping_for(relid_of(msg), txn);
+            if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
+                tuples[0] = &ins->new_tuple;
+                st = build_insert(*m, ins->new_tuple);
+                op = "INSERT";
+                ++inserts;
+            } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
+                bool from_old = up->old_kind != protocol::OldKind::none;
+                tuples[0] = &up->new_tuple;
+                tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
+                st = build_update(*m, up->new_tuple, *tuples[1], from_old, up->old_kind == protocol::OldKind::full);
+                op = "UPDATE";
+                ++updates;
             } else {
-                continue;
+                auto& del = std::get<protocol::Delete>(msg);
+                tuples[1] = &del.old_tuple;
+                st = build_delete(*m, del.old_tuple, del.old_kind == protocol::OldKind::full);
+                op = "DELETE";
+                ++deletes;
             }
 
             auto it = prepared_.find(st.key);
             if (it == prepared_.end()) {
                 auto name = "s" + std::to_string(++statement_counter_);
-                if (!PQsendPrepare(c, name.c_str(), st.sql.c_str(), static_cast<int>(st.params.size()), nullptr))
-                    conn_->fail("could not send PREPARE");
-                expects.push_back({Expect::prepare, idx, "PREPARE"});
+                pl.send_prepare(name, st);
                 it = prepared_.emplace(st.key, name).first;
             }
+            // Text parameters must be NUL-terminated: copy them into one scratch buffer
+            // (libpq copies them into its output buffer when sending).
             scratch_.clear();
             offsets.clear();
             values.assign(st.params.size(), nullptr);
-            std::vector<bool> is_null(st.params.size(), false);
             for (std::size_t p = 0; p < st.params.size(); ++p) {
                 const auto& cv = tuples[st.params[p].tuple]->columns.at(st.params[p].column);
-                offsets.push_back(scratch_.size());
-                if (cv.kind == protocol::ColumnKind::null)
-                    is_null[p] = true;
-                else
-                    scratch_.append(cv.data);
-                scratch_.push_back('\0');
+                offsets.push_back(cv.kind == protocol::ColumnKind::null ? SIZE_MAX : scratch_.size());
+                if (cv.kind != protocol::ColumnKind::null)
+                    scratch_.append(cv.data).push_back('\0');
             }
             for (std::size_t p = 0; p < st.params.size(); ++p)
-                values[p] = is_null[p] ? nullptr : scratch_.data() + offsets[p];
-            if (!PQsendQueryPrepared(c, it->second.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
-                                     nullptr, 0))
-                conn_->fail(std::string("could not send ") + op);
-            expects.push_back({Expect::row_change, idx, op});
-            ++(op[0] == 'I' ? inserts : op[0] == 'U' ? updates : deletes);
-
-            if (expects.size() >= k_max_in_flight) {
-                // Bound the pipeline: ask the server to flush, then read half of the results.
-                if (!PQsendFlushRequest(c) || PQflush(c) != 0)
-                    conn_->fail("could not flush the pipeline");
-                while (expects.size() > k_max_in_flight / 2)
-                    read_one();
-            }
+                values[p] = offsets[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets[p];
+            pl.send_prepared(it->second, values, op, std::move(m));
         }
 
-        send_plain("SELECT pg_replication_origin_xact_setup($1, $2)",
-                   {txn.end_lsn.str(), format_timestamptz(txn.commit_ts)}, "pg_replication_origin_xact_setup");
-        if (!PQpipelineSync(c))
-            conn_->fail("could not send pipeline sync");
-        while (!expects.empty())
-            read_one();
-        read_sync();
-
-        if (!failure.empty()) {
-            send_plain("ROLLBACK", {}, "ROLLBACK");
-            if (!PQpipelineSync(c))
-                conn_->fail("could not send pipeline sync");
-            while (!expects.empty())
-                read_one();
-            read_sync();
-            PQexitPipelineMode(c);
+        if (!began) {
+            if (pl.active())
+                pl.leave();
+            return false;
+        }
+        pl.send_plain("SELECT pg_replication_origin_xact_setup($1, $2)",
+                      {txn.end_lsn.str(), format_timestamptz(txn.commit_ts)}, "pg_replication_origin_xact_setup");
+        pl.sync();
+        if (!pl.failure().empty()) {
             // A failed PREPARE leaves its key unprepared: forget the statements of this session.
             prepared_.clear();
-            throw TargetError(failure + " " + change_context(txn), retryable_failure);
+            pl.abort();
         }
-
-        send_plain("COMMIT", {}, "COMMIT");
-        if (!PQpipelineSync(c))
-            conn_->fail("could not send pipeline sync");
-        while (!expects.empty())
-            read_one();
-        read_sync();
-        if (!failure.empty())
-            throw TargetError(failure + " " + change_context(txn), retryable_failure);
-        if (!PQexitPipelineMode(c))
-            conn_->fail("could not leave pipeline mode");
+        // COMMIT only once every result was checked: a missing row must not be committed.
+        pl.send_plain("COMMIT", {}, "COMMIT");
+        pl.sync();
+        if (!pl.failure().empty())
+            throw TargetError(pl.failure() + " " + change_context(txn), pl.retryable());
+        pl.leave();
     } catch (const pg::PgError& e) {
         throw_target(change_context(txn), e);
     }
@@ -432,6 +486,7 @@ void Applier::execute(queue::Transaction& txn, const std::vector<std::shared_ptr
     stats_.changes_update.fetch_add(updates, std::memory_order_relaxed);
     stats_.changes_delete.fetch_add(deletes, std::memory_order_relaxed);
     stats_.changes_truncate.fetch_add(truncates, std::memory_order_relaxed);
+    return true;
 }
 
 } // namespace pgshift::apply

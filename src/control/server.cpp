@@ -315,8 +315,13 @@ Reply route(Context& c)
 {
     const auto& req = c.request;
     std::string_view target = req.target();
-    if (target.empty() || target.front() != '/')
-        return error_reply(http::status::bad_request, "request target must be an absolute path");
+    if (target.empty() || target.front() != '/') {
+        // Well-formed HTTP but not a request we can make sense of: treat like a parse error.
+        auto r = error_reply(http::status::bad_request, "malformed request",
+                             {"the request target must be an absolute path"});
+        r.close = true;
+        return r;
+    }
     // Queries are accepted and ignored: no route takes parameters yet.
     target = target.substr(0, target.find('?'));
 

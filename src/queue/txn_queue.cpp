@@ -3,13 +3,6 @@
 
 namespace pgshift::queue {
 
-Change::Change(std::string_view payload, const protocol::DecodeContext& ctx)
-    : buf_(new char[payload.size()]), len_(payload.size())
-{
-    std::copy(payload.begin(), payload.end(), buf_.get());
-    msg_ = protocol::decode(std::string_view(buf_.get(), len_), ctx);
-}
-
 TxnQueue::TxnQueue(std::size_t max_bytes, std::size_t max_entries) : max_bytes_(max_bytes), ring_(max_entries) {}
 
 TxnQueue::~TxnQueue()

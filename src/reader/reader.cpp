@@ -8,6 +8,7 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace pgshift::reader {
@@ -17,8 +18,6 @@ namespace {
 constexpr auto k_status_interval = std::chrono::seconds(1);
 constexpr auto k_poll_timeout = std::chrono::milliseconds(100);
 
-/// Rough memory accounting for one change: its bytes plus the decoded structure.
-std::size_t change_cost(const queue::Change& c) { return c.size() + 64; }
 
 bool glob_match(const std::vector<std::string>& globs, const std::string& name)
 {
@@ -104,7 +103,8 @@ SlotInfo read_slot(const config::Config& cfg)
 }
 
 Reader::Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats)
-    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats)
+    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats), spill_dir_(queue::default_spill_dir()),
+      txn_memory_limit_(std::max<std::size_t>(1 << 20, cfg.apply.max_queue_bytes / 4))
 {
 }
 
@@ -127,9 +127,11 @@ Lsn Reader::create_slot()
 
 void Reader::stream(Lsn start, const std::atomic<bool>& stop)
 {
+    // Large transactions are streamed before they commit (protocol 2+), so neither side holds
+    // them in memory; they are spooled per xid (MessageLog) until Stream Commit.
     std::string options = "(proto_version '" + std::to_string(decode_ctx_.proto_version) +
                           "', publication_names " + pg::quote_literal(pg::quote_ident(cfg_.publication_name())) +
-                          ", messages 'true')";
+                          ", messages 'true'" + (decode_ctx_.proto_version >= 2 ? ", streaming 'on'" : "") + ")";
     conn_->start_replication(cfg_.slot_name(), start, options);
     spdlog::info("streaming from slot {} at {}", cfg_.slot_name(), start.str());
     last_flush_sent_ = start;
@@ -170,44 +172,66 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
     spdlog::info("replication stream closed; confirmed {}", last_flush_sent_.str());
 }
 
+std::unique_ptr<queue::Transaction> Reader::new_transaction(std::size_t memory_limit) const
+{
+    auto t = std::make_unique<queue::Transaction>(queue::MessageLog(spill_dir_, memory_limit));
+    t->received_at = std::chrono::steady_clock::now();
+    return t;
+}
+
+void Reader::complete(std::unique_ptr<queue::Transaction> txn)
+{
+    txn->messages.seal();
+    // A spilled transaction holds little memory but a file descriptor: charge it enough that
+    // the queue bound also bounds the number of open spill files.
+    txn->bytes = sizeof(queue::Transaction) + txn->messages.memory_bytes() +
+                 (txn->messages.spilled() ? k_spilled_charge : 0);
+    pending_ = std::move(txn);
+    progress_.in_transaction.store(true);
+    std::atomic<bool> no_stop{false};
+    push_pending(no_stop);
+}
+
 void Reader::handle_xlogdata(std::string_view payload)
 {
     if (payload.empty())
         throw ProtocolError("empty XLogData payload");
-    auto type = static_cast<protocol::MsgType>(payload[0]);
+    // Decoding validates every message here, so nothing malformed reaches the queue.
+    auto msg = protocol::decode(payload, decode_ctx_);
     using protocol::MsgType;
-    switch (type) {
+    switch (protocol::type_of(msg)) {
     case MsgType::begin: {
-        if (current_)
-            throw ProtocolError("Begin inside transaction " + std::to_string(current_->xid.value));
-        auto b = std::get<protocol::Begin>(protocol::decode(payload, decode_ctx_));
-        current_ = std::make_unique<queue::Transaction>();
+        if (current_ || stream_xid_)
+            throw ProtocolError("Begin inside a transaction or stream");
+        auto& b = std::get<protocol::Begin>(msg);
+        current_ = new_transaction(txn_memory_limit_);
         current_->xid = b.xid;
         current_->commit_lsn = b.final_lsn;
         current_->commit_ts = b.commit_ts;
-        current_->received_at = std::chrono::steady_clock::now();
+        current_->decode = decode_ctx_;
         progress_.in_transaction.store(true);
         return;
     }
     case MsgType::commit: {
         if (!current_)
             throw ProtocolError("Commit outside a transaction");
-        auto c = std::get<protocol::Commit>(protocol::decode(payload, decode_ctx_));
+        auto& c = std::get<protocol::Commit>(msg);
         if (c.commit_lsn != current_->commit_lsn)
             throw ProtocolError("Commit LSN " + c.commit_lsn.str() + " does not match Begin's " +
                                 current_->commit_lsn.str() + " (xid " + std::to_string(current_->xid.value) + ")");
         current_->end_lsn = c.end_lsn;
         current_->commit_ts = c.commit_ts;
-        pending_ = std::move(current_);
-        std::atomic<bool> no_stop{false};
-        push_pending(no_stop);
+        complete(std::move(current_));
         return;
     }
     case MsgType::origin: {
-        if (!current_)
+        auto& o = std::get<protocol::Origin>(msg);
+        if (stream_xid_)
+            streams_.at(*stream_xid_).txn->origin = std::string(o.name);
+        else if (current_)
+            current_->origin = std::string(o.name);
+        else
             throw ProtocolError("Origin outside a transaction");
-        auto o = std::get<protocol::Origin>(protocol::decode(payload, decode_ctx_));
-        current_->origin = std::string(o.name);
         return;
     }
     case MsgType::relation:
@@ -216,24 +240,120 @@ void Reader::handle_xlogdata(std::string_view payload)
     case MsgType::update:
     case MsgType::del:
     case MsgType::truncate: {
-        if (!current_)
+        if (stream_xid_) {
+            auto& st = streams_.at(*stream_xid_);
+            // Inside a stream every change carries the xid of its (sub)transaction; remember
+            // where each subtransaction starts, so that its abort can cut it out.
+            auto sub = std::visit([](const auto& m) -> std::optional<Xid> {
+                if constexpr (requires { m.xid; })
+                    if constexpr (std::is_same_v<decltype(m.xid), std::optional<Xid>>)
+                        return m.xid;
+                return std::nullopt;
+            }, msg);
+            if (sub && sub->value != *stream_xid_ &&
+                std::none_of(st.subxacts.begin(), st.subxacts.end(),
+                             [&](const auto& p) { return p.first == sub->value; }))
+                st.subxacts.emplace_back(sub->value, st.txn->messages.position());
+            st.txn->messages.append(payload);
+        } else if (current_) {
+            current_->messages.append(payload);
+        } else {
             throw ProtocolError(std::string("message '") + payload[0] + "' outside a transaction");
-        queue::Change ch(payload, decode_ctx_);
-        current_->bytes += change_cost(ch);
-        current_->changes.push_back(std::move(ch));
+        }
         return;
     }
-    case MsgType::message: {
-        // Logical decoding messages (pg_logical_emit_message) carry nothing to apply; decoding
-        // still validates them.
-        (void)protocol::decode(payload, decode_ctx_);
+    case MsgType::message:
+        // Logical decoding messages (pg_logical_emit_message) carry nothing to apply.
+        return;
+    case MsgType::stream_start: {
+        auto& s = std::get<protocol::StreamStart>(msg);
+        if (stream_xid_ || current_)
+            throw ProtocolError("Stream Start inside a transaction or stream");
+        auto it = streams_.find(s.xid.value);
+        if (it == streams_.end()) {
+            if (!s.first_segment)
+                throw ProtocolError("Stream Start for xid " + std::to_string(s.xid.value) +
+                                    " continues a stream whose first segment was never received");
+            Stream st{new_transaction(k_stream_memory_limit), {}};
+            st.txn->xid = s.xid;
+            it = streams_.emplace(s.xid.value, std::move(st)).first;
+        }
+        stream_xid_ = s.xid.value;
+        decode_ctx_.in_stream = true;
+        return;
+    }
+    case MsgType::stream_stop:
+        if (!stream_xid_)
+            throw ProtocolError("Stream Stop outside a stream");
+        stream_xid_.reset();
+        decode_ctx_.in_stream = false;
+        return;
+    case MsgType::stream_commit: {
+        auto& c = std::get<protocol::StreamCommit>(msg);
+        auto it = streams_.find(c.xid.value);
+        if (stream_xid_ || current_ || it == streams_.end())
+            throw ProtocolError("Stream Commit for xid " + std::to_string(c.xid.value) + " out of place");
+        auto txn = std::move(it->second.txn);
+        streams_.erase(it);
+        txn->commit_lsn = c.commit_lsn;
+        txn->end_lsn = c.end_lsn;
+        txn->commit_ts = c.commit_ts;
+        txn->decode = decode_ctx_;
+        txn->decode.in_stream = true; // its messages carry xid prefixes
+        complete(std::move(txn));
+        return;
+    }
+    case MsgType::stream_abort: {
+        auto& a = std::get<protocol::StreamAbort>(msg);
+        auto it = streams_.find(a.xid.value);
+        if (stream_xid_ || current_)
+            throw ProtocolError("Stream Abort inside a transaction or stream");
+        if (it == streams_.end())
+            return; // nothing of it was streamed to us
+        if (a.subxid.value == a.xid.value) {
+            spdlog::debug("streamed xid {} aborted: {} messages discarded", a.xid.value,
+                          it->second.txn->messages.count());
+            streams_.erase(it);
+            return;
+        }
+        abort_subtransaction(it->second, a.subxid.value);
         return;
     }
     default:
-        // Streaming and two-phase messages are not requested; receiving one is a protocol error.
-        (void)protocol::decode(payload, decode_ctx_);
+        // Two-phase messages are not requested; receiving one is a protocol error.
         throw ProtocolError(std::string("unexpected pgoutput message '") + payload[0] + "' (not requested)");
     }
+}
+
+void Reader::abort_subtransaction(Stream& st, std::uint32_t subxid)
+{
+    auto pos = std::find_if(st.subxacts.begin(), st.subxacts.end(),
+                            [&](const auto& p) { return p.first == subxid; });
+    if (pos == st.subxacts.end())
+        return; // the subtransaction streamed no change
+    // Everything from the subtransaction's first change on belongs to it or to subtransactions
+    // started after it (nested ones). Relation and Type messages in that range are kept: the
+    // source considers them sent for this transaction and will not repeat them.
+    auto& log = st.txn->messages;
+    log.seal();
+    std::vector<std::string> keep;
+    {
+        auto c = log.cursor();
+        std::string_view p;
+        while (c.position() < pos->second && c.next(p)) {
+        }
+        while (c.next(p))
+            if (p[0] == static_cast<char>(protocol::MsgType::relation) ||
+                p[0] == static_cast<char>(protocol::MsgType::type))
+                keep.emplace_back(p);
+    }
+    auto before = log.count();
+    log.truncate(pos->second);
+    for (const auto& k : keep)
+        log.append(k);
+    spdlog::debug("subtransaction {} of streamed xid {} aborted: {} messages discarded", subxid,
+                  st.txn->xid.value, before - log.count());
+    st.subxacts.erase(pos, st.subxacts.end());
 }
 
 void Reader::push_pending(const std::atomic<bool>& stop)

@@ -9,6 +9,9 @@
 // - Each transaction is sent as one libpq pipeline (BEGIN, xid, statements, xact_setup) with a
 //   bound on statements in flight; COMMIT is sent only once every result was checked (a missing
 //   row must not be committed). On any error the transaction is rolled back, never half-applied.
+// - Messages are read from the transaction's MessageLog (memory or spill file) one at a time and
+//   decoded on the fly, so applying a transaction of any size takes bounded memory. A Relation
+//   message settles the pipeline and resolves the target table inside the open transaction.
 // - Stale backends of a crashed daemon still hold the origin: they are terminated by
 //   application_name, and waited for, before the origin session is set up. Only then is the
 //   origin's progress read, so an in-flight COMMIT of the dead process is accounted for.
@@ -49,10 +52,12 @@ public:
 
 private:
     void apply(queue::Transaction& txn);
-    void execute(queue::Transaction& txn, const std::vector<std::shared_ptr<RelationMapping>>& mappings);
+    /// Replays the transaction's messages; returns whether a target transaction was committed
+    /// (false when it was skipped or had no row changes; Relation messages still take effect).
+    bool execute(queue::Transaction& txn, bool skip);
     std::shared_ptr<RelationMapping> resolve(const protocol::Relation& rel);
     void refresh_durable();
-    const RelationMapping& mapping_for(RelId relid, const queue::Transaction& txn) const;
+    [[nodiscard]] std::shared_ptr<RelationMapping> mapping_for(RelId relid, const queue::Transaction& txn) const;
 
     const config::Config& cfg_;
     queue::TxnQueue& queue_;

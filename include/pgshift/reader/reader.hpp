@@ -6,6 +6,10 @@
 //   sending standby status updates, so the source's wal_sender_timeout is never hit.
 // - The flush position it reports comes from Progress::confirmable_flush() (rule 3) and never
 //   moves backwards.
+// - Memory is bounded whatever the transaction size (rule 10): a transaction's messages go to a
+//   MessageLog that spills to a file past a quarter of apply.max_queue_bytes; large
+//   transactions are streamed by the source before commit, spooled per xid, cut back on a
+//   subtransaction's Stream Abort, dropped on a top-level one, queued on Stream Commit.
 #pragma once
 
 #include "pgshift/common/lsn.hpp"
@@ -16,6 +20,8 @@
 #include "pgshift/queue/txn_queue.hpp"
 
 #include <atomic>
+#include <filesystem>
+#include <map>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -57,6 +63,17 @@ public:
     void stream(Lsn start, const std::atomic<bool>& stop);
 
 private:
+    /// A transaction being streamed before commit (protocol 2+).
+    struct Stream {
+        std::unique_ptr<queue::Transaction> txn;
+        std::vector<std::pair<std::uint32_t, std::uint64_t>> subxacts; ///< (subxid, first position)
+    };
+    static constexpr std::size_t k_stream_memory_limit = 1 << 20;
+    static constexpr std::size_t k_spilled_charge = 1 << 20;
+
+    [[nodiscard]] std::unique_ptr<queue::Transaction> new_transaction(std::size_t memory_limit) const;
+    void complete(std::unique_ptr<queue::Transaction> txn);
+    void abort_subtransaction(Stream& st, std::uint32_t subxid);
     void handle_xlogdata(std::string_view payload);
     void push_pending(const std::atomic<bool>& stop);
     void maybe_send_status(bool force, bool reply_requested = false);
@@ -69,7 +86,11 @@ private:
     int server_version_ = 0;
     protocol::DecodeContext decode_ctx_;
 
+    std::filesystem::path spill_dir_;
+    std::size_t txn_memory_limit_; ///< a transaction larger than this spills to a file
     std::unique_ptr<queue::Transaction> current_; ///< being received
+    std::map<std::uint32_t, Stream> streams_;     ///< streamed transactions by top-level xid
+    std::optional<std::uint32_t> stream_xid_;     ///< inside Stream Start ... Stream Stop
     std::unique_ptr<queue::Transaction> pending_; ///< complete, waiting for queue space
     Lsn last_flush_sent_;
     std::chrono::steady_clock::time_point last_status_;
