@@ -1,0 +1,82 @@
+// The narrow interface between the control plane and the rest of the daemon.
+//
+// Handlers read a StatusSnapshot (built from atomics, never by querying PostgreSQL) and post
+// commands; they never block on a database and never touch a connection.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pgshift::control {
+
+/// States of SPEC section 3, in the order pgshift_state lists them.
+inline constexpr std::array<const char*, 8> k_states = {"starting",     "copying", "streaming", "paused",
+                                                        "cutting_over", "rolling_back", "failed", "stopping"};
+
+/// Upper bounds (seconds) of the apply latency histogram buckets; +Inf is implicit.
+inline constexpr std::array<double, 12> k_latency_buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                             0.5,   1,    2.5,   5,    10,  30};
+
+struct EndpointStatus {
+    bool connected = false;
+    std::string server_version; ///< e.g. "15.20"; empty when never connected
+};
+
+struct StatusSnapshot {
+    std::string name;
+    std::string version;
+    std::string state = "starting"; ///< one of k_states
+    std::string direction = "forward"; ///< forward | reverse
+    bool paused = false;
+    EndpointStatus source;
+    EndpointStatus target;
+
+    // Positions as byte offsets (pg_lsn values); 0 when unknown.
+    std::uint64_t source_lsn = 0;    ///< the source's current WAL end (keepalives, periodic query)
+    std::uint64_t received_lsn = 0;
+    std::uint64_t applied_lsn = 0;
+    std::uint64_t confirmed_lsn = 0; ///< flush position reported to the source
+    std::uint64_t lag_bytes = 0;     ///< source_lsn - applied_lsn (0 when caught up)
+    double lag_seconds = 0;          ///< now - source commit time of the oldest unapplied transaction
+
+    struct {
+        std::uint64_t tables_total = 0, tables_done = 0, tables_copying = 0;
+        std::uint64_t rows_copied = 0, bytes_copied = 0;
+    } initial_copy;
+
+    std::uint64_t transactions_applied = 0;
+    std::uint64_t changes_insert = 0, changes_update = 0, changes_delete = 0, changes_truncate = 0;
+    std::uint64_t wal_received_bytes = 0;
+    std::uint64_t queue_changes = 0, queue_bytes = 0;
+    std::uint64_t slot_retained_wal_bytes = 0;
+    double cutover_write_downtime_seconds = 0;
+
+    /// Errors by stage: source, decode, apply, copy, control.
+    std::uint64_t errors_source = 0, errors_decode = 0, errors_apply = 0, errors_copy = 0, errors_control = 0;
+    std::uint64_t reconnects_source = 0, reconnects_target = 0;
+
+    /// Apply latency histogram: cumulative counts per k_latency_buckets bound, then +Inf (= count).
+    std::array<std::uint64_t, k_latency_buckets.size()> latency_bucket_counts{};
+    std::uint64_t latency_count = 0;
+    double latency_sum = 0;
+
+    std::string last_error; ///< never contains secrets
+    /// Reasons /readyz is not ready (empty = ready).
+    std::vector<std::string> not_ready_reasons;
+};
+
+/// Implemented by the daemon; called from control-plane threads.
+class StatusProvider {
+public:
+    virtual ~StatusProvider() = default;
+    [[nodiscard]] virtual StatusSnapshot snapshot() const = 0;
+    /// True while the daemon's loops are alive (for /livez).
+    [[nodiscard]] virtual bool alive() const = 0;
+    /// Stop / restart applying. Idempotent; never blocks on PostgreSQL.
+    virtual void pause() = 0;
+    virtual void resume() = 0;
+};
+
+} // namespace pgshift::control
