@@ -20,6 +20,7 @@ src_port=$("$root/scripts/pgcluster.sh" free-port)
 "$root/scripts/pgcluster.sh" start "$work/source" "$src_port"
 dst_port=$("$root/scripts/pgcluster.sh" free-port)
 "$root/scripts/pgcluster.sh" start "$work/target" "$dst_port"
+ctl_port=$("$root/scripts/pgcluster.sh" free-port)
 daemon_pid=""
 cleanup() {
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; fi
@@ -47,6 +48,8 @@ target:
   conninfo: "$dst"
 initial_copy:
   enabled: false        # both sides were loaded identically above
+control:
+  listen: "127.0.0.1:$ctl_port"
 log:
   level: info
 YAML
@@ -63,11 +66,10 @@ echo "== pgshift is streaming; running pgbench ($clients clients, ${seconds}s) o
 
 "$pgbin/pgbench" -n -c "$clients" -j 2 -T "$seconds" -d "$src" >"$work/pgbench.log" 2>&1 &
 load_pid=$!
-lag_query="SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = 'pgshift_demo'"
+api="http://127.0.0.1:$ctl_port"
 while kill -0 "$load_pid" 2>/dev/null; do
-  printf "   lag: %8s bytes   source history rows: %6s   target history rows: %6s\n" \
-    "$(psql_src "$lag_query")" "$(psql_src "SELECT count(*) FROM pgbench_history")" \
-    "$(psql_dst "SELECT count(*) FROM pgbench_history")"
+  printf "   GET /v1/lag: %s   history rows: source %6s, target %6s\n" "$(curl -s "$api/v1/lag")" \
+    "$(psql_src "SELECT count(*) FROM pgbench_history")" "$(psql_dst "SELECT count(*) FROM pgbench_history")"
   sleep 3
 done
 wait "$load_pid"
@@ -84,7 +86,9 @@ for _ in $(seq 1 120); do
   [ "$a" = "$b" ] && break
   sleep 1
 done
-printf "   final lag: %s bytes\n" "$(psql_src "$lag_query")"
+printf "   GET /v1/lag: %s\n" "$(curl -s "$api/v1/lag")"
+echo "== pgshift status (GET /v1/status):"
+"$bin" status --url "$api" | sed "s/^/   /"
 echo "== source:"; echo "$a" | sed 's/^/   /'
 echo "== target:"; echo "$b" | sed 's/^/   /'
 if [ "$a" = "$b" ]; then

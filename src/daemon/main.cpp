@@ -1,6 +1,7 @@
 // pgshift's command line: subcommands of SPEC section 1.
 #include "pgshift/common/logging.hpp"
 #include "pgshift/config/config.hpp"
+#include "pgshift/daemon/client.hpp"
 #include "pgshift/daemon/run.hpp"
 
 #include <CLI/CLI.hpp>
@@ -57,6 +58,26 @@ int main(int argc, char** argv)
     auto* run = app.add_subcommand("run", "run the daemon in the foreground (what systemd starts)");
     run->add_option("--config,-c", config_path, "configuration file (YAML)")->required();
     auto* version = app.add_subcommand("version", "print version and build information");
+
+    // Client commands: find the daemon through --config or --url.
+    daemon::ClientOptions client;
+    std::vector<std::pair<CLI::App*, std::string>> clients;
+    auto add_client = [&](const char* name, const char* help) {
+        auto* sub = app.add_subcommand(name, help);
+        auto* cfg_opt = sub->add_option("--config,-c", client.config_path, "the daemon's configuration file");
+        auto* url_opt = sub->add_option("--url", client.url, "the daemon's control URL, e.g. http://127.0.0.1:8187");
+        sub->add_option("--token-file", client.token_file, "file holding the bearer token (with --url)");
+        cfg_opt->excludes(url_opt);
+        clients.emplace_back(sub, name);
+        return sub;
+    };
+    add_client("status", "show the running daemon's status")->add_flag("--json", client.json, "print JSON");
+    add_client("lag", "print the current lag (bytes and seconds)");
+    add_client("pause", "pause applying changes");
+    add_client("resume", "resume applying changes");
+    add_client("cutover", "start a cutover")->add_flag("--wait", client.wait, "follow it to the end");
+    add_client("rollback", "start a rollback (after a cutover)")->add_flag("--wait", client.wait, "follow it to the end");
+    add_client("verify", "compare source and target table by table")->add_flag("--wait", client.wait, "follow it");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -70,6 +91,9 @@ int main(int argc, char** argv)
             return cmd_run(config_path);
         if (version->parsed())
             return cmd_version();
+        for (auto& [sub, name] : clients)
+            if (sub->parsed())
+                return daemon::run_client(name, client);
     } catch (const std::exception& e) {
         std::cerr << "pgshift: " << e.what() << "\n";
         return daemon::k_exit_failure;

@@ -15,6 +15,7 @@
 #include "pgshift/daemon/run.hpp"
 
 #include "pgshift/apply/applier.hpp"
+#include "pgshift/control/server.hpp"
 #include "pgshift/daemon/state.hpp"
 #include "pgshift/pg/connection.hpp"
 #include "pgshift/queue/progress.hpp"
@@ -26,6 +27,8 @@
 
 #include <csignal>
 #include <exception>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 namespace pgshift::daemon {
@@ -234,6 +237,22 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
     return SessionEnd::stopped;
 }
 
+/// The bearer token from control.token_file ("" when none is configured), whitespace trimmed.
+std::string read_token(const std::string& path)
+{
+    if (path.empty())
+        return "";
+    std::ifstream f(path);
+    if (!f)
+        throw ConfigError("control.token_file: cannot read " + path);
+    std::string token((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto b = token.find_first_not_of(" \t\r\n");
+    auto e = token.find_last_not_of(" \t\r\n");
+    if (b == std::string::npos)
+        throw ConfigError("control.token_file: " + path + " is empty");
+    return token.substr(b, e - b + 1);
+}
+
 } // namespace
 
 int run(const config::Config& cfg)
@@ -252,6 +271,21 @@ int run(const config::Config& cfg)
     Backoff backoff;
     bool notified_ready = false;
     DaemonState state(cfg.name, PGSHIFT_VERSION);
+    state.beat();
+
+    // The control plane runs for the daemon's whole life, also between sessions, on its own
+    // thread (started after the signal mask, so it inherits it).
+    std::unique_ptr<control::ControlServer> server;
+    try {
+        server = std::make_unique<control::ControlServer>(cfg.control.listen, read_token(cfg.control.token_file),
+                                                          state, PGSHIFT_VERSION);
+        server->start();
+        spdlog::info("control plane listening on {} (port {}){}", cfg.control.listen, server->port(),
+                     cfg.control.token_file.empty() ? "; POST requests are not authenticated" : "");
+    } catch (const ConfigError& e) {
+        spdlog::error("configuration error: {}", e.what());
+        return k_exit_config;
+    }
     for (;;) {
         auto started = std::chrono::steady_clock::now();
         state.set_state(State::starting);

@@ -1,0 +1,266 @@
+// CLI client commands: talks to the daemon's HTTP control plane (Boost.Beast, synchronous).
+#include "pgshift/daemon/client.hpp"
+
+#include "pgshift/config/config.hpp"
+#include "pgshift/daemon/run.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <thread>
+
+namespace pgshift::daemon {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+
+namespace {
+
+struct Endpoint {
+    std::string host;
+    std::string port;
+    std::string token;
+};
+
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+std::string read_token_file(const std::string& path)
+{
+    if (path.empty())
+        return "";
+    std::ifstream f(path);
+    if (!f)
+        throw std::runtime_error("cannot read token file " + path);
+    std::string t((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto b = t.find_first_not_of(" \t\r\n");
+    auto e = t.find_last_not_of(" \t\r\n");
+    return b == std::string::npos ? "" : t.substr(b, e - b + 1);
+}
+
+/// Splits "host:port" or "[v6]:port".
+std::pair<std::string, std::string> split_host_port(const std::string& hp)
+{
+    if (!hp.empty() && hp[0] == '[') {
+        auto close = hp.find(']');
+        if (close == std::string::npos || close + 1 >= hp.size() || hp[close + 1] != ':')
+            throw UsageError("invalid address " + hp);
+        return {hp.substr(1, close - 1), hp.substr(close + 2)};
+    }
+    auto colon = hp.rfind(':');
+    if (colon == std::string::npos)
+        throw UsageError("invalid address " + hp + " (expected host:port)");
+    return {hp.substr(0, colon), hp.substr(colon + 1)};
+}
+
+Endpoint resolve_endpoint(const ClientOptions& o)
+{
+    if (!o.url.empty()) {
+        std::string rest = o.url;
+        if (rest.rfind("http://", 0) == 0)
+            rest = rest.substr(7);
+        else if (rest.find("://") != std::string::npos)
+            throw UsageError("only http:// URLs are supported: " + o.url);
+        rest = rest.substr(0, rest.find('/'));
+        auto [h, p] = split_host_port(rest);
+        return {h, p, read_token_file(o.token_file)};
+    }
+    if (o.config_path.empty())
+        throw UsageError("give --config FILE or --url URL to find the daemon");
+    auto cfg = config::load_from_file(o.config_path, config::process_env());
+    auto [h, p] = split_host_port(cfg.control.listen);
+    if (h == "0.0.0.0" || h.empty())
+        h = "127.0.0.1";
+    else if (h == "::")
+        h = "::1";
+    return {h, p, read_token_file(o.token_file.empty() ? cfg.control.token_file : o.token_file)};
+}
+
+struct Reply {
+    unsigned status = 0;
+    json::value body;
+};
+
+Reply request(const Endpoint& ep, http::verb method, const std::string& target)
+{
+    asio::io_context ioc;
+    asio::ip::tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(std::chrono::seconds(10));
+    stream.connect(resolver.resolve(ep.host, ep.port));
+    http::request<http::string_body> req{method, target, 11};
+    req.set(http::field::host, ep.host);
+    req.set(http::field::user_agent, "pgshift-cli");
+    if (!ep.token.empty())
+        req.set(http::field::authorization, "Bearer " + ep.token);
+    if (method == http::verb::post) {
+        req.set(http::field::content_type, "application/json");
+        req.body() = "{}";
+        req.prepare_payload();
+    }
+    http::write(stream, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(stream, buf, res);
+    beast::error_code ec;
+    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    Reply r;
+    r.status = res.result_int();
+    boost::system::error_code jec;
+    r.body = json::parse(res.body(), jec);
+    if (jec)
+        r.body = json::string(res.body());
+    return r;
+}
+
+std::string str(const json::value& v)
+{
+    if (v.is_string())
+        return std::string(v.as_string());
+    if (v.is_null())
+        return "-";
+    if (v.is_double()) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.3f", v.as_double());
+        return b;
+    }
+    return json::serialize(v);
+}
+
+const json::value& at(const json::value& v, std::initializer_list<const char*> path)
+{
+    static const json::value null;
+    const json::value* cur = &v;
+    for (const char* k : path) {
+        if (!cur->is_object())
+            return null;
+        auto* next = cur->as_object().if_contains(k);
+        if (!next)
+            return null;
+        cur = next;
+    }
+    return *cur;
+}
+
+int report_error(const Reply& r)
+{
+    std::cerr << "pgshift: the daemon answered " << r.status << ": " << str(at(r.body, {"error"})) << "\n";
+    if (auto* reasons = r.body.is_object() ? r.body.as_object().if_contains("reasons") : nullptr)
+        if (reasons->is_array())
+            for (const auto& x : reasons->as_array())
+                std::cerr << "  - " << str(x) << "\n";
+    return k_exit_failure;
+}
+
+void print_status_table(const json::value& s)
+{
+    auto row = [](const char* k, const std::string& v) { std::printf("%-22s %s\n", k, v.c_str()); };
+    row("name", str(at(s, {"name"})));
+    row("version", str(at(s, {"version"})));
+    row("state", str(at(s, {"state"})) + (at(s, {"paused"}).is_bool() && at(s, {"paused"}).as_bool() ? " (paused)" : ""));
+    row("direction", str(at(s, {"direction"})));
+    auto endpoint = [&](const char* name) {
+        bool up = at(s, {name, "connected"}).is_bool() && at(s, {name, "connected"}).as_bool();
+        return std::string(up ? "connected" : "disconnected") + ", PostgreSQL " + str(at(s, {name, "server_version"}));
+    };
+    row("source", endpoint("source"));
+    row("target", endpoint("target"));
+    row("lag", str(at(s, {"lag", "bytes"})) + " bytes, " + str(at(s, {"lag", "seconds"})) + " s");
+    row("lsn received", str(at(s, {"lsn", "received"})));
+    row("lsn applied", str(at(s, {"lsn", "applied"})));
+    row("lsn confirmed", str(at(s, {"lsn", "confirmed"})));
+    row("transactions applied", str(at(s, {"counters", "transactions_applied"})));
+    row("changes applied", str(at(s, {"counters", "changes_applied"})));
+    row("initial copy", str(at(s, {"initial_copy", "tables_done"})) + "/" +
+                            str(at(s, {"initial_copy", "tables_total"})) + " tables, " +
+                            str(at(s, {"initial_copy", "rows_copied"})) + " rows");
+    row("last error", str(at(s, {"last_error"})));
+}
+
+/// POSTs an operation and, with --wait, polls its GET endpoint until it ends.
+int run_operation(const Endpoint& ep, const std::string& path, bool wait)
+{
+    auto r = request(ep, http::verb::post, path);
+    if (r.status != 200 && r.status != 202)
+        return report_error(r);
+    std::cout << json::serialize(r.body) << "\n";
+    if (!wait)
+        return k_exit_ok;
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        auto g = request(ep, http::verb::get, path);
+        if (g.status != 200)
+            return report_error(g);
+        auto phase = str(at(g.body, {"phase"}));
+        auto state = str(at(g.body, {"state"}));
+        if (phase == "done" || state == "done" || state == "match") {
+            std::cout << json::serialize(g.body) << "\n";
+            return k_exit_ok;
+        }
+        if (phase == "failed" || phase == "aborted" || state == "mismatch" || state == "error") {
+            std::cout << json::serialize(g.body) << "\n";
+            return k_exit_failure;
+        }
+    }
+}
+
+} // namespace
+
+int run_client(const std::string& command, const ClientOptions& options)
+{
+    try {
+        auto ep = resolve_endpoint(options);
+        if (command == "status") {
+            auto r = request(ep, http::verb::get, "/v1/status");
+            if (r.status != 200)
+                return report_error(r);
+            if (options.json)
+                std::cout << json::serialize(r.body) << "\n";
+            else
+                print_status_table(r.body);
+            return k_exit_ok;
+        }
+        if (command == "lag") {
+            auto r = request(ep, http::verb::get, "/v1/lag");
+            if (r.status != 200)
+                return report_error(r);
+            std::cout << str(at(r.body, {"bytes"})) << " bytes, " << str(at(r.body, {"seconds"})) << " s (source "
+                      << str(at(r.body, {"source_lsn"})) << ", applied " << str(at(r.body, {"applied_lsn"})) << ")\n";
+            return k_exit_ok;
+        }
+        if (command == "pause" || command == "resume") {
+            auto r = request(ep, http::verb::post, "/v1/" + command);
+            if (r.status != 200)
+                return report_error(r);
+            std::cout << "state: " << str(at(r.body, {"state"})) << "\n";
+            return k_exit_ok;
+        }
+        if (command == "cutover" || command == "rollback" || command == "verify")
+            return run_operation(ep, "/v1/" + command, options.wait);
+        throw UsageError("unknown command " + command);
+    } catch (const UsageError& e) {
+        std::cerr << "pgshift: " << e.what() << "\n";
+        return k_exit_usage;
+    } catch (const config::ConfigErrors& e) {
+        for (const auto& p : e.problems())
+            std::cerr << p << "\n";
+        return k_exit_config;
+    } catch (const std::exception& e) {
+        std::cerr << "pgshift: cannot reach the daemon: " << e.what() << "\n";
+        return k_exit_failure;
+    }
+}
+
+} // namespace pgshift::daemon
