@@ -95,7 +95,7 @@ TEST_CASE("large: a transaction bigger than the memory budget spills to disk and
           "0");
 }
 
-TEST_CASE("large: 2,000,000 rows in one transaction with a 64 MiB queue stay under 160 MiB RSS",
+TEST_CASE("large: two million rows in one transaction with a 64 MiB queue stay under 160 MiB RSS",
           "[integration][large][slow]")
 {
     ReplicationFixture fx(options("big", {}, 64 << 20));

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Integration: the control plane of a live daemon — Prometheus scrapes it, a live exposition passes
+# promtool, and pause/resume move lag up and back to ~0 under a pgbench write load.
+# Usage: control_plane.sh PGSHIFT_BINARY
+set -euo pipefail
+bin=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+for tool in prometheus promtool curl; do
+  command -v "$tool" >/dev/null || { echo "$tool not installed: skipped"; exit 77; }
+done
+
+work=$(mktemp -d /tmp/pgshift-ctl.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  "$root/scripts/pgcluster.sh" stop "$work/source" || true
+  "$root/scripts/pgcluster.sh" stop "$work/target" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -40 "$work/pgshift.log" || true; exit 1; }
+
+src_port=$("$root/scripts/pgcluster.sh" free-port)
+"$root/scripts/pgcluster.sh" start "$work/source" "$src_port"
+dst_port=$("$root/scripts/pgcluster.sh" free-port)
+"$root/scripts/pgcluster.sh" start "$work/target" "$dst_port"
+ctl_port=$("$root/scripts/pgcluster.sh" free-port)
+prom_port=$("$root/scripts/pgcluster.sh" free-port)
+src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
+dst="host=127.0.0.1 port=$dst_port dbname=postgres user=postgres"
+"$pgbin/pgbench" -i -q -s 1 -d "$src" >/dev/null 2>&1
+"$pgbin/pgbench" -i -q -s 1 -d "$dst" >/dev/null 2>&1
+
+echo "s3cret-token" > "$work/token"
+cat > "$work/pgshift.yaml" <<YAML
+name: ctl
+source: {conninfo: "$src"}
+target: {conninfo: "$dst"}
+initial_copy: {enabled: false}
+control: {listen: "127.0.0.1:$ctl_port", token_file: "$work/token"}
+YAML
+"$bin" run --config "$work/pgshift.yaml" >"$work/pgshift.log" 2>&1 &
+pids+=($!)
+api="http://127.0.0.1:$ctl_port"
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = "200" ] && break
+  sleep 0.2
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = "200" ] || fail "daemon not ready"
+echo "ok: /readyz 200 while streaming"
+
+# A live exposition passes promtool with no findings.
+curl -s "$api/metrics" > "$work/metrics.txt"
+out=$(promtool check metrics < "$work/metrics.txt" 2>&1) || fail "promtool check metrics: $out"
+[ -z "$out" ] || fail "promtool check metrics reported: $out"
+echo "ok: promtool check metrics on the live exposition: no findings"
+
+# A real Prometheus scrapes the daemon; its query API returns pgshift_lag_bytes.
+cat > "$work/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: pgshift
+    static_configs: [{targets: ["127.0.0.1:$ctl_port"]}]
+YAML
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+result=""
+for _ in $(seq 1 60); do
+  result=$(curl -s "http://127.0.0.1:$prom_port/api/v1/query?query=pgshift_lag_bytes" || true)
+  echo "$result" | grep -q '"result":\[{' && break
+  sleep 1
+done
+echo "$result" | grep -q '"result":\[{' || { tail -20 "$work/prometheus.log"; fail "Prometheus has no pgshift_lag_bytes sample: $result"; }
+echo "ok: Prometheus scraped pgshift: $(echo "$result" | grep -o '"value":\[[^]]*\]')"
+up=$(curl -s "http://127.0.0.1:$prom_port/api/v1/query?query=up%7Bjob%3D%22pgshift%22%7D")
+echo "$up" | grep -q '"value":\[[0-9.]*,"1"\]' || fail "up{job=pgshift} is not 1: $up"
+
+# Pause needs the token.
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$api/v1/pause")
+[ "$code" = "401" ] || fail "POST /v1/pause without token answered $code"
+"$bin" pause --config "$work/pgshift.yaml" >/dev/null || fail "pgshift pause"
+curl -s "$api/v1/status" | grep -q '"state":"paused"' || fail "state is not paused"
+
+lag_bytes() { curl -s "$api/v1/lag" | sed -E 's/.*"bytes":([0-9]+).*/\1/'; }
+metric_lag() { curl -s "$api/metrics" | awk '$1 == "pgshift_lag_bytes" {print $2}'; }
+"$pgbin/pgbench" -n -c 2 -T 6 -d "$src" >/dev/null 2>&1
+sleep 2.5  # the source monitor polls every 2 s
+paused_lag=$(lag_bytes)
+paused_metric=$(metric_lag)
+echo "lag while paused: /v1/lag $paused_lag bytes, /metrics $paused_metric"
+[ "$paused_lag" -gt 100000 ] || fail "lag did not grow while paused ($paused_lag)"
+awk -v m="$paused_metric" 'BEGIN { exit !(m > 100000) }' || fail "pgshift_lag_bytes did not grow ($paused_metric)"
+
+"$bin" resume --config "$work/pgshift.yaml" >/dev/null || fail "pgshift resume"
+for _ in $(seq 1 60); do
+  [ "$(lag_bytes)" -lt 20000 ] && break
+  sleep 0.5
+done
+sleep 2.5
+after_lag=$(lag_bytes)
+after_metric=$(metric_lag)
+echo "lag after resume: /v1/lag $after_lag bytes, /metrics $after_metric"
+[ "$after_lag" -lt 20000 ] || fail "lag did not return to about 0 after resume ($after_lag)"
+awk -v m="$after_metric" 'BEGIN { exit !(m < 20000) }' || fail "pgshift_lag_bytes did not return to about 0"
+echo "control plane: all checks passed"
