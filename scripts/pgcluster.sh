@@ -9,6 +9,8 @@
 #       Waits until the server accepts connections. Prints nothing but errors.
 #   pgcluster.sh stop DIR
 #       fast shutdown, then immediate, then SIGKILL; removes DIR. Succeeds when DIR is already gone.
+#   pgcluster.sh restart DIR [fast|immediate]
+#       restarts the server (immediate = crash-like: no shutdown checkpoint), waits until it is up.
 #   pgcluster.sh free-port
 #       prints a TCP port that is free on 127.0.0.1 (outside the ephemeral range).
 #
@@ -221,6 +223,14 @@ cmd_stop() {
     rm -rf -- "$dir"
 }
 
+cmd_restart() {
+    [[ $# -eq 1 || $# -eq 2 ]] || die "usage: pgcluster.sh restart DIR [fast|immediate]"
+    local dir=$1 mode=${2:-fast}
+    [[ -f "$dir/postmaster.pid" ]] || die "no server runs in $dir"
+    as_owner "$(pg_bindir)/pg_ctl" -D "$dir" -l "$dir/server.log" -m "$mode" -w -t 60 -s restart >/dev/null 2>&1 ||
+        die "restart of $dir failed"
+}
+
 main() {
     [[ $# -ge 1 ]] || die "usage: pgcluster.sh start DIR PORT [-c name=value ...] | stop DIR | free-port"
     local cmd=$1
@@ -228,6 +238,7 @@ main() {
     case "$cmd" in
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
+        restart) cmd_restart "$@" ;;
         free-port) cmd_free_port "$@" ;;
         *) die "unknown command '$cmd' (start, stop, free-port)" ;;
     esac

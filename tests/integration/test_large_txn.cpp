@@ -106,7 +106,7 @@ TEST_CASE("large: two million rows in one transaction with a 64 MiB queue stay u
     CHECK(fx.source().value("SELECT pg_size_pretty(pg_total_relation_size('items'))") != "");
     REQUIRE(fx.converged({"public.items"}, 900s));
     auto rss = peak_rss(fx.daemon().pid());
-    INFO("peak RSS " << rss / (1024 * 1024) << " MiB");
+    WARN("peak RSS of pgshift: " << rss / (1024 * 1024) << " MiB");
     CHECK(rss > 0);
     CHECK(rss < 160ull * 1024 * 1024);
     CHECK(fx.target().value("SELECT count(*) FROM items") == "2000000");
