@@ -17,6 +17,8 @@ namespace {
 
 constexpr std::size_t k_max_in_flight = 1000; ///< statements sent before results are read
 constexpr auto k_durable_interval = std::chrono::milliseconds(500);
+constexpr std::size_t k_group_max_transactions = 256; ///< source transactions per target transaction
+constexpr std::size_t k_group_max_bytes = 8 << 20;
 
 /// Session settings of rule 8, as libpq `options`.
 constexpr const char* k_session_options = "-c session_replication_role=replica -c synchronous_commit=off "
@@ -105,16 +107,25 @@ void Applier::begin_session(Lsn resume)
 void Applier::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
 {
     while (!stop.load(std::memory_order_acquire)) {
-        std::unique_ptr<queue::Transaction> txn;
+        std::vector<std::unique_ptr<queue::Transaction>> group;
         if (paused.load(std::memory_order_acquire))
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        else
-            txn = queue_.pop(std::chrono::milliseconds(100));
-        if (txn)
-            apply(*txn);
+        else if (auto first = queue_.pop(std::chrono::milliseconds(100))) {
+            // Group what is already queued (never wait for more): fewer target commits.
+            std::size_t bytes = first->bytes;
+            group.push_back(std::move(first));
+            while (group.size() < k_group_max_transactions && bytes < k_group_max_bytes) {
+                auto more = queue_.pop(std::chrono::milliseconds(0));
+                if (!more)
+                    break;
+                bytes += more->bytes;
+                group.push_back(std::move(more));
+            }
+            apply(group);
+        }
         auto now = std::chrono::steady_clock::now();
         bool behind = progress_.durable.load() < progress_.written_end.load();
-        if (behind && (!txn || now - last_durable_check_ >= k_durable_interval))
+        if (behind && (group.empty() || now - last_durable_check_ >= k_durable_interval))
             refresh_durable();
     }
     refresh_durable();
@@ -170,16 +181,17 @@ namespace {
 /// its sync point before the transaction is rolled back.
 class Pipeline {
 public:
-    Pipeline(pg::Connection& conn, const config::Config& cfg, std::string context)
-        : conn_(conn), c_(conn.raw()), cfg_(cfg), context_(std::move(context))
-    {
-    }
+    Pipeline(pg::Connection& conn, const config::Config& cfg) : conn_(conn), c_(conn.raw()), cfg_(cfg) {}
 
     /// What a result read from the pipeline must be.
     struct Expect {
         const char* op = "";                    ///< "INSERT", "BEGIN", ... for messages
         std::shared_ptr<RelationMapping> rel;   ///< for row changes: missing-row check and messages
+        const queue::Transaction* txn = nullptr; ///< the source transaction, for messages
     };
+
+    /// The source transaction whose statements are being sent (error context).
+    void set_transaction(const queue::Transaction* txn) { txn_ = txn; }
 
     void enter()
     {
@@ -195,14 +207,14 @@ public:
             v.push_back(p.c_str());
         if (!PQsendQueryParams(c_, sql.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0))
             conn_.fail(std::string("could not send ") + op);
-        expects_.push_back({op, nullptr});
+        expects_.push_back({op, nullptr, txn_});
     }
 
     void send_prepare(const std::string& name, const Statement& st)
     {
         if (!PQsendPrepare(c_, name.c_str(), st.sql.c_str(), static_cast<int>(st.params.size()), nullptr))
             conn_.fail("could not send PREPARE");
-        expects_.push_back({"PREPARE", nullptr});
+        expects_.push_back({"PREPARE", nullptr, txn_});
     }
 
     void send_prepared(const std::string& name, const std::vector<const char*>& values, const char* op,
@@ -211,7 +223,7 @@ public:
         if (!PQsendQueryPrepared(c_, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr,
                                  0))
             conn_.fail(std::string("could not send ") + op);
-        expects_.push_back({op, std::move(rel)});
+        expects_.push_back({op, std::move(rel), txn_});
         if (expects_.size() >= k_max_in_flight) {
             // Bound the pipeline: ask the server to flush, then read half of the results.
             if (!PQsendFlushRequest(c_) || PQflush(c_) != 0)
@@ -257,7 +269,7 @@ public:
         send_plain("ROLLBACK", {}, "ROLLBACK");
         sync();
         leave();
-        throw TargetError(failure_ + " " + context_, retryable_);
+        throw TargetError(failure_, retryable_);
     }
 
 private:
@@ -277,23 +289,26 @@ private:
                 std::string msg = PQresultErrorMessage(res);
                 while (!msg.empty() && msg.back() == '\n')
                     msg.pop_back();
-                failure_ = std::string(e.op) + (e.rel ? " on " + e.rel->source_name : "") + ": " + msg;
+                failure_ = std::string(e.op) + (e.rel ? " on " + e.rel->source_name : "") + ": " + msg +
+                           (e.txn ? " " + change_context(*e.txn) : "");
             }
         } else if (st == PGRES_PIPELINE_ABORTED) {
             // follows an earlier error, which is already recorded
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             if (failure_.empty())
-                failure_ = std::string(e.op) + ": unexpected result status " + PQresStatus(st);
+                failure_ = std::string(e.op) + ": unexpected result status " + PQresStatus(st) +
+                           (e.txn ? " " + change_context(*e.txn) : "");
         } else if (e.rel && std::strcmp(e.op, "INSERT") != 0) {
             const char* n = PQcmdTuples(res);
             if (*n && std::strtoull(n, nullptr, 10) == 0 && failure_.empty()) {
                 // Missing rows are divergence (rule 9).
                 std::string what = std::string(e.op) + " on " + e.rel->source_name +
-                                   " found no row (the target diverged from the source)";
+                                   " found no row (the target diverged from the source)" +
+                                   (e.txn ? " " + change_context(*e.txn) : "");
                 if (cfg_.apply.on_missing_row == config::MissingRowPolicy::error)
                     failure_ = what;
                 else
-                    spdlog::warn("{} {}; skipped (apply.on_missing_row = skip)", what, context_);
+                    spdlog::warn("{}; skipped (apply.on_missing_row = skip)", what);
             }
         }
         PQclear(res);
@@ -306,7 +321,7 @@ private:
     pg::Connection& conn_;
     PGconn* c_;
     const config::Config& cfg_;
-    std::string context_;
+    const queue::Transaction* txn_ = nullptr;
     std::deque<Expect> expects_;
     bool active_ = false;
     std::string failure_;
@@ -336,36 +351,44 @@ std::shared_ptr<RelationMapping> Applier::mapping_for(RelId relid, const queue::
     return it->second;
 }
 
-void Applier::apply(queue::Transaction& txn)
+void Applier::apply(const std::vector<std::unique_ptr<queue::Transaction>>& group)
 {
-    bool skip = txn.commit_lsn < resume_;
-    if (skip)
-        spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
-                      resume_.str());
-    bool written = execute(txn, skip);
+    bool written = execute(group);
+    const auto& last = *group.back();
     if (written) {
         // written_end before handled_end: Progress::confirmable_flush() relies on this order.
-        progress_.written_end.store(txn.end_lsn.value());
-        progress_.handled_end.store(txn.end_lsn.value());
-        stats_.transactions_applied.fetch_add(1, std::memory_order_relaxed);
-        auto latency = std::chrono::duration<double>(std::chrono::system_clock::now() - to_system(txn.commit_ts));
-        stats_.observe_latency(latency.count());
+        progress_.written_end.store(last.end_lsn.value());
+        progress_.handled_end.store(last.end_lsn.value());
+        auto now = std::chrono::system_clock::now();
+        for (const auto& txn : group)
+            if (txn->commit_lsn >= resume_) {
+                stats_.transactions_applied.fetch_add(1, std::memory_order_relaxed);
+                stats_.observe_latency(std::chrono::duration<double>(now - to_system(txn->commit_ts)).count());
+            }
     } else {
         // Already applied before a restart (rule 4), or nothing to write.
-        progress_.handled_end.store(std::max(progress_.handled_end.load(), txn.end_lsn.value()));
+        progress_.handled_end.store(std::max(progress_.handled_end.load(), last.end_lsn.value()));
     }
-    progress_.applied_seq.fetch_add(1, std::memory_order_acq_rel);
+    progress_.applied_seq.fetch_add(group.size(), std::memory_order_acq_rel);
 }
 
-bool Applier::execute(queue::Transaction& txn, bool skip)
+bool Applier::execute(const std::vector<std::unique_ptr<queue::Transaction>>& group)
 {
-    Pipeline pl(*conn_, cfg_, change_context(txn));
+    Pipeline pl(*conn_, cfg_);
     bool began = false;
     std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
     std::vector<const char*> values;
     std::vector<std::size_t> offsets;
+    const auto& last = *group.back();
 
     try {
+      for (const auto& txn_ptr : group) {
+        const queue::Transaction& txn = *txn_ptr;
+        bool skip = txn.commit_lsn < resume_;
+        if (skip)
+            spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
+                          resume_.str());
+        pl.set_transaction(&txn);
         auto cursor = txn.messages.cursor();
         std::string_view payload;
         while (cursor.next(payload)) {
@@ -459,14 +482,18 @@ bool Applier::execute(queue::Transaction& txn, bool skip)
                 values[p] = offsets[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets[p];
             pl.send_prepared(it->second, values, op, std::move(m));
         }
+      }
 
         if (!began) {
             if (pl.active())
                 pl.leave();
             return false;
         }
+        // The group commits as one target transaction recording the last source transaction's end:
+        // the target still only ever shows states the source had at some commit.
+        pl.set_transaction(&last);
         pl.send_plain("SELECT pg_replication_origin_xact_setup($1, $2)",
-                      {txn.end_lsn.str(), format_timestamptz(txn.commit_ts)}, "pg_replication_origin_xact_setup");
+                      {last.end_lsn.str(), format_timestamptz(last.commit_ts)}, "pg_replication_origin_xact_setup");
         pl.sync();
         if (!pl.failure().empty()) {
             // A failed PREPARE leaves its key unprepared: forget the statements of this session.
@@ -477,10 +504,10 @@ bool Applier::execute(queue::Transaction& txn, bool skip)
         pl.send_plain("COMMIT", {}, "COMMIT");
         pl.sync();
         if (!pl.failure().empty())
-            throw TargetError(pl.failure() + " " + change_context(txn), pl.retryable());
+            throw TargetError(pl.failure(), pl.retryable());
         pl.leave();
     } catch (const pg::PgError& e) {
-        throw_target(change_context(txn), e);
+        throw_target(change_context(last), e);
     }
     stats_.changes_insert.fetch_add(inserts, std::memory_order_relaxed);
     stats_.changes_update.fetch_add(updates, std::memory_order_relaxed);

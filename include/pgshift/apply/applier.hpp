@@ -9,6 +9,9 @@
 // - Each transaction is sent as one libpq pipeline (BEGIN, xid, statements, xact_setup) with a
 //   bound on statements in flight; COMMIT is sent only once every result was checked (a missing
 //   row must not be committed). On any error the transaction is rolled back, never half-applied.
+// - Consecutive transactions already queued are grouped into one target transaction (up to 256
+//   or 8 MiB), which records the last one's end_lsn: fewer commits, and the target still only
+//   shows states the source had at some commit. A failure rolls back the whole group.
 // - Messages are read from the transaction's MessageLog (memory or spill file) one at a time and
 //   decoded on the fly, so applying a transaction of any size takes bounded memory. A Relation
 //   message settles the pipeline and resolves the target table inside the open transaction.
@@ -51,10 +54,11 @@ public:
     void run(const std::atomic<bool>& stop, const std::atomic<bool>& paused);
 
 private:
-    void apply(queue::Transaction& txn);
-    /// Replays the transaction's messages; returns whether a target transaction was committed
-    /// (false when it was skipped or had no row changes; Relation messages still take effect).
-    bool execute(queue::Transaction& txn, bool skip);
+    void apply(const std::vector<std::unique_ptr<queue::Transaction>>& group);
+    /// Replays a group of consecutive source transactions as one target transaction; returns
+    /// whether one was committed (false when every one was skipped or had no row changes;
+    /// Relation messages take effect either way).
+    bool execute(const std::vector<std::unique_ptr<queue::Transaction>>& group);
     std::shared_ptr<RelationMapping> resolve(const protocol::Relation& rel);
     void refresh_durable();
     [[nodiscard]] std::shared_ptr<RelationMapping> mapping_for(RelId relid, const queue::Transaction& txn) const;

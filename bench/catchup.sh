@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Catch-up benchmark: one pgbench backlog on the source, drained by every consumer from its own
+# slot, in the same run. Prints ratios against PostgreSQL's own tools:
+#   reader   pgshift's reader (apply blocked) vs pg_recvlogical draining pgoutput to /dev/null
+#   apply    pgshift's full catch-up vs a native subscription (CREATE SUBSCRIPTION)
+#   control  pgshift's catch-up while /metrics is scraped 20 times a second and /v1/status polled,
+#            vs without (issue: control-plane overhead)
+# Usage: bench/catchup.sh [SECONDS_OF_PGBENCH] [SCALE]   (defaults 20, 5). Needs a built pgshift.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-20}
+scale=${2:-5}
+bin="${PGSHIFT_BUILD_DIR:-$root/build}/src/daemon/pgshift"
+[ -x "$bin" ] || { echo "build pgshift first (scripts/build.sh)"; exit 1; }
+pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+
+work=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
+chmod 755 "$work"
+daemon=""
+cleanup() {
+  [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  "$root/scripts/pgcluster.sh" stop "$work/source" || true
+  "$root/scripts/pgcluster.sh" stop "$work/target" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+src_port=$("$root/scripts/pgcluster.sh" free-port)
+"$root/scripts/pgcluster.sh" start "$work/source" "$src_port" max_wal_size=4GB
+dst_port=$("$root/scripts/pgcluster.sh" free-port)
+"$root/scripts/pgcluster.sh" start "$work/target" "$dst_port" max_wal_size=4GB
+src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
+dst_base="host=127.0.0.1 port=$dst_port user=postgres"
+psql_src() { "$pgbin/psql" -X -q -A -t -d "$src" -c "$1"; }
+psql_dst() { "$pgbin/psql" -X -q -A -t -d "$dst_base dbname=$1" -c "$2"; }
+now() { date +%s.%N; }
+
+# Identical starting data everywhere: pgbench's initial data is deterministic.
+"$pgbin/pgbench" -i -q -s "$scale" -d "$src" >/dev/null 2>&1
+for db in t_pgshift t_native t_quiet t_scraped t_reader; do
+  psql_dst postgres "CREATE DATABASE $db"
+  "$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=$db" >/dev/null 2>&1
+done
+
+# Every consumer's slot exists before the backlog is written.
+config() { # name target_db port
+  cat > "$work/$1.yaml" <<YAML
+name: $1
+source: {conninfo: "$src"}
+target: {conninfo: "$dst_base dbname=$2"}
+initial_copy: {enabled: false}
+apply: {max_queue_bytes: 4294967296}
+control: {listen: "127.0.0.1:$3"}
+log: {level: warn}
+YAML
+}
+ctl_port=$("$root/scripts/pgcluster.sh" free-port)
+start_daemon() { "$bin" run --config "$work/$1.yaml" >>"$work/$1.log" 2>&1 & daemon=$!; }
+stop_daemon() { kill -TERM "$daemon"; wait "$daemon" || true; daemon=""; }
+wait_active() {
+  for _ in $(seq 1 200); do
+    [ "$(psql_src "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_$1'")" = "t" ] && return 0
+    sleep 0.1
+  done
+  echo "pgshift $1 did not start"; cat "$work/$1.log"; exit 1
+}
+for n in bpgshift bquiet bscraped breader; do
+  case $n in bpgshift) db=t_pgshift ;; bquiet) db=t_quiet ;; bscraped) db=t_scraped ;; breader) db=t_reader ;; esac
+  config "$n" "$db" "$ctl_port"
+  start_daemon "$n"; wait_active "$n"; stop_daemon
+done
+psql_src "SELECT pg_create_logical_replication_slot('b_recvlogical', 'pgoutput')" >/dev/null
+psql_src "SELECT pg_create_logical_replication_slot('b_native', 'pgoutput')" >/dev/null
+psql_dst t_native "CREATE SUBSCRIPTION b_native CONNECTION '$src' PUBLICATION pgshift_bpgshift
+                   WITH (create_slot = false, slot_name = 'b_native', enabled = false, copy_data = false)"
+
+echo "== backlog: pgbench -c 4 -T $seconds at scale $scale on the source (no consumer running)"
+"$pgbin/pgbench" -n -c 4 -j 2 -T "$seconds" -d "$src" 2>/dev/null | grep -E "^(number of transactions actually|tps)" | sed 's/^/   /'
+endpos=$(psql_src "SELECT pg_current_wal_lsn()")
+backlog=$(psql_src "SELECT pg_size_pretty(pg_wal_lsn_diff('$endpos', confirmed_flush_lsn)) FROM pg_replication_slots WHERE slot_name = 'b_recvlogical'")
+echo "   WAL to decode: $backlog (up to $endpos)"
+
+caught_up() { # slot
+  [ "$(psql_src "SELECT confirmed_flush_lsn >= '$endpos' FROM pg_replication_slots WHERE slot_name = '$1'")" = "t" ]
+}
+time_until_caught_up() { # slot -> seconds since $t0
+  while ! caught_up "$1"; do sleep 0.05; done
+  echo "$(now) - $t0" | bc
+}
+
+# 1. pg_recvlogical: the decoding limit of the source.
+t0=$(now)
+"$pgbin/pg_recvlogical" -d "$src" -S b_recvlogical --start -P pgoutput -o proto_version=1 \
+  -o publication_names=pgshift_bpgshift -f /dev/null -E "$endpos" --no-loop -s 1
+t_recv=$(echo "$(now) - $t0" | bc)
+
+# 2. pgshift's reader alone: apply is blocked by a lock on the target, the queue is unbounded.
+received() { curl -s "http://127.0.0.1:$ctl_port/v1/status" | sed -E 's/.*"received":"([0-9A-F/]+)".*/\1/'; }
+"$pgbin/psql" -X -q -d "$dst_base dbname=t_reader" -c "BEGIN; LOCK pgbench_accounts; LOCK pgbench_history; SELECT pg_sleep(600)" >/dev/null 2>&1 &
+locker=$!
+sleep 0.5
+t0=$(now)
+start_daemon breader
+until [ "$(psql_src "SELECT '$(received || echo 0/0)'::pg_lsn >= '$endpos'" 2>/dev/null)" = "t" ]; do sleep 0.05; done
+t_reader=$(echo "$(now) - $t0" | bc)
+kill -9 "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
+kill "$locker" 2>/dev/null || true; wait "$locker" 2>/dev/null || true
+
+# 3. pgshift end to end vs 4. the native subscription.
+t0=$(now); start_daemon bpgshift; t_pgshift=$(time_until_caught_up pgshift_bpgshift); stop_daemon
+t0=$(now); psql_dst t_native "ALTER SUBSCRIPTION b_native ENABLE"
+t_native=$(time_until_caught_up b_native)
+psql_dst t_native "ALTER SUBSCRIPTION b_native DISABLE"
+
+# 5. control-plane overhead: the same catch-up without and with 20 scrapes/s and status polling.
+t0=$(now); start_daemon bquiet; t_quiet=$(time_until_caught_up pgshift_bquiet); stop_daemon
+start_daemon bscraped
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/livez" && break; sleep 0.05; done
+( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/metrics"; sleep 0.05; done ) &
+scraper=$!
+( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/v1/status"; sleep 0.2; done ) &
+poller=$!
+t0=$(now); t_scraped=$(time_until_caught_up pgshift_bscraped)
+kill "$scraper" "$poller"; wait "$scraper" "$poller" 2>/dev/null || true
+stop_daemon
+
+# Every target must hold exactly the source's data.
+digest="SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM pgbench_accounts x"
+want=$(psql_src "$digest")
+for db in t_pgshift t_native t_quiet t_scraped; do
+  [ "$(psql_dst $db "$digest")" = "$want" ] || { echo "target $db differs from the source"; exit 1; }
+done
+
+ratio() { echo "scale=2; $1 / $2" | bc; }
+printf "\n| measure | pgshift | reference | ratio (pgshift rate / reference rate) |\n|---|---|---|---|\n"
+printf "| reader drain of the backlog | %.2f s | pg_recvlogical %.2f s | %s |\n" "$t_reader" "$t_recv" "$(ratio "$t_recv" "$t_reader")"
+printf "| catch-up, end to end | %.2f s | native subscription %.2f s | %s |\n" "$t_pgshift" "$t_native" "$(ratio "$t_native" "$t_pgshift")"
+printf "| catch-up with 20 scrapes/s + status polls | %.2f s | without %.2f s | %s |\n" "$t_scraped" "$t_quiet" "$(ratio "$t_quiet" "$t_scraped")"
