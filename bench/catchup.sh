@@ -6,6 +6,7 @@
 #   control  pgshift's catch-up while /metrics is scraped 20 times a second and /v1/status polled,
 #            vs without (issue: control-plane overhead)
 # Usage: bench/catchup.sh [SECONDS_OF_PGBENCH] [SCALE]   (defaults 20, 5). Needs a built pgshift.
+# PROBE=1 also prints what the target's sessions waited on during each catch-up.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-20}
@@ -49,7 +50,7 @@ name: $1
 source: {conninfo: "$src"}
 target: {conninfo: "$dst_base dbname=$2"}
 initial_copy: {enabled: false}
-apply: {max_queue_bytes: 4294967296}
+apply: {max_queue_bytes: 1073741824}
 control: {listen: "127.0.0.1:$3"}
 log: {level: warn}
 YAML
@@ -83,8 +84,14 @@ echo "   WAL to decode: $backlog (up to $endpos)"
 caught_up() { # slot
   [ "$(psql_src "SELECT confirmed_flush_lsn >= '$endpos' FROM pg_replication_slots WHERE slot_name = '$1'")" = "t" ]
 }
+# Each measured run starts right after a checkpoint on the target, so every consumer pays the same
+# full-page-write cost (a checkpoint falling inside one run otherwise dominates the comparison).
+checkpoint() { psql_dst postgres "CHECKPOINT"; }
 time_until_caught_up() { # slot -> seconds since $t0
-  while ! caught_up "$1"; do sleep 0.05; done
+  while ! caught_up "$1"; do
+    [ -n "${PROBE:-}" ] && psql_dst postgres "select datname, state, wait_event_type, wait_event, left(query, 40) from pg_stat_activity where backend_type = 'client backend' and state <> 'idle'" >> "$work/waits"
+    sleep 0.05; done
+  [ -n "${PROBE:-}" ] && sort "$work/waits" | uniq -c | sort -rn | head -12 >&2 && rm -f "$work/waits"
   echo "$(now) - $t0" | bc
 }
 
@@ -105,15 +112,19 @@ until [ "$(psql_src "SELECT '$(received || echo 0/0)'::pg_lsn >= '$endpos'" 2>/d
 t_reader=$(echo "$(now) - $t0" | bc)
 kill -9 "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
 kill "$locker" 2>/dev/null || true; wait "$locker" 2>/dev/null || true
+# End the lock holder and the blocked apply session: an open transaction would hold back the
+# target's xmin horizon and slow every later run down (dead row versions cannot be pruned).
+psql_dst postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 't_reader'" >/dev/null
 
 # 3. pgshift end to end vs 4. the native subscription.
-t0=$(now); start_daemon bpgshift; t_pgshift=$(time_until_caught_up pgshift_bpgshift); stop_daemon
-t0=$(now); psql_dst t_native "ALTER SUBSCRIPTION b_native ENABLE"
+checkpoint; t0=$(now); start_daemon bpgshift; t_pgshift=$(time_until_caught_up pgshift_bpgshift); stop_daemon
+checkpoint; t0=$(now); psql_dst t_native "ALTER SUBSCRIPTION b_native ENABLE"
 t_native=$(time_until_caught_up b_native)
 psql_dst t_native "ALTER SUBSCRIPTION b_native DISABLE"
 
 # 5. control-plane overhead: the same catch-up without and with 20 scrapes/s and status polling.
-t0=$(now); start_daemon bquiet; t_quiet=$(time_until_caught_up pgshift_bquiet); stop_daemon
+checkpoint; t0=$(now); start_daemon bquiet; t_quiet=$(time_until_caught_up pgshift_bquiet); stop_daemon
+checkpoint
 start_daemon bscraped
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/livez" && break; sleep 0.05; done
 ( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/metrics"; sleep 0.05; done ) &

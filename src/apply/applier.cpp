@@ -174,8 +174,6 @@ std::shared_ptr<RelationMapping> Applier::resolve(const protocol::Relation& rel)
     return std::make_shared<RelationMapping>(map_relation(rel, cols, r.get(0, 0) == "p", ++generation_));
 }
 
-namespace {
-
 /// One transaction's pipeline on the target: sends statements, reads their results in order,
 /// and remembers the first failure instead of throwing, so the pipeline is always drained to
 /// its sync point before the transaction is rolled back.
@@ -328,6 +326,8 @@ private:
     bool retryable_ = false;
 };
 
+namespace {
+
 RelId relid_of(const protocol::Message& m)
 {
     return std::visit(
@@ -342,13 +342,26 @@ RelId relid_of(const protocol::Message& m)
 
 } // namespace
 
-std::shared_ptr<RelationMapping> Applier::mapping_for(RelId relid, const queue::Transaction& txn) const
+std::shared_ptr<RelationMapping> Applier::mapping_for(RelId relid, const queue::Transaction& txn, Pipeline& pl)
 {
     auto it = relations_.find(relid);
     if (it == relations_.end())
         throw ProtocolError("change for relation " + std::to_string(relid.value) +
                             " without a preceding Relation message " + change_context(txn));
-    return it->second;
+    auto& known = it->second;
+    if (!known.mapping) {
+        // The catalog lookup needs a plain round trip inside the open transaction: settle the
+        // pipeline first (stopping at any failure already reported).
+        if (pl.active()) {
+            pl.sync();
+            if (!pl.failure().empty())
+                pl.abort();
+            pl.leave();
+        }
+        auto msg = protocol::decode(known.payload, known.decode);
+        known.mapping = resolve(std::get<protocol::Relation>(msg));
+    }
+    return known.mapping;
 }
 
 void Applier::apply(const std::vector<std::unique_ptr<queue::Transaction>>& group)
@@ -397,42 +410,44 @@ bool Applier::execute(const std::vector<std::unique_ptr<queue::Transaction>>& gr
             Statement st;
             const char* op = "";
             if (auto* rel = std::get_if<protocol::Relation>(&msg)) {
-                // Relations take effect in stream order, also in skipped transactions. The
-                // catalog lookup needs a plain round trip: settle the pipeline first.
-                if (pl.active()) {
-                    pl.sync();
-                    if (!pl.failure().empty())
-                        pl.abort();
-                    pl.leave();
-                }
-                relations_[rel->relid] = resolve(*rel);
+                // Relations take effect in stream order, also in skipped transactions. They are
+                // resolved against the target only when a change uses them: for a partition
+                // published through its root, PostgreSQL sends the partition's Relation message
+                // too, although every change names the root (which is all the target needs).
+                relations_[rel->relid] = KnownRelation{std::string(payload), txn.decode, nullptr};
                 continue;
             }
             if (skip)
                 continue;
-            if (std::holds_alternative<protocol::Insert>(msg) || std::holds_alternative<protocol::Update>(msg) ||
-                std::holds_alternative<protocol::Delete>(msg) || std::holds_alternative<protocol::Truncate>(msg)) {
-                if (!pl.active())
-                    pl.enter();
-                if (!began) {
-                    pl.send_plain("BEGIN", {}, "BEGIN");
-                    // Force an xid: a transaction without one writes no commit record, so its
-                    // origin progress would be lost (rule 1).
-                    pl.send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
-                    began = true;
-                }
-            } else {
+            auto* tr = std::get_if<protocol::Truncate>(&msg);
+            if (!tr && !std::holds_alternative<protocol::Insert>(msg) && !std::holds_alternative<protocol::Update>(msg) &&
+                !std::holds_alternative<protocol::Delete>(msg))
                 continue; // Type (resolved by name on the target), logical messages
+
+            // Resolve the relations first: a catalog lookup settles (and leaves) the pipeline.
+            std::vector<std::shared_ptr<RelationMapping>> rels;
+            if (tr)
+                for (auto relid : tr->relids)
+                    rels.push_back(mapping_for(relid, txn, pl));
+            else
+                rels.push_back(mapping_for(relid_of(msg), txn, pl));
+
+            if (!pl.active())
+                pl.enter();
+            if (!began) {
+                pl.send_plain("BEGIN", {}, "BEGIN");
+                // Force an xid: a transaction without one writes no commit record, so its
+                // origin progress would be lost (rule 1).
+                pl.send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
+                began = true;
             }
 
-            if (auto* tr = std::get_if<protocol::Truncate>(&msg)) {
+            if (tr) {
                 // Listed relations only; partitioned ones include their partitions. CASCADE is
                 // ignored, as PostgreSQL's own apply does: the source listed every table it hit.
                 std::string sql = "TRUNCATE ";
-                for (std::size_t i = 0; i < tr->relids.size(); ++i) {
-                    auto m = mapping_for(tr->relids[i], txn);
-                    sql += (i ? ", " : "") + std::string(m->partitioned ? "" : "ONLY ") + m->qualified;
-                }
+                for (std::size_t i = 0; i < rels.size(); ++i)
+                    sql += (i ? ", " : "") + std::string(rels[i]->partitioned ? "" : "ONLY ") + rels[i]->qualified;
                 if (tr->flags & protocol::Truncate::k_restart_identity)
                     sql += " RESTART IDENTITY";
                 pl.send_plain(sql, {}, "TRUNCATE");
@@ -440,7 +455,7 @@ bool Applier::execute(const std::vector<std::unique_ptr<queue::Transaction>>& gr
                 continue;
             }
 
-            auto m = mapping_for(relid_of(msg), txn);
+            auto m = std::move(rels.front());
             if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
                 tuples[0] = &ins->new_tuple;
                 st = build_insert(*m, ins->new_tuple);

@@ -25,6 +25,7 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <csignal>
 #include <exception>
 #include <fstream>
@@ -135,8 +136,10 @@ void monitor_source(const config::Config& cfg, DaemonState& state, const std::at
 
 SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool& notified_ready, DaemonState& state)
 {
-    auto queue_ptr = std::make_shared<queue::TxnQueue>(cfg.apply.max_queue_bytes);
-    auto progress_ptr = std::make_shared<queue::Progress>();
+    // Entries are capped too (a transaction costs at least a few hundred bytes of accounting).
+    auto max_entries = std::clamp<std::size_t>(cfg.apply.max_queue_bytes / 1024, 1024, std::size_t(1) << 20);
+    auto queue_ptr = std::make_shared<queue::TxnQueue>(cfg.apply.max_queue_bytes, max_entries);
+    auto progress_ptr = std::make_shared<queue::Progress>(max_entries);
     auto& queue = *queue_ptr;
     auto& progress = *progress_ptr;
     state.set_session({progress_ptr, queue_ptr});

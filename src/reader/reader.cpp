@@ -364,7 +364,7 @@ void Reader::push_pending(const std::atomic<bool>& stop)
     auto bytes = pending_->bytes;
     auto ts = pending_->commit_ts.micros;
     auto seq = progress_.pushed_seq.load() + 1;
-    progress_.commit_ts_ring[seq % queue::Progress::k_ring].store(ts, std::memory_order_release);
+    progress_.commit_ts_ring[seq % progress_.ring_size].store(ts, std::memory_order_release);
     if (queue_.try_push(pending_)) {
         progress_.pushed_seq.store(seq, std::memory_order_release);
         progress_.pushed_end.store(end.value());

@@ -13,8 +13,10 @@
 //   or 8 MiB), which records the last one's end_lsn: fewer commits, and the target still only
 //   shows states the source had at some commit. A failure rolls back the whole group.
 // - Messages are read from the transaction's MessageLog (memory or spill file) one at a time and
-//   decoded on the fly, so applying a transaction of any size takes bounded memory. A Relation
-//   message settles the pipeline and resolves the target table inside the open transaction.
+//   decoded on the fly, so applying a transaction of any size takes bounded memory. A relation
+//   is resolved against the target catalog when a change first uses it (settling the pipeline
+//   for that lookup, inside the open transaction), not when its Relation message arrives: the
+//   source also describes partitions whose changes it publishes under their root.
 // - Stale backends of a crashed daemon still hold the origin: they are terminated by
 //   application_name, and waited for, before the origin session is set up. Only then is the
 //   origin's progress read, so an in-flight COMMIT of the dead process is accounted for.
@@ -34,6 +36,8 @@
 #include <vector>
 
 namespace pgshift::apply {
+
+class Pipeline; // one transaction group's libpq pipeline (applier.cpp)
 
 class Applier {
 public:
@@ -61,7 +65,9 @@ private:
     bool execute(const std::vector<std::unique_ptr<queue::Transaction>>& group);
     std::shared_ptr<RelationMapping> resolve(const protocol::Relation& rel);
     void refresh_durable();
-    [[nodiscard]] std::shared_ptr<RelationMapping> mapping_for(RelId relid, const queue::Transaction& txn) const;
+    /// The target mapping of a relation, resolved on first use (settling `pl` for the lookup).
+    [[nodiscard]] std::shared_ptr<RelationMapping> mapping_for(RelId relid, const queue::Transaction& txn,
+                                                               Pipeline& pl);
 
     const config::Config& cfg_;
     queue::TxnQueue& queue_;
@@ -71,7 +77,13 @@ private:
     std::unique_ptr<pg::Connection> conn_;
     Lsn resume_;
 
-    std::unordered_map<RelId, std::shared_ptr<RelationMapping>> relations_;
+    /// The latest Relation message of each relid (raw, with how to decode it) and its mapping.
+    struct KnownRelation {
+        std::string payload;
+        protocol::DecodeContext decode;
+        std::shared_ptr<RelationMapping> mapping; ///< null until a change uses the relation
+    };
+    std::unordered_map<RelId, KnownRelation> relations_;
     std::unordered_map<std::string, std::string> prepared_; ///< statement key -> prepared name
     std::uint64_t generation_ = 0;
     std::uint64_t statement_counter_ = 0;

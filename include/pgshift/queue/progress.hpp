@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -62,11 +63,17 @@ struct Progress {
     std::atomic<std::uint64_t> written_end{0}; ///< end_lsn of the last transaction committed on the target
     std::atomic<std::uint64_t> durable{0};     ///< flushed origin progress on the target (rule 3)
 
+    /// `queue_entries`: the queue's entry cap. The ring must hold every queued transaction plus
+    /// the ones being applied and waiting to be queued.
+    explicit Progress(std::size_t queue_entries)
+        : ring_size(std::bit_ceil(queue_entries + 2 + 256)), commit_ts_ring(new std::atomic<std::int64_t>[ring_size])
+    {
+    }
+
     // Commit times of queued transactions, for lag in seconds: the reader writes slot
     // (pushed_seq % size) before publishing pushed_seq; apply publishes applied_seq after commit.
-    // The ring is larger than the queue's entry cap plus the transaction being applied.
-    static constexpr std::size_t k_ring = 1u << 17;
-    std::unique_ptr<std::atomic<std::int64_t>[]> commit_ts_ring{new std::atomic<std::int64_t>[k_ring]};
+    const std::size_t ring_size;
+    std::unique_ptr<std::atomic<std::int64_t>[]> commit_ts_ring;
     std::atomic<std::uint64_t> pushed_seq{0};
     std::atomic<std::uint64_t> applied_seq{0};
 
@@ -77,7 +84,7 @@ struct Progress {
         auto pushed = pushed_seq.load(std::memory_order_acquire);
         if (applied >= pushed)
             return std::nullopt;
-        return commit_ts_ring[(applied + 1) % k_ring].load(std::memory_order_acquire);
+        return commit_ts_ring[(applied + 1) % ring_size].load(std::memory_order_acquire);
     }
 
     /// The flush LSN the reader may report now. Never below `durable`.
