@@ -49,8 +49,8 @@ constexpr std::size_t k_max_echo_length = 60;
 constexpr std::string_view k_redacted = "********";
 
 // The schema: which keys each map may hold. Reading code below uses the same names.
-constexpr std::string_view k_root_keys[] = {"name",   "source", "target",  "tables",  "initial_copy",
-                                            "schema", "apply",  "control", "cutover", "log"};
+constexpr std::string_view k_root_keys[] = {"name",    "source",  "target",    "tables", "initial_copy", "schema",
+                                            "apply",   "control", "reconnect", "cutover", "log"};
 constexpr std::string_view k_endpoint_keys[] = {"conninfo"};
 constexpr std::string_view k_tables_keys[] = {"include", "exclude"};
 constexpr std::string_view k_initial_copy_keys[] = {"enabled", "workers"};
@@ -59,6 +59,7 @@ constexpr std::string_view k_control_keys[] = {"listen", "token_file"};
 constexpr std::string_view k_cutover_keys[] = {
     "fence", "fence_command", "unfence_command", "max_lag_seconds", "timeout_seconds", "sync_sequences", "verify"};
 constexpr std::string_view k_log_keys[] = {"level", "format"};
+constexpr std::string_view k_reconnect_keys[] = {"min_delay_seconds", "max_delay_seconds", "factor"};
 
 struct SectionSchema {
     std::string_view path;
@@ -70,6 +71,7 @@ constexpr SectionSchema k_sections[] = {
     {"", k_root_keys},           {"source", k_endpoint_keys},           {"target", k_endpoint_keys},
     {"tables", k_tables_keys},   {"initial_copy", k_initial_copy_keys}, {"apply", k_apply_keys},
     {"control", k_control_keys}, {"cutover", k_cutover_keys},           {"log", k_log_keys},
+    {"reconnect", k_reconnect_keys},
 };
 
 template <typename E> struct EnumName {
@@ -440,6 +442,7 @@ public:
         read_apply(fields, config.apply);
         read_control(fields, config.control);
         read_cutover(fields, config.cutover);
+        read_reconnect(fields, config.reconnect);
         read_log(fields, config.log);
         return config;
     }
@@ -955,6 +958,40 @@ private:
         }
         if (const Entry* verify = find(*fields, "verify")) {
             read_enum(*verify, k_verify_modes, out.verify);
+        }
+    }
+
+    void read_reconnect(const Fields& root, Reconnect& out) {
+        const Entry* entry = find(root, "reconnect");
+        if (entry == nullptr) {
+            return;
+        }
+        const auto fields = section(*entry, k_reconnect_keys);
+        if (!fields) {
+            return;
+        }
+        if (const Entry* min = find(*fields, "min_delay_seconds")) {
+            if (const auto value = read_positive_seconds(*min)) {
+                out.min_delay_seconds = *value;
+            }
+        }
+        const Entry* max = find(*fields, "max_delay_seconds");
+        if (max != nullptr) {
+            if (const auto value = read_positive_seconds(*max)) {
+                out.max_delay_seconds = *value;
+                if (out.max_delay_seconds < out.min_delay_seconds) {
+                    add(*max, "must not be below reconnect.min_delay_seconds");
+                }
+            }
+        }
+        if (const Entry* factor = find(*fields, "factor")) {
+            if (const auto value = read_positive_seconds(*factor)) {
+                if (*value < 1.0) {
+                    add(*factor, "must be at least 1");
+                } else {
+                    out.factor = *value;
+                }
+            }
         }
     }
 

@@ -36,11 +36,20 @@ namespace pgshift::daemon {
 
 namespace {
 
-enum class SessionEnd { stopped, retry, fatal, config };
+/// How a session ended: `blocked` = the target needs the operator (a table or column missing, a
+/// row that should be there is not); the daemon stays up, reports `failed`, and tries again on
+/// `pgshift resume` (POST /v1/resume) or a restart. Nothing is lost: the slot keeps the changes.
+enum class SessionEnd { stopped, retry, blocked, fatal, config };
 
+/// Exponential backoff between sessions, from the `reconnect` configuration section.
 struct Backoff {
-    std::chrono::milliseconds min{500}, max{30000}, current{500};
-    double factor = 2.0;
+    explicit Backoff(const config::Reconnect& r)
+        : min(static_cast<long>(r.min_delay_seconds * 1000)), max(static_cast<long>(r.max_delay_seconds * 1000)),
+          current(min), factor(r.factor)
+    {
+    }
+    std::chrono::milliseconds min, max, current;
+    double factor;
     void reset() { current = min; }
     std::chrono::milliseconds next()
     {
@@ -92,7 +101,7 @@ SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool sourc
         record(std::string("target: ") + e.what(), stats.errors_apply);
         if (e.retryable())
             stats.reconnects_target.fetch_add(1);
-        return e.retryable() ? SessionEnd::retry : SessionEnd::fatal;
+        return e.retryable() ? SessionEnd::retry : SessionEnd::blocked;
     } catch (const pg::PgError& e) {
         record(std::string(source_side ? "source: " : "target: ") + e.what(),
                source_side ? stats.errors_source : stats.errors_apply);
@@ -271,7 +280,7 @@ int run(const config::Config& cfg)
 
     spdlog::info("pgshift {} starting: migration '{}', source {}, target {}", PGSHIFT_VERSION, cfg.name,
                  config::redact_conninfo(cfg.source.conninfo), config::redact_conninfo(cfg.target.conninfo));
-    Backoff backoff;
+    Backoff backoff(cfg.reconnect);
     bool notified_ready = false;
     DaemonState state(cfg.name, PGSHIFT_VERSION);
     state.beat();
@@ -304,6 +313,22 @@ int run(const config::Config& cfg)
             state.set_state(State::failed);
             spdlog::error("stopping: the error above cannot be retried");
             return k_exit_failure;
+        case SessionEnd::blocked:
+            state.set_state(State::failed);
+            state.pause();
+            sd_notify(0, "STATUS=apply stopped: fix the target, then run pgshift resume");
+            spdlog::error("apply stopped; the slot keeps every change. Fix the target, then run `pgshift resume` "
+                          "(POST /v1/resume) or restart pgshift");
+            while (state.paused_flag().load()) {
+                state.beat();
+                if (wait_for_signal(signals, std::chrono::milliseconds(200))) {
+                    state.set_state(State::stopping);
+                    return k_exit_ok;
+                }
+            }
+            spdlog::info("resumed by the operator: starting a new session");
+            backoff.reset();
+            continue;
         case SessionEnd::retry:
             break;
         }

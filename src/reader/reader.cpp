@@ -161,7 +161,14 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
                 auto& w = std::get<protocol::XLogData>(frame);
                 if (w.wal_end.value() > progress_.received.load())
                     progress_.received.store(w.wal_end.value());
-                handle_xlogdata(w.payload);
+                try {
+                    handle_xlogdata(w.payload);
+                } catch (const ProtocolError& e) {
+                    // Context for the operator and for a bug report: where in the stream it was.
+                    throw ProtocolError(std::string(e.what()) + " (message at WAL " + w.wal_start.str() +
+                                        ", stream received up to " + Lsn(progress_.received.load()).str() +
+                                        (current_ ? ", in xid " + std::to_string(current_->xid.value) : "") + ")");
+                }
             }
         }
         maybe_send_status(false);

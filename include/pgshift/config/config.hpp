@@ -61,6 +61,14 @@ struct Cutover {
     VerifyMode verify = VerifyMode::counts;
 };
 
+/// Backoff between reconnect attempts (source or target lost): min, then multiplied by
+/// factor after each failed session, up to max; reset after a session that ran a minute.
+struct Reconnect {
+    double min_delay_seconds = 0.5;
+    double max_delay_seconds = 30;
+    double factor = 2;
+};
+
 struct Log {
     LogLevel level = LogLevel::info;
     LogFormat format = LogFormat::text;
@@ -76,6 +84,7 @@ struct Config {
     Apply apply;
     Control control;
     Cutover cutover;
+    Reconnect reconnect;
     Log log;
 
     /// Object names derived from `name`.

@@ -517,6 +517,22 @@ TEST_CASE("fence: command requires fence_command", "[config]") {
     CHECK_NOTHROW(load(k_minimal + "cutover:\n  fence_command: /usr/local/bin/fence\n"));
 }
 
+TEST_CASE("reconnect backoff is configurable and checked", "[config]") {
+    const auto defaults = load(k_minimal);
+    CHECK(defaults.reconnect.min_delay_seconds == 0.5);
+    CHECK(defaults.reconnect.max_delay_seconds == 30);
+    CHECK(defaults.reconnect.factor == 2);
+    const auto set = load(k_minimal + "reconnect:\n  min_delay_seconds: 1\n  max_delay_seconds: 5\n  factor: 1.5\n");
+    CHECK(set.reconnect.min_delay_seconds == 1);
+    CHECK(set.reconnect.max_delay_seconds == 5);
+    CHECK(set.reconnect.factor == 1.5);
+    CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 10\n  max_delay_seconds: 5\n") ==
+          "t.yaml:8:22: reconnect.max_delay_seconds: must not be below reconnect.min_delay_seconds");
+    CHECK(problem_of(k_minimal + "reconnect:\n  factor: 0.5\n") == "t.yaml:7:11: reconnect.factor: must be at least 1");
+    CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 0\n") ==
+          "t.yaml:7:22: reconnect.min_delay_seconds: must be greater than 0, got 0");
+}
+
 TEST_CASE("invalid conninfo is reported with libpq's reason", "[config]") {
     const auto with_source = [](const std::string& conninfo) {
         return problem_of("name: shop\nsource:\n  conninfo: \"" + conninfo + "\"\ntarget:\n  conninfo: host=b\n");
