@@ -1126,4 +1126,21 @@ std::string redact_conninfo(const std::string& conninfo) {
     return out;
 }
 
+std::string read_token_file(const std::string& path) {
+    if (path.empty()) {
+        return "";
+    }
+    std::ifstream file(path);
+    if (!file) {
+        throw ConfigError("control.token_file: cannot read " + path);
+    }
+    std::string token((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    const auto first = token.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos) {
+        throw ConfigError("control.token_file: " + path + " holds no token");
+    }
+    const auto last = token.find_last_not_of(" \t\r\n");
+    return token.substr(first, last - first + 1);
+}
+
 } // namespace pgshift::config

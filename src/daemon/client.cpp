@@ -37,19 +37,6 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-std::string read_token_file(const std::string& path)
-{
-    if (path.empty())
-        return "";
-    std::ifstream f(path);
-    if (!f)
-        throw std::runtime_error("cannot read token file " + path);
-    std::string t((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    auto b = t.find_first_not_of(" \t\r\n");
-    auto e = t.find_last_not_of(" \t\r\n");
-    return b == std::string::npos ? "" : t.substr(b, e - b + 1);
-}
-
 /// Splits "host:port" or "[v6]:port".
 std::pair<std::string, std::string> split_host_port(const std::string& hp)
 {
@@ -75,7 +62,7 @@ Endpoint resolve_endpoint(const ClientOptions& o)
             throw UsageError("only http:// URLs are supported: " + o.url);
         rest = rest.substr(0, rest.find('/'));
         auto [h, p] = split_host_port(rest);
-        return {h, p, read_token_file(o.token_file)};
+        return {h, p, config::read_token_file(o.token_file)};
     }
     if (o.config_path.empty())
         throw UsageError("give --config FILE or --url URL to find the daemon");
@@ -85,7 +72,7 @@ Endpoint resolve_endpoint(const ClientOptions& o)
         h = "127.0.0.1";
     else if (h == "::")
         h = "::1";
-    return {h, p, read_token_file(o.token_file.empty() ? cfg.control.token_file : o.token_file)};
+    return {h, p, config::read_token_file(o.token_file.empty() ? cfg.control.token_file : o.token_file)};
 }
 
 struct Reply {

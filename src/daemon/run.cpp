@@ -28,8 +28,6 @@
 #include <algorithm>
 #include <csignal>
 #include <exception>
-#include <fstream>
-#include <iterator>
 #include <thread>
 
 namespace pgshift::daemon {
@@ -249,22 +247,6 @@ SessionEnd run_session(const config::Config& cfg, const sigset_t& signals, bool&
     return SessionEnd::stopped;
 }
 
-/// The bearer token from control.token_file ("" when none is configured), whitespace trimmed.
-std::string read_token(const std::string& path)
-{
-    if (path.empty())
-        return "";
-    std::ifstream f(path);
-    if (!f)
-        throw ConfigError("control.token_file: cannot read " + path);
-    std::string token((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    auto b = token.find_first_not_of(" \t\r\n");
-    auto e = token.find_last_not_of(" \t\r\n");
-    if (b == std::string::npos)
-        throw ConfigError("control.token_file: " + path + " is empty");
-    return token.substr(b, e - b + 1);
-}
-
 } // namespace
 
 int run(const config::Config& cfg)
@@ -289,7 +271,7 @@ int run(const config::Config& cfg)
     // thread (started after the signal mask, so it inherits it).
     std::unique_ptr<control::ControlServer> server;
     try {
-        server = std::make_unique<control::ControlServer>(cfg.control.listen, read_token(cfg.control.token_file),
+        server = std::make_unique<control::ControlServer>(cfg.control.listen, config::read_token_file(cfg.control.token_file),
                                                           state, PGSHIFT_VERSION);
         server->start();
         spdlog::info("control plane listening on {} (port {}){}", cfg.control.listen, server->port(),

@@ -23,16 +23,6 @@ bool read_bool(ByteReader& r, const char* what)
     return b == 1;
 }
 
-std::string describe_type(std::uint8_t b)
-{
-    char buf[16];
-    if (b >= 0x20 && b < 0x7f)
-        std::snprintf(buf, sizeof buf, "'%c' (0x%02x)", static_cast<char>(b), b);
-    else
-        std::snprintf(buf, sizeof buf, "0x%02x", b);
-    return buf;
-}
-
 } // namespace
 
 ServerFrame decode_server_frame(std::string_view data)
@@ -58,7 +48,7 @@ ServerFrame decode_server_frame(std::string_view data)
         r.expect_end("keepalive: end of frame");
         return f;
     }
-    r.fail("replication frame", "unknown type " + describe_type(type));
+    r.fail("replication frame", "unknown type " + describe_byte(type));
 }
 
 std::string encode_standby_status(const StandbyStatus& s)
@@ -79,7 +69,7 @@ StandbyStatus decode_standby_status(std::string_view data)
     ByteReader r(data);
     auto type = r.read_u8("standby status: type");
     if (type != k_standby_status)
-        r.fail("standby status", "unexpected type " + describe_type(type));
+        r.fail("standby status", "unexpected type " + describe_byte(type));
     StandbyStatus s;
     s.write = Lsn(r.read_u64("standby status: write"));
     s.flush = Lsn(r.read_u64("standby status: flush"));

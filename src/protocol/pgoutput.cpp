@@ -36,17 +36,6 @@ constexpr std::size_t k_min_tuple_column_size = 1;    // kind byte ('n'/'u')
 constexpr std::size_t k_min_relation_column_size = 10; // flags, "" name, type OID, typmod
 constexpr std::size_t k_relid_size = 4;
 
-/// Renders a wire byte for an error message: 'x' (0x78), or just 0x05 when unprintable.
-std::string describe_byte(std::uint8_t b)
-{
-    char buf[16];
-    if (b >= 0x20 && b < 0x7f)
-        std::snprintf(buf, sizeof buf, "'%c' (0x%02x)", static_cast<char>(b), b);
-    else
-        std::snprintf(buf, sizeof buf, "0x%02x", b);
-    return buf;
-}
-
 const char* message_name(std::uint8_t type)
 {
     switch (static_cast<MsgType>(type)) {

@@ -79,6 +79,16 @@ private:
     std::size_t pos_ = 0;
 };
 
+/// Renders a wire byte for an error message: 'x' (0x78), or just 0x05 when unprintable.
+inline std::string describe_byte(std::uint8_t b)
+{
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string code = {'0', 'x', hex[b >> 4], hex[b & 0xf]};
+    if (b >= 0x20 && b < 0x7f)
+        return std::string("'") + static_cast<char>(b) + "' (" + code + ")";
+    return code;
+}
+
 /// Appends big-endian integers to a buffer (for messages we send).
 inline void put_be(std::string& out, std::uint64_t v, std::size_t n) {
     for (std::size_t i = n; i-- > 0;)

@@ -115,6 +115,10 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 /// Reads and loads a file; an unreadable file is a ConfigErrors too.
 [[nodiscard]] Config load_from_file(const std::string& path, const EnvLookup& env);
 
+/// The bearer token in `path` (control.token_file), surrounding whitespace removed; "" when
+/// `path` is empty. Throws ConfigError when the file cannot be read or holds no token.
+[[nodiscard]] std::string read_token_file(const std::string& path);
+
 /// A conninfo with its password (and any other secret) replaced by "********": safe to log.
 [[nodiscard]] std::string redact_conninfo(const std::string& conninfo);
 
