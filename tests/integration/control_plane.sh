@@ -31,14 +31,17 @@ ctl_port=$("$root/scripts/pgcluster.sh" free-port)
 prom_port=$("$root/scripts/pgcluster.sh" free-port)
 src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
 dst="host=127.0.0.1 port=$dst_port dbname=postgres user=postgres"
+# Trust authentication ignores passwords, so the daemon's conninfos can carry one that must
+# never show up in its log, its status or its metrics.
+secret="Pw-$(date +%s%N)"
 "$pgbin/pgbench" -i -q -s 1 -d "$src" >/dev/null 2>&1
 "$pgbin/pgbench" -i -q -s 1 -d "$dst" >/dev/null 2>&1
 
 echo "s3cret-token" > "$work/token"
 cat > "$work/pgshift.yaml" <<YAML
 name: ctl
-source: {conninfo: "$src"}
-target: {conninfo: "$dst"}
+source: {conninfo: "$src password=$secret"}
+target: {conninfo: "$dst password=$secret"}
 initial_copy: {enabled: false}
 control: {listen: "127.0.0.1:$ctl_port", token_file: "$work/token"}
 YAML
@@ -121,4 +124,10 @@ after_metric=$(metric_lag)
 echo "lag after resume: /v1/lag $after_lag bytes, /metrics $after_metric"
 [ "$after_lag" -lt 20000 ] || fail "lag did not return to about 0 after resume ($after_lag)"
 awk -v m="$after_metric" 'BEGIN { exit !(m < 20000) }' || fail "pgshift_lag_bytes did not return to about 0"
+for what in "$work/pgshift.log" "$work/metrics.txt" "$work/status.txt"; do
+  grep -q -- "$secret" "$what" && fail "the password appears in $what"
+done
+curl -s "$api/v1/status" | grep -q -- "$secret" && fail "the password appears in /v1/status"
+grep -q "password=\*\*\*\*\*\*\*\*" "$work/pgshift.log" || fail "the log does not show the redacted conninfo"
+echo "ok: the conninfo password appears in no log line, status or metric"
 echo "control plane: all checks passed"
