@@ -41,7 +41,39 @@ std::uint64_t Result::affected() const
 
 void Connection::Finish::operator()(pg_conn* c) const { PQfinish(c); }
 
-Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str()))
+namespace {
+
+/// Timeouts every pgshift connection needs unless the operator chose otherwise: a connection
+/// attempt to an unreachable host gives up (instead of blocking a thread for minutes), and a
+/// server that vanished without closing the socket is noticed by TCP keepalives within about a
+/// minute (otherwise a blocked read can wait for hours).
+std::string with_network_defaults(const std::string& conninfo)
+{
+    static const std::pair<const char*, const char*> k_defaults[] = {
+        {"connect_timeout", "10"}, {"keepalives", "1"}, {"keepalives_idle", "30"},
+        {"keepalives_interval", "10"}, {"keepalives_count", "3"}};
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+    if (!opts) {
+        if (err)
+            PQfreemem(err);
+        return conninfo; // PQconnectdb reports the problem
+    }
+    std::vector<std::pair<std::string, std::string>> missing;
+    for (const auto& [key, value] : k_defaults) {
+        bool set = false;
+        for (PQconninfoOption* o = opts; o->keyword; ++o)
+            set = set || (std::strcmp(o->keyword, key) == 0 && o->val && *o->val);
+        if (!set)
+            missing.emplace_back(key, value);
+    }
+    PQconninfoFree(opts);
+    return missing.empty() ? conninfo : conninfo_with(conninfo, missing);
+}
+
+} // namespace
+
+Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(with_network_defaults(conninfo).c_str()))
 {
     if (!conn_)
         throw PgError("could not allocate a libpq connection", "", true);
