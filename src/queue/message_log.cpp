@@ -4,6 +4,7 @@
 #include "pgshift/common/byte_reader.hpp"
 #include "pgshift/common/errors.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@ namespace {
 
 constexpr std::size_t k_write_buffer = 1 << 20;
 constexpr std::size_t k_read_window = 1 << 20;
+constexpr std::size_t k_initial_capacity = 1024;
 
 [[noreturn]] void fail(const std::string& what)
 {
@@ -62,6 +64,9 @@ MessageLog::~MessageLog()
 
 void MessageLog::append(std::string_view payload)
 {
+    // Most transactions are small: one allocation instead of a series of doublings.
+    if (fd_ < 0 && mem_.capacity() < k_initial_capacity)
+        mem_.reserve(std::min(k_initial_capacity, limit_ + 1));
     std::string& out = fd_ >= 0 ? wbuf_ : mem_;
     put_be(out, payload.size(), 4);
     out.append(payload);
