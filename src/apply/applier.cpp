@@ -106,6 +106,7 @@ void Applier::begin_session(Lsn resume)
 
 void Applier::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
 {
+    stop_ = &stop;
     while (!stop.load(std::memory_order_acquire)) {
         std::vector<std::unique_ptr<queue::Transaction>> group;
         if (paused.load(std::memory_order_acquire))
@@ -121,7 +122,13 @@ void Applier::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused
                 bytes += more->bytes;
                 group.push_back(std::move(more));
             }
-            apply(group);
+            try {
+                apply(group);
+            } catch (const Interrupted&) {
+                spdlog::info("stop requested: rolled back the transaction being applied (it is applied again "
+                             "after the restart)");
+                break;
+            }
         }
         auto now = std::chrono::steady_clock::now();
         bool behind = progress_.durable.load() < progress_.written_end.load();
@@ -404,7 +411,22 @@ bool Applier::execute(const std::vector<std::unique_ptr<queue::Transaction>>& gr
         pl.set_transaction(&txn);
         auto cursor = txn.messages.cursor();
         std::string_view payload;
+        std::uint64_t seen = 0;
         while (cursor.next(payload)) {
+            // A large transaction can take minutes: a stop request rolls it back instead of
+            // waiting (nothing of it is committed, so it is simply received again later).
+            if (++seen % 4096 == 0 && stop_ && stop_->load(std::memory_order_acquire)) {
+                if (began) {
+                    if (!pl.active())
+                        pl.enter();
+                    pl.send_plain("ROLLBACK", {}, "ROLLBACK");
+                }
+                if (pl.active()) {
+                    pl.sync();
+                    pl.leave();
+                }
+                throw Interrupted();
+            }
             auto msg = protocol::decode(payload, txn.decode);
             const protocol::TupleData* tuples[2] = {nullptr, nullptr};
             Statement st;

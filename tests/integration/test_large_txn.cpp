@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 using namespace pgshift::test;
 using namespace std::chrono_literals;
@@ -110,4 +111,31 @@ TEST_CASE("large: two million rows in one transaction with a 64 MiB queue stay u
     CHECK(rss > 0);
     CHECK(rss < 160ull * 1024 * 1024);
     CHECK(fx.target().value("SELECT count(*) FROM items") == "2000000");
+}
+
+TEST_CASE("large: SIGTERM while a large transaction is applied rolls it back, exits 0 promptly, and resumes",
+          "[integration][large]")
+{
+    ReplicationFixture fx(options("sigterm_big", {}));
+    REQUIRE(fx.start_and_wait_streaming(30s));
+    exec_statements(fx.source(), "INSERT INTO items SELECT g, g % 10, repeat('p', 120) FROM generate_series(1, 800000) g");
+    // Wait until apply is inside the transaction on the target.
+    bool applying = false;
+    for (int i = 0; i < 600 && !applying; ++i) {
+        applying = fx.target().value("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                     "'pgshift_sigterm_big_w0' AND backend_xid IS NOT NULL") != "0";
+        if (!applying)
+            std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(applying);
+    auto started = std::chrono::steady_clock::now();
+    auto code = fx.daemon().terminate(30s);
+    auto took = std::chrono::steady_clock::now() - started;
+    REQUIRE(code);
+    CHECK(*code == 0);
+    CHECK(took < 10s);
+    CHECK(fx.target().value("SELECT count(*) FROM items") == "0"); // rolled back, not half-applied
+    fx.daemon().start();
+    REQUIRE(fx.converged({"public.items"}, 300s));
+    CHECK(fx.target().value("SELECT count(*) FROM items") == "800000");
 }

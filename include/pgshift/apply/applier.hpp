@@ -89,6 +89,9 @@ private:
     std::uint64_t statement_counter_ = 0;
     std::chrono::steady_clock::time_point last_durable_check_;
     std::string scratch_; ///< parameter values of the statement being sent, NUL-separated
+    const std::atomic<bool>* stop_ = nullptr; ///< run()'s stop flag, checked inside long transactions
+    /// Thrown out of execute() when a stop request rolled the transaction back.
+    struct Interrupted {};
 };
 
 } // namespace pgshift::apply
