@@ -392,134 +392,141 @@ void Applier::apply(const std::vector<std::unique_ptr<queue::Transaction>>& grou
     progress_.applied_seq.fetch_add(group.size(), std::memory_order_acq_rel);
 }
 
+void Applier::execute_one(Pipeline& pl, const queue::Transaction& txn, bool& began, ChangeCounts& counts)
+{
+    bool skip = txn.commit_lsn < resume_;
+    if (skip)
+        spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
+                      resume_.str());
+    pl.set_transaction(&txn);
+    auto cursor = txn.messages.cursor();
+    std::string_view payload;
+    std::uint64_t seen = 0;
+    while (cursor.next(payload)) {
+        // A large transaction can take minutes: a stop request rolls it back instead of
+        // waiting (nothing of it is committed, so it is simply received again later).
+        if (++seen % 4096 == 0 && stop_ && stop_->load(std::memory_order_acquire)) {
+            if (began) {
+                if (!pl.active())
+                    pl.enter();
+                pl.send_plain("ROLLBACK", {}, "ROLLBACK");
+            }
+            if (pl.active()) {
+                pl.sync();
+                pl.leave();
+            }
+            throw Interrupted();
+        }
+        auto msg = protocol::decode(payload, txn.decode);
+        if (auto* rel = std::get_if<protocol::Relation>(&msg)) {
+            // Relations take effect in stream order, also in skipped transactions. They are
+            // resolved against the target only when a change uses them: for a partition
+            // published through its root, PostgreSQL sends the partition's Relation message
+            // too, although every change names the root (which is all the target needs).
+            relations_[rel->relid] = KnownRelation{std::string(payload), txn.decode, nullptr};
+            continue;
+        }
+        if (skip)
+            continue;
+        if (std::holds_alternative<protocol::Insert>(msg) || std::holds_alternative<protocol::Update>(msg) ||
+            std::holds_alternative<protocol::Delete>(msg) || std::holds_alternative<protocol::Truncate>(msg))
+            send_change(pl, txn, msg, began, counts);
+        // Type messages need nothing (types resolve by name on the target); logical messages
+        // carry nothing to apply.
+    }
+}
+
+void Applier::send_change(Pipeline& pl, const queue::Transaction& txn, const protocol::Message& msg, bool& began,
+                          ChangeCounts& counts)
+{
+    // Resolve the relations first: a catalog lookup settles (and leaves) the pipeline.
+    auto* tr = std::get_if<protocol::Truncate>(&msg);
+    std::vector<std::shared_ptr<RelationMapping>> rels;
+    if (tr)
+        for (auto relid : tr->relids)
+            rels.push_back(mapping_for(relid, txn, pl));
+    else
+        rels.push_back(mapping_for(relid_of(msg), txn, pl));
+
+    if (!pl.active())
+        pl.enter();
+    if (!began) {
+        pl.send_plain("BEGIN", {}, "BEGIN");
+        // Force an xid: a transaction without one writes no commit record, so its origin
+        // progress would be lost (rule 1).
+        pl.send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
+        began = true;
+    }
+
+    if (tr) {
+        // Listed relations only; partitioned ones include their partitions. CASCADE is ignored,
+        // as PostgreSQL's own apply does: the source listed every table it hit.
+        std::string sql = "TRUNCATE ";
+        for (std::size_t i = 0; i < rels.size(); ++i)
+            sql += (i ? ", " : "") + std::string(rels[i]->partitioned ? "" : "ONLY ") + rels[i]->qualified;
+        if (tr->flags & protocol::Truncate::k_restart_identity)
+            sql += " RESTART IDENTITY";
+        pl.send_plain(sql, {}, "TRUNCATE");
+        ++counts.truncates;
+        return;
+    }
+
+    auto m = std::move(rels.front());
+    const protocol::TupleData* tuples[2] = {nullptr, nullptr}; // new row, old row or key
+    Statement st;
+    const char* op = "";
+    if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
+        tuples[0] = &ins->new_tuple;
+        st = build_insert(*m, ins->new_tuple);
+        op = "INSERT";
+        ++counts.inserts;
+    } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
+        bool from_old = up->old_kind != protocol::OldKind::none;
+        tuples[0] = &up->new_tuple;
+        tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
+        st = build_update(*m, up->new_tuple, *tuples[1], from_old, up->old_kind == protocol::OldKind::full);
+        op = "UPDATE";
+        ++counts.updates;
+    } else {
+        const auto& del = std::get<protocol::Delete>(msg);
+        tuples[1] = &del.old_tuple;
+        st = build_delete(*m, del.old_tuple, del.old_kind == protocol::OldKind::full);
+        op = "DELETE";
+        ++counts.deletes;
+    }
+
+    auto it = prepared_.find(st.key);
+    if (it == prepared_.end()) {
+        auto name = "s" + std::to_string(++statement_counter_);
+        pl.send_prepare(name, st);
+        it = prepared_.emplace(st.key, name).first;
+    }
+    // Text parameters must be NUL-terminated: copy them into one scratch buffer (libpq copies
+    // them into its output buffer when sending).
+    scratch_.clear();
+    offsets_.clear();
+    values_.assign(st.params.size(), nullptr);
+    for (const auto& param : st.params) {
+        const auto& cv = tuples[param.tuple]->columns.at(param.column);
+        offsets_.push_back(cv.kind == protocol::ColumnKind::null ? SIZE_MAX : scratch_.size());
+        if (cv.kind != protocol::ColumnKind::null)
+            scratch_.append(cv.data).push_back('\0');
+    }
+    for (std::size_t p = 0; p < st.params.size(); ++p)
+        values_[p] = offsets_[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets_[p];
+    pl.send_prepared(it->second, values_, op, std::move(m));
+}
+
 bool Applier::execute(const std::vector<std::unique_ptr<queue::Transaction>>& group)
 {
     Pipeline pl(*conn_, cfg_);
     bool began = false;
-    std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
-    std::vector<const char*> values;
-    std::vector<std::size_t> offsets;
+    ChangeCounts counts;
     const auto& last = *group.back();
 
     try {
-      for (const auto& txn_ptr : group) {
-        const queue::Transaction& txn = *txn_ptr;
-        bool skip = txn.commit_lsn < resume_;
-        if (skip)
-            spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
-                          resume_.str());
-        pl.set_transaction(&txn);
-        auto cursor = txn.messages.cursor();
-        std::string_view payload;
-        std::uint64_t seen = 0;
-        while (cursor.next(payload)) {
-            // A large transaction can take minutes: a stop request rolls it back instead of
-            // waiting (nothing of it is committed, so it is simply received again later).
-            if (++seen % 4096 == 0 && stop_ && stop_->load(std::memory_order_acquire)) {
-                if (began) {
-                    if (!pl.active())
-                        pl.enter();
-                    pl.send_plain("ROLLBACK", {}, "ROLLBACK");
-                }
-                if (pl.active()) {
-                    pl.sync();
-                    pl.leave();
-                }
-                throw Interrupted();
-            }
-            auto msg = protocol::decode(payload, txn.decode);
-            const protocol::TupleData* tuples[2] = {nullptr, nullptr};
-            Statement st;
-            const char* op = "";
-            if (auto* rel = std::get_if<protocol::Relation>(&msg)) {
-                // Relations take effect in stream order, also in skipped transactions. They are
-                // resolved against the target only when a change uses them: for a partition
-                // published through its root, PostgreSQL sends the partition's Relation message
-                // too, although every change names the root (which is all the target needs).
-                relations_[rel->relid] = KnownRelation{std::string(payload), txn.decode, nullptr};
-                continue;
-            }
-            if (skip)
-                continue;
-            auto* tr = std::get_if<protocol::Truncate>(&msg);
-            if (!tr && !std::holds_alternative<protocol::Insert>(msg) && !std::holds_alternative<protocol::Update>(msg) &&
-                !std::holds_alternative<protocol::Delete>(msg))
-                continue; // Type (resolved by name on the target), logical messages
-
-            // Resolve the relations first: a catalog lookup settles (and leaves) the pipeline.
-            std::vector<std::shared_ptr<RelationMapping>> rels;
-            if (tr)
-                for (auto relid : tr->relids)
-                    rels.push_back(mapping_for(relid, txn, pl));
-            else
-                rels.push_back(mapping_for(relid_of(msg), txn, pl));
-
-            if (!pl.active())
-                pl.enter();
-            if (!began) {
-                pl.send_plain("BEGIN", {}, "BEGIN");
-                // Force an xid: a transaction without one writes no commit record, so its
-                // origin progress would be lost (rule 1).
-                pl.send_plain("SELECT pg_current_xact_id()", {}, "pg_current_xact_id");
-                began = true;
-            }
-
-            if (tr) {
-                // Listed relations only; partitioned ones include their partitions. CASCADE is
-                // ignored, as PostgreSQL's own apply does: the source listed every table it hit.
-                std::string sql = "TRUNCATE ";
-                for (std::size_t i = 0; i < rels.size(); ++i)
-                    sql += (i ? ", " : "") + std::string(rels[i]->partitioned ? "" : "ONLY ") + rels[i]->qualified;
-                if (tr->flags & protocol::Truncate::k_restart_identity)
-                    sql += " RESTART IDENTITY";
-                pl.send_plain(sql, {}, "TRUNCATE");
-                ++truncates;
-                continue;
-            }
-
-            auto m = std::move(rels.front());
-            if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
-                tuples[0] = &ins->new_tuple;
-                st = build_insert(*m, ins->new_tuple);
-                op = "INSERT";
-                ++inserts;
-            } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
-                bool from_old = up->old_kind != protocol::OldKind::none;
-                tuples[0] = &up->new_tuple;
-                tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
-                st = build_update(*m, up->new_tuple, *tuples[1], from_old, up->old_kind == protocol::OldKind::full);
-                op = "UPDATE";
-                ++updates;
-            } else {
-                auto& del = std::get<protocol::Delete>(msg);
-                tuples[1] = &del.old_tuple;
-                st = build_delete(*m, del.old_tuple, del.old_kind == protocol::OldKind::full);
-                op = "DELETE";
-                ++deletes;
-            }
-
-            auto it = prepared_.find(st.key);
-            if (it == prepared_.end()) {
-                auto name = "s" + std::to_string(++statement_counter_);
-                pl.send_prepare(name, st);
-                it = prepared_.emplace(st.key, name).first;
-            }
-            // Text parameters must be NUL-terminated: copy them into one scratch buffer
-            // (libpq copies them into its output buffer when sending).
-            scratch_.clear();
-            offsets.clear();
-            values.assign(st.params.size(), nullptr);
-            for (std::size_t p = 0; p < st.params.size(); ++p) {
-                const auto& cv = tuples[st.params[p].tuple]->columns.at(st.params[p].column);
-                offsets.push_back(cv.kind == protocol::ColumnKind::null ? SIZE_MAX : scratch_.size());
-                if (cv.kind != protocol::ColumnKind::null)
-                    scratch_.append(cv.data).push_back('\0');
-            }
-            for (std::size_t p = 0; p < st.params.size(); ++p)
-                values[p] = offsets[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets[p];
-            pl.send_prepared(it->second, values, op, std::move(m));
-        }
-      }
+        for (const auto& txn_ptr : group)
+            execute_one(pl, *txn_ptr, began, counts);
 
         if (!began) {
             if (pl.active())
@@ -546,10 +553,10 @@ bool Applier::execute(const std::vector<std::unique_ptr<queue::Transaction>>& gr
     } catch (const pg::PgError& e) {
         throw_target(change_context(last), e);
     }
-    stats_.changes_insert.fetch_add(inserts, std::memory_order_relaxed);
-    stats_.changes_update.fetch_add(updates, std::memory_order_relaxed);
-    stats_.changes_delete.fetch_add(deletes, std::memory_order_relaxed);
-    stats_.changes_truncate.fetch_add(truncates, std::memory_order_relaxed);
+    stats_.changes_insert.fetch_add(counts.inserts, std::memory_order_relaxed);
+    stats_.changes_update.fetch_add(counts.updates, std::memory_order_relaxed);
+    stats_.changes_delete.fetch_add(counts.deletes, std::memory_order_relaxed);
+    stats_.changes_truncate.fetch_add(counts.truncates, std::memory_order_relaxed);
     return true;
 }
 

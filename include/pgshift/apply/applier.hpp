@@ -63,6 +63,15 @@ private:
     /// whether one was committed (false when every one was skipped or had no row changes;
     /// Relation messages take effect either way).
     bool execute(const std::vector<std::unique_ptr<queue::Transaction>>& group);
+
+    struct ChangeCounts {
+        std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
+    };
+    /// Sends one source transaction's changes into the group's pipeline (BEGIN on the first).
+    void execute_one(Pipeline& pl, const queue::Transaction& txn, bool& began, ChangeCounts& counts);
+    /// Sends one row change or TRUNCATE.
+    void send_change(Pipeline& pl, const queue::Transaction& txn, const protocol::Message& msg, bool& began,
+                     ChangeCounts& counts);
     std::shared_ptr<RelationMapping> resolve(const protocol::Relation& rel);
     void refresh_durable();
     /// The target mapping of a relation, resolved on first use (settling `pl` for the lookup).
@@ -89,6 +98,8 @@ private:
     std::uint64_t statement_counter_ = 0;
     std::chrono::steady_clock::time_point last_durable_check_;
     std::string scratch_; ///< parameter values of the statement being sent, NUL-separated
+    std::vector<std::size_t> offsets_;  ///< per parameter: offset in scratch_, SIZE_MAX for NULL
+    std::vector<const char*> values_;   ///< per parameter: pointer into scratch_ or nullptr
     const std::atomic<bool>* stop_ = nullptr; ///< run()'s stop flag, checked inside long transactions
     /// Thrown out of execute() when a stop request rolled the transaction back.
     struct Interrupted {};
