@@ -4,7 +4,7 @@
 #   reader   pgshift's reader (apply blocked) vs pg_recvlogical draining pgoutput to /dev/null
 #   apply    pgshift's full catch-up vs a native subscription (CREATE SUBSCRIPTION)
 #   control  pgshift's catch-up while /metrics is scraped 20 times a second and /v1/status polled,
-#            vs without (issue: control-plane overhead)
+#            vs without: three runs of each, alternating, compared by their total time
 # Usage: bench/catchup.sh [SECONDS_OF_PGBENCH] [SCALE]   (defaults 20, 5). Needs a built pgshift.
 # PROBE=1 also prints what the target's sessions waited on during each catch-up.
 set -euo pipefail
@@ -38,9 +38,11 @@ now() { date +%s.%N; }
 
 # Identical starting data everywhere: pgbench's initial data is deterministic.
 "$pgbin/pgbench" -i -q -s "$scale" -d "$src" >/dev/null 2>&1
-for db in t_pgshift t_native t_quiet t_scraped t_reader; do
-  psql_dst postgres "CREATE DATABASE $db"
-  "$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=$db" >/dev/null 2>&1
+psql_dst postgres "CREATE DATABASE t_base"
+"$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=t_base" >/dev/null 2>&1
+control_runs="bq1 bs1 bq2 bs2 bq3 bs3" # q = quiet, s = scraped; alternating against drift
+for db in t_pgshift t_native t_reader $(for r in $control_runs; do echo "t_$r"; done); do
+  psql_dst postgres "CREATE DATABASE $db TEMPLATE t_base"
 done
 
 # Every consumer's slot exists before the backlog is written.
@@ -65,8 +67,8 @@ wait_active() {
   done
   echo "pgshift $1 did not start"; cat "$work/$1.log"; exit 1
 }
-for n in bpgshift bquiet bscraped breader; do
-  case $n in bpgshift) db=t_pgshift ;; bquiet) db=t_quiet ;; bscraped) db=t_scraped ;; breader) db=t_reader ;; esac
+for n in bpgshift breader $control_runs; do
+  case $n in bpgshift) db=t_pgshift ;; breader) db=t_reader ;; *) db="t_$n" ;; esac
   config "$n" "$db" "$ctl_port"
   start_daemon "$n"; wait_active "$n"; stop_daemon
 done
@@ -123,22 +125,32 @@ t_native=$(time_until_caught_up b_native)
 psql_dst t_native "ALTER SUBSCRIPTION b_native DISABLE"
 
 # 5. control-plane overhead: the same catch-up without and with 20 scrapes/s and status polling.
-checkpoint; t0=$(now); start_daemon bquiet; t_quiet=$(time_until_caught_up pgshift_bquiet); stop_daemon
-checkpoint
-start_daemon bscraped
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/livez" && break; sleep 0.05; done
-( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/metrics"; sleep 0.05; done ) &
-scraper=$!
-( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/v1/status"; sleep 0.2; done ) &
-poller=$!
-t0=$(now); t_scraped=$(time_until_caught_up pgshift_bscraped)
-kill "$scraper" "$poller"; wait "$scraper" "$poller" 2>/dev/null || true
-stop_daemon
+t_quiet=0; t_scraped=0; runs_quiet=""; runs_scraped=""
+for n in $control_runs; do
+  checkpoint
+  start_daemon "$n"
+  scraper=""; poller=""
+  if [ "${n:1:1}" = s ]; then
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/livez" && break; sleep 0.05; done
+    ( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/metrics"; sleep 0.05; done ) &
+    scraper=$!
+    ( while true; do curl -s -o /dev/null "http://127.0.0.1:$ctl_port/v1/status"; sleep 0.2; done ) &
+    poller=$!
+  fi
+  t0=$(now); t=$(time_until_caught_up "pgshift_$n")
+  [ -n "$scraper" ] && { kill "$scraper" "$poller"; wait "$scraper" "$poller" 2>/dev/null || true; }
+  stop_daemon
+  if [ "${n:1:1}" = s ]; then
+    t_scraped=$(echo "$t_scraped + $t" | bc); runs_scraped="$runs_scraped $(printf %.2f "$t")"
+  else
+    t_quiet=$(echo "$t_quiet + $t" | bc); runs_quiet="$runs_quiet $(printf %.2f "$t")"
+  fi
+done
 
 # Every target must hold exactly the source's data.
 digest="SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM pgbench_accounts x"
 want=$(psql_src "$digest")
-for db in t_pgshift t_native t_quiet t_scraped; do
+for db in t_pgshift t_native $(for r in $control_runs; do echo "t_$r"; done); do
   [ "$(psql_dst $db "$digest")" = "$want" ] || { echo "target $db differs from the source"; exit 1; }
 done
 
@@ -146,4 +158,5 @@ ratio() { echo "scale=2; $1 / $2" | bc; }
 printf "\n| measure | pgshift | reference | ratio (pgshift rate / reference rate) |\n|---|---|---|---|\n"
 printf "| reader drain of the backlog | %.2f s | pg_recvlogical %.2f s | %s |\n" "$t_reader" "$t_recv" "$(ratio "$t_recv" "$t_reader")"
 printf "| catch-up, end to end | %.2f s | native subscription %.2f s | %s |\n" "$t_pgshift" "$t_native" "$(ratio "$t_native" "$t_pgshift")"
-printf "| catch-up with 20 scrapes/s + status polls | %.2f s | without %.2f s | %s |\n" "$t_scraped" "$t_quiet" "$(ratio "$t_quiet" "$t_scraped")"
+printf "| catch-up with 20 scrapes/s + status polls, 3 runs | %.2f s (%s) | without %.2f s (%s) | %s |\n" \
+  "$t_scraped" "${runs_scraped# }" "$t_quiet" "${runs_quiet# }" "$(ratio "$t_quiet" "$t_scraped")"
