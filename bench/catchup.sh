@@ -13,27 +13,14 @@ seconds=${1:-20}
 scale=${2:-5}
 bin="${PGSHIFT_BUILD_DIR:-$root/build}/src/daemon/pgshift"
 [ -x "$bin" ] || { echo "build pgshift first (scripts/build.sh)"; exit 1; }
-pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 
-work=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
-chmod 755 "$work"
+PAIR_SOURCE_SETTINGS=(max_wal_size=4GB)
+PAIR_TARGET_SETTINGS=(max_wal_size=4GB)
+source "$root/scripts/cluster-pair.sh"
 daemon=""
-cleanup() {
-  [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
-  "$root/scripts/pgcluster.sh" stop "$work/source" || true
-  "$root/scripts/pgcluster.sh" stop "$work/target" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-src_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/source" "$src_port" max_wal_size=4GB
-dst_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/target" "$dst_port" max_wal_size=4GB
-src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
+on_exit '[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null'
 dst_base="host=127.0.0.1 port=$dst_port user=postgres"
-psql_src() { "$pgbin/psql" -X -q -A -t -d "$src" -c "$1"; }
-psql_dst() { "$pgbin/psql" -X -q -A -t -d "$dst_base dbname=$1" -c "$2"; }
+psql_dst() { "$pgbin/psql" -X -q -A -t -d "$dst_base dbname=$1" -c "$2"; } # DB, SQL
 now() { date +%s.%N; }
 
 # Identical starting data everywhere: pgbench's initial data is deterministic.
@@ -57,7 +44,7 @@ control: {listen: "127.0.0.1:$3"}
 log: {level: warn}
 YAML
 }
-ctl_port=$("$root/scripts/pgcluster.sh" free-port)
+ctl_port=$(free_port)
 start_daemon() { "$bin" run --config "$work/$1.yaml" >>"$work/$1.log" 2>&1 & daemon=$!; }
 stop_daemon() { kill -TERM "$daemon"; wait "$daemon" || true; daemon=""; }
 wait_active() {

@@ -3,37 +3,19 @@
 # replicating it live to the target, lag shown while it runs, and both sides compared at the end.
 # Cleans up after itself. Options: DEMO_SECONDS (default 30), DEMO_CLIENTS (default 4).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${DEMO_SECONDS:-30}
 clients=${DEMO_CLIENTS:-4}
 
-"$root/scripts/install-deps.sh"
+"$here/scripts/install-deps.sh"
 echo "== building pgshift"
-"$root/scripts/build.sh" >/dev/null
-bin="${PGSHIFT_BUILD_DIR:-$root/build}/src/daemon/pgshift"
-pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
-[ -x "$pgbin/pgbench" ] || pgbin=/usr/lib/postgresql/15/bin
+"$here/scripts/build.sh" >/dev/null
+bin="${PGSHIFT_BUILD_DIR:-$here/build}/src/daemon/pgshift"
 
-work=$(mktemp -d /tmp/pgshift-demo.XXXXXX)
-chmod 755 "$work"
-src_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/source" "$src_port"
-dst_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/target" "$dst_port"
-ctl_port=$("$root/scripts/pgcluster.sh" free-port)
+source "$here/scripts/cluster-pair.sh"
+ctl_port=$(free_port)
 daemon_pid=""
-cleanup() {
-  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; fi
-  "$root/scripts/pgcluster.sh" stop "$work/source" || true
-  "$root/scripts/pgcluster.sh" stop "$work/target" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
-dst="host=127.0.0.1 port=$dst_port dbname=postgres user=postgres"
-psql_src() { "$pgbin/psql" -X -q -A -t -d "$src" -c "$1"; }
-psql_dst() { "$pgbin/psql" -X -q -A -t -d "$dst" -c "$1"; }
+on_exit 'if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then kill -TERM "$daemon_pid"; wait "$daemon_pid"; fi'
 
 echo "== source on port $src_port, target on port $dst_port"
 # pgbench's initial data is deterministic, so initialising both sides gives identical starting rows.

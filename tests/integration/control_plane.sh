@@ -4,33 +4,16 @@
 # Usage: control_plane.sh PGSHIFT_BINARY
 set -euo pipefail
 bin=$1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 for tool in prometheus promtool curl; do
   command -v "$tool" >/dev/null || { echo "$tool not installed: skipped"; exit 77; }
 done
-
-work=$(mktemp -d /tmp/pgshift-ctl.XXXXXX)
-chmod 755 "$work"
+source "$(dirname "$0")/../../scripts/cluster-pair.sh"
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  "$root/scripts/pgcluster.sh" stop "$work/source" || true
-  "$root/scripts/pgcluster.sh" stop "$work/target" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+on_exit 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done'
 fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -40 "$work/pgshift.log" || true; exit 1; }
 
-src_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/source" "$src_port"
-dst_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/target" "$dst_port"
-ctl_port=$("$root/scripts/pgcluster.sh" free-port)
-prom_port=$("$root/scripts/pgcluster.sh" free-port)
-src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
-dst="host=127.0.0.1 port=$dst_port dbname=postgres user=postgres"
+ctl_port=$(free_port)
+prom_port=$(free_port)
 # Trust authentication ignores passwords, so the daemon's conninfos can carry one that must
 # never show up in its log, its status or its metrics.
 secret="Pw-$(date +%s%N)"

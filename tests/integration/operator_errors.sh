@@ -5,31 +5,13 @@
 # Usage: operator_errors.sh PGSHIFT_BINARY
 set -euo pipefail
 bin=$1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
-
-work=$(mktemp -d /tmp/pgshift-operr.XXXXXX)
-chmod 755 "$work"
+source "$(dirname "$0")/../../scripts/cluster-pair.sh"
 daemon=""
-cleanup() {
-  [ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null || true
-  "$root/scripts/pgcluster.sh" stop "$work/source" || true
-  "$root/scripts/pgcluster.sh" stop "$work/target" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+on_exit '[ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null'
 fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -30 "$work/pgshift.log" || true; exit 1; }
 
-src_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/source" "$src_port"
-dst_port=$("$root/scripts/pgcluster.sh" free-port)
-"$root/scripts/pgcluster.sh" start "$work/target" "$dst_port"
-ctl_port=$("$root/scripts/pgcluster.sh" free-port)
-src="host=127.0.0.1 port=$src_port dbname=postgres user=postgres"
-dst="host=127.0.0.1 port=$dst_port dbname=postgres user=postgres"
-psql_src() { "$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$src" -c "$1"; }
-psql_dst() { "$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$dst" -c "$1"; }
+ctl_port=$(free_port)
 for c in psql_src psql_dst; do $c "CREATE TABLE orders (id int PRIMARY KEY, amount numeric)"; done
 
 cat > "$work/pgshift.yaml" <<YAML
