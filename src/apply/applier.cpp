@@ -246,11 +246,10 @@ public:
         while (!expects_.empty())
             read_one();
         PGresult* res = PQgetResult(c_);
-        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
-            if (res)
-                PQclear(res);
+        if (!res)
             conn_.fail("pipeline sync missing");
-        }
+        if (PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+            conn_.fail("pipeline sync missing", res); // e.g. FATAL 57P01: classified by its SQLSTATE
         PQclear(res);
     }
 
@@ -289,7 +288,8 @@ private:
         if (st == PGRES_FATAL_ERROR) {
             if (failure_.empty()) {
                 const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-                pg::PgError pe(PQresultErrorMessage(res), ss ? ss : "", PQstatus(c_) != CONNECTION_OK);
+                pg::PgError pe(PQresultErrorMessage(res), ss ? ss : "",
+                               PQstatus(c_) != CONNECTION_OK || pg::severity_ends_session(res));
                 retryable_ = pe.retryable();
                 std::string msg = PQresultErrorMessage(res);
                 while (!msg.empty() && msg.back() == '\n')
@@ -300,9 +300,11 @@ private:
         } else if (st == PGRES_PIPELINE_ABORTED) {
             // follows an earlier error, which is already recorded
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            if (failure_.empty())
+            if (failure_.empty()) {
                 failure_ = std::string(e.op) + ": unexpected result status " + PQresStatus(st) +
                            (e.txn ? " " + change_context(*e.txn) : "");
+                retryable_ = true; // libpq out of step with us: a new session starts clean
+            }
         } else if (e.rel && std::strcmp(e.op, "INSERT") != 0) {
             const char* n = PQcmdTuples(res);
             if (*n && std::strtoull(n, nullptr, 10) == 0 && failure_.empty()) {

@@ -10,7 +10,11 @@ namespace pgshift::pg {
 
 bool PgError::retryable() const
 {
-    if (broken_)
+    // No SQLSTATE: libpq produced the error itself (connection lost, a result missing from the
+    // stream, ...). Nothing says a new session would fail the same way, and a new session is
+    // always safe (exactly-once does not depend on the old one), so retry with backoff rather
+    // than stop for an operator.
+    if (broken_ || sqlstate_.empty())
         return true;
     // Class 08 connection exception, 57P01-57P03 admin/crash shutdown, cannot connect now,
     // 40001 serialization failure, 40P01 deadlock, 53xxx insufficient resources.
@@ -73,6 +77,14 @@ std::string with_network_defaults(const std::string& conninfo)
 
 } // namespace
 
+bool severity_ends_session(const pg_result* res)
+{
+    if (!res)
+        return false;
+    const char* sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    return sev && (std::strcmp(sev, "FATAL") == 0 || std::strcmp(sev, "PANIC") == 0);
+}
+
 Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(with_network_defaults(conninfo).c_str()))
 {
     if (!conn_)
@@ -103,7 +115,9 @@ void Connection::fail(const std::string& context, pg_result* res) const
         msg = PQerrorMessage(conn_.get());
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
         msg.pop_back();
-    bool broken = PQstatus(conn_.get()) != CONNECTION_OK;
+    // A FATAL (or PANIC) error ends the session, even when libpq has not yet seen the socket
+    // close: e.g. 57P01 during a fast shutdown, read from a pipeline before the EOF.
+    bool broken = PQstatus(conn_.get()) != CONNECTION_OK || severity_ends_session(res);
     if (res)
         PQclear(res);
     throw PgError(context + ": " + msg, sqlstate, broken);

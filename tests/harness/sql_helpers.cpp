@@ -3,6 +3,7 @@
 
 #include "harness/daemon_process.hpp"
 
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -53,6 +54,39 @@ std::vector<std::string> compare_tables(pg::Connection& source, pg::Connection& 
     return diffs;
 }
 
+void print_replication_state(TestCluster& source, TestCluster& target, DaemonProcess& daemon)
+{
+    // Compact and first: CI shows only a window of output around a failure.
+    auto run = [](const std::function<std::string()>& f) {
+        try {
+            return f();
+        } catch (const std::exception& e) {
+            return std::string("(") + e.what() + ")";
+        }
+    };
+    std::cerr << "[harness] daemon " << (daemon.running() ? "running" : "not running") << "; slot "
+              << run([&] {
+                     auto c = source.connect(); // fresh: a restart may have broken the cached one
+                     auto r = c.exec_params("SELECT coalesce(confirmed_flush_lsn::text, '-') || ' active=' || "
+                                                 "active::text FROM pg_replication_slots WHERE slot_name = $1",
+                                                 {daemon.slot_name()});
+                     return r.rows() ? r.str(0, 0) : std::string("missing");
+                 })
+              << "; source wal "
+              << run([&] { return source.connect().exec("SELECT pg_current_wal_lsn()::text").str(0, 0); })
+              << "; target origins "
+              << run([&] {
+                     return target.connect()
+                         .exec("SELECT coalesce(string_agg(external_id || '=' || remote_lsn::text, ', '), 'none') "
+                               "FROM pg_replication_origin_status")
+                         .str(0, 0);
+                 })
+              << '\n';
+    auto status = run_command({pgshift_binary().string(), "status", "--json", "--url", daemon.control_url()});
+    std::cerr << "[harness] pgshift status: " << status.output << '\n';
+    std::cerr << "[harness] last log lines:\n" << daemon.log_tail(20) << std::flush;
+}
+
 bool wait_until_converged(TestCluster& source, TestCluster& target, const std::vector<std::string>& tables,
                           std::chrono::milliseconds timeout, DaemonProcess* daemon)
 {
@@ -79,6 +113,8 @@ bool wait_until_converged(TestCluster& source, TestCluster& target, const std::v
     }
     std::cerr << "[harness] not converged after " << timeout.count() << " ms; differing tables:\n"
               << join_lines(diffs) << '\n';
+    if (daemon)
+        print_replication_state(source, target, *daemon);
     return false;
 }
 

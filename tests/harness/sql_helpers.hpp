@@ -32,6 +32,10 @@ std::ostream& operator<<(std::ostream& out, const TableDigest& digest);
 [[nodiscard]] std::vector<std::string> compare_tables(pg::Connection& source, pg::Connection& target,
                                                       const std::vector<std::string>& tables);
 
+/// Prints the daemon's and both servers' replication positions, `pgshift status` and the last
+/// log lines: what a failed convergence needs to be understood from a CI excerpt.
+void print_replication_state(TestCluster& source, TestCluster& target, DaemonProcess& daemon);
+
 /// Polls compare_tables every 500 ms until every table matches (true) or `timeout`
 /// passes (false, after printing the differing tables to stderr). When `daemon` is
 /// given and has exited, gives up early.

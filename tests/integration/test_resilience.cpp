@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstdlib>
+#include <iostream>
 #include <random>
 #include <thread>
 
@@ -135,13 +137,16 @@ TEST_CASE("resilience: the walsender is terminated in the middle of a write load
 TEST_CASE("resilience: the target server crashes and restarts in the middle of a write load",
           "[integration][resilience]")
 {
+    // PGSHIFT_RESTART_GAP_MS varies the second restart's moment when hunting timing bugs.
+    const char* gap_env = std::getenv("PGSHIFT_RESTART_GAP_MS");
+    auto gap = std::chrono::milliseconds(gap_env ? std::atoi(gap_env) : 3000);
     ReplicationFixture fx(fixture_options("dstrestart"));
     REQUIRE(fx.start_and_wait_streaming(30s));
     {
         Load load(fx.source().conninfo(), 3);
         std::this_thread::sleep_for(3s);
         restart(fx.target(), "immediate"); // in-flight apply transaction and async commits lost
-        std::this_thread::sleep_for(3s);
+        std::this_thread::sleep_for(gap);
         restart(fx.target(), "fast");
         std::this_thread::sleep_for(3s);
         load.stop();
@@ -170,4 +175,27 @@ TEST_CASE("resilience: apply blocked longer than wal_sender_timeout keeps the re
     require_identical(fx);
     CHECK(slot_active_pid(fx.source(), fx.daemon().slot_name()) == walsender);
     CHECK(fx.source().value("SELECT count(*) FROM pg_stat_replication WHERE application_name LIKE 'pgshift%'") == "1");
+}
+
+// Hidden ([.]): run by the slow CTest suite. Many target restarts at random moments (immediate
+// and fast, random gaps) under load: whatever phase a restart interrupts (connecting, session
+// setup, a pipeline, a commit, the backoff wait), apply must come back and converge.
+TEST_CASE("resilience: chaos of target restarts at random moments under load", "[.][chaos][resilience]")
+{
+    const char* seed_env = std::getenv("PGSHIFT_CHAOS_SEED");
+    unsigned seed = seed_env ? static_cast<unsigned>(std::strtoul(seed_env, nullptr, 10)) : std::random_device{}();
+    std::cerr << "[chaos] seed " << seed << " (PGSHIFT_CHAOS_SEED reproduces the schedule)\n";
+    std::mt19937 rng(seed);
+    ReplicationFixture fx(fixture_options("dstchaos"));
+    REQUIRE(fx.start_and_wait_streaming(30s));
+    {
+        Load load(fx.source().conninfo(), 3);
+        for (int i = 0; i < 8; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 2500)(rng)));
+            restart(fx.target(), std::uniform_int_distribution<int>(0, 1)(rng) ? "immediate" : "fast");
+        }
+        std::this_thread::sleep_for(2s);
+        load.stop();
+    }
+    require_identical(fx);
 }

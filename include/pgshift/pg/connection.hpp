@@ -26,13 +26,17 @@ public:
     [[nodiscard]] const std::string& sqlstate() const { return sqlstate_; }
     /// The connection is gone (socket closed, server terminated the backend, ...).
     [[nodiscard]] bool broken() const { return broken_; }
-    /// Worth retrying on a new connection: connection loss, shutdown, serialization/deadlock, ...
+    /// Worth retrying on a new connection: connection loss, shutdown, serialization/deadlock,
+    /// any error libpq produced itself (no SQLSTATE), ...
     [[nodiscard]] bool retryable() const;
 
 private:
     std::string sqlstate_;
     bool broken_;
 };
+
+/// True for an error result of severity FATAL or PANIC: the server ended the session.
+[[nodiscard]] bool severity_ends_session(const pg_result* res);
 
 /// Owns a PGresult.
 class Result {
