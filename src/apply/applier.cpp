@@ -172,7 +172,7 @@ std::shared_ptr<RelationMapping> Applier::resolve(const protocol::Relation& rel)
         {qualified});
     if (r.rows() == 0)
         throw TargetError("table " + nsp + "." + std::string(rel.relname) +
-                              " does not exist on the target; create it there, then restart",
+                              " does not exist on the target; create it there, then run `pgshift resume`",
                           false);
     std::vector<TargetColumn> cols;
     for (int i = 0; i < r.rows(); ++i)

@@ -80,7 +80,8 @@ RelationMapping map_relation(const protocol::Relation& rel, const std::vector<Ta
                 tc = &t;
         if (!tc)
             throw TargetError("column \"" + std::string(sc.name) + "\" of source table " + m.source_name +
-                                  " does not exist on the target table; add it on the target, then restart",
+                                  " does not exist on the target table; add it on the target, then run "
+                                  "`pgshift resume`",
                               false);
         if (tc->generated)
             throw TargetError("column \"" + std::string(sc.name) + "\" of " + m.source_name +
