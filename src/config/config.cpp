@@ -15,10 +15,19 @@
 //   reported at its parent map.
 // - yaml-cpp marks are 0-based; messages are 1-based. An empty value (`key:` at end of line)
 //   is marked at the next token, so problems about null values point at their key instead.
+// - Bounded work for hostile or mistaken input (issue 7): a document over 1 MiB is refused
+//   before parsing, at most 100 problems are reported (then one line counting the rest), and
+//   files are read through read_bounded, which never reads more than its limit + 1 bytes and
+//   refuses directories (and, for the token, anything but a regular file).
+// - Numbers are finite and within a range that keeps the daemon sane: a reconnect delay of
+//   0.5 ms spins, a factor of 1e300 overflows the next delay.
 #include "pgshift/config/config.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -28,12 +37,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <span>
-#include <sstream>
 #include <string_view>
 #include <utility>
 
@@ -47,6 +53,24 @@ constexpr std::uint64_t k_min_queue_bytes = std::uint64_t{1024} * 1024;
 constexpr std::size_t k_max_name_length = 40;
 constexpr std::size_t k_max_echo_length = 60;
 constexpr std::string_view k_redacted = "********";
+constexpr std::size_t k_max_config_bytes = std::size_t{1024} * 1024;
+constexpr std::string_view k_max_config_text = "1048576 bytes (1 MiB)";
+constexpr std::size_t k_max_problems = 100;
+constexpr std::size_t k_max_token_bytes = 4096;
+
+// Inclusive bounds unless min_exclusive; `text` is the message for a value outside them.
+struct NumberRange {
+    double min;
+    bool min_exclusive;
+    double max;
+    std::string_view text;
+};
+
+// Below 0.1 s the reconnect loop spins; above an hour nobody waits for it.
+constexpr NumberRange k_reconnect_delay_range{0.1, false, 3600, "must be between 0.1 and 3600 seconds"};
+// 1 keeps the delay constant; above 10 max is reached in a step or two; 1e300 overflows the next delay.
+constexpr NumberRange k_reconnect_factor_range{1, false, 10, "must be between 1 and 10"};
+constexpr NumberRange k_cutover_seconds_range{0, true, 86400, "must be greater than 0 and at most 86400 seconds"};
 
 // The schema: which keys each map may hold. Reading code below uses the same names.
 constexpr std::string_view k_root_keys[] = {"name",    "source",  "target",    "tables", "initial_copy", "schema",
@@ -54,7 +78,7 @@ constexpr std::string_view k_root_keys[] = {"name",    "source",  "target",    "
 constexpr std::string_view k_endpoint_keys[] = {"conninfo"};
 constexpr std::string_view k_tables_keys[] = {"include", "exclude"};
 constexpr std::string_view k_initial_copy_keys[] = {"enabled", "workers"};
-constexpr std::string_view k_apply_keys[] = {"workers", "on_missing_row", "max_queue_bytes"};
+constexpr std::string_view k_apply_keys[] = {"workers", "on_missing_row", "max_queue_bytes", "spill_dir"};
 constexpr std::string_view k_control_keys[] = {"listen", "token_file"};
 constexpr std::string_view k_cutover_keys[] = {
     "fence", "fence_command", "unfence_command", "max_lag_seconds", "timeout_seconds", "sync_sequences", "verify"};
@@ -416,6 +440,101 @@ std::string conninfo_value(std::string_view value) {
     return out;
 }
 
+// Shortest text that reads back as the same double: 0.5, 30, 3600.
+std::string format_number(double value) {
+    char buffer[32];
+    const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
+    return ec == std::errc() ? std::string(buffer, end) : std::to_string(value);
+}
+
+std::string_view file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) {
+        return "a directory";
+    }
+    if (S_ISCHR(mode)) {
+        return "a character device";
+    }
+    if (S_ISBLK(mode)) {
+        return "a block device";
+    }
+    if (S_ISFIFO(mode)) {
+        return "a FIFO";
+    }
+    if (S_ISSOCK(mode)) {
+        return "a socket";
+    }
+    return "a special file";
+}
+
+struct BoundedRead {
+    enum class Status { ok, os_error, not_regular, too_large };
+    Status status = Status::ok;
+    std::string text;                  // ok: the whole content
+    std::string reason;                // os_error: strerror; not_regular: what it is ("a directory")
+    std::optional<std::uint64_t> size; // too_large: the size fstat saw, when it is above the limit
+};
+
+// Reads `path` when it holds at most `limit` bytes. Never reads more than limit + 1 bytes, so
+// /dev/zero or a huge file cannot exhaust memory. Directories are refused; with `regular_only`
+// so are devices, FIFOs and sockets, and the open does not wait for a FIFO's writer. Without
+// it a pipe is read (a config from `<(envsubst < file)`).
+BoundedRead read_bounded(const std::string& path, std::size_t limit, bool regular_only) {
+    BoundedRead result;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
+    if (fd < 0) {
+        result.status = BoundedRead::Status::os_error;
+        result.reason = std::strerror(errno);
+        return result;
+    }
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } const closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        result.status = BoundedRead::Status::os_error;
+        result.reason = std::strerror(errno);
+        return result;
+    }
+    if (S_ISDIR(st.st_mode) || (regular_only && !S_ISREG(st.st_mode))) {
+        result.status = BoundedRead::Status::not_regular;
+        result.reason = file_kind(st.st_mode);
+        return result;
+    }
+    std::string text(limit + 1, '\0');
+    std::size_t used = 0;
+    while (used < text.size()) {
+        const ssize_t n = ::read(fd, text.data() + used, text.size() - used);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            result.status = BoundedRead::Status::os_error;
+            result.reason = std::strerror(errno);
+            return result;
+        }
+        if (n == 0) {
+            break;
+        }
+        used += static_cast<std::size_t>(n);
+    }
+    if (used > limit) {
+        result.status = BoundedRead::Status::too_large;
+        if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) > limit) {
+            result.size = static_cast<std::uint64_t>(st.st_size);
+        }
+        return result;
+    }
+    text.resize(used);
+    result.text = std::move(text);
+    return result;
+}
+
+std::string too_large_config(std::optional<std::uint64_t> size) {
+    return "the configuration is " + (size ? std::to_string(*size) + " bytes, more" : std::string("more")) +
+           " than the limit of " + std::string(k_max_config_text);
+}
+
 class Loader {
 public:
     Loader(std::string origin, const EnvLookup& env) : origin_(std::move(origin)), env_(env) {}
@@ -459,10 +578,16 @@ public:
         std::stable_sort(problems_.begin(), problems_.end(), [](const Problem& a, const Problem& b) {
             return std::pair(a.pos.line, a.pos.column) < std::pair(b.pos.line, b.pos.column);
         });
+        // A flood (a pasted file of unknown keys) would bury the first problem: keep the first
+        // ones in document order and count the rest.
+        const std::size_t shown = std::min(problems_.size(), k_max_problems);
         std::vector<std::string> texts;
-        texts.reserve(problems_.size());
-        for (Problem& problem : problems_) {
-            texts.push_back(std::move(problem.text));
+        texts.reserve(shown + 1);
+        for (std::size_t i = 0; i < shown; ++i) {
+            texts.push_back(std::move(problems_[i].text));
+        }
+        if (const std::size_t rest = problems_.size() - shown; rest > 0) {
+            texts.push_back("... and " + std::to_string(rest) + (rest == 1 ? " more problem" : " more problems"));
         }
         throw ConfigErrors(std::move(texts));
     }
@@ -683,8 +808,10 @@ private:
         return number;
     }
 
-    std::optional<double> read_positive_seconds(const Entry& entry) {
-        const auto value = scalar(entry, "a number of seconds");
+    // A finite decimal number within `range`. inf, nan, hex and quoted numbers are not numbers
+    // here; a literal beyond what a double holds (1e400, 1e-400) is out of any range.
+    std::optional<double> read_number(const Entry& entry, std::string_view expected, const NumberRange& range) {
+        const auto value = scalar(entry, expected);
         if (!value) {
             return std::nullopt;
         }
@@ -692,12 +819,15 @@ private:
         const char* first = value->text.data();
         const char* last = first + value->text.size();
         const auto [end, ec] = std::from_chars(first, last, number);
-        if (value->quoted || value->text.empty() || ec != std::errc() || end != last || !std::isfinite(number)) {
-            add(entry, "expected a number of seconds, " + got(*value));
+        const bool out_of_double = ec == std::errc::result_out_of_range;
+        if (value->quoted || value->text.empty() || (ec != std::errc() && !out_of_double) || end != last ||
+            (!out_of_double && !std::isfinite(number))) {
+            add(entry, "expected " + std::string(expected) + ", " + got(*value));
             return std::nullopt;
         }
-        if (number <= 0) {
-            add(entry, "must be greater than 0, got " + value->text);
+        const bool below = range.min_exclusive ? number <= range.min : number < range.min;
+        if (out_of_double || below || number > range.max) {
+            add(entry, std::string(range.text) + ", got " + value->text);
             return std::nullopt;
         }
         return number;
@@ -863,6 +993,19 @@ private:
                 out.max_queue_bytes = *value;
             }
         }
+        // Existence and permissions are the daemon's to check at start: the loader also runs
+        // under `pgshift check` on another host.
+        if (const Entry* dir = find(*fields, "spill_dir")) {
+            if (auto value = read_string(*dir)) {
+                if (!value->empty() && value->front() != '/') {
+                    add(*dir, "must be an absolute path (or empty for the default: $STATE_DIRECTORY, $TMPDIR or "
+                              "/var/tmp), got " +
+                                  echo(*value));
+                } else {
+                    out.spill_dir = std::move(*value);
+                }
+            }
+        }
     }
 
     void read_control(const Fields& root, Control& out) {
@@ -942,12 +1085,12 @@ private:
             add(pos, "cutover.fence_command", "required (non-empty) when cutover.fence is command");
         }
         if (const Entry* lag = find(*fields, "max_lag_seconds")) {
-            if (const auto value = read_positive_seconds(*lag)) {
+            if (const auto value = read_number(*lag, "a number of seconds", k_cutover_seconds_range)) {
                 out.max_lag_seconds = *value;
             }
         }
         if (const Entry* timeout = find(*fields, "timeout_seconds")) {
-            if (const auto value = read_positive_seconds(*timeout)) {
+            if (const auto value = read_number(*timeout, "a number of seconds", k_cutover_seconds_range)) {
                 out.timeout_seconds = *value;
             }
         }
@@ -970,27 +1113,32 @@ private:
         if (!fields) {
             return;
         }
-        if (const Entry* min = find(*fields, "min_delay_seconds")) {
-            if (const auto value = read_positive_seconds(*min)) {
+        // min and max are compared only when both were read: an invalid one is reported once.
+        bool min_ok = true;
+        const Entry* min = find(*fields, "min_delay_seconds");
+        if (min != nullptr) {
+            if (const auto value = read_number(*min, "a number of seconds", k_reconnect_delay_range)) {
                 out.min_delay_seconds = *value;
+            } else {
+                min_ok = false;
             }
         }
         const Entry* max = find(*fields, "max_delay_seconds");
         if (max != nullptr) {
-            if (const auto value = read_positive_seconds(*max)) {
-                out.max_delay_seconds = *value;
-                if (out.max_delay_seconds < out.min_delay_seconds) {
+            if (const auto value = read_number(*max, "a number of seconds", k_reconnect_delay_range)) {
+                if (min_ok && *value < out.min_delay_seconds) {
                     add(*max, "must not be below reconnect.min_delay_seconds");
+                } else {
+                    out.max_delay_seconds = *value;
                 }
             }
+        } else if (min_ok && min != nullptr && out.min_delay_seconds > out.max_delay_seconds) {
+            add(*min, "must not be above reconnect.max_delay_seconds (" + format_number(out.max_delay_seconds) +
+                          " when not set), got " + format_number(out.min_delay_seconds));
         }
         if (const Entry* factor = find(*fields, "factor")) {
-            if (const auto value = read_positive_seconds(*factor)) {
-                if (*value < 1.0) {
-                    add(*factor, "must be at least 1");
-                } else {
-                    out.factor = *value;
-                }
+            if (const auto value = read_number(*factor, "a number", k_reconnect_factor_range)) {
+                out.factor = *value;
             }
         }
     }
@@ -1046,6 +1194,10 @@ EnvLookup process_env() {
 
 Config load_from_string(const std::string& yaml, const std::string& origin, const EnvLookup& env) {
     Loader loader(origin, env);
+    if (yaml.size() > k_max_config_bytes) {
+        loader.add(Position{}, "(root)", too_large_config(yaml.size()));
+        loader.throw_problems();
+    }
     std::vector<YAML::Node> documents;
     try {
         documents = YAML::LoadAll(yaml);
@@ -1080,21 +1232,19 @@ Config load_from_string(const std::string& yaml, const std::string& origin, cons
 }
 
 Config load_from_file(const std::string& path, const EnvLookup& env) {
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) {
-        throw ConfigErrors({path + ":1:1: (root): cannot read: is a directory"});
+    const BoundedRead file = read_bounded(path, k_max_config_bytes, false);
+    const std::string where = path + ":1:1: (root): ";
+    switch (file.status) {
+    case BoundedRead::Status::os_error:
+        throw ConfigErrors({where + "cannot read: " + file.reason});
+    case BoundedRead::Status::not_regular:
+        throw ConfigErrors({where + "cannot read: is " + file.reason});
+    case BoundedRead::Status::too_large:
+        throw ConfigErrors({where + too_large_config(file.size)});
+    case BoundedRead::Status::ok:
+        break;
     }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        const int error = errno;
-        throw ConfigErrors({path + ":1:1: (root): cannot read: " + std::strerror(error)});
-    }
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad()) {
-        throw ConfigErrors({path + ":1:1: (root): cannot read: I/O error"});
-    }
-    return load_from_string(text.str(), path, env);
+    return load_from_string(file.text, path, env);
 }
 
 std::string redact_conninfo(const std::string& conninfo) {
@@ -1130,14 +1280,23 @@ std::string read_token_file(const std::string& path) {
     if (path.empty()) {
         return "";
     }
-    std::ifstream file(path);
-    if (!file) {
-        throw ConfigError("control.token_file: cannot read " + path);
+    const std::string key = "control.token_file: ";
+    const BoundedRead file = read_bounded(path, k_max_token_bytes, true);
+    switch (file.status) {
+    case BoundedRead::Status::os_error:
+        throw ConfigError(key + "cannot read " + path + ": " + file.reason);
+    case BoundedRead::Status::not_regular:
+        throw ConfigError(key + path + " is " + file.reason + ", not a regular file");
+    case BoundedRead::Status::too_large:
+        throw ConfigError(key + path + " is larger than " + std::to_string(k_max_token_bytes) +
+                          " bytes; a token is one line");
+    case BoundedRead::Status::ok:
+        break;
     }
-    std::string token((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    const std::string& token = file.text;
     const auto first = token.find_first_not_of(" \t\r\n");
     if (first == std::string::npos) {
-        throw ConfigError("control.token_file: " + path + " holds no token");
+        throw ConfigError(key + path + " holds no token");
     }
     const auto last = token.find_last_not_of(" \t\r\n");
     return token.substr(first, last - first + 1);

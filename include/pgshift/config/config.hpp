@@ -4,6 +4,8 @@
 // - Loading collects every problem before failing: unknown keys, duplicate keys, wrong types,
 //   values out of range, missing required keys, unset ${VAR}s. Each message names the key path
 //   and its 1-based line:column, e.g. "pgshift.yaml:4:3: apply.workers: expected an integer".
+//   The first 100 are reported, then one line "... and N more problems"; a document over 1 MiB
+//   is refused before parsing.
 // - ${VAR} and ${VAR:-default} are expanded inside scalar values only, after parsing, so YAML
 //   syntax can never be injected through the environment. "$$" is a literal '$'.
 // - Secrets (conninfo passwords, the token) are never part of an error message.
@@ -44,6 +46,11 @@ struct Apply {
     int workers = 4;
     MissingRowPolicy on_missing_row = MissingRowPolicy::error;
     std::uint64_t max_queue_bytes = 268435456;
+    /// Where transactions larger than a quarter of max_queue_bytes are written while they are
+    /// received. Empty (the default) lets the daemon choose: the first directory of
+    /// $STATE_DIRECTORY, else $TMPDIR, else /var/tmp. When set, the loader only checks that it
+    /// is an absolute path; the daemon checks that it exists and is writable at start.
+    std::string spill_dir;
 };
 
 struct Control {
@@ -93,7 +100,8 @@ struct Config {
     [[nodiscard]] std::string origin_name(int worker) const { return "pgshift_" + name + "_w" + std::to_string(worker); }
 };
 
-/// Thrown by the loaders; `problems` holds every message, what() joins them with newlines.
+/// Thrown by the loaders; `problems` holds the messages in document order (at most 100,
+/// then "... and N more problems"), what() joins them with newlines.
 class ConfigErrors : public ConfigError {
 public:
     explicit ConfigErrors(std::vector<std::string> problems);
@@ -112,11 +120,14 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 /// Parses and validates YAML text. `origin` names the source in messages (usually the file path).
 [[nodiscard]] Config load_from_string(const std::string& yaml, const std::string& origin, const EnvLookup& env);
 
-/// Reads and loads a file; an unreadable file is a ConfigErrors too.
+/// Reads and loads a file (or a pipe); an unreadable file, a directory or more than 1 MiB is a
+/// ConfigErrors too.
 [[nodiscard]] Config load_from_file(const std::string& path, const EnvLookup& env);
 
 /// The bearer token in `path` (control.token_file), surrounding whitespace removed; "" when
-/// `path` is empty. Throws ConfigError when the file cannot be read or holds no token.
+/// `path` is empty. Throws ConfigError, its message starting "control.token_file: ", when the
+/// file cannot be opened (with strerror's reason), is not a regular file, is larger than
+/// 4096 bytes, or holds no token. Never reads more than 4097 bytes and never blocks on a FIFO.
 [[nodiscard]] std::string read_token_file(const std::string& path);
 
 /// A conninfo with its password (and any other secret) replaced by "********": safe to log.

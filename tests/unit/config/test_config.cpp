@@ -3,8 +3,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -80,6 +85,7 @@ TEST_CASE("defaults apply when optional keys are omitted", "[config]") {
     CHECK(config.apply.workers == 4);
     CHECK(config.apply.on_missing_row == MissingRowPolicy::error);
     CHECK(config.apply.max_queue_bytes == 268435456U);
+    CHECK(config.apply.spill_dir.empty());
     CHECK(config.control.listen == "127.0.0.1:8187");
     CHECK(config.control.token_file.empty());
     CHECK(config.cutover.fence == FenceMode::read_only);
@@ -111,6 +117,7 @@ TEST_CASE("every key is read (round trip with non-default values)", "[config]") 
                                "  workers: 1\n"
                                "  on_missing_row: skip\n"
                                "  max_queue_bytes: 1048576\n"
+                               "  spill_dir: /var/lib/pgshift\n"
                                "control:\n"
                                "  listen: \"0.0.0.0:9000\"\n"
                                "  token_file: /run/secrets/token\n"
@@ -136,6 +143,7 @@ TEST_CASE("every key is read (round trip with non-default values)", "[config]") 
     CHECK(config.apply.workers == 1);
     CHECK(config.apply.on_missing_row == MissingRowPolicy::skip);
     CHECK(config.apply.max_queue_bytes == 1048576U);
+    CHECK(config.apply.spill_dir == "/var/lib/pgshift");
     CHECK(config.control.listen == "0.0.0.0:9000");
     CHECK(config.control.token_file == "/run/secrets/token");
     CHECK(config.cutover.fence == FenceMode::command);
@@ -408,9 +416,9 @@ TEST_CASE("out-of-range numbers are errors", "[config]") {
     CHECK(problem_of(k_minimal + "apply:\n  max_queue_bytes: 99999999999999999999999\n") ==
           "t.yaml:7:20: apply.max_queue_bytes: too large, got 99999999999999999999999");
     CHECK(problem_of(k_minimal + "cutover:\n  max_lag_seconds: 0\n") ==
-          "t.yaml:7:20: cutover.max_lag_seconds: must be greater than 0, got 0");
+          "t.yaml:7:20: cutover.max_lag_seconds: must be greater than 0 and at most 86400 seconds, got 0");
     CHECK(problem_of(k_minimal + "cutover:\n  timeout_seconds: -3\n") ==
-          "t.yaml:7:20: cutover.timeout_seconds: must be greater than 0, got -3");
+          "t.yaml:7:20: cutover.timeout_seconds: must be greater than 0 and at most 86400 seconds, got -3");
     CHECK(problem_of(k_minimal + "cutover:\n  timeout_seconds: inf\n") ==
           "t.yaml:7:20: cutover.timeout_seconds: expected a number of seconds, got 'inf'");
     CHECK(load(k_minimal + "apply:\n  workers: 64\n  max_queue_bytes: 18446744073709551615\n").apply.max_queue_bytes ==
@@ -528,9 +536,10 @@ TEST_CASE("reconnect backoff is configurable and checked", "[config]") {
     CHECK(set.reconnect.factor == 1.5);
     CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 10\n  max_delay_seconds: 5\n") ==
           "t.yaml:8:22: reconnect.max_delay_seconds: must not be below reconnect.min_delay_seconds");
-    CHECK(problem_of(k_minimal + "reconnect:\n  factor: 0.5\n") == "t.yaml:7:11: reconnect.factor: must be at least 1");
+    CHECK(problem_of(k_minimal + "reconnect:\n  factor: 0.5\n") ==
+          "t.yaml:7:11: reconnect.factor: must be between 1 and 10, got 0.5");
     CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 0\n") ==
-          "t.yaml:7:22: reconnect.min_delay_seconds: must be greater than 0, got 0");
+          "t.yaml:7:22: reconnect.min_delay_seconds: must be between 0.1 and 3600 seconds, got 0");
 }
 
 TEST_CASE("invalid conninfo is reported with libpq's reason", "[config]") {
@@ -751,4 +760,303 @@ TEST_CASE("redact_conninfo without a password changes nothing but the order", "[
 TEST_CASE("redact_conninfo of an unparsable conninfo hides everything", "[config][secrets]") {
     CHECK(redact_conninfo("host=a password=hunter2 junk") == "<unparsable conninfo>");
     CHECK(redact_conninfo("postgresql://u:hunter2@[::1/db") == "<unparsable conninfo>");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 7: findings from an operator's trial
+
+namespace {
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+public:
+    TempDir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "pgshift-config-test-XXXXXX").string();
+        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+        path_ = pattern;
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    [[nodiscard]] std::string file(const std::string& name, const std::string& content) const {
+        const std::string path = (path_ / name).string();
+        std::ofstream out(path, std::ios::binary);
+        out << content;
+        REQUIRE(out.good());
+        return path;
+    }
+    [[nodiscard]] std::string path(const std::string& name) const { return (path_ / name).string(); }
+
+private:
+    std::filesystem::path path_;
+};
+
+// The message of the ConfigError read_token_file throws; any other exception fails the test.
+std::string token_error(const std::string& path) {
+    try {
+        const std::string token = read_token_file(path);
+        FAIL("expected ConfigError, got a token of " << token.size() << " bytes");
+    } catch (const ConfigErrors&) {
+        FAIL("read_token_file threw ConfigErrors, expected a plain ConfigError");
+    } catch (const pgshift::ConfigError& e) {
+        return e.what();
+    }
+    return {};
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// `count` distinct unknown top-level keys after the minimal document (they start at line 6).
+std::string with_unknown_keys(int count) {
+    std::string yaml = k_minimal;
+    for (int i = 0; i < count; ++i) {
+        yaml += "unknown_key_" + std::to_string(i) + ": 1\n";
+    }
+    return yaml;
+}
+
+} // namespace
+
+TEST_CASE("issue 7: reconnect delays below 0.1 s or a factor above 10 are refused", "[config][issue7]") {
+    SECTION("the trial's spinning backoff") {
+        CHECK(problems_of(k_minimal + "reconnect:\n  min_delay_seconds: 0.0005\n  max_delay_seconds: 0.0005\n"
+                                      "  factor: 1\n") ==
+              std::vector<std::string>{
+                  "t.yaml:7:22: reconnect.min_delay_seconds: must be between 0.1 and 3600 seconds, got 0.0005",
+                  "t.yaml:8:22: reconnect.max_delay_seconds: must be between 0.1 and 3600 seconds, got 0.0005"});
+    }
+    SECTION("the trial's overflowing factor") {
+        CHECK(problem_of(k_minimal + "reconnect:\n  factor: 1e300\n") ==
+              "t.yaml:7:11: reconnect.factor: must be between 1 and 10, got 1e300");
+        CHECK(problem_of(k_minimal + "reconnect:\n  factor: 10.5\n") ==
+              "t.yaml:7:11: reconnect.factor: must be between 1 and 10, got 10.5");
+    }
+    SECTION("upper bounds of the delays") {
+        CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 3601\n") ==
+              "t.yaml:7:22: reconnect.min_delay_seconds: must be between 0.1 and 3600 seconds, got 3601");
+        CHECK(problem_of(k_minimal + "reconnect:\n  max_delay_seconds: 86400\n") ==
+              "t.yaml:7:22: reconnect.max_delay_seconds: must be between 0.1 and 3600 seconds, got 86400");
+    }
+    SECTION("an invalid min is not compared with max a second time") {
+        CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 0.01\n  max_delay_seconds: 0.3\n") ==
+              "t.yaml:7:22: reconnect.min_delay_seconds: must be between 0.1 and 3600 seconds, got 0.01");
+    }
+    SECTION("a min above the default max needs max set too") {
+        CHECK(problem_of(k_minimal + "reconnect:\n  min_delay_seconds: 60\n") ==
+              "t.yaml:7:22: reconnect.min_delay_seconds: must not be above reconnect.max_delay_seconds (30 when not "
+              "set), got 60");
+        CHECK(load(k_minimal + "reconnect:\n  min_delay_seconds: 60\n  max_delay_seconds: 600\n")
+                  .reconnect.min_delay_seconds == 60);
+    }
+    SECTION("the bounds themselves are accepted") {
+        const auto low = load(k_minimal + "reconnect:\n  min_delay_seconds: 0.1\n  max_delay_seconds: 0.1\n"
+                                          "  factor: 1\n");
+        CHECK(low.reconnect.min_delay_seconds == 0.1);
+        CHECK(low.reconnect.max_delay_seconds == 0.1);
+        CHECK(low.reconnect.factor == 1);
+        const auto high = load(k_minimal + "reconnect:\n  min_delay_seconds: 3600\n  max_delay_seconds: 3600\n"
+                                           "  factor: 10\n");
+        CHECK(high.reconnect.min_delay_seconds == 3600);
+        CHECK(high.reconnect.max_delay_seconds == 3600);
+        CHECK(high.reconnect.factor == 10);
+    }
+}
+
+TEST_CASE("issue 7: cutover seconds are capped at one day", "[config][issue7]") {
+    CHECK(problem_of(k_minimal + "cutover:\n  max_lag_seconds: 86401\n") ==
+          "t.yaml:7:20: cutover.max_lag_seconds: must be greater than 0 and at most 86400 seconds, got 86401");
+    CHECK(problem_of(k_minimal + "cutover:\n  timeout_seconds: 1e9\n") ==
+          "t.yaml:7:20: cutover.timeout_seconds: must be greater than 0 and at most 86400 seconds, got 1e9");
+    const auto day = load(k_minimal + "cutover:\n  max_lag_seconds: 86400\n  timeout_seconds: 86400\n");
+    CHECK(day.cutover.max_lag_seconds == 86400);
+    CHECK(day.cutover.timeout_seconds == 86400);
+}
+
+TEST_CASE("issue 7: inf and nan and numbers beyond a double are errors naming the key", "[config][issue7]") {
+    struct Key {
+        std::string section;
+        std::string name;
+        std::string expected; // what a non-number gets
+        std::string range;    // what an out-of-range number gets
+    };
+    const std::vector<Key> keys = {
+        {"reconnect", "min_delay_seconds", "expected a number of seconds", "must be between 0.1 and 3600 seconds"},
+        {"reconnect", "max_delay_seconds", "expected a number of seconds", "must be between 0.1 and 3600 seconds"},
+        {"reconnect", "factor", "expected a number", "must be between 1 and 10"},
+        {"cutover", "max_lag_seconds", "expected a number of seconds",
+         "must be greater than 0 and at most 86400 seconds"},
+        {"cutover", "timeout_seconds", "expected a number of seconds",
+         "must be greater than 0 and at most 86400 seconds"},
+    };
+    for (const Key& key : keys) {
+        const std::string prefix =
+            "t.yaml:7:" + std::to_string(key.name.size() + 5) + ": " + key.section + "." + key.name + ": ";
+        for (const std::string value : {".inf", "-.inf", ".nan", ".NaN", "inf", "-inf", "nan", "infinity"}) {
+            INFO(key.name << ": " << value);
+            CHECK(problem_of(k_minimal + key.section + ":\n  " + key.name + ": " + value + "\n") ==
+                  prefix + key.expected + ", got '" + value + "'");
+        }
+        for (const std::string value : {"1e400", "-1e400", "1e-400"}) {
+            INFO(key.name << ": " << value);
+            CHECK(problem_of(k_minimal + key.section + ":\n  " + key.name + ": " + value + "\n") ==
+                  prefix + key.range + ", got " + value);
+        }
+    }
+}
+
+TEST_CASE("issue 7: control.token_file refuses what is not a small regular file", "[config][issue7]") {
+    const TempDir dir;
+    SECTION("a directory") {
+        const std::string path = dir.path("sub");
+        REQUIRE(std::filesystem::create_directory(path));
+        CHECK(token_error(path) == "control.token_file: " + path + " is a directory, not a regular file");
+    }
+    SECTION("/dev/zero returns at once instead of reading forever") {
+        const auto start = std::chrono::steady_clock::now();
+        CHECK(token_error("/dev/zero") == "control.token_file: /dev/zero is a character device, not a regular file");
+        CHECK(seconds_since(start) < 1.0);
+    }
+    SECTION("a FIFO without a writer does not block") {
+        const std::string path = dir.path("fifo");
+        REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+        const auto start = std::chrono::steady_clock::now();
+        CHECK(token_error(path) == "control.token_file: " + path + " is a FIFO, not a regular file");
+        CHECK(seconds_since(start) < 1.0);
+    }
+    SECTION("a nonexistent file names errno") {
+        const std::string path = dir.path("missing");
+        CHECK(token_error(path) == "control.token_file: cannot read " + path + ": No such file or directory");
+    }
+    SECTION("an unreadable file names errno") {
+        const std::string path = dir.file("mode000", "secret\n");
+        REQUIRE(::chmod(path.c_str(), 0) == 0);
+        if (::geteuid() == 0) {
+            SUCCEED("running as root: permission checks are bypassed, nothing to test");
+        } else {
+            CHECK(token_error(path) == "control.token_file: cannot read " + path + ": Permission denied");
+        }
+    }
+    SECTION("a file larger than 4096 bytes") {
+        const std::string path = dir.file("big", std::string(4097, 'a'));
+        CHECK(token_error(path) == "control.token_file: " + path + " is larger than 4096 bytes; a token is one line");
+        // A 100 MB file is refused as quickly: only 4097 bytes are read.
+        const std::string huge = dir.path("huge");
+        REQUIRE(::truncate(dir.file("huge", "x").c_str(), 100'000'000) == 0);
+        const auto start = std::chrono::steady_clock::now();
+        CHECK(token_error(huge) == "control.token_file: " + huge + " is larger than 4096 bytes; a token is one line");
+        CHECK(seconds_since(start) < 1.0);
+    }
+    SECTION("a file of exactly 4096 bytes is fine") {
+        CHECK(read_token_file(dir.file("max", std::string(4096, 't'))) == std::string(4096, 't'));
+    }
+    SECTION("surrounding whitespace is removed") {
+        CHECK(read_token_file(dir.file("token", "  \ts3cret-token \r\n\n")) == "s3cret-token");
+        CHECK(read_token_file("").empty());
+    }
+    SECTION("a file of whitespace holds no token") {
+        const std::string path = dir.file("blank", " \n\t\n");
+        CHECK(token_error(path) == "control.token_file: " + path + " holds no token");
+    }
+}
+
+TEST_CASE("issue 7: at most 100 problems are reported and then a count of the rest", "[config][issue7]") {
+    SECTION("5000 unknown keys") {
+        const auto start = std::chrono::steady_clock::now();
+        const auto problems = problems_of(with_unknown_keys(5000));
+        CHECK(seconds_since(start) < 1.0);
+        REQUIRE(problems.size() == 101);
+        CHECK(starts_with(problems[0], "t.yaml:6:1: unknown_key_0: unknown key"));
+        CHECK(starts_with(problems[99], "t.yaml:105:1: unknown_key_99: unknown key"));
+        CHECK(problems[100] == "... and 4900 more problems");
+    }
+    SECTION("the first 100 in document order whichever section found them") {
+        // The apply problem is found after the root keys but is first in the document.
+        const auto problems = problems_of("apply:\n  workers: 0\n" + with_unknown_keys(150));
+        REQUIRE(problems.size() == 101);
+        CHECK(problems[0] == "t.yaml:2:12: apply.workers: must be between 1 and 64, got 0");
+        CHECK(problems[100] == "... and 51 more problems");
+    }
+    SECTION("exactly 100 problems need no summary and 101 get a singular one") {
+        const auto hundred = problems_of(with_unknown_keys(100));
+        REQUIRE(hundred.size() == 100);
+        CHECK(starts_with(hundred.back(), "t.yaml:105:1: unknown_key_99: unknown key"));
+        const auto more = problems_of(with_unknown_keys(101));
+        REQUIRE(more.size() == 101);
+        CHECK(more.back() == "... and 1 more problem");
+    }
+}
+
+TEST_CASE("issue 7: a configuration larger than 1 MiB is refused before parsing", "[config][issue7]") {
+    // 2 MiB of distinct unknown keys: slow to parse and to report if it were parsed.
+    std::string big = k_minimal;
+    for (int i = 0; big.size() < 2 * 1024 * 1024; ++i) {
+        big += "k" + std::to_string(i) + ": 1\n";
+    }
+    big.resize(2 * 1024 * 1024, '\n');
+    SECTION("from a string") {
+        const auto start = std::chrono::steady_clock::now();
+        CHECK(problem_of(big) ==
+              "t.yaml:1:1: (root): the configuration is 2097152 bytes, more than the limit of 1048576 bytes (1 MiB)");
+        CHECK(seconds_since(start) < 0.5);
+    }
+    SECTION("from a file") {
+        const TempDir dir;
+        const std::string path = dir.file("big.yaml", big);
+        const auto start = std::chrono::steady_clock::now();
+        try {
+            (void)load_from_file(path, no_env());
+            FAIL("expected ConfigErrors");
+        } catch (const ConfigErrors& e) {
+            CHECK(e.problems() ==
+                  std::vector<std::string>{path + ":1:1: (root): the configuration is 2097152 bytes, more than the "
+                                                  "limit of 1048576 bytes (1 MiB)"});
+        }
+        CHECK(seconds_since(start) < 0.5);
+    }
+    SECTION("from /dev/zero, which never ends") {
+        const auto start = std::chrono::steady_clock::now();
+        try {
+            (void)load_from_file("/dev/zero", no_env());
+            FAIL("expected ConfigErrors");
+        } catch (const ConfigErrors& e) {
+            CHECK(e.problems() == std::vector<std::string>{"/dev/zero:1:1: (root): the configuration is more than the "
+                                                           "limit of 1048576 bytes (1 MiB)"});
+        }
+        CHECK(seconds_since(start) < 0.5);
+    }
+    SECTION("exactly 1 MiB is still read") {
+        std::string padded = k_minimal + "# padding\n";
+        padded.resize(1024 * 1024, '#');
+        padded.back() = '\n';
+        CHECK(load(padded).name == "shop");
+    }
+}
+
+TEST_CASE("issue 7 (finding 5): apply.spill_dir is empty or an absolute path", "[config][issue7]") {
+    CHECK(load(k_minimal).apply.spill_dir.empty());
+    CHECK(load(k_minimal + "apply:\n  spill_dir: \"\"\n").apply.spill_dir.empty());
+    CHECK(load(k_minimal + "apply:\n  spill_dir: /var/lib/pgshift\n").apply.spill_dir == "/var/lib/pgshift");
+    CHECK(load(k_minimal + "apply:\n  spill_dir: ${DIR}\n", env_of({{"DIR", "/srv/spill"}})).apply.spill_dir ==
+          "/srv/spill");
+    CHECK(problem_of(k_minimal + "apply:\n  spill_dir: spill\n") ==
+          "t.yaml:7:14: apply.spill_dir: must be an absolute path (or empty for the default: $STATE_DIRECTORY, "
+          "$TMPDIR or /var/tmp), got 'spill'");
+    CHECK(problem_of(k_minimal + "apply:\n  spill_dir: ./spill\n") ==
+          "t.yaml:7:14: apply.spill_dir: must be an absolute path (or empty for the default: $STATE_DIRECTORY, "
+          "$TMPDIR or /var/tmp), got './spill'");
+    CHECK(problem_of(k_minimal + "apply:\n  spill_dir: [a]\n") ==
+          "t.yaml:7:14: apply.spill_dir: expected a string, got a list");
+    // The shipped example documents it.
+    std::ifstream in(std::string(PGSHIFT_SOURCE_DIR) + "/config/pgshift.example.yaml");
+    REQUIRE(in);
+    bool shown = false;
+    for (std::string line; std::getline(in, line);) {
+        shown = shown || line.rfind("  spill_dir:", 0) == 0;
+    }
+    CHECK(shown);
 }
