@@ -1,6 +1,8 @@
 // spdlog setup with text and JSON formats.
 #include "pgshift/common/logging.hpp"
 
+#include "pgshift/common/utf8.hpp"
+
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -10,8 +12,10 @@
 
 namespace pgshift {
 
-std::string json_escape(std::string_view s)
+std::string json_escape(std::string_view raw)
 {
+    // Any bytes may reach a log line (a server message in another encoding, a file name).
+    const std::string s = valid_utf8(raw);
     std::string out;
     out.reserve(s.size() + 8);
     for (unsigned char c : s) {

@@ -163,8 +163,17 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
     Exposition::add_value(tables, {{"state", "copying"}}, as_double(copy.tables_copying));
     Exposition::add_value(tables, {{"state", "done"}}, as_double(copy.tables_done));
 
-    out.counter("pgshift_copy_rows_total", "Rows copied by the initial copy.", as_double(copy.rows_copied));
-    out.counter("pgshift_copy_bytes_total", "Bytes copied by the initial copy.", as_double(copy.bytes_copied));
+    out.counter("pgshift_copy_rows_total", "Rows copied into the target (initial copy and tables that joined later).",
+                as_double(copy.rows_copied));
+    out.counter("pgshift_copy_bytes_total", "Bytes copied into the target (initial copy and tables that joined later).",
+                as_double(copy.bytes_copied));
+    out.gauge("pgshift_tables_not_replicated",
+              "Selected source tables that are not replicated (no usable replica identity, missing on the target, ...); "
+              "the reasons are in /v1/status.",
+              as_double(s.tables_not_replicated.size()));
+    out.counter("pgshift_spill_errors_total",
+                "Sessions ended because a transaction could not be written to the spill directory (apply.spill_dir).",
+                as_double(s.spill_errors));
     out.gauge("pgshift_slot_retained_wal_bytes",
               "WAL the replication slot holds back on the source (current position minus restart_lsn), in bytes.",
               as_double(s.slot_retained_wal_bytes));

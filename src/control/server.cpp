@@ -11,18 +11,29 @@
 //   get a 4xx: on expiry the timer cancels the pending read and the session answers 408 if the
 //   client had sent part of a request, or just closes if it sent nothing. Writes and the final
 //   drain do use expires_after: a client that does not read has no one to tell.
+// - A session waiting for the first byte of a request (just accepted, or between keep-alive
+//   requests) waits for readability without reading, so that it is known to be idle: it holds
+//   no request, and closing it loses nothing a client would not retry.
 // - A request that ends the connection (4xx for malformed, oversized or slow requests) is
 //   answered, then the send side is shut down and unread input is drained for a short while:
 //   closing with unread bytes would make the kernel send a reset, which can destroy the
 //   response before the client reads it.
-// - Beyond max_connections new connections are closed immediately, so a flood of idle
-//   connections costs one accept each and cannot starve the daemon of descriptors or memory.
+// - At most max_connections sessions hold a socket, so a flood cannot starve the daemon of
+//   descriptors or memory. A probe (/livez, /metrics) must still get through (issue 7: 64
+//   kept-alive scrapers, or 200 silent connections, used to lock it out), so a connection that
+//   arrives at the cap closes the session that has been idle longest to make room. Sessions
+//   mid-request are never evicted; only when every session is mid-request is the newcomer
+//   closed at once. An evicted session's socket is closed at once; its object goes when its
+//   aborted handler runs, so `active` may briefly exceed the cap, descriptors do not.
+//   XXX: max_connections clients all trickling requests still lock probes out, for at most the
+//   header timeout each; telling a slow client from a slow link is not worth the guesswork here.
 // - Handlers never block: they call StatusProvider, whose contract is "no database round trip".
 //   A provider exception becomes a 500 for that request only.
 #include "pgshift/control/server.hpp"
 
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
+#include "pgshift/common/utf8.hpp"
 #include "pgshift/control/metrics.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -90,6 +101,13 @@ struct Reply {
     bool close = false; ///< end the connection after this response
 };
 
+/// Text for a JSON reply: request targets (or a PostgreSQL message in another encoding) may
+/// hold any bytes, and Boost.JSON serializes strings byte for byte.
+json::string valid_utf8(std::string_view s)
+{
+    return json::string(pgshift::valid_utf8(s));
+}
+
 Reply json_reply(http::status status, const json::value& body)
 {
     Reply r;
@@ -102,8 +120,8 @@ Reply error_reply(http::status status, std::string_view message, const std::vect
 {
     json::array list;
     for (const auto& reason : reasons)
-        list.emplace_back(reason);
-    return json_reply(status, json::object{{"error", message}, {"reasons", std::move(list)}});
+        list.emplace_back(valid_utf8(reason));
+    return json_reply(status, json::object{{"error", valid_utf8(message)}, {"reasons", std::move(list)}});
 }
 
 json::value number_or_null(double v)
@@ -114,7 +132,7 @@ json::value number_or_null(double v)
 
 json::value string_or_null(const std::string& s)
 {
-    return s.empty() ? json::value(nullptr) : json::value(s);
+    return s.empty() ? json::value(nullptr) : json::value(valid_utf8(s));
 }
 
 json::object endpoint_json(const EndpointStatus& e)
@@ -134,7 +152,10 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
 {
     json::array reasons;
     for (const auto& reason : s.not_ready_reasons)
-        reasons.emplace_back(reason);
+        reasons.emplace_back(valid_utf8(reason));
+    json::array unreplicated;
+    for (const auto& line : s.tables_not_replicated)
+        unreplicated.emplace_back(valid_utf8(line));
     const auto& copy = s.initial_copy;
     return {
         {"name", s.name},
@@ -167,7 +188,11 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
             {"delete", s.changes_delete},
             {"truncate", s.changes_truncate}}}}},
         {"queue", {{"changes", s.queue_changes}, {"bytes", s.queue_bytes}}},
+        {"current_error", valid_utf8(s.current_error)},
         {"last_error", string_or_null(s.last_error)},
+        {"last_error_at", string_or_null(s.last_error_at)},
+        {"tables_not_replicated", std::move(unreplicated)},
+        {"spill_errors", s.spill_errors},
     };
 }
 
@@ -370,10 +395,12 @@ bool is_http_error(beast::error_code ec)
     return ec.category() == http::make_error_code(http::error::bad_target).category();
 }
 
+using Clock = net::steady_timer::clock_type;
+
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, Shared& shared)
-        : stream_(std::move(socket)), deadline_(stream_.get_executor()), shared_(shared)
+        : stream_(std::move(socket)), deadline_(stream_.get_executor()), shared_(shared), accepted_(Clock::now())
     {
         beast::error_code ec;
         auto remote = stream_.socket().remote_endpoint(ec);
@@ -394,9 +421,26 @@ public:
 
     void run() { do_read_request(); }
 
+    /// True while the session waits for the first byte of a request and none has arrived:
+    /// closing it now loses no request (see the design notes).
+    [[nodiscard]] bool idle() const
+    {
+        if (!idle_)
+            return false;
+        // A request may be in the socket with its handler not run yet: that one is not idle.
+        beast::error_code ec;
+        return stream_.socket().available(ec) == 0 || ec;
+    }
+
+    /// Since when idle() has held; meaningful only while it does.
+    [[nodiscard]] Clock::time_point idle_since() const { return idle_since_; }
+
+    [[nodiscard]] const std::string& peer() const { return peer_; }
+
     /// Ends the connection now; pending operations complete with operation_aborted.
     void close()
     {
+        idle_ = false; // closed: not a candidate for eviction any more
         deadline_.cancel();
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -405,10 +449,10 @@ public:
 
 private:
     // Read deadlines (see the design notes): arm before a read, disarm in its handler.
-    void arm(std::chrono::milliseconds timeout)
+    void arm(Clock::time_point deadline)
     {
         timed_out_ = false;
-        deadline_.expires_after(timeout);
+        deadline_.expires_at(deadline);
         deadline_.async_wait(beast::bind_front_handler(&Session::on_deadline, shared_from_this()));
     }
 
@@ -417,43 +461,55 @@ private:
     void on_deadline(beast::error_code ec)
     {
         // A re-armed or disarmed timer leaves a stale completion behind; its expiry tells.
-        if (ec == net::error::operation_aborted || deadline_.expiry() > net::steady_timer::clock_type::now())
+        if (ec == net::error::operation_aborted || deadline_.expiry() > Clock::now())
             return;
         timed_out_ = true;
         stream_.cancel();
     }
 
+    /// The deadline for the header of the request about to be read: the first request's
+    /// runs from accept, a follow-up's from its first byte.
+    Clock::time_point header_deadline() const
+    {
+        return (first_request_ ? accepted_ : Clock::now()) + shared_.limits.header_timeout;
+    }
+
     void do_read_request()
     {
-        // The first request's header deadline runs from accept; pipelined bytes are a request
-        // already under way. Otherwise wait for the next request under the idle timeout, so
-        // that a keep-alive connection may rest longer than a request may take to arrive.
-        if (first_request_ || buffer_.size() > 0) {
-            first_request_ = false;
-            do_read_header();
+        // Pipelined bytes are a request already under way.
+        if (buffer_.size() > 0) {
+            do_read_header(header_deadline());
             return;
         }
-        arm(shared_.limits.idle_timeout);
+        // Idle until the first byte: a new connection has until its header deadline to start, a
+        // keep-alive one may rest for the idle timeout, longer than a request may take to arrive.
+        idle_ = true;
+        idle_since_ = Clock::now();
+        arm(first_request_ ? header_deadline() : idle_since_ + shared_.limits.idle_timeout);
         stream_.socket().async_wait(tcp::socket::wait_read,
                                     beast::bind_front_handler(&Session::on_readable, shared_from_this()));
     }
 
     void on_readable(beast::error_code ec)
     {
+        idle_ = false;
         disarm();
         if (ec) {
-            fail(ec, timed_out_ ? "idle timeout" : "wait for request", peer_);
+            // Nothing received: an idle, probing or evicted connection, not a request to answer.
+            fail(ec, timed_out_ ? (first_request_ ? "header timeout" : "idle timeout") : "wait for request", peer_);
             return close();
         }
-        do_read_header();
+        const auto deadline = header_deadline();
+        first_request_ = false;
+        do_read_header(deadline);
     }
 
-    void do_read_header()
+    void do_read_header(Clock::time_point deadline)
     {
         parser_.emplace();
         parser_->header_limit(shared_.limits.header_limit);
         parser_->body_limit(shared_.limits.body_limit);
-        arm(shared_.limits.header_timeout);
+        arm(deadline);
         http::async_read_header(stream_, buffer_, *parser_,
                                 beast::bind_front_handler(&Session::on_read_header, shared_from_this()));
     }
@@ -488,7 +544,7 @@ private:
 
     void do_read_body()
     {
-        arm(shared_.limits.body_timeout);
+        arm(Clock::now() + shared_.limits.body_timeout);
         http::async_read(stream_, buffer_, *parser_,
                          beast::bind_front_handler(&Session::on_read_body, shared_from_this()));
     }
@@ -615,8 +671,11 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     std::optional<http::response<http::empty_body>> continue_;
     Response res_;
+    const Clock::time_point accepted_;
     bool first_request_ = true;
     bool timed_out_ = false;
+    bool idle_ = false; ///< waiting for the first byte of a request; see idle()
+    Clock::time_point idle_since_{};
     std::array<char, 4096> drain_{};
     std::size_t drained_ = 0;
 };
@@ -690,13 +749,32 @@ struct ControlServer::Impl {
             return;
         }
         if (shared.active.load() >= shared.limits.max_connections) {
-            spdlog::debug("control: {} connections open, closing a new one", shared.active.load());
-            beast::error_code ignored;
-            socket.close(ignored);
-        } else {
-            std::make_shared<Session>(std::move(socket), shared)->run();
+            if (Session* victim = longest_idle_session()) {
+                // Make room (see the design notes): a probe must not be locked out by idlers.
+                spdlog::debug("control: {} connections open, closing {}, idle the longest", shared.active.load(),
+                              victim->peer());
+                victim->close();
+            } else {
+                spdlog::debug("control: {} connections open, all mid-request, closing a new one",
+                              shared.active.load());
+                beast::error_code ignored;
+                socket.close(ignored);
+                return do_accept();
+            }
         }
+        std::make_shared<Session>(std::move(socket), shared)->run();
         do_accept();
+    }
+
+    /// The open session that has waited longest for a request, or null if every one is busy.
+    /// A linear scan: it runs only at the cap, over at most max_connections sessions.
+    Session* longest_idle_session()
+    {
+        Session* oldest = nullptr;
+        for (auto* session : shared.sessions)
+            if (session->idle() && (!oldest || session->idle_since() < oldest->idle_since()))
+                oldest = session;
+        return oldest;
     }
 
     void run()

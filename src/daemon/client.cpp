@@ -30,12 +30,27 @@ struct Endpoint {
     std::string host;
     std::string port;
     std::string token;
+    std::string url; ///< how error messages name the daemon
 };
 
 class UsageError : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
+
+/// The daemon could not be reached, or did not answer: "<step>: <reason>".
+class ReachError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Throws ReachError naming the step. Only ec.message(): the what() of Boost's system_error
+/// appends Boost's source file and function, which mean nothing to an operator (issue 7).
+void check(beast::error_code ec, const char* step)
+{
+    if (ec)
+        throw ReachError(std::string(step) + ": " + ec.message());
+}
 
 /// Splits "host:port" or "[v6]:port".
 std::pair<std::string, std::string> split_host_port(const std::string& hp)
@@ -62,7 +77,7 @@ Endpoint resolve_endpoint(const ClientOptions& o)
             throw UsageError("only http:// URLs are supported: " + o.url);
         rest = rest.substr(0, rest.find('/'));
         auto [h, p] = split_host_port(rest);
-        return {h, p, config::read_token_file(o.token_file)};
+        return {h, p, config::read_token_file(o.token_file), o.url};
     }
     if (o.config_path.empty())
         throw UsageError("give --config FILE or --url URL to find the daemon");
@@ -72,7 +87,8 @@ Endpoint resolve_endpoint(const ClientOptions& o)
         h = "127.0.0.1";
     else if (h == "::")
         h = "::1";
-    return {h, p, config::read_token_file(o.token_file.empty() ? cfg.control.token_file : o.token_file)};
+    const std::string url = "http://" + (h.find(':') == std::string::npos ? h : "[" + h + "]") + ":" + p;
+    return {h, p, config::read_token_file(o.token_file.empty() ? cfg.control.token_file : o.token_file), url};
 }
 
 struct Reply {
@@ -85,8 +101,12 @@ Reply request(const Endpoint& ep, http::verb method, const std::string& target)
     asio::io_context ioc;
     asio::ip::tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
+    beast::error_code ec;
+    auto endpoints = resolver.resolve(ep.host, ep.port, ec);
+    check(ec, "resolve");
     stream.expires_after(std::chrono::seconds(10));
-    stream.connect(resolver.resolve(ep.host, ep.port));
+    stream.connect(endpoints, ec);
+    check(ec, "connect");
     http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, ep.host);
     req.set(http::field::user_agent, "pgshift-cli");
@@ -97,12 +117,13 @@ Reply request(const Endpoint& ep, http::verb method, const std::string& target)
         req.body() = "{}";
         req.prepare_payload();
     }
-    http::write(stream, req);
+    http::write(stream, req, ec);
+    check(ec, "write");
     beast::flat_buffer buf;
     http::response<http::string_body> res;
-    http::read(stream, buf, res);
-    beast::error_code ec;
-    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    http::read(stream, buf, res, ec);
+    check(ec, "read");
+    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec); // the answer is in; errors do not matter
     Reply r;
     r.status = res.result_int();
     boost::system::error_code jec;
@@ -173,7 +194,15 @@ void print_status_table(const json::value& s)
     row("initial copy", str(at(s, {"initial_copy", "tables_done"})) + "/" +
                             str(at(s, {"initial_copy", "tables_total"})) + " tables, " +
                             str(at(s, {"initial_copy", "rows_copied"})) + " rows");
-    row("last error", str(at(s, {"last_error"})));
+    // The current error (failed, or retrying) apart from a resolved one kept for the record.
+    if (auto current = str(at(s, {"current_error"})); !current.empty())
+        row("error", current);
+    else if (at(s, {"last_error"}).is_string())
+        row("last error", "(resolved) at " + str(at(s, {"last_error_at"})) + ": " + str(at(s, {"last_error"})));
+    if (auto* tables = at(s, {"tables_not_replicated"}).is_array() ? &at(s, {"tables_not_replicated"}).as_array()
+                                                                      : nullptr)
+        for (const auto& t : *tables)
+            row("NOT REPLICATED", str(t));
 }
 
 /// POSTs an operation and, with --wait, polls its GET endpoint until it ends.
@@ -207,8 +236,10 @@ int run_operation(const Endpoint& ep, const std::string& path, bool wait)
 
 int run_client(const std::string& command, const ClientOptions& options)
 {
+    std::string daemon_url; // known once the endpoint is resolved, for ReachError
     try {
         auto ep = resolve_endpoint(options);
+        daemon_url = ep.url;
         if (command == "status") {
             auto r = request(ep, http::verb::get, "/v1/status");
             if (r.status != 200)
@@ -244,8 +275,11 @@ int run_client(const std::string& command, const ClientOptions& options)
         for (const auto& p : e.problems())
             std::cerr << p << "\n";
         return k_exit_config;
+    } catch (const ReachError& e) {
+        std::cerr << "pgshift: cannot reach the daemon at " << daemon_url << ": " << e.what() << "\n";
+        return k_exit_failure;
     } catch (const std::exception& e) {
-        std::cerr << "pgshift: cannot reach the daemon: " << e.what() << "\n";
+        std::cerr << "pgshift: " << e.what() << "\n";
         return k_exit_failure;
     }
 }

@@ -70,6 +70,9 @@ SPEC = {
     "pgshift_copy_bytes_total": {},
     "pgshift_slot_retained_wal_bytes": {},
     "pgshift_cutover_write_downtime_seconds": {},
+    # Beyond SPEC section 4 (README, Metrics):
+    "pgshift_tables_not_replicated": {},
+    "pgshift_spill_errors_total": {},
 }
 HISTOGRAMS = {"pgshift_apply_latency_seconds": {}}
 KNOWN = dict(SPEC)

@@ -29,7 +29,9 @@ struct ServerLimits {
     std::chrono::milliseconds linger_timeout{2'000};
     std::size_t body_limit = 64 * 1024;  ///< larger bodies get 413
     std::uint32_t header_limit = 8 * 1024; ///< larger headers get 431
-    std::size_t max_connections = 64;    ///< further connections are closed at once
+    /// Connections served at once. At the cap a new connection closes the one that has been
+    /// idle (waiting for a request) longest; only if none is idle is the new one closed.
+    std::size_t max_connections = 64;
 };
 
 /// Serves /livez, /readyz, /metrics and /v1/* from a StatusProvider.

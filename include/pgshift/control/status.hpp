@@ -56,13 +56,19 @@ struct StatusSnapshot {
     /// Errors by stage: source, decode, apply, copy, control.
     std::uint64_t errors_source = 0, errors_decode = 0, errors_apply = 0, errors_copy = 0, errors_control = 0;
     std::uint64_t reconnects_source = 0, reconnects_target = 0;
+    std::uint64_t spill_errors = 0; ///< sessions ended because the spill directory failed
 
     /// Apply latency histogram: cumulative counts per k_latency_buckets bound, then +Inf (= count).
     std::array<std::uint64_t, k_latency_buckets.size()> latency_bucket_counts{};
     std::uint64_t latency_count = 0;
     double latency_sum = 0;
 
-    std::string last_error; ///< never contains secrets
+    std::string last_error; ///< never contains secrets; kept after it is resolved
+    std::string last_error_at; ///< when last_error happened (RFC 3339, UTC); empty when none
+    /// The error the daemon is in now (failed, or retrying a session); empty once streaming again.
+    std::string current_error;
+    /// Selected source tables that are not replicated (yet), one line each with the reason and the fix.
+    std::vector<std::string> tables_not_replicated;
     /// Reasons /readyz is not ready (empty = ready).
     std::vector<std::string> not_ready_reasons;
 };

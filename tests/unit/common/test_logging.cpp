@@ -44,6 +44,9 @@ TEST_CASE("json_escape escapes quotes, backslashes and control characters", "[lo
     CHECK(json_escape("l1\nl2\tx\r") == "l1\\nl2\\tx\\r");
     CHECK(json_escape(std::string("\x01\x1f", 2)) == "\\u0001\\u001f");
     CHECK(json_escape("ünï 😀") == "ünï 😀"); // UTF-8 passes through
+    // Regression (issue 7): bytes that are not UTF-8 (a LATIN1 server message) made a log line
+    // that is not JSON; each becomes U+FFFD.
+    CHECK(json_escape("caf\xe9 \xff") == "caf\xEF\xBF\xBD \xEF\xBF\xBD");
 }
 
 TEST_CASE("the json format writes one JSON object per line with an escaped message", "[logging]")

@@ -84,6 +84,8 @@ TEST_CASE("every SPEC section 4 metric is present with its type", "[control][met
         {"pgshift_copy_bytes_total", "counter"},
         {"pgshift_slot_retained_wal_bytes", "gauge"},
         {"pgshift_cutover_write_downtime_seconds", "gauge"},
+        {"pgshift_tables_not_replicated", "gauge"},
+        {"pgshift_spill_errors_total", "counter"},
     };
     for (const auto& [name, type] : expected) {
         INFO(name);

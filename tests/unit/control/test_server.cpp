@@ -575,14 +575,19 @@ TEST_CASE("an idle keep-alive connection is closed after the idle timeout", "[co
     CHECK(received.empty());
 }
 
-TEST_CASE("connections beyond the cap are closed at once, the others keep working", "[control][server][limits]")
+// Every held connection is mid-request, so none may be evicted (issue 7's policy only takes
+// idle ones): the newcomer is the one refused.
+TEST_CASE("at the cap with every connection mid-request, a new one is closed at once and the others keep working",
+          "[control][server][limits]")
 {
     ServerLimits limits;
     limits.max_connections = 3;
     Fixture f("", limits);
     std::vector<std::unique_ptr<Connection>> held;
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 3; ++i) {
         held.push_back(std::make_unique<Connection>(f.port()));
+        REQUIRE(held.back()->send("GET /livez HTTP/1.1\r\n")); // the header is not complete yet
+    }
     REQUIRE(eventually([&] { return f.server.connections() == 3; }));
 
     Connection extra(f.port()); // the kernel completes the handshake; the server then closes it
@@ -592,16 +597,139 @@ TEST_CASE("connections beyond the cap are closed at once, the others keep workin
     CHECK(received.empty());
     CHECK(f.server.connections() == 3);
 
-    // The held connections are unaffected.
-    REQUIRE(held[0]->send(make_request("GET", "/livez")));
-    auto r = held[0]->read_response();
-    REQUIRE(r);
-    CHECK(r->status == 200);
+    // The held connections are unaffected: each finishes its request.
+    for (auto& c : held) {
+        REQUIRE(c->send("Host: x\r\n\r\n"));
+        auto r = c->read_response();
+        REQUIRE(r);
+        CHECK(r->status == 200);
+    }
 
     // Closing one makes room again.
     held.pop_back();
     REQUIRE(eventually([&] { return f.server.connections() == 2; }));
     CHECK(get(f.port(), "/livez").status == 200);
+}
+
+TEST_CASE("issue 7: idle keep-alive connections at the cap do not starve /livez or /metrics",
+          "[control][server][limits]")
+{
+    const ServerLimits limits; // the production cap
+    Fixture f("", limits);
+    std::vector<std::unique_ptr<Connection>> held;
+    for (std::size_t i = 0; i < limits.max_connections; ++i) {
+        held.push_back(std::make_unique<Connection>(f.port()));
+        REQUIRE(held.back()->send(make_request("GET", "/v1/status")));
+        REQUIRE(held.back()->read_response()); // now idle, waiting for its next request
+    }
+    REQUIRE(eventually([&] { return f.server.connections() == limits.max_connections; }));
+
+    for (const char* target : {"/livez", "/metrics"}) {
+        INFO(target);
+        auto start = std::chrono::steady_clock::now();
+        auto r = round_trip(f.port(), "GET", target);
+        auto elapsed = seconds_since(start);
+        REQUIRE(r);
+        CHECK(r->status == 200);
+        CHECK(elapsed < 0.5);
+    }
+
+    // The longest-idle connection made room, without a response it did not ask for.
+    std::string received;
+    CHECK(held.front()->wait_closed(2s, &received));
+    CHECK(received.empty());
+    // The most recently active one is still served.
+    REQUIRE(held.back()->send(make_request("GET", "/livez")));
+    auto r = held.back()->read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(eventually([&] { return f.server.connections() <= limits.max_connections; }));
+}
+
+TEST_CASE("issue 7: a flood of connections that send nothing does not starve /livez; a request under way is kept",
+          "[control][server][limits]")
+{
+    const ServerLimits limits; // the production cap and header timeout
+    Fixture f("", limits);
+    // The oldest connection is mid-request: it must survive the flood.
+    Connection busy(f.port());
+    REQUIRE(busy.send("GET /v1/lag HTTP/1.1\r\n"));
+    REQUIRE(eventually([&] { return f.server.connections() == 1; }));
+
+    std::vector<std::unique_ptr<Connection>> flood;
+    for (int i = 0; i < 200; ++i)
+        flood.push_back(std::make_unique<Connection>(f.port()));
+
+    auto start = std::chrono::steady_clock::now();
+    auto r = round_trip(f.port(), "GET", "/livez");
+    auto elapsed = seconds_since(start);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(elapsed < 0.5);
+
+    std::string received;
+    CHECK(flood.front()->wait_closed(2s, &received)); // the oldest idle ones were evicted
+    CHECK(received.empty());
+    CHECK(eventually([&] { return f.server.connections() <= limits.max_connections; }));
+
+    REQUIRE(busy.send("Host: x\r\n\r\n"));
+    auto lag = busy.read_response();
+    REQUIRE(lag);
+    CHECK(lag->status == 200);
+}
+
+TEST_CASE("issue 7: a 404 for a path that is not UTF-8 is still valid JSON", "[control][server]")
+{
+    Fixture f;
+    const std::string fffd = "\xEF\xBF\xBD"; // U+FFFD REPLACEMENT CHARACTER
+
+    auto r = round_trip(f.port(), "GET", "/caf\xff\xfe?q=\xff");
+    REQUIRE(r);
+    CHECK(r->status == 404);
+    json::value body;
+    REQUIRE_NOTHROW(body = json::parse(r->body)); // Boost.JSON rejects invalid UTF-8
+    CHECK(body.at("reasons") == json::array{"/caf" + fffd + fffd});
+
+    struct Case {
+        std::string path;
+        std::string reported;
+    };
+    for (const auto& c : {
+             Case{"/caf\xc3\xa9", "/caf\xc3\xa9"},                       // valid: kept as sent
+             Case{"/\xf0\x9f\x90\x98", "/\xf0\x9f\x90\x98"},             // valid four-byte sequence
+             Case{"/\xc0\xaf", "/" + fffd + fffd},                         // overlong "/"
+             Case{"/\xed\xa0\x80", "/" + fffd + fffd + fffd},               // UTF-16 surrogate
+             Case{"/\xf4\x90\x80\x80", "/" + fffd + fffd + fffd + fffd},   // beyond U+10FFFF
+             Case{"/\xe2\x82x", "/" + fffd + fffd + "x"},                  // truncated sequence
+         }) {
+        INFO(c.path);
+        auto res = round_trip(f.port(), "GET", c.path);
+        REQUIRE(res);
+        CHECK(res->status == 404);
+        json::value v;
+        REQUIRE_NOTHROW(v = json::parse(res->body));
+        CHECK(v.at("reasons") == json::array{json::string(c.reported)});
+    }
+}
+
+TEST_CASE("issue 7: provider text that is not UTF-8 still gives valid JSON", "[control][server]")
+{
+    Fixture f;
+    f.provider.update([](StatusSnapshot& s) {
+        s.last_error = "target: \xe9" "chec"; // e.g. a LATIN1 server message
+        s.not_ready_reasons = {"source: \xff"};
+    });
+    auto status = get(f.port(), "/v1/status");
+    REQUIRE(status.status == 200);
+    json::value v;
+    REQUIRE_NOTHROW(v = json::parse(status.body));
+    CHECK(v.at("last_error") == "target: \xEF\xBF\xBD" "chec");
+    CHECK(v.at("not_ready_reasons") == json::array{"source: \xEF\xBF\xBD"});
+
+    auto ready = get(f.port(), "/readyz");
+    CHECK(ready.status == 503);
+    REQUIRE_NOTHROW(v = json::parse(ready.body));
+    CHECK(v.at("reasons") == json::array{"source: \xEF\xBF\xBD"});
 }
 
 TEST_CASE("a provider exception is a 500 for that request only", "[control][server]")
