@@ -25,6 +25,9 @@ now() { date +%s.%N; }
 
 # Identical starting data everywhere: pgbench's initial data is deterministic.
 "$pgbin/pgbench" -i -q -s "$scale" -d "$src" >/dev/null 2>&1
+# pgbench_history has no key; pgshift only publishes tables the source can still update. It is
+# insert-only, so REPLICA IDENTITY FULL changes nothing for either consumer.
+psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
 psql_dst postgres "CREATE DATABASE t_base"
 "$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=t_base" >/dev/null 2>&1
 control_runs="bq1 bs1 bq2 bs2 bq3 bs3" # q = quiet, s = scraped; alternating against drift

@@ -21,6 +21,9 @@ echo "== source on port $src_port, target on port $dst_port"
 # pgbench's initial data is deterministic, so initialising both sides gives identical starting rows.
 "$pgbin/pgbench" -i -q -s 2 -d "$src" >/dev/null 2>&1
 "$pgbin/pgbench" -i -q -s 2 -d "$dst" >/dev/null 2>&1
+# pgbench_history has no primary key: pgshift refuses to publish it as it is (the source would
+# refuse UPDATE/DELETE on it). It is insert-only, so REPLICA IDENTITY FULL costs nothing.
+psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
 
 cat > "$work/pgshift.yaml" <<YAML
 name: demo

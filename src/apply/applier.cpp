@@ -67,17 +67,28 @@ Lsn Applier::connect()
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
 
-        auto exists = conn_->exec_params("SELECT pg_replication_origin_oid($1)", {origin_});
-        if (exists.is_null(0, 0)) {
-            conn_->exec_params("SELECT pg_replication_origin_create($1)", {origin_});
-            spdlog::info("created replication origin {} on the target", origin_);
-        }
-        auto p = conn_->exec_params("SELECT pg_replication_origin_progress($1, true)", {origin_});
+        // Read-only until ensure_origin(): a start that is refused leaves nothing behind.
+        auto p = conn_->exec_params("SELECT CASE WHEN pg_replication_origin_oid($1) IS NOT NULL "
+                                    "THEN pg_replication_origin_progress($1, true) END",
+                                    {origin_});
         Lsn durable = p.is_null(0, 0) ? Lsn() : Lsn::parse(p.get(0, 0)).value_or(Lsn());
         progress_.durable.store(durable.value());
         return durable;
     } catch (const pg::PgError& e) {
         throw_target("target setup failed", e);
+    }
+}
+
+void Applier::ensure_origin()
+{
+    try {
+        auto exists = conn_->exec_params("SELECT pg_replication_origin_oid($1)", {origin_});
+        if (exists.is_null(0, 0)) {
+            conn_->exec_params("SELECT pg_replication_origin_create($1)", {origin_});
+            spdlog::info("created replication origin {} on the target", origin_);
+        }
+    } catch (const pg::PgError& e) {
+        throw_target("could not create replication origin " + origin_, e);
     }
 }
 

@@ -4,6 +4,7 @@
 #include "pgshift/common/clock.hpp"
 
 #include <chrono>
+#include <ctime>
 
 namespace pgshift::daemon {
 
@@ -46,10 +47,36 @@ void DaemonState::set_endpoint(bool source, bool connected, int server_version_n
         (source ? source_version_ : target_version_).store(server_version_num);
 }
 
+void DaemonState::resume()
+{
+    paused_.store(false);
+    int failed = static_cast<int>(State::failed);
+    state_.compare_exchange_strong(failed, static_cast<int>(State::starting));
+}
+
 void DaemonState::set_last_error(const std::string& e)
 {
+    auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char at[32];
+    std::strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
     std::lock_guard lk(mutex_);
     last_error_ = e;
+    last_error_at_ = at;
+    error_current_ = true;
+}
+
+void DaemonState::clear_current_error()
+{
+    std::lock_guard lk(mutex_);
+    error_current_ = false;
+}
+
+void DaemonState::set_unreplicated_tables(std::vector<std::string> lines)
+{
+    std::lock_guard lk(mutex_);
+    unreplicated_ = std::move(lines);
 }
 
 void DaemonState::beat() { heartbeat_.store(steady_ms()); }
@@ -68,6 +95,10 @@ control::StatusSnapshot DaemonState::snapshot() const
         std::lock_guard lk(mutex_);
         session = session_;
         s.last_error = last_error_;
+        s.last_error_at = last_error_at_;
+        if (error_current_)
+            s.current_error = last_error_;
+        s.tables_not_replicated = unreplicated_;
     }
     s.name = name_;
     s.version = version_;
@@ -112,6 +143,10 @@ control::StatusSnapshot DaemonState::snapshot() const
     s.errors_control = x.errors_control.load();
     s.reconnects_source = x.reconnects_source.load();
     s.reconnects_target = x.reconnects_target.load();
+    s.spill_errors = x.spill_errors.load();
+    s.errors_copy = errors_copy_.load();
+    s.initial_copy.rows_copied = copy_rows_.load();
+    s.initial_copy.bytes_copied = copy_bytes_.load();
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < s.latency_bucket_counts.size(); ++i) {
         cumulative += x.latency_buckets[i].load();
@@ -126,6 +161,8 @@ control::StatusSnapshot DaemonState::snapshot() const
         s.not_ready_reasons.push_back("source not connected");
     if (!s.target.connected)
         s.not_ready_reasons.push_back("target not connected");
+    for (const auto& t : s.tables_not_replicated)
+        s.not_ready_reasons.push_back(t);
     return s;
 }
 

@@ -3,6 +3,8 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -75,7 +77,27 @@ std::string with_network_defaults(const std::string& conninfo)
     return missing.empty() ? conninfo : conninfo_with(conninfo, missing);
 }
 
+std::atomic<NoticeSink> g_notice_sink{nullptr};
+
+/// libpq's notice receiver: every notice a connection gets, also during a server shutdown.
+void receive_notice(void*, const PGresult* res)
+{
+    const char* sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    std::string_view severity = sev ? sev : "NOTICE";
+    std::string_view message = primary ? primary : PQresultErrorMessage(res);
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' '))
+        message.remove_suffix(1);
+    if (auto sink = g_notice_sink.load())
+        sink(severity, message);
+    else
+        std::fprintf(stderr, "%.*s:  %.*s\n", static_cast<int>(severity.size()), severity.data(),
+                     static_cast<int>(message.size()), message.data());
+}
+
 } // namespace
+
+void set_notice_sink(NoticeSink sink) { g_notice_sink.store(sink); }
 
 bool severity_ends_session(const pg_result* res)
 {
@@ -96,6 +118,7 @@ Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(with_net
             msg.pop_back();
         throw PgError("could not connect: " + msg, "", true);
     }
+    PQsetNoticeReceiver(conn_.get(), receive_notice, nullptr);
 }
 
 bool Connection::is_ok() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 namespace pgshift::queue {
@@ -19,9 +20,10 @@ constexpr std::size_t k_write_buffer = 1 << 20;
 constexpr std::size_t k_read_window = 1 << 20;
 constexpr std::size_t k_initial_capacity = 1024;
 
-[[noreturn]] void fail(const std::string& what)
+/// A spill file operation failed: the message names the directory (apply.spill_dir) and errno.
+[[noreturn]] void fail(const std::string& what, const std::filesystem::path& dir)
 {
-    throw InternalError(what + ": " + std::strerror(errno));
+    throw SpillError(what + " in " + dir.string() + " (apply.spill_dir): " + std::strerror(errno));
 }
 
 std::uint32_t read_u32(const char* p)
@@ -41,6 +43,23 @@ std::filesystem::path default_spill_dir()
             return s.substr(0, s.find(':'));
         }
     return "/var/tmp";
+}
+
+std::filesystem::path spill_dir(const std::string& configured)
+{
+    return configured.empty() ? default_spill_dir() : std::filesystem::path(configured);
+}
+
+std::uint64_t check_spill_dir(const std::filesystem::path& dir)
+{
+    MessageLog probe(dir, 0);
+    probe.append("pgshift spill directory check"); // past the limit: creates and writes a file
+    if (!probe.spilled())
+        throw InternalError("the spill directory check did not spill");
+    struct statvfs fs {};
+    if (::statvfs(dir.c_str(), &fs) != 0)
+        fail("could not read the free space", dir);
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
 }
 
 MessageLog::MessageLog(std::filesystem::path spill_dir, std::size_t memory_limit)
@@ -83,7 +102,7 @@ void MessageLog::spill()
     auto tmpl = (dir_ / "pgshift-spill-XXXXXX").string();
     fd_ = ::mkstemp(tmpl.data());
     if (fd_ < 0)
-        fail("could not create a spill file in " + dir_.string());
+        fail("could not create a spill file", dir_);
     ::unlink(tmpl.c_str()); // anonymous from now on: gone with the descriptor
     wbuf_ = std::move(mem_);
     mem_ = std::string();
@@ -98,7 +117,7 @@ void MessageLog::write_out()
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            fail("could not write the spill file");
+            fail("could not write the spill file", dir_);
         }
         done += static_cast<std::size_t>(n);
     }
@@ -131,7 +150,7 @@ void MessageLog::truncate(std::uint64_t pos)
     }
     if (fd_ >= 0) {
         if (::ftruncate(fd_, static_cast<off_t>(pos)) != 0)
-            fail("could not truncate the spill file");
+            fail("could not truncate the spill file", dir_);
         file_size_ = pos;
     } else {
         mem_.resize(pos);
@@ -148,7 +167,7 @@ void MessageLog::read_at(std::uint64_t pos, char* dst, std::size_t n) const
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            fail("could not read the spill file (short read)");
+            fail("could not read the spill file (short read)", dir_);
         done += static_cast<std::size_t>(r);
     }
 }

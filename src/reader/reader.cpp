@@ -6,8 +6,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <fnmatch.h>
-
 #include <algorithm>
 #include <thread>
 
@@ -17,15 +15,6 @@ namespace {
 
 constexpr auto k_status_interval = std::chrono::seconds(1);
 constexpr auto k_poll_timeout = std::chrono::milliseconds(100);
-
-
-bool glob_match(const std::vector<std::string>& globs, const std::string& name)
-{
-    for (const auto& g : globs)
-        if (::fnmatch(g.c_str(), name.c_str(), 0) == 0)
-            return true;
-    return false;
-}
 
 } // namespace
 
@@ -40,60 +29,17 @@ int proto_version_for(int v)
     return 1;
 }
 
-std::vector<std::string> prepare_publication(const config::Config& cfg)
+SlotInfo read_slot(pg::Connection& source, const std::string& slot_name)
 {
-    pg::Connection conn(cfg.source.conninfo);
-    auto wal_level = conn.exec("SHOW wal_level").str(0, 0);
-    if (wal_level != "logical")
-        throw SourceError("source wal_level is '" + wal_level + "', logical replication needs 'logical'", false);
-
-    // Ordinary and partitioned tables outside system schemas; partitions travel with their root
-    // (publish_via_partition_root), so they are not listed themselves.
-    auto r = conn.exec("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                       "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
-                       "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
-                       "ORDER BY 1, 2");
-    std::vector<std::string> selected;
-    std::string list;
-    for (int i = 0; i < r.rows(); ++i) {
-        std::string name = r.str(i, 0) + "." + r.str(i, 1);
-        if (!cfg.tables.include.empty() && !glob_match(cfg.tables.include, name))
-            continue;
-        if (glob_match(cfg.tables.exclude, name))
-            continue;
-        selected.push_back(name);
-        if (!list.empty())
-            list += ", ";
-        list += pg::quote_ident(r.get(i, 0)) + "." + pg::quote_ident(r.get(i, 1));
-    }
-    if (selected.empty())
-        throw ConfigError("no source table matches tables.include/tables.exclude");
-
-    auto pub = pg::quote_ident(cfg.publication_name());
-    auto exists = conn.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", {cfg.publication_name()});
-    if (exists.rows() == 0) {
-        conn.exec("CREATE PUBLICATION " + pub + " FOR TABLE " + list + " WITH (publish_via_partition_root = true)");
-        spdlog::info("created publication {} for {} tables", cfg.publication_name(), selected.size());
-    } else {
-        conn.exec("ALTER PUBLICATION " + pub + " SET TABLE " + list);
-        conn.exec("ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = true)");
-        spdlog::info("publication {} covers {} tables", cfg.publication_name(), selected.size());
-    }
-    return selected;
-}
-
-SlotInfo read_slot(const config::Config& cfg)
-{
-    pg::Connection conn(cfg.source.conninfo);
-    auto r = conn.exec_params("SELECT confirmed_flush_lsn, restart_lsn, wal_status, active, plugin, database "
+    auto r = source.exec_params("SELECT confirmed_flush_lsn, restart_lsn, wal_status, active, plugin, database "
                               "FROM pg_replication_slots WHERE slot_name = $1",
-                              {cfg.slot_name()});
+                              {slot_name});
     SlotInfo s;
     if (r.rows() == 0)
         return s;
     s.exists = true;
     if (r.str(0, 4) != "pgoutput")
-        throw SourceError("slot " + cfg.slot_name() + " exists but uses plugin '" + r.str(0, 4) + "', not pgoutput",
+        throw SourceError("slot " + slot_name + " exists but uses plugin '" + r.str(0, 4) + "', not pgoutput",
                           false);
     s.confirmed_flush = Lsn::parse(r.get(0, 0)).value_or(Lsn());
     s.restart_lsn = Lsn::parse(r.get(0, 1)).value_or(Lsn());
@@ -103,7 +49,7 @@ SlotInfo read_slot(const config::Config& cfg)
 }
 
 Reader::Reader(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats)
-    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats), spill_dir_(queue::default_spill_dir()),
+    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats), spill_dir_(queue::spill_dir(cfg.apply.spill_dir)),
       txn_memory_limit_(std::max<std::size_t>(1 << 20, cfg.apply.max_queue_bytes / 4))
 {
 }

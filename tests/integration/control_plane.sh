@@ -19,6 +19,7 @@ prom_port=$(free_port)
 secret="Pw-$(date +%s%N)"
 "$pgbin/pgbench" -i -q -s 1 -d "$src" >/dev/null 2>&1
 "$pgbin/pgbench" -i -q -s 1 -d "$dst" >/dev/null 2>&1
+psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" # no key; insert-only
 
 echo "s3cret-token" > "$work/token"
 cat > "$work/pgshift.yaml" <<YAML

@@ -48,7 +48,9 @@ kill -0 "$daemon" || fail "the daemon exited"
 echo "ok: schema change stops apply, names public.orders column note, daemon up, slot kept"
 
 psql_dst "ALTER TABLE orders ADD COLUMN note text"
-"$bin" resume --config "$work/pgshift.yaml" >/dev/null || fail "pgshift resume"
+resumed=$("$bin" resume --config "$work/pgshift.yaml") || fail "pgshift resume"
+# Regression: resume printed "state: failed" although it had worked.
+echo "$resumed" | grep -q "failed" && fail "pgshift resume reports the state it left: $resumed"
 digest="SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o"
 for _ in $(seq 1 100); do [ "$(psql_src "$digest")" = "$(psql_dst "$digest")" ] && break; sleep 0.2; done
 [ "$(psql_src "$digest")" = "$(psql_dst "$digest")" ] || fail "target did not catch up after resume"

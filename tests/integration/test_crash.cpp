@@ -25,6 +25,9 @@ namespace {
 
 const char* const k_schema = R"sql(
 CREATE TABLE ledger (client int NOT NULL, seq int NOT NULL);
+-- No key, so a replay shows as a duplicate; insert-only, so REPLICA IDENTITY FULL costs nothing
+-- and lets pgshift publish it (it refuses tables the source could no longer update).
+ALTER TABLE ledger REPLICA IDENTITY FULL;
 CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, txns int NOT NULL DEFAULT 0, touched_by int);
 CREATE TABLE client_state (client int PRIMARY KEY, last_seq int NOT NULL, payload text);
 INSERT INTO accounts (id, balance) SELECT g, 1000 FROM generate_series(0, 49) g;

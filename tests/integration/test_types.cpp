@@ -55,6 +55,7 @@ CREATE TABLE load_a (id int PRIMARY KEY, v int NOT NULL, s text);
 CREATE TABLE load_b (k1 int, k2 int, v text, n numeric, PRIMARY KEY (k1, k2));
 CREATE TABLE load_u (id int PRIMARY KEY, code int UNIQUE, v int);
 CREATE TABLE load_log (thread int, n int, note text);
+ALTER TABLE load_log REPLICA IDENTITY FULL; -- insert-only, no key: publishable once it has an identity
 )sql";
 
 const std::vector<std::string> k_tables = {

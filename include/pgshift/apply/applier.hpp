@@ -44,11 +44,13 @@ public:
     Applier(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats,
             int worker = 0);
 
-    /// Connects, ends stale sessions of our origin, creates the origin when missing.
+    /// Connects and ends stale sessions of our origin (no other side effect).
     /// Returns the origin's durable progress (zero when nothing was ever applied).
     Lsn connect();
     /// server_version_num of the target (after connect()).
     [[nodiscard]] int server_version() const { return conn_ ? conn_->server_version() : 0; }
+    /// Creates the origin when it does not exist yet (after every check passed).
+    void ensure_origin();
     /// Initialises the origin's progress (first start only, before begin_session).
     void advance_origin(Lsn lsn);
     /// Binds the origin to this session; transactions with commit_lsn < `resume` are skipped.

@@ -46,6 +46,14 @@ private:
     bool retryable_;
 };
 
+/// The local spill directory cannot take a transaction (disk full, removed, no permission).
+/// Nothing is lost (the slot still holds the transaction): the session ends and a new one is
+/// tried after a backoff, so freeing space lets pgshift continue without a restart.
+class SpillError : public Error {
+public:
+    using Error::Error;
+};
+
 /// A broken invariant of ours.
 class InternalError : public Error {
 public:

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace pgshift::daemon {
 
@@ -32,19 +33,33 @@ public:
     [[nodiscard]] control::StatusSnapshot snapshot() const override;
     [[nodiscard]] bool alive() const override;
     void pause() override { paused_.store(true); }
-    void resume() override { paused_.store(false); }
+    /// Also leaves `failed`: the main loop starts a new session at once, so what the caller
+    /// reports is the state the daemon is going to, not the error it is leaving.
+    void resume() override;
 
     void set_state(State s) { state_.store(static_cast<int>(s)); }
     [[nodiscard]] State state() const { return static_cast<State>(state_.load()); }
     void set_session(SessionView v);
     void set_endpoint(bool source, bool connected, int server_version_num);
+    /// Records an error: it is the current error until clear_current_error() (a session reached
+    /// streaming again), and stays visible afterwards as the last error, with its time.
     void set_last_error(const std::string& e);
+    void clear_current_error();
     /// The source's current WAL position and the WAL the slot retains (monitor thread).
     void set_source_position(std::uint64_t lsn, std::uint64_t retained)
     {
         source_lsn_.store(lsn);
         slot_retained_.store(retained);
     }
+    /// Selected source tables that are not replicated, one line each with the reason (TableWatch).
+    void set_unreplicated_tables(std::vector<std::string> lines);
+    /// Rows and bytes copied into the target (tables that joined while streaming).
+    void add_copied(std::uint64_t rows, std::uint64_t bytes)
+    {
+        copy_rows_.fetch_add(rows);
+        copy_bytes_.fetch_add(bytes);
+    }
+    void count_copy_error() { errors_copy_.fetch_add(1); }
     /// Heartbeat of the main loop, for /livez.
     void beat();
 
@@ -60,11 +75,15 @@ private:
     std::atomic<int> source_version_{0}, target_version_{0};
     std::atomic<std::uint64_t> source_lsn_{0}, slot_retained_{0};
     std::atomic<std::int64_t> heartbeat_{0};
+    std::atomic<std::uint64_t> copy_rows_{0}, copy_bytes_{0}, errors_copy_{0};
     queue::Stats stats_;
 
     mutable std::mutex mutex_;
     SessionView session_;     // guarded by mutex_
     std::string last_error_;  // guarded by mutex_
+    std::string last_error_at_; // guarded by mutex_; RFC 3339, UTC
+    bool error_current_ = false; // guarded by mutex_
+    std::vector<std::string> unreplicated_; // guarded by mutex_
 };
 
 } // namespace pgshift::daemon

@@ -99,6 +99,12 @@ private:
     std::unique_ptr<pg_conn, Finish> conn_;
 };
 
+/// Where server notices (NOTICE, WARNING, ...) and libpq's own warnings go: their severity and
+/// primary message. libpq's default prints them raw to stderr, which breaks `log.format: json`;
+/// the daemon routes them through its logger. Set once at startup, before connections open.
+using NoticeSink = void (*)(std::string_view severity, std::string_view message);
+void set_notice_sink(NoticeSink sink);
+
 /// Quotes an identifier without a connection (always double quotes; UTF-8 safe).
 [[nodiscard]] std::string quote_ident(std::string_view ident);
 /// Quotes a literal without a connection, standard_conforming_strings on: 'it''s'.

@@ -79,4 +79,11 @@ private:
 /// else /var/tmp.
 [[nodiscard]] std::filesystem::path default_spill_dir();
 
+/// The spill directory to use: `configured` (apply.spill_dir) when set, else default_spill_dir().
+[[nodiscard]] std::filesystem::path spill_dir(const std::string& configured);
+
+/// Checks that a spill file can be created and written in `dir`; throws SpillError naming the
+/// directory and the reason otherwise. Returns the free bytes there.
+std::uint64_t check_spill_dir(const std::filesystem::path& dir);
+
 } // namespace pgshift::queue

@@ -27,6 +27,7 @@ struct Stats {
     std::atomic<std::uint64_t> wal_received_bytes{0};
     std::atomic<std::uint64_t> errors_source{0}, errors_decode{0}, errors_apply{0}, errors_control{0};
     std::atomic<std::uint64_t> reconnects_source{0}, reconnects_target{0};
+    std::atomic<std::uint64_t> spill_errors{0};
 
     /// Source commit to target commit latency; bucket bounds in seconds, +Inf implicit.
     static constexpr std::array<double, 12> k_buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

@@ -14,6 +14,7 @@
 
 #include "pgshift/common/lsn.hpp"
 #include "pgshift/config/config.hpp"
+#include "pgshift/pg/connection.hpp"
 #include "pgshift/pg/replication.hpp"
 #include "pgshift/protocol/pgoutput.hpp"
 #include "pgshift/queue/progress.hpp"
@@ -42,12 +43,8 @@ struct SlotInfo {
 /// Picks the pgoutput protocol version for a server version (server_version_num).
 [[nodiscard]] int proto_version_for(int server_version_num);
 
-/// Prepares the source: checks wal_level, creates or updates the publication for the selected
-/// tables (through an ordinary connection). Returns the selected tables as "schema.table".
-std::vector<std::string> prepare_publication(const config::Config& cfg);
-
 /// Reads the slot's state through an ordinary connection.
-[[nodiscard]] SlotInfo read_slot(const config::Config& cfg);
+[[nodiscard]] SlotInfo read_slot(pg::Connection& source, const std::string& slot_name);
 
 class Reader {
 public:

@@ -1,0 +1,55 @@
+// The source's catalog as pgshift sees it: which tables are selected, whether publishing them is
+// safe for the source, and what the publication holds.
+//
+// Design notes
+// - "Safe" is a replica-identity rule of PostgreSQL's: once a table is in a publication that
+//   publishes UPDATE and DELETE (ours does), the source refuses UPDATE/DELETE on it unless it
+//   has a usable replica identity: a primary key (REPLICA IDENTITY DEFAULT), an index named by
+//   REPLICA IDENTITY USING INDEX, or REPLICA IDENTITY FULL. For a partitioned table the rule
+//   applies to every leaf partition, where the rows live, and (publish_via_partition_root)
+//   apply needs the root's identity too. pgshift never publishes a table that would make the
+//   source refuse the application's writes (do no harm).
+// - Everything here is read-only except prepare_publication/add_to_publication, so the checks
+//   run before pgshift's first side effect.
+#pragma once
+
+#include "pgshift/config/config.hpp"
+#include "pgshift/pg/connection.hpp"
+
+#include <set>
+#include <string>
+#include <vector>
+
+namespace pgshift::reader {
+
+/// A selected source table (ordinary or partitioned root).
+struct SourceTable {
+    std::string schema;
+    std::string name;
+    /// Empty when publishing the table is safe; else why the source would refuse its
+    /// UPDATE/DELETE once published, with the remedies (one line).
+    std::string identity_problem;
+    int more_problems = 0; ///< further partitions without a usable identity (counted in the message)
+
+    /// schema.table as written in configuration globs and messages (unquoted).
+    [[nodiscard]] std::string display() const { return schema + "." + name; }
+    /// "schema"."table", ready for SQL.
+    [[nodiscard]] std::string sql() const;
+};
+
+/// The tables `tables.include` / `tables.exclude` select on the source: ordinary and partitioned
+/// tables outside system schemas (partitions travel with their root), each with its replica
+/// identity checked, ordered by name.
+[[nodiscard]] std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tables& selection);
+
+/// Fails with SourceError unless the source's wal_level is logical.
+void require_logical_wal(pg::Connection& source);
+
+/// Tables currently in the publication ("schema.table"); empty when it does not exist.
+[[nodiscard]] std::set<std::string> published_tables(pg::Connection& source, const std::string& publication);
+
+/// Creates the publication for `tables` or sets its table list to them (publish_via_partition_root).
+void prepare_publication(pg::Connection& source, const std::string& publication,
+                         const std::vector<SourceTable>& tables);
+
+} // namespace pgshift::reader

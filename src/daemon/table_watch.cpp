@@ -1,0 +1,115 @@
+// TableWatch: new source tables join the replication with their rows, or are reported loudly.
+#include "pgshift/daemon/table_watch.hpp"
+
+#include "pgshift/copy/table_copy.hpp"
+#include "pgshift/daemon/state.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace pgshift::daemon {
+
+namespace {
+
+constexpr auto k_repeat_report = std::chrono::seconds(60);
+
+/// Rolls back whatever transaction `conn` is in; a broken connection is left to the caller.
+void rollback_quietly(pg::Connection* conn)
+{
+    try {
+        if (conn && conn->is_ok())
+            conn->exec("ROLLBACK");
+    } catch (const std::exception&) {
+    }
+}
+
+} // namespace
+
+pg::Connection& TableWatch::target()
+{
+    if (!target_ || !target_->is_ok())
+        target_ = std::make_unique<pg::Connection>(pg::conninfo_with(
+            cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_tables"}, {"client_encoding", "UTF8"}}));
+    return *target_;
+}
+
+void TableWatch::poll(pg::Connection& source)
+{
+    auto tables = reader::select_tables(source, cfg_.tables);
+    auto published = reader::published_tables(source, cfg_.publication_name());
+    std::vector<std::string> problems;
+    for (const auto& t : tables) {
+        if (published.count(t.display())) {
+            if (!t.identity_problem.empty())
+                problems.push_back(t.identity_problem + " (it is in the publication already: the source now "
+                                                        "refuses UPDATE and DELETE on it)");
+            continue;
+        }
+        if (!t.identity_problem.empty()) {
+            problems.push_back(t.identity_problem + "; it is not replicated until then");
+            continue;
+        }
+        if (auto why = join(source, t); !why.empty())
+            problems.push_back("table " + t.display() + " is not replicated: " + why);
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (problems != reported_ || (!problems.empty() && now - last_report_ > k_repeat_report)) {
+        for (const auto& p : problems)
+            spdlog::error("{}", p);
+        if (problems.empty() && !reported_.empty())
+            spdlog::info("every selected source table is replicated again");
+        reported_ = problems;
+        last_report_ = now;
+    }
+    state_.set_unreplicated_tables(problems);
+}
+
+std::string TableWatch::join(pg::Connection& source, const reader::SourceTable& table)
+{
+    const auto name = table.display();
+    const auto sql = table.sql();
+    pg::Connection* dst = nullptr;
+    bool source_open = false;
+    try {
+        dst = &target();
+        if (dst->exec_params("SELECT to_regclass($1) IS NULL", {sql}).get(0, 0) == "t")
+            return "it exists on the source but not on the target; create it on the target and pgshift copies its "
+                   "rows and replicates it";
+        dst->exec("BEGIN");
+        dst->exec("SET LOCAL session_replication_role = replica");
+        if (partial_.count(name)) {
+            dst->exec("TRUNCATE " + sql);
+        } else if (dst->exec("SELECT EXISTS (SELECT 1 FROM " + sql + ")").get(0, 0) == "t") {
+            rollback_quietly(dst);
+            return "the target table already holds rows; pgshift copies a new table only into an empty one "
+                   "(empty it on the target, or add it to tables.exclude)";
+        }
+        source.exec("BEGIN");
+        source_open = true;
+        source.exec("SET LOCAL lock_timeout = '2s'");
+        source.exec("LOCK TABLE " + sql + " IN EXCLUSIVE MODE");
+        source.exec("ALTER PUBLICATION " + pg::quote_ident(cfg_.publication_name()) + " ADD TABLE " + sql);
+        auto stats = copy::copy_table(source, *dst, sql, copy::copy_columns(source, sql));
+        partial_.insert(name);
+        dst->exec("COMMIT");
+        source.exec("COMMIT");
+        source_open = false;
+        partial_.erase(name);
+        state_.add_copied(stats.rows, stats.bytes);
+        spdlog::info("table {} appeared on the source and now replicates: joined publication {} with {} existing "
+                     "row(s) copied",
+                     name, cfg_.publication_name(), stats.rows);
+        return "";
+    } catch (const std::exception& e) {
+        if (source_open)
+            rollback_quietly(&source);
+        // A failed COPY leaves the target connection mid-protocol: start over with a new one.
+        target_.reset();
+        state_.count_copy_error();
+        const auto* pe = dynamic_cast<const pg::PgError*>(&e);
+        if (pe && pe->sqlstate() == "55P03")
+            return "a transaction on the source holds a lock on it; pgshift tries again in a few seconds";
+        return std::string("joining it failed, retrying: ") + e.what();
+    }
+}
+
+} // namespace pgshift::daemon

@@ -1,0 +1,154 @@
+// Table selection, replica-identity checks and publication membership on the source.
+#include "pgshift/reader/catalog.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <fnmatch.h>
+
+#include <map>
+
+namespace pgshift::reader {
+
+namespace {
+
+bool glob_match(const std::vector<std::string>& globs, const std::string& name)
+{
+    for (const auto& g : globs)
+        if (::fnmatch(g.c_str(), name.c_str(), 0) == 0)
+            return true;
+    return false;
+}
+
+/// Why a leaf relation (where rows live) has no usable replica identity; empty when it has one.
+std::string leaf_identity_problem(char replident, bool has_pk, bool has_identity_index)
+{
+    switch (replident) {
+    case 'f': return "";
+    case 'd': return has_pk ? "" : "no primary key and REPLICA IDENTITY DEFAULT";
+    case 'i': return has_identity_index ? "" : "REPLICA IDENTITY USING INDEX names an index that no longer exists";
+    case 'n': return "REPLICA IDENTITY NOTHING";
+    default: return std::string("unknown replica identity '") + replident + "'";
+    }
+}
+
+/// An identifier as PostgreSQL prints it: bare when it needs no quotes, else quoted.
+std::string readable_ident(const std::string& ident)
+{
+    bool plain = !ident.empty() && !(ident[0] >= '0' && ident[0] <= '9');
+    for (char c : ident)
+        plain = plain && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
+    return plain ? ident : pg::quote_ident(ident);
+}
+
+} // namespace
+
+std::string SourceTable::sql() const { return pg::quote_ident(schema) + "." + pg::quote_ident(name); }
+
+void require_logical_wal(pg::Connection& source)
+{
+    auto wal_level = source.exec("SHOW wal_level").str(0, 0);
+    if (wal_level != "logical")
+        throw SourceError("source wal_level is '" + wal_level + "', logical replication needs 'logical'", false);
+}
+
+std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tables& selection)
+{
+    // One row per relation whose replica identity matters, root first: the table itself (for a
+    // partitioned table published via its root, pgoutput describes every change with the root's
+    // identity, which apply needs), and for a partitioned table every leaf partition (where the
+    // rows live, so where the source checks the identity of an UPDATE or DELETE).
+    auto r = source.exec(
+        "SELECT n.nspname, c.relname, leaf.name, leaf.relreplident, leaf.has_pk, leaf.has_ri, leaf.is_root, "
+        "c.relkind::text "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN LATERAL ("
+        "  SELECT l.relid::regclass::text AS name, l.relid = c.oid AS is_root, lc.relreplident::text AS relreplident, "
+        "         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = lc.oid AND i.indisprimary) AS has_pk, "
+        "         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = lc.oid AND i.indisreplident) AS has_ri "
+        "  FROM (SELECT c.oid AS relid "
+        "        UNION ALL SELECT relid FROM pg_partition_tree(c.oid) WHERE c.relkind = 'p' AND relid <> c.oid) l "
+        "  JOIN pg_class lc ON lc.oid = l.relid WHERE lc.relkind = 'r' OR l.relid = c.oid"
+        ") leaf ON true "
+        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+        "ORDER BY 1, 2, leaf.is_root DESC, 3");
+    std::vector<SourceTable> out;
+    for (int i = 0; i < r.rows(); ++i) {
+        std::string display = r.str(i, 0) + "." + r.str(i, 1);
+        if (!selection.include.empty() && !glob_match(selection.include, display))
+            continue;
+        if (glob_match(selection.exclude, display))
+            continue;
+        if (out.empty() || out.back().display() != display)
+            out.push_back({r.str(i, 0), r.str(i, 1), ""});
+        if (r.is_null(i, 2))
+            continue;
+        auto why = leaf_identity_problem(r.get(i, 3).empty() ? '?' : r.get(i, 3)[0], r.get(i, 4) == "t",
+                                         r.get(i, 5) == "t");
+        auto& t = out.back();
+        if (why.empty())
+            continue;
+        if (!t.identity_problem.empty()) {
+            ++t.more_problems; // named in the message once the loop is done
+            continue;
+        }
+        std::string leaf = r.str(i, 2);
+        bool is_root = r.get(i, 6) == "t";
+        bool partitioned_root = is_root && r.get(i, 7) == "p";
+        std::string what = is_root ? "table " + display : "table " + display + " (partition " + leaf + ")";
+        std::string target = is_root ? readable_ident(t.schema) + "." + readable_ident(t.name) : leaf;
+        std::string harm = partitioned_root
+                               ? "its changes are published under this root, and without a root identity the target "
+                                 "cannot apply their UPDATE and DELETE"
+                               : "publishing it would make the source refuse the application's UPDATE and DELETE on it";
+        t.identity_problem = what + " has no usable replica identity (" + why + "): " + harm +
+                             ". Fix one of: ALTER TABLE " + target + " REPLICA IDENTITY FULL; or ALTER TABLE " +
+                             target +
+                             " REPLICA IDENTITY USING INDEX <a unique index on NOT NULL columns>; or add a primary "
+                             "key; or add \"" +
+                             display + "\" to tables.exclude";
+    }
+    for (auto& t : out)
+        if (t.more_problems)
+            t.identity_problem += " (and " + std::to_string(t.more_problems) + " more partition(s) of " + t.display() +
+                                  " without a usable replica identity)";
+    return out;
+}
+
+std::set<std::string> published_tables(pg::Connection& source, const std::string& publication)
+{
+    auto r = source.exec_params("SELECT n.nspname || '.' || c.relname FROM pg_publication p "
+                                "JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
+                                "JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                "WHERE p.pubname = $1",
+                                {publication});
+    std::set<std::string> out;
+    for (int i = 0; i < r.rows(); ++i)
+        out.insert(r.str(i, 0));
+    return out;
+}
+
+void prepare_publication(pg::Connection& source, const std::string& publication,
+                         const std::vector<SourceTable>& tables)
+{
+    std::string list;
+    for (const auto& t : tables) {
+        if (!t.identity_problem.empty())
+            throw InternalError("prepare_publication: " + t.display() + " has no usable replica identity");
+        list += (list.empty() ? "" : ", ") + t.sql();
+    }
+    if (tables.empty())
+        throw ConfigError("no source table matches tables.include/tables.exclude");
+    auto pub = pg::quote_ident(publication);
+    auto exists = source.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", {publication});
+    if (exists.rows() == 0) {
+        source.exec("CREATE PUBLICATION " + pub + " FOR TABLE " + list + " WITH (publish_via_partition_root = true)");
+        spdlog::info("created publication {} for {} tables", publication, tables.size());
+    } else {
+        source.exec("ALTER PUBLICATION " + pub + " SET TABLE " + list);
+        source.exec("ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = true)");
+        spdlog::info("publication {} covers {} tables", publication, tables.size());
+    }
+}
+
+} // namespace pgshift::reader
