@@ -171,6 +171,30 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
               "Selected source tables that are not replicated (no usable replica identity, missing on the target, ...); "
               "the reasons are in /v1/status.",
               as_double(s.tables_not_replicated.size()));
+    auto& workers = out.family("pgshift_apply_workers", "Apply workers, by what they do now.", MetricType::Gauge);
+    for (std::size_t i = 0; i < k_worker_states.size(); ++i)
+        Exposition::add_value(workers, {{"state", k_worker_states[i]}}, as_double(s.apply.by_state[i]));
+    out.gauge("pgshift_apply_batches_in_flight",
+              "Batches handed to workers and not committed yet: the parallelism apply achieves.",
+              as_double(s.apply.batches_dispatched > s.apply.batches_committed
+                            ? s.apply.batches_dispatched - s.apply.batches_committed
+                            : 0));
+    out.counter("pgshift_apply_batches_total",
+                "Batches (consecutive source transactions applied as one target transaction) committed.",
+                as_double(s.apply.batches_committed));
+    auto& waits = out.family("pgshift_apply_wait_seconds_total",
+                             "Time batches waited: for a free worker (dispatch), for a conflicting earlier batch "
+                             "(dependency), for their turn to commit (commit).",
+                             MetricType::Counter);
+    Exposition::add_value(waits, {{"stage", "dispatch"}}, s.apply.wait_dispatch_seconds);
+    Exposition::add_value(waits, {{"stage", "dependency"}}, s.apply.wait_dependency_seconds);
+    Exposition::add_value(waits, {{"stage", "commit"}}, s.apply.wait_commit_seconds);
+    auto& retries = out.family("pgshift_apply_retries_total",
+                               "Batches rolled back and run again after every earlier one: a conflict the keys did "
+                               "not foresee, or an earlier batch blocked by this one's locks.",
+                               MetricType::Counter);
+    Exposition::add_value(retries, {{"reason", "conflict"}}, as_double(s.apply.retries_conflict));
+    Exposition::add_value(retries, {{"reason", "blocked"}}, as_double(s.apply.retries_blocked));
     out.counter("pgshift_spill_errors_total",
                 "Sessions ended because a transaction could not be written to the spill directory (apply.spill_dir).",
                 as_double(s.spill_errors));

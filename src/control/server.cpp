@@ -148,6 +148,21 @@ json::object lag_json(const StatusSnapshot& s)
             {"applied_lsn", Lsn(s.applied_lsn).str()}};
 }
 
+json::object apply_json(const StatusSnapshot& s)
+{
+    const auto& a = s.apply;
+    json::array states;
+    for (const auto& w : a.worker_states)
+        states.emplace_back(w);
+    return {{"workers", a.workers},
+            {"worker_states", std::move(states)},
+            {"batches_in_flight", a.batches_dispatched > a.batches_committed ? a.batches_dispatched - a.batches_committed : 0},
+            {"batches_committed", a.batches_committed},
+            {"wait_seconds",
+             {{"dispatch", a.wait_dispatch_seconds}, {"dependency", a.wait_dependency_seconds}, {"commit", a.wait_commit_seconds}}},
+            {"retries", {{"conflict", a.retries_conflict}, {"blocked", a.retries_blocked}}}};
+}
+
 json::object status_json(const StatusSnapshot& s, const std::string& build_version)
 {
     json::array reasons;
@@ -188,6 +203,7 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
             {"delete", s.changes_delete},
             {"truncate", s.changes_truncate}}}}},
         {"queue", {{"changes", s.queue_changes}, {"bytes", s.queue_bytes}}},
+        {"apply", apply_json(s)},
         {"current_error", valid_utf8(s.current_error)},
         {"last_error", string_or_null(s.last_error)},
         {"last_error_at", string_or_null(s.last_error_at)},

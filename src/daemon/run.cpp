@@ -22,7 +22,7 @@
 //   looked at; a new slot's consistent point initialises the origin before streaming starts.
 #include "pgshift/daemon/run.hpp"
 
-#include "pgshift/apply/applier.hpp"
+#include "pgshift/apply/engine.hpp"
 #include "pgshift/daemon/backoff.hpp"
 #include "pgshift/control/server.hpp"
 #include "pgshift/daemon/state.hpp"
@@ -264,14 +264,14 @@ SessionEnd run_session(Daemon& d)
     auto& queue = *queue_ptr;
     auto& progress = *progress_ptr;
     state.set_session({progress_ptr, queue_ptr});
-    apply::Applier applier(cfg, queue, progress, state.stats(), 0);
+    apply::Engine engine(cfg, queue, progress, state.stats());
     reader::Reader reader(cfg, queue, progress, state.stats());
     Lsn start;
     bool source_side = false;
     try {
         // Read-only checks on both servers first.
-        Lsn durable = applier.connect();
-        state.set_endpoint(false, true, applier.server_version());
+        Lsn durable = engine.connect();
+        state.set_endpoint(false, true, engine.server_version());
         if (d.signals.pending())
             return SessionEnd::stopped;
         source_side = true;
@@ -286,19 +286,19 @@ SessionEnd run_session(Daemon& d)
             d.publication_ready.store(true);
         }
         source_side = false;
-        applier.ensure_origin();
+        engine.ensure_origins();
         source_side = true;
         reader.connect();
         state.set_endpoint(true, true, reader.server_version());
         if (!plan.slot.exists) {
             start = reader.create_slot();
             source_side = false;
-            applier.advance_origin(start);
+            engine.advance_origin(start);
         } else {
             start = durable.is_zero() ? plan.slot.confirmed_flush : durable;
         }
         source_side = false;
-        applier.begin_session(start);
+        engine.begin_session(start);
     } catch (...) {
         return classify(std::current_exception(), state, source_side);
     }
@@ -307,7 +307,7 @@ SessionEnd run_session(Daemon& d)
     std::exception_ptr apply_error, reader_error;
     std::thread apply_thread([&] {
         try {
-            applier.run(stop_apply, state.paused_flag());
+            engine.run(stop_apply, state.paused_flag());
         } catch (...) {
             apply_error = std::current_exception();
             failed.store(true);

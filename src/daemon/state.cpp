@@ -1,6 +1,7 @@
 // DaemonState: status snapshots for the control plane, built from atomics.
 #include "pgshift/daemon/state.hpp"
 
+#include "pgshift/apply/worker.hpp"
 #include "pgshift/common/clock.hpp"
 
 #include <chrono>
@@ -30,7 +31,16 @@ constexpr bool same_buckets()
             return false;
     return control::k_latency_buckets.size() == queue::Stats::k_buckets.size();
 }
-static_assert(same_buckets(), "the histogram the applier fills and the one /metrics renders must agree");
+static_assert(same_buckets(), "the histogram apply fills and the one /metrics renders must agree");
+
+constexpr bool same_worker_states()
+{
+    for (std::size_t i = 0; i < control::k_worker_states.size(); ++i)
+        if (std::string_view(control::k_worker_states[i]) != apply::k_worker_states[i])
+            return false;
+    return control::k_worker_states.size() == apply::k_worker_states.size();
+}
+static_assert(same_worker_states(), "apply's worker states and the ones /metrics lists must agree");
 
 } // namespace
 
@@ -144,6 +154,20 @@ control::StatusSnapshot DaemonState::snapshot() const
     s.reconnects_source = x.reconnects_source.load();
     s.reconnects_target = x.reconnects_target.load();
     s.spill_errors = x.spill_errors.load();
+    auto& a = s.apply;
+    a.workers = x.workers.load();
+    for (int w = 0; w < a.workers && w < static_cast<int>(x.worker_state.size()); ++w) {
+        auto st = std::min<std::size_t>(x.worker_state[static_cast<std::size_t>(w)].load(), a.by_state.size() - 1);
+        a.worker_states.emplace_back(control::k_worker_states[st]);
+        ++a.by_state[st];
+    }
+    a.batches_dispatched = x.batches_dispatched.load();
+    a.batches_committed = x.batches_committed.load();
+    a.wait_dispatch_seconds = static_cast<double>(x.wait_dispatch_micros.load()) / 1e6;
+    a.wait_dependency_seconds = static_cast<double>(x.wait_dependency_micros.load()) / 1e6;
+    a.wait_commit_seconds = static_cast<double>(x.wait_commit_micros.load()) / 1e6;
+    a.retries_conflict = x.retries_conflict.load();
+    a.retries_blocked = x.retries_blocked.load();
     s.errors_copy = errors_copy_.load();
     s.initial_copy.rows_copied = copy_rows_.load();
     s.initial_copy.bytes_copied = copy_bytes_.load();

@@ -73,6 +73,11 @@ SPEC = {
     # Beyond SPEC section 4 (README, Metrics):
     "pgshift_tables_not_replicated": {},
     "pgshift_spill_errors_total": {},
+    "pgshift_apply_workers": {"state": {"idle", "waiting_dependency", "executing", "waiting_commit"}},
+    "pgshift_apply_batches_in_flight": {},
+    "pgshift_apply_batches_total": {},
+    "pgshift_apply_wait_seconds_total": {"stage": {"dispatch", "dependency", "commit"}},
+    "pgshift_apply_retries_total": {"reason": {"conflict", "blocked"}},
 }
 HISTOGRAMS = {"pgshift_apply_latency_seconds": {}}
 KNOWN = dict(SPEC)

@@ -3,7 +3,7 @@
 # promtool, and pause/resume move lag up and back to ~0 under a pgbench write load.
 # Usage: control_plane.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=$1
+bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
 for tool in prometheus promtool curl; do
   command -v "$tool" >/dev/null || { echo "$tool not installed: skipped"; exit 77; }
 done

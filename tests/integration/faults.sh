@@ -6,7 +6,7 @@
 # while reconnecting.
 # Usage: faults.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=$1
+bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 command -v python3 >/dev/null || { echo "python3 not installed: skipped"; exit 77; }
 source "$(dirname "$0")/../../scripts/cluster-pair.sh"

@@ -6,7 +6,7 @@
 # status, /readyz, /metrics and the log until it is fixed, then joins the same way.
 # Usage: new_tables.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=$1
+bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 source "$(dirname "$0")/../../scripts/cluster-pair.sh"
 daemon=""

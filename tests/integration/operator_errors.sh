@@ -4,7 +4,7 @@
 # `pgshift resume` once the target is fixed; a slot invalidated by the source is fatal, clearly.
 # Usage: operator_errors.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=$1
+bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 source "$(dirname "$0")/../../scripts/cluster-pair.sh"
 daemon=""

@@ -15,6 +15,10 @@ namespace pgshift::control {
 inline constexpr std::array<const char*, 8> k_states = {"starting",     "copying", "streaming", "paused",
                                                         "cutting_over", "rolling_back", "failed", "stopping"};
 
+/// States of an apply worker, in the order pgshift_apply_workers lists them.
+inline constexpr std::array<const char*, 4> k_worker_states = {"idle", "waiting_dependency", "executing",
+                                                               "waiting_commit"};
+
 /// Upper bounds (seconds) of the apply latency histogram buckets; +Inf is implicit.
 inline constexpr std::array<double, 12> k_latency_buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                              0.5,   1,    2.5,   5,    10,  30};
@@ -62,6 +66,16 @@ struct StatusSnapshot {
     std::array<std::uint64_t, k_latency_buckets.size()> latency_bucket_counts{};
     std::uint64_t latency_count = 0;
     double latency_sum = 0;
+
+    /// Parallel apply: the workers and where batches spend their time.
+    struct {
+        int workers = 0;
+        std::vector<std::string> worker_states;           ///< per worker, one of k_worker_states
+        std::array<std::uint64_t, k_worker_states.size()> by_state{}; ///< workers per state
+        std::uint64_t batches_dispatched = 0, batches_committed = 0;
+        double wait_dispatch_seconds = 0, wait_dependency_seconds = 0, wait_commit_seconds = 0;
+        std::uint64_t retries_conflict = 0, retries_blocked = 0;
+    } apply;
 
     std::string last_error; ///< never contains secrets; kept after it is resolved
     std::string last_error_at; ///< when last_error happened (RFC 3339, UTC); empty when none

@@ -29,6 +29,18 @@ struct Stats {
     std::atomic<std::uint64_t> reconnects_source{0}, reconnects_target{0};
     std::atomic<std::uint64_t> spill_errors{0};
 
+    // Parallel apply (apply::Engine): batches and where their time went.
+    static constexpr std::size_t k_max_workers = 64;
+    std::atomic<int> workers{0};                  ///< apply workers of the current session
+    std::array<std::atomic<std::uint8_t>, k_max_workers> worker_state{}; ///< apply::WorkerState
+    std::atomic<std::uint64_t> batches_dispatched{0}, batches_committed{0};
+    /// Microseconds batches spent: closed but no worker free (dispatch), waiting for a
+    /// conflicting earlier batch (dependency), executed and waiting for their turn (commit).
+    std::atomic<std::uint64_t> wait_dispatch_micros{0}, wait_dependency_micros{0}, wait_commit_micros{0};
+    /// Batches rolled back and run again: a unique violation or deadlock that slipped through
+    /// the keys (conflict), or an earlier batch waiting for a lock this one held (blocked).
+    std::atomic<std::uint64_t> retries_conflict{0}, retries_blocked{0};
+
     /// Source commit to target commit latency; bucket bounds in seconds, +Inf implicit.
     static constexpr std::array<double, 12> k_buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                          0.5,   1,    2.5,   5,    10,  30};

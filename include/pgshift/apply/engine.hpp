@@ -1,0 +1,118 @@
+// The apply side: a scheduler that turns queued source transactions into batches with
+// dependencies, and a pool of workers that execute them in parallel and commit them in order.
+//
+// Design notes
+// - Threads: run() is the scheduler, on the thread that calls it (the session's apply thread);
+//   it starts apply.workers worker threads (Worker, one target connection each) and joins them
+//   before it returns. The scheduler also owns one plain target connection for the catalog
+//   (resolving relations and unique indexes) and for the durable watermark.
+// - Batching: the scheduler keeps one open batch and adds queued transactions to it while no
+//   worker is free or while the batch it depends on has not committed (up to 256 transactions
+//   or 8 MiB), and hands it over as soon as it could start: with one worker this is the grouping
+//   of consecutive transactions into one target transaction; with several, independent batches
+//   are as small as the workers are fast (64 when more is queued), and a chain of dependent
+//   batches grows as a single worker's would.
+// - Dependencies (rule 5): every row change yields conflict keys (relations.hpp). A batch's
+//   `after` is the newest earlier batch sharing a key; it executes only once that one
+//   committed. TRUNCATE, a changed Relation message, a change that cannot be keyed and a batch
+//   with too many keys to track are barriers: they wait for everything before them, and
+//   everything after waits for them. With one worker, keys are not computed at all.
+// - Relations: each transaction carries the RelationInfo its changes use, resolved when the
+//   scheduler first meets them, so workers never query the catalog and never see a definition
+//   newer than the one their transaction was decoded with.
+// - Progress (rule 3): batches commit in order (CommitOrder), so the durable watermark is the
+//   maximum of the workers' flushed origin progress, read by the scheduler every 500 ms.
+//   Resume (rule 4) starts from the maximum over every pgshift_<name>_w<k> origin, whatever the
+//   worker count of earlier runs.
+// - Pause stops dispatching; in-flight batches finish. Stop does the same and then joins.
+#pragma once
+
+#include "pgshift/apply/commit_order.hpp"
+#include "pgshift/apply/relations.hpp"
+#include "pgshift/apply/worker.hpp"
+#include "pgshift/config/config.hpp"
+#include "pgshift/pg/connection.hpp"
+#include "pgshift/queue/progress.hpp"
+#include "pgshift/queue/txn_queue.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pgshift::apply {
+
+class Engine {
+public:
+    Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats);
+    ~Engine();
+
+    /// Connects the catalog connection and ends stale sessions of our origins (no other side
+    /// effect). Returns the durable progress: the maximum over every origin of this migration.
+    Lsn connect();
+    [[nodiscard]] int server_version() const { return catalog_ ? catalog_->server_version() : 0; }
+    /// Creates the workers' origins that do not exist yet (after every check passed).
+    void ensure_origins();
+    /// Initialises worker 0's origin (first start only, before begin_session).
+    void advance_origin(Lsn lsn);
+    /// Connects the workers and binds their origins; transactions with commit_lsn < `resume`
+    /// are skipped.
+    void begin_session(Lsn resume);
+    /// Schedules and applies queued transactions until `stop` is set; then lets in-flight
+    /// batches finish and records the final durable position. While `paused` is set nothing
+    /// new is dispatched. Rethrows the first worker error.
+    void run(const std::atomic<bool>& stop, const std::atomic<bool>& paused);
+
+private:
+    struct Scheduled; // a transaction being added to the open batch
+    void refresh_durable();
+    /// Scans a transaction: registers its Relation messages, resolves the relations its changes
+    /// use, collects its conflict keys. Returns whether it must be a barrier.
+    bool scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed);
+    /// Whether the open batch should go now: a worker is free, the batch it depends on has
+    /// committed, and nothing more is queued or it holds `enough` transactions.
+    [[nodiscard]] bool ready_to_dispatch(std::size_t enough) const;
+    /// Hands the open batch to a worker (waits for a free one).
+    void dispatch(const std::atomic<bool>& stop);
+    void worker_main(Worker& w);
+    [[nodiscard]] std::string origin_pattern() const;
+
+    const config::Config& cfg_;
+    queue::TxnQueue& queue_;
+    queue::Progress& progress_;
+    queue::Stats& stats_;
+    int workers_count_;
+    std::unique_ptr<pg::Connection> catalog_;
+    CommitOrder order_;
+    Lsn resume_;
+    std::atomic<bool> stopping_{false}; ///< long transactions are rolled back (set by run() on stop)
+    std::unique_ptr<WorkerContext> context_;
+    std::vector<std::unique_ptr<Worker>> workers_;
+
+    /// The latest Relation message of each relid and, once a change used it, its resolution.
+    struct Known {
+        std::string payload;
+        protocol::DecodeContext decode;
+        std::shared_ptr<const RelationInfo> info; ///< null until a change uses it
+    };
+    std::unordered_map<RelId, Known> relations_;
+    std::uint64_t generation_ = 0;
+
+    // Dependency tracking (scheduler thread only).
+    std::unordered_map<std::uint64_t, std::uint64_t> last_writer_; ///< key -> newest batch seq
+    std::uint64_t last_barrier_ = 0;
+    std::uint64_t next_seq_ = 1;
+    std::unique_ptr<Batch> open_;
+    std::vector<std::uint64_t> open_keys_;
+    bool open_barrier_ = false;
+    std::uint64_t open_after_ = 0; ///< the batch the open one depends on (so far)
+
+    // Hand-off to workers.
+    struct Handoff;
+    std::unique_ptr<Handoff> handoff_;
+    std::chrono::steady_clock::time_point last_durable_check_;
+};
+
+} // namespace pgshift::apply

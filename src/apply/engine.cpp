@@ -1,0 +1,401 @@
+// The apply engine: scheduler (batches, dependencies, hand-off) and the worker pool's lifecycle.
+#include "pgshift/apply/engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+namespace pgshift::apply {
+
+namespace {
+
+constexpr auto k_durable_interval = std::chrono::milliseconds(500);
+constexpr std::size_t k_batch_max_bytes = 8 << 20;
+/// Source transactions per batch: at most 256; with several workers, a batch that can start at
+/// once is handed over at 64, so that a backlog spreads over the workers.
+constexpr std::size_t k_batch_max_transactions_serial = 256;
+constexpr std::size_t k_batch_max_transactions_parallel = 64;
+/// Past this many keys a batch is not tracked key by key: it becomes a barrier.
+constexpr std::size_t k_max_batch_keys = 100000;
+/// Entries of the key map kept before those of committed batches are pruned.
+constexpr std::size_t k_prune_keys_at = 1 << 20;
+
+[[noreturn]] void throw_target(const std::string& context, const pg::PgError& e)
+{
+    throw TargetError(context + ": " + e.what(), e.retryable());
+}
+
+} // namespace
+
+/// Batches handed from the scheduler to the workers: a short deque (at most one per worker
+/// waits in it), a mutex and two condition variables. Batch-sized, so not a hot path; the time
+/// batches wait here is measured (Stats::wait_dispatch_micros).
+struct Engine::Handoff {
+    std::mutex mutex;
+    std::condition_variable work;  ///< a batch was added, or closed
+    std::condition_variable taken; ///< a worker took a batch or became idle
+    std::deque<std::unique_ptr<Batch>> pending; // guarded by mutex
+    int idle = 0;                               // guarded by mutex: workers waiting in take()
+    bool closed = false;                        // guarded by mutex
+    std::exception_ptr error;                   // guarded by mutex: the first worker error
+
+    std::unique_ptr<Batch> take()
+    {
+        std::unique_lock lk(mutex);
+        ++idle;
+        taken.notify_all();
+        work.wait(lk, [&] { return closed || !pending.empty(); });
+        --idle;
+        if (pending.empty())
+            return nullptr;
+        auto b = std::move(pending.front());
+        pending.pop_front();
+        taken.notify_all();
+        return b;
+    }
+    /// A worker is free for one more batch.
+    bool worker_free()
+    {
+        std::lock_guard lk(mutex);
+        return idle > static_cast<int>(pending.size());
+    }
+};
+
+Engine::Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats)
+    : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats),
+      workers_count_(std::clamp(cfg.apply.workers, 1, static_cast<int>(queue::Stats::k_max_workers))),
+      handoff_(std::make_unique<Handoff>())
+{
+}
+
+Engine::~Engine() = default;
+
+std::string Engine::origin_pattern() const { return "^pgshift_" + cfg_.name + "_w[0-9]+$"; }
+
+Lsn Engine::connect()
+{
+    auto conninfo = pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_apply"},
+                                                             {"client_encoding", "UTF8"}});
+    try {
+        catalog_ = std::make_unique<pg::Connection>(conninfo);
+        // End backends a previous (crashed) run left behind, whatever its worker count, and wait
+        // until they are gone: they hold our origins, and one may still be committing.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        for (;;) {
+            auto r = catalog_->exec_params("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                                           "WHERE application_name ~ $1 AND pid <> pg_backend_pid()",
+                                           {origin_pattern()});
+            if (r.rows() == 0)
+                break;
+            spdlog::warn("ended {} stale target session(s) of migration {}", r.rows(), cfg_.name);
+            if (std::chrono::steady_clock::now() > deadline)
+                throw TargetError("stale apply sessions of migration " + cfg_.name + " do not go away", true);
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    } catch (const pg::PgError& e) {
+        throw_target("target setup failed", e);
+    }
+    // Read-only until ensure_origins(): a start that is refused leaves nothing behind.
+    refresh_durable();
+    return Lsn(progress_.durable.load());
+}
+
+void Engine::refresh_durable()
+{
+    try {
+        // flush = true: XLogFlush up to each origin's last commit, so this is a durable
+        // watermark (rule 3); commits are in source order, so the maximum is a prefix (rule 2).
+        auto r = catalog_->exec_params("SELECT max(pg_replication_origin_progress(roname, true)) "
+                                       "FROM pg_replication_origin WHERE roname ~ $1",
+                                       {origin_pattern()});
+        if (!r.is_null(0, 0))
+            if (auto l = Lsn::parse(r.get(0, 0)); l && l->value() > progress_.durable.load())
+                progress_.durable.store(l->value());
+    } catch (const pg::PgError& e) {
+        throw_target("could not read origin progress", e);
+    }
+    last_durable_check_ = std::chrono::steady_clock::now();
+}
+
+void Engine::ensure_origins()
+{
+    for (int k = 0; k < workers_count_; ++k) {
+        auto origin = cfg_.origin_name(k);
+        try {
+            if (catalog_->exec_params("SELECT pg_replication_origin_oid($1)", {origin}).is_null(0, 0)) {
+                catalog_->exec_params("SELECT pg_replication_origin_create($1)", {origin});
+                spdlog::info("created replication origin {} on the target", origin);
+            }
+        } catch (const pg::PgError& e) {
+            throw_target("could not create replication origin " + origin, e);
+        }
+    }
+}
+
+void Engine::advance_origin(Lsn lsn)
+{
+    try {
+        catalog_->exec_params("SELECT pg_replication_origin_advance($1, $2)", {cfg_.origin_name(0), lsn.str()});
+    } catch (const pg::PgError& e) {
+        throw_target("could not initialise origin " + cfg_.origin_name(0), e);
+    }
+    progress_.durable.store(lsn.value());
+}
+
+void Engine::begin_session(Lsn resume)
+{
+    resume_ = resume;
+    context_ = std::make_unique<WorkerContext>(WorkerContext{cfg_, order_, progress_, stats_, resume, stopping_});
+    stats_.workers.store(workers_count_);
+    for (auto& s : stats_.worker_state)
+        s.store(static_cast<std::uint8_t>(WorkerState::idle));
+    for (int k = 0; k < workers_count_; ++k) {
+        workers_.push_back(std::make_unique<Worker>(*context_, k));
+        workers_.back()->connect();
+    }
+    progress_.durable.store(std::max(progress_.durable.load(), resume.value()));
+    last_durable_check_ = std::chrono::steady_clock::now();
+    spdlog::info("apply: {} worker(s), origins {}..{}, resume after {}", workers_count_, cfg_.origin_name(0),
+                 cfg_.origin_name(workers_count_ - 1), resume.str());
+}
+
+bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed)
+{
+    const auto& txn = *st.txn;
+    const bool skip = txn.commit_lsn < resume_;
+    const bool track = workers_count_ > 1;
+    bool barrier = false;
+    std::uint64_t change = 0;
+    auto use = [&](RelId relid) -> const RelationInfo& {
+        auto it = relations_.find(relid);
+        if (it == relations_.end())
+            throw ProtocolError("change for relation " + std::to_string(relid.value) +
+                                " without a preceding Relation message in xid " + std::to_string(txn.xid.value));
+        auto& known = it->second;
+        if (!known.info) {
+            try {
+                known.info = resolve_relation(*catalog_, known.payload, known.decode, ++generation_);
+            } catch (const pg::PgError& e) {
+                throw_target("while resolving a relation on the target", e);
+            }
+        }
+        // Record where this transaction starts using this definition of the relation.
+        bool recorded = false;
+        for (auto r = st.relations.rbegin(); r != st.relations.rend(); ++r)
+            if (r->relid == relid) {
+                recorded = r->info == known.info;
+                break;
+            }
+        if (!recorded)
+            st.relations.push_back({change, relid, known.info});
+        return *known.info;
+    };
+    auto cursor = txn.messages.cursor();
+    std::string_view payload;
+    while (cursor.next(payload)) {
+        auto msg = protocol::decode(payload, txn.decode);
+        if (auto* rel = std::get_if<protocol::Relation>(&msg)) {
+            auto& known = relations_[rel->relid];
+            if (known.payload != payload) {
+                // A new definition of a relation in use: a barrier (rule 7), and the batch that
+                // holds the old definition must be closed first.
+                if (known.info)
+                    relation_changed = true;
+                known = Known{std::string(payload), txn.decode, nullptr};
+            }
+            continue;
+        }
+        if (skip)
+            continue;
+        if (auto* tr = std::get_if<protocol::Truncate>(&msg)) {
+            for (auto relid : tr->relids)
+                (void)use(relid);
+            barrier = true;
+            ++change;
+        } else if (std::holds_alternative<protocol::Insert>(msg) || std::holds_alternative<protocol::Update>(msg) ||
+                   std::holds_alternative<protocol::Delete>(msg)) {
+            RelId relid = std::visit(
+                [](const auto& x) -> RelId {
+                    if constexpr (requires { x.relid; })
+                        return x.relid;
+                    else
+                        return RelId{};
+                },
+                msg);
+            const auto& info = use(relid);
+            if (track && !barrier && !append_keys(msg, info, keys))
+                barrier = true;
+            if (keys.size() > k_max_batch_keys) {
+                barrier = true; // too many to track: run it alone
+                keys.clear();
+            }
+            ++change;
+        }
+    }
+    return barrier || relation_changed;
+}
+
+bool Engine::ready_to_dispatch(std::size_t enough) const
+{
+    if (!handoff_->worker_free())
+        return false; // keep the batch open: it may grow until a worker is free
+    // A batch that depends on one not committed yet could not start anyway: let it grow (fewer
+    // commits) until that one committed, as a single worker would.
+    if (order_.committed() < open_after_)
+        return false;
+    // Nothing more queued, or enough to be worth a commit of its own.
+    return queue_.entries() == 0 || open_->txns.size() >= enough;
+}
+
+void Engine::dispatch(const std::atomic<bool>& stop)
+{
+    auto batch = std::move(open_);
+    batch->seq = next_seq_++;
+    std::uint64_t after = last_barrier_;
+    if (open_barrier_) {
+        after = batch->seq - 1;
+        last_barrier_ = batch->seq;
+    } else {
+        for (auto key : open_keys_) {
+            auto [it, inserted] = last_writer_.try_emplace(key, batch->seq);
+            if (!inserted) {
+                after = std::max(after, it->second);
+                it->second = batch->seq;
+            }
+        }
+    }
+    batch->after = std::min(after, batch->seq - 1);
+    open_keys_.clear();
+    open_barrier_ = false;
+    open_after_ = 0;
+    if (last_writer_.size() > k_prune_keys_at) {
+        auto done = order_.committed();
+        std::erase_if(last_writer_, [&](const auto& kv) { return kv.second <= done; });
+    }
+    batch->closed_at = std::chrono::steady_clock::now();
+    stats_.batches_dispatched.fetch_add(1, std::memory_order_relaxed);
+    std::unique_lock lk(handoff_->mutex);
+    // At most one waiting batch per worker: what is dispatched is out of the queue's byte bound.
+    handoff_->taken.wait(lk, [&] {
+        return stop.load() || order_.aborted() ||
+               static_cast<int>(handoff_->pending.size()) < std::max(1, handoff_->idle);
+    });
+    handoff_->pending.push_back(std::move(batch));
+    handoff_->work.notify_one();
+}
+
+void Engine::worker_main(Worker& w)
+{
+    for (;;) {
+        auto batch = handoff_->take();
+        if (!batch)
+            break;
+        try {
+            w.process(*batch);
+        } catch (...) {
+            {
+                std::lock_guard lk(handoff_->mutex);
+                if (!handoff_->error)
+                    handoff_->error = std::current_exception();
+            }
+            order_.abort();
+            w.abandon();
+        }
+        // A stop or an error rolled back this batch: the ones after it cannot commit either.
+        if (order_.aborted())
+            w.abandon();
+    }
+    w.set_state(WorkerState::idle);
+}
+
+void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
+{
+    const std::size_t max_txns =
+        workers_count_ == 1 ? k_batch_max_transactions_serial : k_batch_max_transactions_parallel;
+    std::vector<std::thread> threads;
+    for (auto& w : workers_)
+        threads.emplace_back([this, &w] { worker_main(*w); });
+
+    std::exception_ptr error;
+    std::vector<std::uint64_t> keys;
+    try {
+        while (!stop.load(std::memory_order_acquire) && !order_.aborted()) {
+            auto now = std::chrono::steady_clock::now();
+            bool behind = progress_.durable.load() < progress_.written_end.load();
+            if (behind && now - last_durable_check_ >= k_durable_interval)
+                refresh_durable();
+            if (paused.load(std::memory_order_acquire)) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                continue;
+            }
+            bool open_empty = !open_ || open_->txns.empty();
+            auto txn = queue_.pop(open_empty ? std::chrono::milliseconds(100) : std::chrono::milliseconds(0));
+            if (txn) {
+                ScheduledTxn st{std::move(txn), {}};
+                keys.clear();
+                bool relation_changed = false;
+                bool barrier = scan(st, keys, relation_changed);
+                if (!open_empty && relation_changed)
+                    dispatch(stop);
+                if (!open_) {
+                    open_ = std::make_unique<Batch>();
+                    open_barrier_ = false;
+                }
+                open_->bytes += st.txn->bytes;
+                open_->txns.push_back(std::move(st));
+                for (auto key : keys)
+                    if (auto it = last_writer_.find(key); it != last_writer_.end())
+                        open_after_ = std::max(open_after_, it->second);
+                open_keys_.insert(open_keys_.end(), keys.begin(), keys.end());
+                open_barrier_ = open_barrier_ || barrier || open_keys_.size() > k_max_batch_keys;
+                if (open_barrier_) {
+                    open_keys_.clear();
+                    open_after_ = next_seq_ - 1;
+                }
+                if (open_->txns.size() >= k_batch_max_transactions_serial || open_->bytes >= k_batch_max_bytes)
+                    dispatch(stop);
+                else if (ready_to_dispatch(max_txns))
+                    dispatch(stop);
+                continue;
+            }
+            if (!open_ || open_->txns.empty())
+                continue;
+            if (ready_to_dispatch(0)) {
+                dispatch(stop);
+            } else {
+                // Every worker is busy: keep the batch open (it may grow) until one is free.
+                std::unique_lock lk(handoff_->mutex);
+                handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
+            }
+        }
+    } catch (...) {
+        error = std::current_exception();
+        order_.abort();
+    }
+    // What was not dispatched is dropped (received again after a restart); what was dispatched
+    // finishes in order, unless a stop rolls back a long transaction or a worker failed.
+    stopping_.store(true);
+    open_.reset();
+    {
+        std::lock_guard lk(handoff_->mutex);
+        handoff_->closed = true;
+    }
+    handoff_->work.notify_all();
+    for (auto& t : threads)
+        t.join();
+    {
+        std::lock_guard lk(handoff_->mutex);
+        if (!error)
+            error = handoff_->error;
+    }
+    if (error)
+        std::rethrow_exception(error);
+    refresh_durable();
+}
+
+} // namespace pgshift::apply

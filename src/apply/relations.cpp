@@ -1,0 +1,154 @@
+// Relation resolution against the target catalog, and conflict keys of row changes.
+#include "pgshift/apply/relations.hpp"
+
+#include "pgshift/common/errors.hpp"
+
+#include <algorithm>
+#include <map>
+
+namespace pgshift::apply {
+
+namespace {
+
+constexpr std::uint64_t k_fnv_offset = 1469598103934665603ull;
+constexpr std::uint64_t k_fnv_prime = 1099511628211ull;
+
+std::uint64_t fnv(std::uint64_t h, std::string_view bytes)
+{
+    for (unsigned char c : bytes)
+        h = (h ^ c) * k_fnv_prime;
+    return h;
+}
+
+std::uint64_t mix(std::uint64_t h, std::uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    return h * k_fnv_prime;
+}
+
+/// The key of `set` in `row`, or nothing when a value is NULL (NULLs never conflict in a unique
+/// index) or unknown (`unknown` set: an unchanged TOAST value).
+std::optional<std::uint64_t> key_of(const RelationInfo& rel, std::size_t set_index, const protocol::TupleData& row,
+                                    const protocol::TupleData* fallback, bool& unknown)
+{
+    std::uint64_t h = mix(rel.seed, set_index);
+    for (auto col : rel.unique_sets[set_index]) {
+        if (col >= row.columns.size())
+            throw ProtocolError("tuple of " + rel.mapping.source_name + " has fewer columns than its Relation message");
+        const auto* v = &row.columns[col];
+        if (v->kind == protocol::ColumnKind::unchanged_toast && fallback && col < fallback->columns.size())
+            v = &fallback->columns[col];
+        if (v->kind == protocol::ColumnKind::unchanged_toast) {
+            unknown = true;
+            return std::nullopt;
+        }
+        if (v->kind == protocol::ColumnKind::null)
+            return std::nullopt;
+        h = mix(fnv(h, v->data), v->data.size());
+    }
+    return h;
+}
+
+} // namespace
+
+std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, std::string payload,
+                                                     const protocol::DecodeContext& decode, std::uint64_t generation)
+{
+    auto info = std::make_shared<RelationInfo>();
+    info->payload = std::move(payload);
+    info->decode = decode;
+    auto rel = std::get<protocol::Relation>(protocol::decode(info->payload, info->decode));
+    std::string nsp = rel.nspname.empty() ? "pg_catalog" : std::string(rel.nspname);
+    auto qualified = pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname);
+    // For each target column: does its type (a domain's base type) have a default btree
+    // opclass, so that '=' works? Arrays, composites and ranges are compared as text.
+    auto r = catalog.exec_params(
+        "SELECT c.relkind, a.attname, a.attgenerated <> '', "
+        "  bt.typtype IN ('b', 'e') AND bt.typcategory <> 'A' AND EXISTS ("
+        "    SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod "
+        "    WHERE am.amname = 'btree' AND oc.opcdefault "
+        "      AND oc.opcintype = CASE WHEN bt.typtype = 'e' THEN 'anyenum'::regtype ELSE bt.oid END) "
+        "FROM pg_class c "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "LEFT JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
+        "WHERE c.oid = to_regclass($1) ORDER BY a.attnum",
+        {qualified});
+    if (r.rows() == 0)
+        throw TargetError("table " + nsp + "." + std::string(rel.relname) +
+                              " does not exist on the target; create it there, then run `pgshift resume`",
+                          false);
+    std::vector<TargetColumn> cols;
+    for (int i = 0; i < r.rows(); ++i)
+        if (!r.is_null(i, 1))
+            cols.push_back({r.str(i, 1), r.get(i, 3) == "t", r.get(i, 2) == "t"});
+    info->mapping = map_relation(rel, cols, r.get(0, 0) == "p", generation);
+    info->seed = fnv(k_fnv_offset, qualified);
+
+    // Unique sets: the replica identity key, then every plain unique index of the target.
+    std::vector<std::uint16_t> identity;
+    for (std::size_t i = 0; i < rel.columns.size(); ++i)
+        if (rel.columns[i].is_key())
+            identity.push_back(static_cast<std::uint16_t>(i));
+    if (!identity.empty() && rel.replident != protocol::ReplicaIdentity::full)
+        info->unique_sets.push_back(identity);
+    auto ix = catalog.exec_params("SELECT i.indexrelid, a.attname FROM pg_index i "
+                                  "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+                                  "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+                                  "WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL "
+                                  "AND i.indexprs IS NULL ORDER BY i.indexrelid, k.ord",
+                                  {qualified});
+    std::map<std::string, std::vector<std::string>> indexes;
+    for (int i = 0; i < ix.rows(); ++i)
+        indexes[ix.str(i, 0)].push_back(ix.str(i, 1));
+    for (const auto& [oid, names] : indexes) {
+        std::vector<std::uint16_t> set;
+        for (const auto& n : names) {
+            auto it = std::find_if(rel.columns.begin(), rel.columns.end(),
+                                   [&](const protocol::RelationColumn& c) { return c.name == n; });
+            if (it == rel.columns.end()) {
+                set.clear(); // a target-only column: its values do not come from the source
+                break;
+            }
+            set.push_back(static_cast<std::uint16_t>(it - rel.columns.begin()));
+        }
+        if (!set.empty() && std::find(info->unique_sets.begin(), info->unique_sets.end(), set) == info->unique_sets.end())
+            info->unique_sets.push_back(std::move(set));
+    }
+    info->table_key = info->unique_sets.empty();
+    return info;
+}
+
+bool append_keys(const protocol::Message& change, const RelationInfo& rel, std::vector<std::uint64_t>& out)
+{
+    if (rel.table_key) {
+        out.push_back(mix(rel.seed, 0xffff));
+        return true;
+    }
+    bool unknown = false;
+    auto add_all = [&](const protocol::TupleData& row, const protocol::TupleData* fallback) {
+        for (std::size_t s = 0; s < rel.unique_sets.size(); ++s)
+            if (auto k = key_of(rel, s, row, fallback, unknown))
+                out.push_back(*k);
+    };
+    if (const auto* ins = std::get_if<protocol::Insert>(&change)) {
+        add_all(ins->new_tuple, nullptr);
+    } else if (const auto* up = std::get_if<protocol::Update>(&change)) {
+        bool has_old = up->old_kind != protocol::OldKind::none;
+        add_all(up->new_tuple, has_old ? &up->old_tuple : nullptr);
+        if (has_old) {
+            bool ignore = false; // the old image's unknown values are simply not keys
+            for (std::size_t s = 0; s < rel.unique_sets.size(); ++s)
+                if (auto k = key_of(rel, s, up->old_tuple, nullptr, ignore))
+                    out.push_back(*k);
+        }
+    } else if (const auto* del = std::get_if<protocol::Delete>(&change)) {
+        bool ignore = false;
+        for (std::size_t s = 0; s < rel.unique_sets.size(); ++s)
+            if (auto k = key_of(rel, s, del->old_tuple, nullptr, ignore))
+                out.push_back(*k);
+    }
+    return !unknown;
+}
+
+} // namespace pgshift::apply

@@ -1,0 +1,427 @@
+// Apply worker: executes batches on its own target connection, commits them through the gate.
+#include "pgshift/apply/worker.hpp"
+
+#include "pgshift/common/clock.hpp"
+
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace pgshift::apply {
+
+namespace {
+
+/// Session settings of rule 8, as libpq `options`.
+constexpr const char* k_session_options = "-c session_replication_role=replica -c synchronous_commit=off "
+                                          "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
+                                          "-c TimeZone=UTC -c search_path=pg_catalog";
+/// How long a worker waits at the gate before its watchdog looks for earlier batches blocked
+/// by its locks, and how often it looks again.
+constexpr auto k_watchdog_after = std::chrono::milliseconds(200);
+constexpr auto k_gate_poll = std::chrono::milliseconds(50);
+
+std::string change_context(const queue::Transaction& txn)
+{
+    return "while applying xid " + std::to_string(txn.xid.value) + " (commit " + txn.commit_lsn.str() + ")";
+}
+
+/// Errors that mean "a conflict the keys did not see": retried once every earlier batch committed.
+bool conflict_sqlstate(const std::string& s)
+{
+    return s == "23505" || s == "23P01" || s == "40P01" || s == "40001";
+}
+
+RelId relid_of(const protocol::Message& m)
+{
+    return std::visit(
+        [](const auto& x) -> RelId {
+            if constexpr (requires { x.relid; })
+                return x.relid;
+            else
+                return RelId{};
+        },
+        m);
+}
+
+std::uint64_t micros_since(std::chrono::steady_clock::time_point t)
+{
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t).count());
+}
+
+} // namespace
+
+Worker::Worker(WorkerContext& ctx, int index) : ctx_(ctx), index_(index), origin_(ctx.cfg.origin_name(index)) {}
+
+void Worker::set_state(WorkerState s)
+{
+    if (static_cast<std::size_t>(index_) < ctx_.stats.worker_state.size())
+        ctx_.stats.worker_state[static_cast<std::size_t>(index_)].store(static_cast<std::uint8_t>(s),
+                                                                         std::memory_order_relaxed);
+}
+
+void Worker::connect()
+{
+    auto conninfo = pg::conninfo_with(ctx_.cfg.target.conninfo, {{"application_name", origin_},
+                                                                 {"options", k_session_options},
+                                                                 {"client_encoding", "UTF8"}});
+    try {
+        conn_ = std::make_unique<pg::Connection>(conninfo);
+        conn_->exec_params("SELECT pg_replication_origin_session_setup($1)", {origin_});
+    } catch (const pg::PgError& e) {
+        throw TargetError("worker " + std::to_string(index_) + ": could not set up replication origin " + origin_ +
+                              ": " + e.what(),
+                          e.retryable());
+    }
+}
+
+std::string Worker::describe(const pg::Pipeline::Failure& f) const
+{
+    const auto* rel = static_cast<const RelationInfo*>(f.at.rel);
+    const auto* txn = static_cast<const queue::Transaction*>(f.at.txn);
+    return std::string(f.at.op) + (rel ? " on " + rel->mapping.source_name : "") + ": " + f.message +
+           (txn ? " " + change_context(*txn) : "");
+}
+
+void Worker::abandon() noexcept
+{
+    try {
+        if (conn_ && conn_->is_ok()) {
+            if (PQpipelineStatus(conn_->raw()) != PQ_PIPELINE_OFF) {
+                while (PGresult* r = PQgetResult(conn_->raw()))
+                    PQclear(r);
+                PQexitPipelineMode(conn_->raw());
+            }
+            if (PQtransactionStatus(conn_->raw()) != PQTRANS_IDLE)
+                conn_->exec("ROLLBACK");
+        }
+    } catch (...) {
+        conn_.reset(); // a new session starts clean
+    }
+}
+
+void Worker::rollback(pg::Pipeline& pl)
+{
+    if (!pl.active())
+        pl.enter();
+    pl.send_query("ROLLBACK", {}, {"ROLLBACK"});
+    pl.sync();
+    pl.leave();
+    pl.reset();
+}
+
+bool Worker::process(Batch& batch)
+{
+    auto& order = ctx_.order;
+    auto& stats = ctx_.stats;
+    stats.wait_dispatch_micros.fetch_add(micros_since(batch.closed_at), std::memory_order_relaxed);
+
+    // Rule 5: a batch that conflicts with an earlier one starts only once that one committed.
+    set_state(WorkerState::waiting_dependency);
+    auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+        auto w = order.wait_committed(batch.after, std::chrono::milliseconds(100));
+        if (w == CommitOrder::Wait::aborted)
+            return false;
+        if (w == CommitOrder::Wait::ready)
+            break;
+    }
+    stats.wait_dependency_micros.fetch_add(micros_since(t0), std::memory_order_relaxed);
+
+    set_state(WorkerState::executing);
+    order.executing(batch.seq, conn_->backend_pid());
+    Counts counts;
+    Outcome outcome;
+    try {
+        outcome = execute(batch, batch.after + 1 >= batch.seq, counts);
+        // Runs the batch again once every earlier batch committed (then nothing can conflict).
+        auto rerun = [&] {
+            set_state(WorkerState::waiting_dependency);
+            if (order.wait_committed(batch.seq - 1, std::chrono::hours(24)) != CommitOrder::Wait::ready)
+                return false;
+            set_state(WorkerState::executing);
+            counts = {};
+            outcome = execute(batch, true, counts);
+            return true;
+        };
+        for (;;) {
+            if (outcome == Outcome::conflict) {
+                // A unique violation or deadlock the keys did not foresee.
+                stats.retries_conflict.fetch_add(1, std::memory_order_relaxed);
+                if (!rerun())
+                    return false;
+                continue;
+            }
+            set_state(WorkerState::waiting_commit);
+            bool blocking = false;
+            auto t1 = std::chrono::steady_clock::now();
+            bool turn = wait_turn(batch, outcome == Outcome::written, blocking);
+            stats.wait_commit_micros.fetch_add(micros_since(t1), std::memory_order_relaxed);
+            if (blocking) {
+                // An earlier batch waits for a lock we hold, and we wait for it at the gate.
+                stats.retries_blocked.fetch_add(1, std::memory_order_relaxed);
+                spdlog::debug("worker {}: batch {} blocks an earlier batch; rolled back, runs again after it",
+                              index_, batch.seq);
+                pg::Pipeline pl(*conn_);
+                rollback(pl);
+                if (!rerun())
+                    return false;
+                continue;
+            }
+            if (!turn) {
+                abandon();
+                return false;
+            }
+            break;
+        }
+    } catch (const Interrupted&) {
+        return false;
+    }
+
+    if (outcome == Outcome::written) {
+        try {
+            // COMMIT only once every result was checked and every earlier batch committed.
+            conn_->exec("COMMIT");
+        } catch (const pg::PgError& e) {
+            throw TargetError("COMMIT " + change_context(*batch.txns.back().txn) + ": " + e.what(), e.retryable());
+        }
+        stats.changes_insert.fetch_add(counts.inserts, std::memory_order_relaxed);
+        stats.changes_update.fetch_add(counts.updates, std::memory_order_relaxed);
+        stats.changes_delete.fetch_add(counts.deletes, std::memory_order_relaxed);
+        stats.changes_truncate.fetch_add(counts.truncates, std::memory_order_relaxed);
+    }
+
+    // Progress, in source order (only the batch whose turn it is gets here).
+    auto& progress = ctx_.progress;
+    const auto& last = *batch.txns.back().txn;
+    if (outcome == Outcome::written) {
+        // written_end before handled_end: Progress::confirmable_flush() relies on this order.
+        progress.written_end.store(last.end_lsn.value());
+        progress.handled_end.store(last.end_lsn.value());
+        auto now = std::chrono::system_clock::now();
+        for (const auto& st : batch.txns)
+            if (st.txn->commit_lsn >= ctx_.resume) {
+                stats.transactions_applied.fetch_add(1, std::memory_order_relaxed);
+                stats.observe_latency(std::chrono::duration<double>(now - to_system(st.txn->commit_ts)).count());
+            }
+    } else {
+        // Already applied before a restart (rule 4), or nothing to write.
+        progress.handled_end.store(std::max(progress.handled_end.load(), last.end_lsn.value()));
+    }
+    progress.applied_seq.fetch_add(batch.txns.size(), std::memory_order_acq_rel);
+    stats.batches_committed.fetch_add(1, std::memory_order_relaxed);
+    order.committed(batch.seq);
+    set_state(WorkerState::idle);
+    return true;
+}
+
+bool Worker::wait_turn(const Batch& batch, bool written, bool& blocking)
+{
+    auto started = std::chrono::steady_clock::now();
+    auto next_check = started + k_watchdog_after;
+    for (;;) {
+        auto w = ctx_.order.wait_committed(batch.seq - 1, k_gate_poll);
+        if (w == CommitOrder::Wait::ready)
+            return true;
+        if (w == CommitOrder::Wait::aborted)
+            return false;
+        if (!written || std::chrono::steady_clock::now() < next_check)
+            continue;
+        next_check = std::chrono::steady_clock::now() + k_watchdog_after;
+        auto earlier = ctx_.order.executing_before(batch.seq);
+        if (earlier.empty())
+            continue;
+        std::string pids = "{";
+        for (std::size_t i = 0; i < earlier.size(); ++i)
+            pids += (i ? "," : "") + std::to_string(earlier[i]);
+        pids += "}";
+        try {
+            auto r = conn_->exec_params("SELECT EXISTS (SELECT 1 FROM unnest($1::int[]) p "
+                                        "WHERE pg_backend_pid() = ANY (pg_blocking_pids(p)))",
+                                        {pids});
+            if (r.get(0, 0) == "t") {
+                blocking = true;
+                return false;
+            }
+        } catch (const pg::PgError& e) {
+            throw TargetError("worker " + std::to_string(index_) + ": watchdog query failed: " + e.what(),
+                              e.retryable());
+        }
+    }
+}
+
+Worker::Outcome Worker::execute(const Batch& batch, bool serial, Counts& counts)
+{
+    pg::Pipeline pl(*conn_);
+    bool began = false;
+    const auto& last = *batch.txns.back().txn;
+    try {
+        for (const auto& st : batch.txns)
+            execute_txn(pl, st, began, counts);
+        if (!began) {
+            if (pl.active())
+                pl.leave();
+            return Outcome::empty;
+        }
+        // The batch commits as one target transaction recording the last source transaction's
+        // end: the target still only ever shows states the source had at some commit.
+        auto end = last.end_lsn.str();
+        auto ts = format_timestamptz(last.commit_ts);
+        pl.send_query("SELECT pg_replication_origin_xact_setup($1, $2)", {end.c_str(), ts.c_str()},
+                      {"pg_replication_origin_xact_setup", &last});
+        pl.sync();
+        if (const auto& f = pl.failure()) {
+            // A failed PREPARE leaves its key unprepared: forget this session's statements.
+            prepared_.clear();
+            auto what = describe(*f);
+            bool retryable = f->retryable;
+            bool conflict = !serial && conflict_sqlstate(f->sqlstate);
+            rollback(pl);
+            if (conflict)
+                return Outcome::conflict;
+            throw TargetError(what, retryable);
+        }
+        for (const auto& m : pl.missing_rows()) {
+            // Missing rows are divergence (rule 9).
+            const auto* rel = static_cast<const RelationInfo*>(m.rel);
+            const auto* txn = static_cast<const queue::Transaction*>(m.txn);
+            std::string what = std::string(m.op) + " on " + (rel ? rel->mapping.source_name : "?") +
+                               " found no row (the target diverged from the source)" +
+                               (txn ? " " + change_context(*txn) : "");
+            if (ctx_.cfg.apply.on_missing_row == config::MissingRowPolicy::error) {
+                rollback(pl);
+                throw TargetError(what, false);
+            }
+            spdlog::warn("{}; skipped (apply.on_missing_row = skip)", what);
+        }
+        pl.leave();
+    } catch (const pg::PgError& e) {
+        throw TargetError(change_context(last) + ": " + e.what(), e.retryable());
+    }
+    return Outcome::written;
+}
+
+void Worker::execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, bool& began, Counts& counts)
+{
+    const auto& txn = *st.txn;
+    if (txn.commit_lsn < ctx_.resume) {
+        spdlog::debug("skipping xid {} (commit {} < resume point {})", txn.xid.value, txn.commit_lsn.str(),
+                      ctx_.resume.str());
+        return;
+    }
+    std::unordered_map<RelId, const RelationInfo*> rels;
+    auto use = st.relations.begin();
+    std::uint64_t change = 0;
+    auto cursor = txn.messages.cursor();
+    std::string_view payload;
+    std::uint64_t seen = 0;
+    while (cursor.next(payload)) {
+        // A large transaction can take minutes: a stop request rolls it back instead of
+        // waiting (nothing of it is committed, so it is simply received again later).
+        if (++seen % 4096 == 0 && ctx_.stop.load(std::memory_order_acquire)) {
+            if (began)
+                rollback(pl);
+            else if (pl.active())
+                pl.leave();
+            ctx_.order.abort();
+            spdlog::info("stop requested: rolled back the transaction being applied (it is applied again after "
+                         "the restart)");
+            throw Interrupted();
+        }
+        // Type messages need nothing (types resolve by name on the target); Relation messages
+        // were taken into account by the scheduler; logical messages carry nothing to apply.
+        auto type = static_cast<protocol::MsgType>(payload.empty() ? 0 : payload[0]);
+        if (type != protocol::MsgType::insert && type != protocol::MsgType::update && type != protocol::MsgType::del &&
+            type != protocol::MsgType::truncate)
+            continue;
+        for (; use != st.relations.end() && use->change == change; ++use)
+            rels[use->relid] = use->info.get();
+        ++change;
+        send_change(pl, txn, protocol::decode(payload, txn.decode), rels, began, counts);
+    }
+}
+
+void Worker::send_change(pg::Pipeline& pl, const queue::Transaction& txn, const protocol::Message& msg,
+                         const std::unordered_map<RelId, const RelationInfo*>& rels, bool& began, Counts& counts)
+{
+    auto info_of = [&](RelId relid) {
+        auto it = rels.find(relid);
+        if (it == rels.end())
+            throw ProtocolError("change for relation " + std::to_string(relid.value) +
+                                " without a preceding Relation message " + change_context(txn));
+        return it->second;
+    };
+    if (!pl.active())
+        pl.enter();
+    if (!began) {
+        pl.send_query("BEGIN", {}, {"BEGIN", &txn});
+        // Force an xid: a transaction without one writes no commit record, so its origin
+        // progress would be lost (rule 1).
+        pl.send_query("SELECT pg_current_xact_id()", {}, {"pg_current_xact_id", &txn});
+        began = true;
+    }
+
+    if (const auto* tr = std::get_if<protocol::Truncate>(&msg)) {
+        // Listed relations only; partitioned ones include their partitions. CASCADE is ignored,
+        // as PostgreSQL's own apply does: the source listed every table it hit.
+        std::string sql = "TRUNCATE ";
+        for (std::size_t i = 0; i < tr->relids.size(); ++i) {
+            const auto& m = info_of(tr->relids[i])->mapping;
+            sql += (i ? ", " : "") + std::string(m.partitioned ? "" : "ONLY ") + m.qualified;
+        }
+        if (tr->flags & protocol::Truncate::k_restart_identity)
+            sql += " RESTART IDENTITY";
+        pl.send_query(sql, {}, {"TRUNCATE", &txn});
+        ++counts.truncates;
+        return;
+    }
+
+    const RelationInfo* info = info_of(relid_of(msg));
+    const auto& m = info->mapping;
+    const protocol::TupleData* tuples[2] = {nullptr, nullptr}; // new row, old row or key
+    Statement st;
+    const char* op = "";
+    if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
+        tuples[0] = &ins->new_tuple;
+        st = build_insert(m, ins->new_tuple);
+        op = "INSERT";
+        ++counts.inserts;
+    } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
+        bool from_old = up->old_kind != protocol::OldKind::none;
+        tuples[0] = &up->new_tuple;
+        tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
+        st = build_update(m, up->new_tuple, *tuples[1], from_old, up->old_kind == protocol::OldKind::full);
+        op = "UPDATE";
+        ++counts.updates;
+    } else {
+        const auto& del = std::get<protocol::Delete>(msg);
+        tuples[1] = &del.old_tuple;
+        st = build_delete(m, del.old_tuple, del.old_kind == protocol::OldKind::full);
+        op = "DELETE";
+        ++counts.deletes;
+    }
+
+    auto it = prepared_.find(st.key);
+    if (it == prepared_.end()) {
+        auto name = "s" + std::to_string(++statement_counter_);
+        pl.send_prepare(name, st.sql, static_cast<int>(st.params.size()), {"PREPARE", &txn, info});
+        it = prepared_.emplace(st.key, name).first;
+    }
+    // Text parameters must be NUL-terminated: copy them into one scratch buffer (libpq copies
+    // them into its output buffer when sending).
+    scratch_.clear();
+    offsets_.clear();
+    values_.assign(st.params.size(), nullptr);
+    for (const auto& param : st.params) {
+        const auto& cv = tuples[param.tuple]->columns.at(param.column);
+        offsets_.push_back(cv.kind == protocol::ColumnKind::null ? SIZE_MAX : scratch_.size());
+        if (cv.kind != protocol::ColumnKind::null)
+            scratch_.append(cv.data).push_back('\0');
+    }
+    for (std::size_t p = 0; p < st.params.size(); ++p)
+        values_[p] = offsets_[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets_[p];
+    pl.send_prepared(it->second, values_, {op, &txn, info, std::strcmp(op, "INSERT") != 0});
+}
+
+} // namespace pgshift::apply
