@@ -100,6 +100,27 @@ Lsn Engine::connect()
     } catch (const pg::PgError& e) {
         throw_target("target setup failed", e);
     }
+    // Every replication origin that has progress keeps one of the target's replication state
+    // slots, whose number is max_replication_slots: check before creating ours, rather than
+    // fail later with "could not find free replication state slot".
+    try {
+        auto r = catalog_->exec_params(
+            "SELECT current_setting('max_replication_slots')::int, "
+            "       (SELECT count(*) FROM pg_replication_origin), "
+            "       (SELECT count(*) FROM pg_replication_origin WHERE roname ~ $1 AND "
+            "               substring(roname from '[0-9]+$')::int < $2)",
+            {origin_pattern(), std::to_string(workers_count_)});
+        long slots = std::stol(r.str(0, 0)), existing = std::stol(r.str(0, 1)), ours = std::stol(r.str(0, 2));
+        long missing = workers_count_ - ours;
+        if (existing + missing > slots)
+            throw ConfigError("apply.workers = " + std::to_string(workers_count_) + " needs " +
+                                  std::to_string(missing) + " more replication origin(s) on the target, but its "
+                                  "max_replication_slots (" + std::to_string(slots) + ") is taken by " +
+                                  std::to_string(existing) + " existing origin(s): raise max_replication_slots "
+                                  "on the target (a restart), drop unused origins, or lower apply.workers");
+    } catch (const pg::PgError& e) {
+        throw_target("could not count replication origins", e);
+    }
     // Read-only until ensure_origins(): a start that is refused leaves nothing behind.
     refresh_durable();
     return Lsn(progress_.durable.load());

@@ -9,6 +9,8 @@
 set -euo pipefail
 bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
+# Room for 3 replication origins on the target: apply.workers 4 must be refused before anything.
+PAIR_TARGET_SETTINGS=(max_replication_slots=3)
 source "$(dirname "$0")/../../scripts/cluster-pair.sh"
 daemon=""
 on_exit '[ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null'
@@ -34,6 +36,8 @@ control: {listen: "127.0.0.1:$ctl_port"${token_file:+, token_file: \"$token_file
 reconnect: {min_delay_seconds: 0.2, max_delay_seconds: 1}
 $1
 YAML
+  # Two workers fit the target's 3 origin slots, unless the test sets apply itself.
+  grep -q "^apply:" "$work/pgshift.yaml" || echo "apply: {workers: 2}" >> "$work/pgshift.yaml"
 }
 # run_expect CODE: runs the daemon to its exit (at most 30 s) and checks the exit code.
 run_expect() {
@@ -75,7 +79,7 @@ grep -q "initial_copy.enabled is true" "$work/pgshift.log" || fail "initial_copy
 no_objects_left "initial_copy refused"
 write_config "initial_copy: {enabled: false}
 tables: {exclude: [public.nopk, public.parted]}
-apply: {spill_dir: $work/no-such-dir}"
+apply: {workers: 2, spill_dir: $work/no-such-dir}"
 run_expect 78
 grep -q "apply.spill_dir: the spill directory cannot be used: could not create a spill file in $work/no-such-dir" \
   "$work/pgshift.log" || fail "missing spill directory not named"
@@ -101,8 +105,16 @@ run_expect 78
 grep -q "table public.parted has no usable replica identity" "$work/pgshift.log" || fail "root not named"
 grep -q "more partition" "$work/pgshift.log" && fail "a fixed partition is still counted"
 for c in psql_src psql_dst; do $c "ALTER TABLE parted REPLICA IDENTITY FULL; ALTER TABLE parted_2026 REPLICA IDENTITY FULL"; done
-"$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!
+# 4 workers need 4 origins, the target has room for 3: refused before any origin is created.
 api="http://127.0.0.1:$ctl_port"
+sed -i 's/apply: {workers: 2}/apply: {workers: 4}/' "$work/pgshift.yaml"
+run_expect 78
+grep -q "apply.workers = 4 needs 4 more replication origin(s) on the target, but its max_replication_slots (3)" \
+  "$work/pgshift.log" || fail "too few replication state slots on the target not reported"
+no_objects_left "too few origin slots"
+sed -i 's/apply: {workers: 4}/apply: {workers: 2}/' "$work/pgshift.yaml"
+echo "ok: apply.workers beyond the target's max_replication_slots is refused before any origin exists"
+"$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!
 for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] && break; sleep 0.2; done
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] || fail "not streaming after the fixes"
 psql_src "INSERT INTO parted VALUES (2, '2026-06-01'); UPDATE parted SET id = 3 WHERE id = 2; INSERT INTO orders VALUES (1, 5)"
