@@ -194,6 +194,15 @@ void print_status_table(const json::value& s)
     row("initial copy", str(at(s, {"initial_copy", "tables_done"})) + "/" +
                             str(at(s, {"initial_copy", "tables_total"})) + " tables, " +
                             str(at(s, {"initial_copy", "rows_copied"})) + " rows");
+    if (at(s, {"apply", "workers"}).is_int64()) {
+        std::string states;
+        if (auto* list = at(s, {"apply", "worker_states"}).is_array() ? &at(s, {"apply", "worker_states"}).as_array()
+                                                                       : nullptr)
+            for (const auto& w : *list)
+                states += (states.empty() ? "" : " ") + str(w);
+        row("apply workers", str(at(s, {"apply", "workers"})) + " [" + states + "], " +
+                                 str(at(s, {"apply", "batches_in_flight"})) + " batch(es) in flight");
+    }
     // The current error (failed, or retrying) apart from a resolved one kept for the record.
     if (auto current = str(at(s, {"current_error"})); !current.empty())
         row("error", current);
