@@ -80,6 +80,8 @@ std::string daemon_config_yaml(const DaemonOptions& o)
     y += "apply:\n  workers: " + std::to_string(o.workers) + "\n";
     if (o.max_queue_bytes)
         y += "  max_queue_bytes: " + std::to_string(o.max_queue_bytes) + "\n";
+    if (!o.spill_dir.empty())
+        y += "  spill_dir: " + yaml_quote(o.spill_dir) + "\n";
     y += "log:\n  level: " + o.log_level + "\n";
     y += "control:\n  listen: \"127.0.0.1:" + std::to_string(o.control_port) + "\"\n";
     if (!o.extra_yaml.empty()) {

@@ -30,6 +30,7 @@ struct DaemonOptions {
     bool initial_copy = false;
     int workers = 1;
     std::uint64_t max_queue_bytes = 0; ///< 0: the default
+    std::string spill_dir;             ///< apply.spill_dir; empty: the default
     std::string log_level = "debug";
     int control_port = 0;     ///< 0: pick a free port
     std::string extra_yaml;   ///< appended verbatim (top-level keys)

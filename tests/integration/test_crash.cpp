@@ -6,12 +6,16 @@
 // the client's last_seq. While they run, the main thread kills and restarts the daemon;
 // a sampler thread reads the target continuously and checks, in one snapshot, that it
 // only ever shows whole transactions (ledger rows == sum of account bumps, each
-// client's last_seq == its highest ledger seq, seqs 1..n without holes or repeats).
+// client's last_seq == its highest ledger seq, seqs 1..n without holes or repeats). It
+// also counts the distinct apply sessions (application_name pgshift_<name>_w<k>) on the
+// target, so that "N apply workers" is checked, not assumed; distinct names, because a
+// killed daemon's old sessions may linger next to the new ones for a moment.
 // Daemon restarts always happen on the main thread (see DaemonProcess).
 #include "harness/replication_fixture.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <mutex>
@@ -113,7 +117,11 @@ private:
 /// Reads the target every 250 ms and records any snapshot that is not a whole-transaction state.
 class AtomicitySampler {
 public:
-    explicit AtomicitySampler(std::string conninfo) : conninfo_(std::move(conninfo)), thread_([this] { run(); }) {}
+    AtomicitySampler(std::string conninfo, const std::string& daemon_name)
+        : conninfo_(std::move(conninfo)), apply_name_regex_("^pgshift_" + daemon_name + "_w[0-9]+$"),
+          thread_([this] { run(); })
+    {
+    }
     AtomicitySampler(const AtomicitySampler&) = delete;
     AtomicitySampler& operator=(const AtomicitySampler&) = delete;
     ~AtomicitySampler() { stop(); }
@@ -125,6 +133,8 @@ public:
             thread_.join();
     }
     [[nodiscard]] int samples() const { return samples_; }
+    /// The most distinct apply sessions (pgshift_<name>_w<k>) connected at one time.
+    [[nodiscard]] int max_apply_sessions() const { return max_apply_sessions_; }
     [[nodiscard]] std::string violations() const
     {
         std::lock_guard lock(mutex_);
@@ -148,6 +158,10 @@ private:
             try {
                 if (!conn || !conn->is_ok())
                     conn.emplace(conninfo_);
+                auto sessions = conn->exec_params(
+                    "SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name ~ $1",
+                    {apply_name_regex_});
+                max_apply_sessions_ = std::max(max_apply_sessions_.load(), std::stoi(sessions.str(0, 0)));
                 auto r = conn->exec(sql);
                 ++samples_;
                 if (r.get(0, 0) != r.get(0, 1) || r.get(0, 2) != "0" || r.get(0, 3) != "0") {
@@ -165,8 +179,9 @@ private:
     }
 
     std::string conninfo_;
+    std::string apply_name_regex_;
     std::atomic<bool> stop_{false};
-    std::atomic<int> samples_{0};
+    std::atomic<int> samples_{0}, max_apply_sessions_{0};
     mutable std::mutex mutex_;
     std::string violations_; // guarded by mutex_
     std::thread thread_;
@@ -221,7 +236,7 @@ TEST_CASE("crash: kill -9 under load loses and duplicates nothing", "[integratio
         REQUIRE(fx.start_and_wait_streaming(30s));
 
         const auto writers_end = std::chrono::steady_clock::now() + 25s;
-        AtomicitySampler sampler(fx.target().conninfo());
+        AtomicitySampler sampler(fx.target().conninfo(), daemon.options().name);
         WriterPool writers(fx.source().conninfo(), 2ms);
 
         for (int kill_no = 1; kill_no <= 4; ++kill_no) {
@@ -249,6 +264,9 @@ TEST_CASE("crash: kill -9 under load loses and duplicates nothing", "[integratio
         INFO("atomicity violations seen on the target:\n" << sampler.violations());
         CHECK(sampler.violations().empty());
         CHECK(sampler.samples() > 20);
+        // The daemon really ran `workers` apply connections at once.
+        INFO("distinct apply sessions seen at once on the target: " << sampler.max_apply_sessions());
+        CHECK(sampler.max_apply_sessions() == workers);
         CHECK(daemon.running());
         CHECK(daemon.starts() == 6);
     }
@@ -260,7 +278,7 @@ TEST_CASE("crash: SIGTERM under load exits 0 within 30 s and resumes", "[integra
     auto& daemon = fx.daemon();
     REQUIRE(fx.start_and_wait_streaming(30s));
 
-    AtomicitySampler sampler(fx.target().conninfo());
+    AtomicitySampler sampler(fx.target().conninfo(), daemon.options().name);
     WriterPool writers(fx.source().conninfo(), 2ms);
     std::this_thread::sleep_for(4s);
     REQUIRE(daemon.running());
@@ -287,6 +305,7 @@ TEST_CASE("crash: SIGTERM under load exits 0 within 30 s and resumes", "[integra
     sampler.stop();
     INFO("atomicity violations seen on the target:\n" << sampler.violations());
     CHECK(sampler.violations().empty());
+    CHECK(sampler.max_apply_sessions() == 1);
 
     // A second graceful stop with nothing in flight is clean too.
     const auto idle_code = daemon.terminate(30s);
