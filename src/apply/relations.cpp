@@ -122,8 +122,10 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
 bool append_keys(const protocol::Message& change, const RelationInfo& rel, std::vector<std::uint64_t>& out)
 {
     if (rel.table_key) {
-        out.push_back(mix(rel.seed, 0xffff));
-        return true;
+        // No unique index: inserts never conflict with each other, so they need no key. An
+        // UPDATE or DELETE finds its row by the whole old image, possibly one an earlier batch
+        // inserted: it runs alone, after everything before it.
+        return std::holds_alternative<protocol::Insert>(change);
     }
     bool unknown = false;
     auto add_all = [&](const protocol::TupleData& row, const protocol::TupleData* fallback) {

@@ -32,8 +32,8 @@ struct RelationInfo {
     /// Column sets (source column positions) no two target rows may share: the replica identity
     /// key and every unique index of the target table whose columns all come from the source.
     std::vector<std::vector<std::uint16_t>> unique_sets;
-    /// Rows cannot be told apart (REPLICA IDENTITY FULL, no usable unique index): every change
-    /// of the table conflicts with every other change of it.
+    /// Rows cannot be told apart (REPLICA IDENTITY FULL, no usable unique index): inserts need
+    /// no key (nothing unique to collide on), updates and deletes cannot be keyed (barriers).
     bool table_key = false;
     std::uint64_t seed = 0; ///< hash of the target table's name, the start of every key
 };
@@ -46,7 +46,8 @@ struct RelationInfo {
 
 /// Appends the conflict keys of one row change (Insert, Update or Delete) to `out`. Returns
 /// false when the change cannot be keyed safely (a unique column's new value is an unchanged
-/// TOAST value the old image does not carry): its batch must then run alone.
+/// TOAST value the old image does not carry; an update or delete of a table without a unique
+/// index): its batch must then run alone.
 [[nodiscard]] bool append_keys(const protocol::Message& change, const RelationInfo& rel, std::vector<std::uint64_t>& out);
 
 } // namespace pgshift::apply
