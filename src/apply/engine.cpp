@@ -269,7 +269,11 @@ bool Engine::ready_to_dispatch(std::size_t enough) const
     // commits) until that one committed, as a single worker would.
     if (order_.committed() < open_after_)
         return false;
-    // Nothing more queued, or enough to be worth a commit of its own.
+    // Nothing more queued, or enough to be worth a commit of its own. A batch that depended on
+    // an earlier one is part of a chain that runs one batch at a time anyway: it grows as a
+    // single worker's would (fewer commits).
+    if (open_after_ > 0)
+        enough = std::max(enough, k_batch_max_transactions_serial);
     return queue_.entries() == 0 || open_->txns.size() >= enough;
 }
 
