@@ -31,6 +31,7 @@
 //   sequence of operations, not the interleaving of the threads, which the servers decide.
 //   PGSHIFT_CONFLICT_SECONDS sets the load's duration (default 15).
 #include "harness/replication_fixture.hpp"
+#include "harness/target_sampler.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -328,115 +329,66 @@ private:
 
 /// Reads the target every 100 ms, one REPEATABLE READ snapshot per sample, and records any
 /// sample that is not a state the source had at some commit.
-class StateSampler {
+class StateSampler : public TargetSampler {
 public:
-    StateSampler(std::string conninfo, std::string daemon_name)
-        : conninfo_(std::move(conninfo)), apply_name_regex_("^pgshift_" + std::move(daemon_name) + "_w[0-9]+$"),
-          thread_([this] { run(); })
+    StateSampler(std::string conninfo, const std::string& daemon_name)
+        : TargetSampler(std::move(conninfo), daemon_name, 100ms)
     {
+        start();
     }
-    StateSampler(const StateSampler&) = delete;
-    StateSampler& operator=(const StateSampler&) = delete;
-    ~StateSampler() { stop(); }
+    ~StateSampler() override { stop(); }
 
-    void stop()
-    {
-        stop_ = true;
-        if (thread_.joinable())
-            thread_.join();
-    }
-    [[nodiscard]] int samples() const { return samples_; }
     /// How many different counter values the samples saw (the sampler really watched apply).
     [[nodiscard]] int distinct_counters() const { return distinct_counters_; }
-    /// The most distinct apply sessions (pgshift_<name>_w<k>) connected at one time.
-    [[nodiscard]] int max_apply_sessions() const { return max_apply_sessions_; }
-    [[nodiscard]] std::string violations() const
-    {
-        std::lock_guard lock(mutex_);
-        return violations_;
-    }
 
 private:
-    void violation(const std::string& what)
+    void sample(pgshift::pg::Connection& conn) override
     {
-        std::lock_guard lock(mutex_);
-        if (violations_.size() < 4000)
-            violations_ += what + "\n";
+        conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        auto counter = conn.exec("SELECT n FROM counter WHERE id = 1");
+        auto ledger = conn.exec("SELECT count(*), count(DISTINCT n), coalesce(min(n), 0), coalesce(max(n), 0) "
+                                "FROM ledger");
+        auto hot = conn.exec("SELECT coalesce(sum(v), 0), count(*) FROM hot");
+        auto orphans = conn.exec(
+            "SELECT count(*) FROM child c WHERE NOT EXISTS (SELECT 1 FROM parent p WHERE p.id = c.parent_id)");
+        // Codes stay a permutation of 10..160 (the deferred constraint is not rechecked
+        // in replica mode, so a wrong apply could commit a duplicate there).
+        auto swaps = conn.exec(
+            "SELECT (SELECT count(DISTINCT code) FILTER (WHERE code > 0 AND code <= 160 AND code % 10 = 0) "
+            "        FROM swap_now), "
+            "       (SELECT count(DISTINCT code) FILTER (WHERE code > 0 AND code <= 160 AND code % 10 = 0) "
+            "        FROM swap_deferred)");
+        auto rekey = conn.exec("SELECT count(*), count(DISTINCT born) FROM rekey");
+        conn.exec("COMMIT");
+
+        if (counter.rows() != 1)
+            throw std::runtime_error("counter row missing");
+        const long long n = std::stoll(counter.str(0, 0));
+        const std::string state = "counter " + s(n) + ": ";
+        if (n < last_n_)
+            violation(state + "went back from " + s(last_n_));
+        if (n != last_n_)
+            ++distinct_counters_;
+        last_n_ = std::max(last_n_, n);
+        const std::string expect_min = n > 0 ? "1" : "0";
+        if (ledger.str(0, 0) != s(n) || ledger.str(0, 1) != s(n) || ledger.str(0, 2) != expect_min ||
+            ledger.str(0, 3) != s(n))
+            violation(state + "ledger rows " + ledger.str(0, 0) + ", distinct " + ledger.str(0, 1) + ", min " +
+                      ledger.str(0, 2) + ", max " + ledger.str(0, 3) + " (want exactly 1.." + s(n) + ")");
+        if (hot.str(0, 0) != "0" || hot.str(0, 1) != s(k_hot_rows))
+            violation(state + "hot rows " + hot.str(0, 1) + " sum to " + hot.str(0, 0) + " (want 0)");
+        if (orphans.str(0, 0) != "0")
+            violation(state + orphans.str(0, 0) + " child rows without their parent");
+        if (swaps.str(0, 0) != s(k_swap_rows) || swaps.str(0, 1) != s(k_swap_rows))
+            violation(state + "swapped codes not a permutation: swap_now " + swaps.str(0, 0) +
+                      ", swap_deferred " + swaps.str(0, 1) + " distinct valid codes of " + s(k_swap_rows));
+        if (rekey.str(0, 0) != s(k_rekey_rows) || rekey.str(0, 1) != s(k_rekey_rows))
+            violation(state + "rekey rows " + rekey.str(0, 0) + ", distinct " + rekey.str(0, 1) + " (want " +
+                      s(k_rekey_rows) + ")");
     }
 
-    void run()
-    {
-        std::optional<pgshift::pg::Connection> conn;
-        long long last_n = -1;
-        while (!stop_) {
-            try {
-                if (!conn || !conn->is_ok())
-                    conn.emplace(conninfo_);
-                // Outside the snapshot: pg_stat_activity is read once per transaction.
-                auto sessions = conn->exec_params(
-                    "SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name ~ $1",
-                    {apply_name_regex_});
-                max_apply_sessions_ = std::max(max_apply_sessions_.load(), std::stoi(sessions.str(0, 0)));
-
-                conn->exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-                auto counter = conn->exec("SELECT n FROM counter WHERE id = 1");
-                auto ledger = conn->exec("SELECT count(*), count(DISTINCT n), coalesce(min(n), 0), coalesce(max(n), 0) "
-                                         "FROM ledger");
-                auto hot = conn->exec("SELECT coalesce(sum(v), 0), count(*) FROM hot");
-                auto orphans = conn->exec(
-                    "SELECT count(*) FROM child c WHERE NOT EXISTS (SELECT 1 FROM parent p WHERE p.id = c.parent_id)");
-                // Codes stay a permutation of 10..160 (the deferred constraint is not rechecked
-                // in replica mode, so a wrong apply could commit a duplicate there).
-                auto swaps = conn->exec(
-                    "SELECT (SELECT count(DISTINCT code) FILTER (WHERE code > 0 AND code <= 160 AND code % 10 = 0) "
-                    "        FROM swap_now), "
-                    "       (SELECT count(DISTINCT code) FILTER (WHERE code > 0 AND code <= 160 AND code % 10 = 0) "
-                    "        FROM swap_deferred)");
-                auto rekey = conn->exec("SELECT count(*), count(DISTINCT born) FROM rekey");
-                conn->exec("COMMIT");
-                ++samples_;
-
-                if (counter.rows() != 1)
-                    throw std::runtime_error("counter row missing");
-                const long long n = std::stoll(counter.str(0, 0));
-                const std::string state = "counter " + s(n) + ": ";
-                if (n < last_n)
-                    violation(state + "went back from " + s(last_n));
-                if (n != last_n)
-                    ++distinct_counters_;
-                last_n = std::max(last_n, n);
-                const std::string expect_min = n > 0 ? "1" : "0";
-                if (ledger.str(0, 0) != s(n) || ledger.str(0, 1) != s(n) || ledger.str(0, 2) != expect_min ||
-                    ledger.str(0, 3) != s(n))
-                    violation(state + "ledger rows " + ledger.str(0, 0) + ", distinct " + ledger.str(0, 1) + ", min " +
-                              ledger.str(0, 2) + ", max " + ledger.str(0, 3) + " (want exactly 1.." + s(n) + ")");
-                if (hot.str(0, 0) != "0" || hot.str(0, 1) != s(k_hot_rows))
-                    violation(state + "hot rows " + hot.str(0, 1) + " sum to " + hot.str(0, 0) + " (want 0)");
-                if (orphans.str(0, 0) != "0")
-                    violation(state + orphans.str(0, 0) + " child rows without their parent");
-                if (swaps.str(0, 0) != s(k_swap_rows) || swaps.str(0, 1) != s(k_swap_rows))
-                    violation(state + "swapped codes not a permutation: swap_now " + swaps.str(0, 0) +
-                              ", swap_deferred " + swaps.str(0, 1) + " distinct valid codes of " + s(k_swap_rows));
-                if (rekey.str(0, 0) != s(k_rekey_rows) || rekey.str(0, 1) != s(k_rekey_rows))
-                    violation(state + "rekey rows " + rekey.str(0, 0) + ", distinct " + rekey.str(0, 1) + " (want " +
-                              s(k_rekey_rows) + ")");
-            } catch (const pgshift::pg::PgError&) {
-                conn.reset(); // the target is never restarted here; just sample again
-            } catch (const std::exception& e) {
-                violation(std::string("sample failed: ") + e.what());
-                conn.reset();
-            }
-            std::this_thread::sleep_for(100ms);
-        }
-    }
-
-    std::string conninfo_;
-    std::string apply_name_regex_;
-    std::atomic<bool> stop_{false};
-    std::atomic<int> samples_{0}, distinct_counters_{0}, max_apply_sessions_{0};
-    mutable std::mutex mutex_;
-    std::string violations_; // guarded by mutex_
-    std::thread thread_;
+    long long last_n_ = -1; // sampler thread only
+    std::atomic<int> distinct_counters_{0};
 };
 
 } // namespace

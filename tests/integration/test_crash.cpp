@@ -12,6 +12,7 @@
 // killed daemon's old sessions may linger next to the new ones for a moment.
 // Daemon restarts always happen on the main thread (see DaemonProcess).
 #include "harness/replication_fixture.hpp"
+#include "harness/target_sampler.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -115,34 +116,17 @@ private:
 };
 
 /// Reads the target every 250 ms and records any snapshot that is not a whole-transaction state.
-class AtomicitySampler {
+class AtomicitySampler : public TargetSampler {
 public:
     AtomicitySampler(std::string conninfo, const std::string& daemon_name)
-        : conninfo_(std::move(conninfo)), apply_name_regex_("^pgshift_" + daemon_name + "_w[0-9]+$"),
-          thread_([this] { run(); })
+        : TargetSampler(std::move(conninfo), daemon_name, 250ms)
     {
+        start();
     }
-    AtomicitySampler(const AtomicitySampler&) = delete;
-    AtomicitySampler& operator=(const AtomicitySampler&) = delete;
-    ~AtomicitySampler() { stop(); }
-
-    void stop()
-    {
-        stop_ = true;
-        if (thread_.joinable())
-            thread_.join();
-    }
-    [[nodiscard]] int samples() const { return samples_; }
-    /// The most distinct apply sessions (pgshift_<name>_w<k>) connected at one time.
-    [[nodiscard]] int max_apply_sessions() const { return max_apply_sessions_; }
-    [[nodiscard]] std::string violations() const
-    {
-        std::lock_guard lock(mutex_);
-        return violations_;
-    }
+    ~AtomicitySampler() override { stop(); }
 
 private:
-    void run()
+    void sample(pgshift::pg::Connection& conn) override
     {
         // One statement, one snapshot.
         const std::string sql = R"sql(
@@ -153,38 +137,12 @@ private:
                    (SELECT count(*) FROM (SELECT client FROM ledger GROUP BY client
                                            HAVING count(*) <> max(seq) OR count(DISTINCT seq) <> count(*)) x)
         )sql";
-        std::optional<pgshift::pg::Connection> conn;
-        while (!stop_) {
-            try {
-                if (!conn || !conn->is_ok())
-                    conn.emplace(conninfo_);
-                auto sessions = conn->exec_params(
-                    "SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name ~ $1",
-                    {apply_name_regex_});
-                max_apply_sessions_ = std::max(max_apply_sessions_.load(), std::stoi(sessions.str(0, 0)));
-                auto r = conn->exec(sql);
-                ++samples_;
-                if (r.get(0, 0) != r.get(0, 1) || r.get(0, 2) != "0" || r.get(0, 3) != "0") {
-                    std::lock_guard lock(mutex_);
-                    if (violations_.size() < 4000)
-                        violations_ += "ledger rows " + r.str(0, 0) + ", account bumps " + r.str(0, 1) +
-                                       ", clients with last_seq != max(seq) " + r.str(0, 2) +
-                                       ", clients with holes/repeats " + r.str(0, 3) + "\n";
-                }
-            } catch (const std::exception&) {
-                conn.reset(); // the target is never killed here; just retry
-            }
-            std::this_thread::sleep_for(250ms);
-        }
+        auto r = conn.exec(sql);
+        if (r.get(0, 0) != r.get(0, 1) || r.get(0, 2) != "0" || r.get(0, 3) != "0")
+            violation("ledger rows " + r.str(0, 0) + ", account bumps " + r.str(0, 1) +
+                      ", clients with last_seq != max(seq) " + r.str(0, 2) + ", clients with holes/repeats " +
+                      r.str(0, 3));
     }
-
-    std::string conninfo_;
-    std::string apply_name_regex_;
-    std::atomic<bool> stop_{false};
-    std::atomic<int> samples_{0}, max_apply_sessions_{0};
-    mutable std::mutex mutex_;
-    std::string violations_; // guarded by mutex_
-    std::thread thread_;
 };
 
 FixtureOptions crash_options(int workers)
