@@ -240,15 +240,7 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
             ++change;
         } else if (std::holds_alternative<protocol::Insert>(msg) || std::holds_alternative<protocol::Update>(msg) ||
                    std::holds_alternative<protocol::Delete>(msg)) {
-            RelId relid = std::visit(
-                [](const auto& x) -> RelId {
-                    if constexpr (requires { x.relid; })
-                        return x.relid;
-                    else
-                        return RelId{};
-                },
-                msg);
-            const auto& info = use(relid);
+            const auto& info = use(relid_of(msg));
             if (track && !barrier && !append_keys(msg, info, keys))
                 barrier = true;
             if (keys.size() > k_max_batch_keys) {

@@ -51,6 +51,18 @@ std::optional<std::uint64_t> key_of(const RelationInfo& rel, std::size_t set_ind
 
 } // namespace
 
+RelId relid_of(const protocol::Message& change)
+{
+    return std::visit(
+        [](const auto& x) -> RelId {
+            if constexpr (requires { x.relid; })
+                return x.relid;
+            else
+                return RelId{};
+        },
+        change);
+}
+
 std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, std::string payload,
                                                      const protocol::DecodeContext& decode, std::uint64_t generation)
 {

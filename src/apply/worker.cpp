@@ -32,18 +32,6 @@ bool conflict_sqlstate(const std::string& s)
     return s == "23505" || s == "23P01" || s == "40P01" || s == "40001";
 }
 
-RelId relid_of(const protocol::Message& m)
-{
-    return std::visit(
-        [](const auto& x) -> RelId {
-            if constexpr (requires { x.relid; })
-                return x.relid;
-            else
-                return RelId{};
-        },
-        m);
-}
-
 std::uint64_t micros_since(std::chrono::steady_clock::time_point t)
 {
     return static_cast<std::uint64_t>(

@@ -38,6 +38,9 @@ struct RelationInfo {
     std::uint64_t seed = 0; ///< hash of the target table's name, the start of every key
 };
 
+/// The relation a row change (Insert, Update, Delete) names; RelId{} for other messages.
+[[nodiscard]] RelId relid_of(const protocol::Message& change);
+
 /// Resolves a Relation message against the target catalog (columns, unique indexes). Throws
 /// TargetError (not retryable) when the table or a column is missing on the target.
 [[nodiscard]] std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, std::string payload,
