@@ -6,16 +6,11 @@
 # while reconnecting.
 # Usage: faults.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
-command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 command -v python3 >/dev/null || { echo "python3 not installed: skipped"; exit 77; }
-source "$(dirname "$0")/../../scripts/cluster-pair.sh"
-daemon=""
+source "$(dirname "$0")/daemon-test.sh"
 spill="$work/spill"
 mkdir -p "$spill"
-on_exit '[ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null'
 on_exit 'mountpoint -q "$spill" && umount "$spill"'
-fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -30 "$work/pgshift.log" || true; exit 1; }
 pg_ctl_as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$pgbin/pg_ctl" "$@"; else "$pgbin/pg_ctl" "$@"; fi
 }
@@ -37,17 +32,13 @@ reconnect: {min_delay_seconds: 0.2, max_delay_seconds: 1}
 log: {format: json}
 YAML
 start() { "$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!; }
-wait_ready() {
-  for _ in $(seq 1 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] && return 0; sleep 0.2; done
-  fail "not ready: $(curl -s "$api/readyz")"
-}
 digest="SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY id)), '') FROM t"
 converged() {
   for _ in $(seq 1 $(( $1 * 5 ))); do [ "$(psql_src "$digest")" = "$(psql_dst "$digest" 2>/dev/null)" ] && return 0; sleep 0.2; done
   return 1
 }
 start
-wait_ready
+wait_ready "$api" 30 "not ready"
 
 # 1. Notices from a server (an immediate shutdown warns every client) are logged as JSON.
 psql_src "INSERT INTO t VALUES (1, 'one')"
@@ -101,7 +92,7 @@ curl -s "$api/v1/status" | grep -q '"current_error":"target: ' || fail "no curre
 echo "ok: with only the target down, /readyz names the target alone"
 
 pg_ctl_as_owner start -D "$work/target" -l "$work/target/server.log" -w >/dev/null
-wait_ready
+wait_ready "$api" 30 "not ready"
 status=$(curl -s "$api/v1/status")
 echo "$status" | grep -q '"current_error":""' || fail "the resolved error is still current: $status"
 echo "$status" | grep -q '"last_error":"target: ' || fail "the last error is gone: $status"

@@ -6,12 +6,7 @@
 # status, /readyz, /metrics and the log until it is fixed, then joins the same way.
 # Usage: new_tables.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
-command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
-source "$(dirname "$0")/../../scripts/cluster-pair.sh"
-daemon=""
-on_exit '[ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null'
-fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -40 "$work/pgshift.log" || true; exit 1; }
+source "$(dirname "$0")/daemon-test.sh"
 
 ctl_port=$(free_port)
 api="http://127.0.0.1:$ctl_port"
@@ -24,8 +19,7 @@ initial_copy: {enabled: false}
 control: {listen: "127.0.0.1:$ctl_port"}
 YAML
 "$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] && break; sleep 0.2; done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] || fail "not streaming"
+wait_ready "$api" 20 "not streaming"
 
 digest() { echo "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM $1 t"; }
 # converged TABLE SECONDS: the table has the same rows on both sides within SECONDS.

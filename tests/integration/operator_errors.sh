@@ -4,12 +4,7 @@
 # `pgshift resume` once the target is fixed; a slot invalidated by the source is fatal, clearly.
 # Usage: operator_errors.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
-command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
-source "$(dirname "$0")/../../scripts/cluster-pair.sh"
-daemon=""
-on_exit '[ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null'
-fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -30 "$work/pgshift.log" || true; exit 1; }
+source "$(dirname "$0")/daemon-test.sh"
 
 ctl_port=$(free_port)
 for c in psql_src psql_dst; do $c "CREATE TABLE orders (id int PRIMARY KEY, amount numeric)"; done
@@ -25,8 +20,7 @@ YAML
 api="http://127.0.0.1:$ctl_port"
 start() { "$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!; }
 start
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] && break; sleep 0.2; done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] || fail "not streaming"
+wait_ready "$api" 20 "not streaming"
 
 # 1. The source gains a column the target does not have.
 psql_src "INSERT INTO orders VALUES (1, 10)"

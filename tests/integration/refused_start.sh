@@ -7,14 +7,9 @@
 # REPLICA IDENTITY FULL, starts fine.
 # Usage: refused_start.sh PGSHIFT_BINARY
 set -euo pipefail
-bin=${PGSHIFT_BINARY:-$1} # PGSHIFT_BINARY: e.g. a sanitizer build (scripts/sanitize.sh)
-command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 # Room for 3 replication origins on the target: apply.workers 4 must be refused before anything.
 PAIR_TARGET_SETTINGS=(max_replication_slots=3)
-source "$(dirname "$0")/../../scripts/cluster-pair.sh"
-daemon=""
-on_exit '[ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null'
-fail() { echo "FAIL: $*"; echo "--- pgshift log"; tail -30 "$work/pgshift.log" || true; exit 1; }
+source "$(dirname "$0")/daemon-test.sh"
 
 schema="CREATE TABLE orders (id int PRIMARY KEY, amount numeric);
 CREATE TABLE nopk (a int, b text);
@@ -115,8 +110,7 @@ no_objects_left "too few origin slots"
 sed -i 's/apply: {workers: 4}/apply: {workers: 2}/' "$work/pgshift.yaml"
 echo "ok: apply.workers beyond the target's max_replication_slots is refused before any origin exists"
 "$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] && break; sleep 0.2; done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 200 ] || fail "not streaming after the fixes"
+wait_ready "$api" 20 "not streaming after the fixes"
 psql_src "INSERT INTO parted VALUES (2, '2026-06-01'); UPDATE parted SET id = 3 WHERE id = 2; INSERT INTO orders VALUES (1, 5)"
 psql_src "UPDATE nopk SET b = 'excluded, still writable'"
 digest="SELECT md5(string_agg(p::text, ',' ORDER BY p::text)) FROM parted p"
