@@ -13,6 +13,9 @@
 # consumer itself, and pgshift's peak RSS (see bench/cpu.sh; the accounting notes are at cpu_begin).
 #
 # Usage: bench/catchup.sh [SECONDS_OF_PGBENCH] [SCALE]   (defaults 30, 10). Needs a built pgshift.
+#   WORKLOAD=pgbench (default): pgbench's TPC-B-like transactions (3 updates and 1 insert each).
+#   WORKLOAD=inserts: insert-heavy: each transaction inserts one row into each of 3 tables of 10
+#   columns (integers, timestamps, numeric, jsonb, uuid, and a text column over 2 kB in 1 row of 3).
 #   The backlog is pgbench -c 4 -j 2 for SECONDS at SCALE: 30 s at scale 10 gives ~50,000
 #   transactions on the 2-core development machine. TXNS=50000 writes exactly that many instead
 #   (pgbench -t TXNS/4 per client; SECONDS is then ignored), for the same backlog on any machine.
@@ -31,6 +34,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
 scale=${2:-10}
 txns=${TXNS:-}
+workload=${WORKLOAD:-pgbench}
+case $workload in
+  pgbench) tables="pgbench_accounts pgbench_tellers pgbench_branches pgbench_history" ;;
+  inserts) tables="ev1 ev2 ev3" ;;
+  *) echo "WORKLOAD is pgbench or inserts, got '$workload'"; exit 1 ;;
+esac
 workers=${WORKERS:-1 2 4}
 delay=${DELAY:-1}
 delay_ms=${DELAY_MS:-2.5}
@@ -77,6 +86,32 @@ poll_src() { # SQL returning one row of one column -> that value
 psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
 psql_dst postgres "CREATE DATABASE t_base"
 "$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=t_base" >/dev/null 2>&1
+script=()
+if [ "$workload" = inserts ]; then
+  ev_sql=""
+  for t in ev1 ev2 ev3; do
+    ev_sql+="CREATE TABLE $t (id bigserial PRIMARY KEY, account int NOT NULL, amount bigint, note text,
+               created_at timestamptz NOT NULL DEFAULT now(), price numeric(12,2), body text, flag boolean,
+               attrs jsonb, ref uuid);"
+  done
+  psql_src "$ev_sql"; psql_dst t_base "$ev_sql"
+  cat > "$work/inserts.sql" <<'SQL'
+\set a random(1, 1000000)
+\set big random(1, 3)
+BEGIN;
+INSERT INTO ev1 (account, amount, note, price, body, flag, attrs, ref) VALUES (:a, :a * 7, 'deposit ' || :a, :a / 100.0,
+  CASE WHEN :big = 1 THEN (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 70)) END, :a % 2 = 0,
+  jsonb_build_object('a', :a, 'k', 'v'), gen_random_uuid());
+INSERT INTO ev2 (account, amount, note, price, body, flag, attrs, ref) VALUES (:a, -:a, 'fee', 1.50,
+  CASE WHEN :big = 2 THEN (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 70)) END, true,
+  jsonb_build_object('a', :a), gen_random_uuid());
+INSERT INTO ev3 (account, amount, note, price, body, flag, attrs, ref) VALUES (:a, 0, 'audit', NULL,
+  CASE WHEN :big = 3 THEN (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 70)) END, false,
+  '{}', gen_random_uuid());
+END;
+SQL
+  script=(-f "$work/inserts.sql")
+fi
 control_runs="bq1 bs1 bq2 bs2 bq3 bs3" # q = quiet, s = scraped; alternating against drift
 apply_runs="$(for n in $workers; do echo "bw$n"; done) $(for n in $delay_workers; do echo "bd$n"; done)"
 target_db() { case $1 in breader) echo t_reader ;; bw*) echo "t_w${1#bw}" ;; bd*) echo "t_d${1#bd}" ;; *) echo "t_$1" ;; esac; }
@@ -141,7 +176,10 @@ else
   echo "== backlog: pgbench -c 4 -T $seconds at scale $scale on the source (no consumer running)"
   length=(-T "$seconds")
 fi
-"$pgbin/pgbench" -n -c 4 -j 2 "${length[@]}" -d "$src" 2>/dev/null | grep -E "^(number of transactions actually|tps)" | sed 's/^/   /'
+"$pgbin/pgbench" -n -c 4 -j 2 "${length[@]}" ${script[@]+"${script[@]}"} -d "$src" 2>/dev/null | tee "$work/pgbench.out" |
+  grep -E "^(number of transactions actually|tps)" | sed 's/^/   /'
+ntx=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$work/pgbench.out")
+[ -n "$ntx" ] && [ "$ntx" -gt 0 ] || { echo "pgbench wrote no transaction"; cat "$work/pgbench.out"; exit 1; }
 endpos=$(psql_src "SELECT pg_current_wal_lsn()")
 backlog=$(psql_src "SELECT pg_size_pretty(pg_wal_lsn_diff('$endpos', confirmed_flush_lsn)) FROM pg_replication_slots WHERE slot_name = 'b_recvlogical'")
 echo "   WAL to decode: $backlog (up to $endpos)"
@@ -212,7 +250,7 @@ cpu_end recv "$t_recv" "-$(sed -n 2p "$work/recv.times" | awk '{ s = 0; for (i =
 # 2. pgshift's reader alone: apply is blocked by a lock on the target, the queue is unbounded.
 received() { curl -s "http://127.0.0.1:$ctl_port/v1/status" | sed -nE 's/.*"received":"([0-9A-F]+\/[0-9A-F]+)".*/\1/p'; }
 reader_done() { local lsn; lsn=$(received || true); [ -n "$lsn" ] && [ "$(poll_src "SELECT '$lsn'::pg_lsn >= '$endpos'")" = "t" ]; }
-"$pgbin/psql" -X -q -d "$dst_base dbname=t_reader" -c "BEGIN; LOCK pgbench_accounts; LOCK pgbench_history; SELECT pg_sleep(600)" >/dev/null 2>&1 &
+"$pgbin/psql" -X -q -d "$dst_base dbname=t_reader" -c "BEGIN; LOCK ${tables// /, }; SELECT pg_sleep(600)" >/dev/null 2>&1 &
 locker=$!
 sleep 0.5
 checkpoint; cpu_begin; t0=$(now)
@@ -268,9 +306,10 @@ for n in $control_runs; do
   fi
 done
 
-# Every target must hold exactly the source's data: every row of the four tables.
+# Every target must hold exactly the source's data: every row of every table.
 table_md5() { echo "(SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM $1 x)"; }
-digest="SELECT $(table_md5 pgbench_accounts) || $(table_md5 pgbench_tellers) || $(table_md5 pgbench_branches) || $(table_md5 pgbench_history)"
+digest="SELECT ''"
+for t in $tables; do digest+=" || $(table_md5 "$t")"; done
 want=$(psql_src "$digest")
 for db in t_native $(for r in $apply_runs $control_runs; do target_db "$r"; done); do
   [ "$(psql_dst "$db" "$digest")" = "$want" ] || { echo "target $db differs from the source"; exit 1; }
@@ -286,13 +325,18 @@ done
 printf "| catch-up with 20 scrapes/s + status polls, 3 runs | %.2f s (%s) | without %.2f s (%s) | %s |\n" \
   "$t_scraped" "${runs_scraped# }" "$t_quiet" "${runs_quiet# }" "$(ratio "$t_quiet" "$t_scraped")"
 
-# The per-consumer table: rates as ratios (> 1 = faster than the reference), CPU in seconds.
+# The per-consumer table: rates as ratios (> 1 = faster than the reference), CPU in seconds, and
+# the CPU per 10,000 source transactions (source / target / consumer), where a change shows.
+per10k() { [ -n "$1" ] && printf %.2f "$(echo "scale=6; $1 * 10000 / $ntx" | bc)" || echo "-"; }
 row() { # run label ratio1 ratio2
-  printf "| %s | %.2f | %s | %s | %s | %s | %s | %s |\n" "$2" "${wall[$1]}" "${cpu_src[$1]}" "${cpu_dst[$1]}" \
-    "${cpu_own[$1]:-(in target)}" "${rss[$1]:--}" "$3" "$4"
+  printf "| %s | %.2f | %s | %s | %s | %s / %s / %s | %s | %s | %s |\n" "$2" "${wall[$1]}" "${cpu_src[$1]}" "${cpu_dst[$1]}" \
+    "${cpu_own[$1]:-(in target)}" "$(per10k "${cpu_src[$1]}")" "$(per10k "${cpu_dst[$1]}")" "$(per10k "${cpu_own[$1]:-}")" \
+    "${rss[$1]:--}" "$3" "$4"
 }
 vs() { [ -n "${wall[$2]:-}" ] && ratio "${wall[$2]}" "${wall[$1]}" || echo -; } # run reference_run
-printf "\n| consumer | wall s | source CPU s | target CPU s | consumer CPU s | peak RSS MiB | rate vs built-in | rate vs pgshift 1 worker |\n|---|---|---|---|---|---|---|---|\n"
+echo
+echo "Workload: $workload, $ntx source transactions."
+printf "\n| consumer | wall s | source CPU s | target CPU s | consumer CPU s | CPU s per 10k txns (source / target / consumer) | peak RSS MiB | rate vs built-in | rate vs pgshift 1 worker |\n|---|---|---|---|---|---|---|---|---|\n"
 row native "built-in replication (CREATE SUBSCRIPTION)" "1.00" -
 for n in $workers; do row "bw$n" "pgshift, apply.workers $n" "$(vs "bw$n" native)" "$(vs "bw$n" bw1)"; done
 row reader "pgshift reader only (apply blocked)" "$(vs reader native)" -
@@ -301,7 +345,7 @@ if [ -n "$delay_workers" ]; then
   echo
   echo "Through the delay proxy ($delay_ms ms each way; the proxy itself used $(printf %.2f "$(echo "scale=4; $proxy_ticks / $hz" | bc)") CPU s"
   echo "over these runs, counted in no column). Last column: vs pgshift without delay with the same apply.workers (or the last of WORKERS)."
-  printf "\n| consumer | wall s | source CPU s | target CPU s | consumer CPU s | peak RSS MiB | rate vs built-in | rate vs no delay |\n|---|---|---|---|---|---|---|---|\n"
+  printf "\n| consumer | wall s | source CPU s | target CPU s | consumer CPU s | CPU s per 10k txns (source / target / consumer) | peak RSS MiB | rate vs built-in | rate vs no delay |\n|---|---|---|---|---|---|---|---|---|\n"
   last=$(echo "$workers" | awk '{ print $NF }')
   for n in $delay_workers; do
     if [ -n "${wall[bw$n]:-}" ]; then ref=bw$n; refn=""; else ref=bw$last; refn=" (vs $last)"; fi

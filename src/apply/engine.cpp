@@ -80,7 +80,10 @@ std::string Engine::origin_pattern() const { return "^pgshift_" + cfg_.name + "_
 Lsn Engine::connect()
 {
     auto conninfo = pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_apply"},
-                                                             {"client_encoding", "UTF8"}});
+                                                             {"client_encoding", "UTF8"},
+                                                             // format_type() then qualifies every type
+                                                             // outside pg_catalog (resolve_relation)
+                                                             {"options", "-c search_path=pg_catalog"}});
     try {
         catalog_ = std::make_unique<pg::Connection>(conninfo);
         // End backends a previous (crashed) run left behind, whatever its worker count, and wait

@@ -79,7 +79,17 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
         "  bt.typtype IN ('b', 'e') AND bt.typcategory <> 'A' AND EXISTS ("
         "    SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod "
         "    WHERE am.amname = 'btree' AND oc.opcdefault "
-        "      AND oc.opcintype = CASE WHEN bt.typtype = 'e' THEN 'anyenum'::regtype ELSE bt.oid END) "
+        "      AND oc.opcintype = CASE WHEN bt.typtype = 'e' THEN 'anyenum'::regtype ELSE bt.oid END), "
+        // The catalog session's search_path is pg_catalog: every other type comes qualified.
+        "  format_type(a.atttypid, NULL), "
+        // Types whose equal values always print the same text (not numeric, float, interval,
+        // citext, ...), with a deterministic collation.
+        "  (bt.typtype = 'e' OR bt.oid = ANY ('{16,17,18,19,20,21,23,25,26,1042,1043,1082,1083,1114,1184,2950}'::oid[])) "
+        "  AND (a.attcollation = 0 OR coalesce((SELECT collisdeterministic FROM pg_collation "
+        "                                       WHERE oid = a.attcollation), false)), "
+        // Triggers that fire under session_replication_role = replica, on the table or a partition.
+        "  EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid IN (SELECT relid FROM pg_partition_tree(c.oid)) "
+        "          AND NOT tg.tgisinternal AND tg.tgenabled IN ('A', 'R')) "
         "FROM pg_class c "
         "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
         "LEFT JOIN pg_type t ON t.oid = a.atttypid "
@@ -93,7 +103,8 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
     std::vector<TargetColumn> cols;
     for (int i = 0; i < r.rows(); ++i)
         if (!r.is_null(i, 1))
-            cols.push_back({r.str(i, 1), r.get(i, 3) == "t", r.get(i, 2) == "t"});
+            cols.push_back({r.str(i, 1), r.get(i, 3) == "t", r.get(i, 2) == "t", r.str(i, 4), r.get(i, 5) == "t"});
+    bool triggers = r.get(0, 6) == "t";
     info->mapping = map_relation(rel, cols, r.get(0, 0) == "p", generation);
     info->seed = fnv(k_fnv_offset, qualified);
 
@@ -128,6 +139,12 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
             info->unique_sets.push_back(std::move(set));
     }
     info->table_key = info->unique_sets.empty();
+    if (rel.replident != protocol::ReplicaIdentity::full)
+        info->identity = identity;
+    info->multirow = !triggers;
+    info->compactable = !triggers && !info->identity.empty() &&
+                        std::all_of(info->identity.begin(), info->identity.end(),
+                                    [&](std::uint16_t c) { return info->mapping.columns[c].canonical_text; });
     return info;
 }
 

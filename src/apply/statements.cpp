@@ -87,7 +87,8 @@ RelationMapping map_relation(const protocol::Relation& rel, const std::vector<Ta
             throw TargetError("column \"" + std::string(sc.name) + "\" of " + m.source_name +
                                   " is generated on the target but not on the source",
                               false);
-        m.columns.push_back({std::string(sc.name), pg::quote_ident(sc.name), sc.is_key(), tc->has_btree_equality});
+        m.columns.push_back({std::string(sc.name), pg::quote_ident(sc.name), sc.is_key(), tc->has_btree_equality,
+                             tc->type, tc->canonical_text});
     }
     return m;
 }
@@ -159,6 +160,149 @@ Statement build_delete(const RelationMapping& m, const protocol::TupleData& old_
     st.sql = "DELETE FROM " + target_of(m) + " WHERE " + where;
     st.key = std::move(shape);
     return st;
+}
+
+namespace {
+
+/// ` AS pgshift_t ... (VALUES ...) AS pgshift_v(p1, ...)`: the VALUES list of `rows` rows of
+/// `cols` (source column positions, all from tuple `tuple`), with casts.
+std::string values_list(const RelationMapping& m, const std::vector<std::uint16_t>& cols, std::size_t rows,
+                        Statement& st, std::uint8_t tuple)
+{
+    std::string v = "(VALUES ";
+    for (std::size_t r = 0; r < rows; ++r) {
+        v += r ? ", (" : "(";
+        for (std::size_t i = 0; i < cols.size(); ++i) {
+            auto n = r * cols.size() + i + 1;
+            v += (i ? ", $" : "$") + std::to_string(n) + "::" + m.columns[cols[i]].type;
+        }
+        v += ")";
+    }
+    v += ") AS pgshift_v(";
+    for (std::size_t i = 0; i < cols.size(); ++i)
+        v += (i ? ", p" : "p") + std::to_string(i + 1);
+    v += ")";
+    for (auto c : cols)
+        st.params.push_back({tuple, c});
+    return v;
+}
+
+std::vector<std::uint16_t> key_columns(const RelationMapping& m)
+{
+    std::vector<std::uint16_t> k;
+    for (std::size_t i = 0; i < m.columns.size(); ++i)
+        if (m.columns[i].key)
+            k.push_back(static_cast<std::uint16_t>(i));
+    if (k.empty())
+        throw ProtocolError("relation " + m.source_name + " has no replica identity columns");
+    return k;
+}
+
+/// `pgshift_t.k1 = pgshift_v.p1 AND ...` for the first key.size() VALUES columns.
+std::string key_match(const RelationMapping& m, const std::vector<std::uint16_t>& key)
+{
+    std::string w;
+    for (std::size_t i = 0; i < key.size(); ++i)
+        w += (i ? " AND pgshift_t." : "pgshift_t.") + m.columns[key[i]].quoted + " = pgshift_v.p" + std::to_string(i + 1);
+    return w;
+}
+
+} // namespace
+
+Statement build_insert_rows(const RelationMapping& m, std::size_t rows)
+{
+    Statement st;
+    st.rows = rows;
+    st.key = "IM" + std::to_string(m.generation) + ":" + std::to_string(rows);
+    std::string cols;
+    for (std::size_t i = 0; i < m.columns.size(); ++i) {
+        cols += (i ? ", " : "") + m.columns[i].quoted;
+        st.params.push_back({0, static_cast<std::uint16_t>(i)});
+    }
+    // Multi-row INSERT ... VALUES coerces each row to the target columns: no casts needed.
+    std::string vals;
+    for (std::size_t r = 0; r < rows; ++r) {
+        vals += r ? ", (" : "(";
+        for (std::size_t i = 0; i < m.columns.size(); ++i)
+            vals += (i ? ", $" : "$") + std::to_string(r * m.columns.size() + i + 1);
+        vals += ")";
+    }
+    st.sql = "INSERT INTO " + m.qualified + " (" + cols + ") VALUES " + vals;
+    return st;
+}
+
+Statement build_update_rows(const RelationMapping& m, const protocol::TupleData& new_row, std::size_t rows)
+{
+    if (new_row.columns.size() != m.columns.size())
+        throw ProtocolError("UPDATE of " + m.source_name + " does not match its Relation message's column count");
+    auto key = key_columns(m);
+    std::vector<std::uint16_t> set;
+    std::string shape = "UM" + std::to_string(m.generation) + ":" + std::to_string(rows) + ":";
+    for (std::size_t i = 0; i < m.columns.size(); ++i) {
+        bool sent = new_row.columns[i].kind != ColumnKind::unchanged_toast;
+        shape.push_back(sent ? 's' : 'u');
+        if (sent && !m.columns[i].key)
+            set.push_back(static_cast<std::uint16_t>(i));
+    }
+    Statement st;
+    st.rows = rows;
+    st.key = std::move(shape);
+    // Per row: the key (from the old-key tuple), then the SET columns (from the new image).
+    std::vector<std::uint16_t> cols = key;
+    cols.insert(cols.end(), set.begin(), set.end());
+    std::string v = values_list(m, cols, rows, st, 0);
+    for (std::size_t i = 0; i < key.size(); ++i)
+        st.params[i].tuple = 1;
+    // values_list numbered one template; the writer repeats it per row.
+    std::string assign;
+    for (std::size_t i = 0; i < set.size(); ++i)
+        assign += (i ? ", " : "") + m.columns[set[i]].quoted + " = pgshift_v.p" + std::to_string(key.size() + i + 1);
+    if (assign.empty()) // nothing but the key was sent: still find (and lock) each row
+        assign = m.columns[key[0]].quoted + " = pgshift_v.p1";
+    st.sql = "UPDATE " + target_of(m) + " AS pgshift_t SET " + assign + " FROM " + v + " WHERE " + key_match(m, key);
+    return st;
+}
+
+Statement build_delete_rows(const RelationMapping& m, std::size_t rows)
+{
+    auto key = key_columns(m);
+    Statement st;
+    st.rows = rows;
+    st.key = "DM" + std::to_string(m.generation) + ":" + std::to_string(rows);
+    std::string v = values_list(m, key, rows, st, 1);
+    st.sql = "DELETE FROM " + target_of(m) + " AS pgshift_t USING " + v + " WHERE " + key_match(m, key);
+    return st;
+}
+
+std::string build_copy(const RelationMapping& m)
+{
+    std::string cols;
+    for (std::size_t i = 0; i < m.columns.size(); ++i)
+        cols += (i ? ", " : "") + m.columns[i].quoted;
+    return "COPY " + m.qualified + " (" + cols + ") FROM STDIN";
+}
+
+void append_copy_row(std::string& out, const protocol::TupleData& row)
+{
+    for (std::size_t i = 0; i < row.columns.size(); ++i) {
+        if (i)
+            out.push_back('\t');
+        const auto& v = row.columns[i];
+        if (v.kind == ColumnKind::null) {
+            out += "\\N";
+            continue;
+        }
+        for (char c : v.data) {
+            switch (c) {
+            case '\\': out += "\\\\"; break;
+            case '\t': out += "\\t"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            default: out.push_back(c);
+            }
+        }
+    }
+    out.push_back('\n');
 }
 
 } // namespace pgshift::apply

@@ -20,6 +20,10 @@ constexpr const char* k_session_options = "-c session_replication_role=replica -
 /// by its locks, and how often it looks again.
 constexpr auto k_watchdog_after = std::chrono::milliseconds(200);
 constexpr auto k_gate_poll = std::chrono::milliseconds(50);
+/// Row data the compactor may hold before it releases what it gathered (bounded memory).
+constexpr std::size_t k_compact_max_bytes = 16u << 20;
+/// How long a table whose compacted batch failed is kept in source order.
+constexpr auto k_compaction_pause = std::chrono::seconds(10);
 
 std::string change_context(const queue::Transaction& txn)
 {
@@ -56,6 +60,7 @@ void Worker::connect()
                                                                  {"client_encoding", "UTF8"}});
     try {
         conn_ = std::make_unique<pg::Connection>(conninfo);
+        writer_.forget_prepared();
         conn_->exec_params("SELECT pg_replication_origin_session_setup($1)", {origin_});
     } catch (const pg::PgError& e) {
         throw TargetError("worker " + std::to_string(index_) + ": could not set up replication origin " + origin_ +
@@ -121,8 +126,9 @@ bool Worker::process(Batch& batch)
     order.executing(batch.seq, conn_->backend_pid());
     Counts counts;
     Outcome outcome;
+    bool compact = true;
     try {
-        outcome = execute(batch, batch.after + 1 >= batch.seq, counts);
+        outcome = execute(batch, batch.after + 1 >= batch.seq, compact, counts);
         // Runs the batch again once every earlier batch committed (then nothing can conflict).
         auto rerun = [&] {
             set_state(WorkerState::waiting_dependency);
@@ -130,10 +136,19 @@ bool Worker::process(Batch& batch)
                 return false;
             set_state(WorkerState::executing);
             counts = {};
-            outcome = execute(batch, true, counts);
+            outcome = execute(batch, true, compact, counts);
             return true;
         };
         for (;;) {
+            if (outcome == Outcome::fallback) {
+                // The compacted batch's transient states differed from the source's.
+                stats.compaction_fallbacks.fetch_add(1, std::memory_order_relaxed);
+                spdlog::debug("worker {}: batch {} replayed uncompacted", index_, batch.seq);
+                compact = false;
+                if (!rerun())
+                    return false;
+                continue;
+            }
             if (outcome == Outcome::conflict) {
                 // A unique violation or deadlock the keys did not foresee.
                 stats.retries_conflict.fetch_add(1, std::memory_order_relaxed);
@@ -178,6 +193,8 @@ bool Worker::process(Batch& batch)
         stats.changes_update.fetch_add(counts.updates, std::memory_order_relaxed);
         stats.changes_delete.fetch_add(counts.deletes, std::memory_order_relaxed);
         stats.changes_truncate.fetch_add(counts.truncates, std::memory_order_relaxed);
+        stats.statements_executed.fetch_add(counts.statements, std::memory_order_relaxed);
+        stats.rows_written.fetch_add(counts.rows, std::memory_order_relaxed);
     }
 
     // Progress, in source order (only the batch whose turn it is gets here).
@@ -239,19 +256,28 @@ bool Worker::wait_turn(const Batch& batch, bool written, bool& blocking)
     }
 }
 
-Worker::Outcome Worker::execute(const Batch& batch, bool serial, Counts& counts)
+Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, Counts& counts)
 {
     pg::Pipeline pl(*conn_);
     bool began = false;
     const auto& last = *batch.txns.back().txn;
+    Compactor compactor;
+    released_.clear();
+    auto statements_before = writer_.statements();
+    auto rows_before = writer_.rows();
     try {
         for (const auto& st : batch.txns)
-            execute_txn(pl, st, began, counts);
+            execute_txn(pl, st, compact ? &compactor : nullptr, began, counts);
         if (!began) {
             if (pl.active())
                 pl.leave();
             return Outcome::empty;
         }
+        compactor.flush(released_);
+        drain(pl);
+        writer_.flush(pl);
+        counts.statements = writer_.statements() - statements_before;
+        counts.rows = writer_.rows() - rows_before;
         // The batch commits as one target transaction recording the last source transaction's
         // end: the target still only ever shows states the source had at some commit.
         auto end = last.end_lsn.str();
@@ -261,14 +287,22 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, Counts& counts)
         pl.sync();
         if (const auto& f = pl.failure()) {
             // A failed PREPARE leaves its key unprepared: forget this session's statements.
-            prepared_.clear();
+            writer_.forget_prepared();
             auto what = describe(*f);
             bool retryable = f->retryable;
-            bool conflict = !serial && conflict_sqlstate(f->sqlstate);
+            bool conflict = (!serial || compact) && conflict_sqlstate(f->sqlstate);
+            if (compact && conflict)
+                pause_compaction(f->at.rel);
             rollback(pl);
             if (conflict)
-                return Outcome::conflict;
+                return compact ? Outcome::fallback : Outcome::conflict;
             throw TargetError(what, retryable);
+        }
+        if (compact && !pl.missing_rows().empty()) {
+            // Possibly a key the compactor could not see as one row: replay in source order.
+            pause_compaction(pl.missing_rows().front().rel);
+            rollback(pl);
+            return Outcome::fallback;
         }
         for (const auto& m : pl.missing_rows()) {
             // Missing rows are divergence (rule 9).
@@ -290,7 +324,22 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, Counts& counts)
     return Outcome::written;
 }
 
-void Worker::execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, bool& began, Counts& counts)
+void Worker::pause_compaction(const void* rel)
+{
+    if (!rel)
+        return;
+    static_cast<const RelationInfo*>(rel)->pause_compaction(std::chrono::steady_clock::now() + k_compaction_pause);
+}
+
+void Worker::drain(pg::Pipeline& pl)
+{
+    for (auto& op : released_)
+        writer_.add(pl, std::move(op));
+    released_.clear();
+}
+
+void Worker::execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, Compactor* compactor, bool& began,
+                         Counts& counts)
 {
     const auto& txn = *st.txn;
     if (txn.commit_lsn < ctx_.resume) {
@@ -326,12 +375,13 @@ void Worker::execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, bool& began, 
         for (; use != st.relations.end() && use->change == change; ++use)
             rels[use->relid] = use->info.get();
         ++change;
-        send_change(pl, txn, protocol::decode(payload, txn.decode), rels, began, counts);
+        send_change(pl, txn, protocol::decode(payload, txn.decode), rels, compactor, began, counts);
     }
 }
 
 void Worker::send_change(pg::Pipeline& pl, const queue::Transaction& txn, const protocol::Message& msg,
-                         const std::unordered_map<RelId, const RelationInfo*>& rels, bool& began, Counts& counts)
+                         const std::unordered_map<RelId, const RelationInfo*>& rels, Compactor* compactor,
+                         bool& began, Counts& counts)
 {
     auto info_of = [&](RelId relid) {
         auto it = rels.find(relid);
@@ -351,8 +401,14 @@ void Worker::send_change(pg::Pipeline& pl, const queue::Transaction& txn, const 
     }
 
     if (const auto* tr = std::get_if<protocol::Truncate>(&msg)) {
-        // Listed relations only; partitioned ones include their partitions. CASCADE is ignored,
-        // as PostgreSQL's own apply does: the source listed every table it hit.
+        // Everything before it goes first. Listed relations only; partitioned ones include
+        // their partitions. CASCADE is ignored, as PostgreSQL's own apply does: the source
+        // listed every table it hit.
+        if (compactor) {
+            compactor->flush(released_);
+            drain(pl);
+        }
+        writer_.flush(pl);
         std::string sql = "TRUNCATE ";
         for (std::size_t i = 0; i < tr->relids.size(); ++i) {
             const auto& m = info_of(tr->relids[i])->mapping;
@@ -362,54 +418,45 @@ void Worker::send_change(pg::Pipeline& pl, const queue::Transaction& txn, const 
             sql += " RESTART IDENTITY";
         pl.send_query(sql, {}, {"TRUNCATE", &txn});
         ++counts.truncates;
+        ++counts.statements;
         return;
     }
 
     const RelationInfo* info = info_of(relid_of(msg));
-    const auto& m = info->mapping;
-    const protocol::TupleData* tuples[2] = {nullptr, nullptr}; // new row, old row or key
-    Statement st;
-    const char* op = "";
-    if (auto* ins = std::get_if<protocol::Insert>(&msg)) {
-        tuples[0] = &ins->new_tuple;
-        st = build_insert(m, ins->new_tuple);
-        op = "INSERT";
+    RowOp op;
+    op.table = info;
+    op.txn = &txn;
+    if (const auto* ins = std::get_if<protocol::Insert>(&msg)) {
+        op.kind = OpKind::insert;
+        op.row = own(ins->new_tuple);
         ++counts.inserts;
-    } else if (auto* up = std::get_if<protocol::Update>(&msg)) {
-        bool from_old = up->old_kind != protocol::OldKind::none;
-        tuples[0] = &up->new_tuple;
-        tuples[1] = from_old ? &up->old_tuple : &up->new_tuple;
-        st = build_update(m, up->new_tuple, *tuples[1], from_old, up->old_kind == protocol::OldKind::full);
-        op = "UPDATE";
+    } else if (const auto* up = std::get_if<protocol::Update>(&msg)) {
+        op.kind = OpKind::update;
+        op.old_kind = up->old_kind;
+        op.row = own(up->new_tuple);
+        if (up->old_kind != protocol::OldKind::none)
+            op.old = own(up->old_tuple);
         ++counts.updates;
     } else {
         const auto& del = std::get<protocol::Delete>(msg);
-        tuples[1] = &del.old_tuple;
-        st = build_delete(m, del.old_tuple, del.old_kind == protocol::OldKind::full);
-        op = "DELETE";
+        op.kind = OpKind::del;
+        op.old_kind = del.old_kind;
+        op.old = own(del.old_tuple);
         ++counts.deletes;
     }
-
-    auto it = prepared_.find(st.key);
-    if (it == prepared_.end()) {
-        auto name = "s" + std::to_string(++statement_counter_);
-        pl.send_prepare(name, st.sql, static_cast<int>(st.params.size()), {"PREPARE", &txn, info});
-        it = prepared_.emplace(st.key, name).first;
+    if (!compactor) {
+        writer_.add(pl, std::move(op));
+        return;
     }
-    // Text parameters must be NUL-terminated: copy them into one scratch buffer (libpq copies
-    // them into its output buffer when sending).
-    scratch_.clear();
-    offsets_.clear();
-    values_.assign(st.params.size(), nullptr);
-    for (const auto& param : st.params) {
-        const auto& cv = tuples[param.tuple]->columns.at(param.column);
-        offsets_.push_back(cv.kind == protocol::ColumnKind::null ? SIZE_MAX : scratch_.size());
-        if (cv.kind != protocol::ColumnKind::null)
-            scratch_.append(cv.data).push_back('\0');
+    bool compact = info->compactable && !info->compaction_paused(std::chrono::steady_clock::now());
+    CompactTable table{info, info->mapping.relid.value, compact ? &info->identity : nullptr};
+    compactor->add(table, std::move(op), released_);
+    drain(pl);
+    if (compactor->bytes() > k_compact_max_bytes) {
+        // A large group: what is gathered so far goes now (memory stays bounded).
+        compactor->flush(released_);
+        drain(pl);
     }
-    for (std::size_t p = 0; p < st.params.size(); ++p)
-        values_[p] = offsets_[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets_[p];
-    pl.send_prepared(it->second, values_, {op, &txn, info, std::strcmp(op, "INSERT") != 0});
 }
 
 } // namespace pgshift::apply

@@ -195,6 +195,18 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
                                MetricType::Counter);
     Exposition::add_value(retries, {{"reason", "conflict"}}, as_double(s.apply.retries_conflict));
     Exposition::add_value(retries, {{"reason", "blocked"}}, as_double(s.apply.retries_blocked));
+    out.counter("pgshift_apply_statements_total",
+                "Statements sent to the target (a multi-row statement or a COPY counts once); against "
+                "pgshift_changes_applied_total it shows what compaction and multi-row statements save.",
+                as_double(s.apply.statements));
+    out.counter("pgshift_apply_rows_written_total",
+                "Row operations the target executed after compaction (changes received are "
+                "pgshift_changes_applied_total).",
+                as_double(s.apply.rows_written));
+    out.counter("pgshift_apply_compaction_fallbacks_total",
+                "Compacted batches rolled back and replayed in source order, uncompacted (a unique violation "
+                "or missing row in a transient state the source never had).",
+                as_double(s.apply.compaction_fallbacks));
     out.counter("pgshift_spill_errors_total",
                 "Sessions ended because a transaction could not be written to the spill directory (apply.spill_dir).",
                 as_double(s.spill_errors));

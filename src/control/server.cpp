@@ -160,7 +160,10 @@ json::object apply_json(const StatusSnapshot& s)
             {"batches_committed", a.batches_committed},
             {"wait_seconds",
              {{"dispatch", a.wait_dispatch_seconds}, {"dependency", a.wait_dependency_seconds}, {"commit", a.wait_commit_seconds}}},
-            {"retries", {{"conflict", a.retries_conflict}, {"blocked", a.retries_blocked}}}};
+            {"retries", {{"conflict", a.retries_conflict}, {"blocked", a.retries_blocked}}},
+            {"statements", a.statements},
+            {"rows_written", a.rows_written},
+            {"compaction_fallbacks", a.compaction_fallbacks}};
 }
 
 json::object status_json(const StatusSnapshot& s, const std::string& build_version)

@@ -168,6 +168,9 @@ control::StatusSnapshot DaemonState::snapshot() const
     a.wait_commit_seconds = static_cast<double>(x.wait_commit_micros.load()) / 1e6;
     a.retries_conflict = x.retries_conflict.load();
     a.retries_blocked = x.retries_blocked.load();
+    a.statements = x.statements_executed.load();
+    a.rows_written = x.rows_written.load();
+    a.compaction_fallbacks = x.compaction_fallbacks.load();
     s.errors_copy = errors_copy_.load();
     s.initial_copy.rows_copied = copy_rows_.load();
     s.initial_copy.bytes_copied = copy_bytes_.load();

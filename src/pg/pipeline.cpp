@@ -3,6 +3,7 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace pgshift::pg {
@@ -21,15 +22,22 @@ void Pipeline::leave()
     active_ = false;
 }
 
-void Pipeline::after_send(Expect e)
+namespace {
+constexpr std::size_t k_max_bytes_in_flight = 4u << 20;
+}
+
+void Pipeline::after_send(Expect e, std::size_t bytes)
 {
     expects_.push_back(e);
-    if (expects_.size() >= max_in_flight_) {
+    bytes_in_flight_ += bytes;
+    if (expects_.size() >= max_in_flight_ || bytes_in_flight_ >= k_max_bytes_in_flight) {
         // Bound the pipeline: ask the server to flush, then read half of the results.
         if (!PQsendFlushRequest(conn_.raw()) || PQflush(conn_.raw()) != 0)
             conn_.fail("could not flush the pipeline");
-        while (expects_.size() > max_in_flight_ / 2)
+        auto keep = std::min(expects_.size() / 2, max_in_flight_ / 2);
+        while (expects_.size() > keep)
             read_one();
+        bytes_in_flight_ = 0;
     }
 }
 
@@ -48,12 +56,67 @@ void Pipeline::send_prepare(const std::string& name, const std::string& sql, int
     after_send(e);
 }
 
-void Pipeline::send_prepared(const std::string& name, const std::vector<const char*>& values, Expect e)
+void Pipeline::send_prepared(const std::string& name, const std::vector<const char*>& values, Expect e,
+                             std::size_t bytes)
 {
     if (!PQsendQueryPrepared(conn_.raw(), name.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
                              nullptr, 0))
         conn_.fail(std::string("could not send ") + e.op);
-    after_send(e);
+    after_send(e, bytes);
+}
+
+void Pipeline::copy_in(const std::string& sql, std::string_view data, Expect e)
+{
+    bool was_active = active_;
+    if (active_) {
+        sync();
+        leave();
+    }
+    if (!failure_) {
+        PGconn* c = conn_.raw();
+        PGresult* res = PQexec(c, sql.c_str());
+        if (PQresultStatus(res) != PGRES_COPY_IN) {
+            record_failure(e, res);
+            PQclear(res);
+            while (PGresult* more = PQgetResult(c))
+                PQclear(more);
+        } else {
+            PQclear(res);
+            constexpr std::size_t k_chunk = 1u << 20;
+            for (std::size_t off = 0; off < data.size(); off += k_chunk) {
+                auto n = std::min(k_chunk, data.size() - off);
+                if (PQputCopyData(c, data.data() + off, static_cast<int>(n)) != 1)
+                    conn_.fail("could not send COPY data");
+            }
+            if (PQputCopyEnd(c, nullptr) != 1)
+                conn_.fail("could not end COPY");
+            while (PGresult* r = PQgetResult(c)) {
+                if (PQresultStatus(r) != PGRES_COMMAND_OK)
+                    record_failure(e, r);
+                PQclear(r);
+            }
+        }
+    }
+    if (was_active)
+        enter();
+}
+
+void Pipeline::record_failure(const Expect& e, PGresult* res)
+{
+    if (failure_)
+        return;
+    PGconn* c = conn_.raw();
+    auto st = PQresultStatus(res);
+    if (st != PGRES_FATAL_ERROR) {
+        failure_ = Failure{e, std::string("unexpected result status ") + PQresStatus(st), "", true};
+        return;
+    }
+    const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    PgError pe(PQresultErrorMessage(res), ss ? ss : "", PQstatus(c) != CONNECTION_OK || severity_ends_session(res));
+    std::string msg = PQresultErrorMessage(res);
+    while (!msg.empty() && msg.back() == '\n')
+        msg.pop_back();
+    failure_ = Failure{e, std::move(msg), pe.sqlstate(), pe.retryable()};
 }
 
 void Pipeline::sync()
@@ -79,24 +142,13 @@ void Pipeline::read_one()
     if (!res)
         conn_.fail("pipeline ended early");
     auto st = PQresultStatus(res);
-    if (st == PGRES_FATAL_ERROR) {
-        if (!failure_) {
-            const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            PgError pe(PQresultErrorMessage(res), ss ? ss : "",
-                       PQstatus(c) != CONNECTION_OK || severity_ends_session(res));
-            std::string msg = PQresultErrorMessage(res);
-            while (!msg.empty() && msg.back() == '\n')
-                msg.pop_back();
-            failure_ = Failure{e, std::move(msg), pe.sqlstate(), pe.retryable()};
-        }
-    } else if (st == PGRES_PIPELINE_ABORTED) {
+    if (st == PGRES_PIPELINE_ABORTED) {
         // follows an earlier error, which is already recorded
     } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        if (!failure_) // libpq out of step with us: a new session starts clean
-            failure_ = Failure{e, std::string("unexpected result status ") + PQresStatus(st), "", true};
-    } else if (e.must_affect_row) {
+        record_failure(e, res); // an error; or libpq out of step with us: a new session starts clean
+    } else if (e.rows > 0) {
         const char* n = PQcmdTuples(res);
-        if (*n && std::strtoull(n, nullptr, 10) == 0)
+        if (*n && std::strtoull(n, nullptr, 10) < e.rows)
             missing_.push_back(e);
     }
     PQclear(res);

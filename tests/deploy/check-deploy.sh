@@ -78,6 +78,9 @@ SPEC = {
     "pgshift_apply_batches_total": {},
     "pgshift_apply_wait_seconds_total": {"stage": {"dispatch", "dependency", "commit"}},
     "pgshift_apply_retries_total": {"reason": {"conflict", "blocked"}},
+    "pgshift_apply_statements_total": {},
+    "pgshift_apply_rows_written_total": {},
+    "pgshift_apply_compaction_fallbacks_total": {},
 }
 HISTOGRAMS = {"pgshift_apply_latency_seconds": {}}
 KNOWN = dict(SPEC)

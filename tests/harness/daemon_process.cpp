@@ -248,6 +248,31 @@ std::string DaemonProcess::control_url() const
     return "http://127.0.0.1:" + std::to_string(options_.control_port);
 }
 
+std::optional<double> DaemonProcess::metric(const std::string& series) const
+{
+    std::string cmd = "curl -sf --max-time 5 " + control_url() + "/metrics";
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p)
+        return std::nullopt;
+    std::string text;
+    char buf[4096];
+    while (auto n = fread(buf, 1, sizeof buf, p))
+        text.append(buf, n);
+    if (pclose(p) != 0)
+        return std::nullopt;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        auto end = text.find('\n', pos);
+        if (end == std::string::npos)
+            end = text.size();
+        std::string_view line(text.data() + pos, end - pos);
+        if (line.size() > series.size() && line.substr(0, series.size()) == series && line[series.size()] == ' ')
+            return std::strtod(std::string(line.substr(series.size() + 1)).c_str(), nullptr);
+        pos = end + 1;
+    }
+    return std::nullopt;
+}
+
 std::string DaemonProcess::log_tail(std::size_t lines) const { return file_tail(log_path_, lines); }
 
 void print_live_daemon_logs(const char* why)

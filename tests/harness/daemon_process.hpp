@@ -73,6 +73,9 @@ public:
     [[nodiscard]] std::string slot_name() const { return "pgshift_" + options_.name; }
     /// http://127.0.0.1:<control port>
     [[nodiscard]] std::string control_url() const;
+    /// The value of one series of the running daemon's /metrics (read with curl), e.g.
+    /// "pgshift_apply_statements_total"; nullopt when it cannot be read.
+    [[nodiscard]] std::optional<double> metric(const std::string& series) const;
     /// The last `lines` lines of the daemon's log file.
     [[nodiscard]] std::string log_tail(std::size_t lines = 60) const;
     /// How many times start() ran.

@@ -454,6 +454,20 @@ TEST_CASE("conflicts: a randomized conflicting load converges and the target sho
         sampler.stop();
         REQUIRE(converged);
         CHECK(fx.daemon().running());
+
+        // Compaction and multi-row statements were at work (on the backlog at least): fewer
+        // row operations than changes received, fewer statements than row operations.
+        double changes = 0;
+        for (const char* op : {"insert", "update", "delete"})
+            changes += fx.daemon().metric(std::string("pgshift_changes_applied_total{op=\"") + op + "\"}").value_or(0);
+        const double rows = fx.daemon().metric("pgshift_apply_rows_written_total").value_or(-1);
+        const double statements = fx.daemon().metric("pgshift_apply_statements_total").value_or(-1);
+        const double fallbacks = fx.daemon().metric("pgshift_apply_compaction_fallbacks_total").value_or(-1);
+        WARN("apply: " << changes << " row changes received, " << rows << " row operations after compaction, "
+                       << statements << " statements, " << fallbacks << " compacted batches replayed uncompacted");
+        CHECK(rows > 0);
+        CHECK(rows < changes);
+        CHECK(statements < rows);
         auto src = fx.source().connect();
         auto dst = fx.target().connect();
         const auto diffs = compare_tables(src, dst, k_tables);

@@ -18,6 +18,8 @@
 #include "pgshift/pg/connection.hpp"
 #include "pgshift/protocol/pgoutput.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -36,6 +38,35 @@ struct RelationInfo {
     /// no key (nothing unique to collide on), updates and deletes cannot be keyed (barriers).
     bool table_key = false;
     std::uint64_t seed = 0; ///< hash of the target table's name, the start of every key
+    /// Replica identity key columns (empty for REPLICA IDENTITY FULL).
+    std::vector<std::uint16_t> identity;
+    /// Changes may be compacted (compaction.hpp): a replica identity key whose every column's
+    /// type has canonical text, and no trigger that fires during apply (ENABLE ALWAYS/REPLICA).
+    bool compactable = false;
+    /// Changes may be merged into multi-row statements and COPY: no trigger fires during apply.
+    bool multirow = false;
+    /// A compacted batch failed on this table (e.g. a unique swap): its changes are not
+    /// compacted before this time (steady clock, ns), so that a workload that keeps doing it
+    /// does not pay for a replay in every batch. Shared by the workers.
+    struct PausedUntil {
+        mutable std::atomic<std::int64_t> ns{0};
+        PausedUntil() = default;
+        PausedUntil(const PausedUntil& o) : ns(o.ns.load()) {}
+        PausedUntil& operator=(const PausedUntil& o)
+        {
+            ns.store(o.ns.load());
+            return *this;
+        }
+    } compaction_paused_until;
+
+    [[nodiscard]] bool compaction_paused(std::chrono::steady_clock::time_point now) const
+    {
+        return now.time_since_epoch().count() < compaction_paused_until.ns.load(std::memory_order_relaxed);
+    }
+    void pause_compaction(std::chrono::steady_clock::time_point until) const
+    {
+        compaction_paused_until.ns.store(until.time_since_epoch().count(), std::memory_order_relaxed);
+    }
 };
 
 /// The relation a row change (Insert, Update, Delete) names; RelId{} for other messages.

@@ -29,6 +29,8 @@ struct TargetColumn {
     std::string name;
     bool has_btree_equality = true; ///< compare with '=' (else as text)
     bool generated = false;
+    std::string type;               ///< schema-qualified type name, for casts (no typmod)
+    bool canonical_text = false;    ///< equal values always have equal text (compaction keys)
 };
 
 /// A source relation (from its Relation message) resolved against the target table.
@@ -44,6 +46,8 @@ struct RelationMapping {
         std::string quoted;
         bool key = false;
         bool has_btree_equality = true;
+        std::string type; ///< the target column's type, for casts in multi-row statements
+        bool canonical_text = false;
     };
     std::vector<Column> columns;
     std::uint64_t generation = 0; ///< distinguishes statements of successive Relation messages
@@ -63,7 +67,8 @@ struct Statement {
         std::uint8_t tuple = 0;
         std::uint16_t column = 0;
     };
-    std::vector<Param> params;
+    std::vector<Param> params; ///< per row, for a multi-row statement
+    std::size_t rows = 1;
 };
 
 [[nodiscard]] Statement build_insert(const RelationMapping& m, const protocol::TupleData& row);
@@ -71,5 +76,16 @@ struct Statement {
 [[nodiscard]] Statement build_update(const RelationMapping& m, const protocol::TupleData& new_row,
                                      const protocol::TupleData& key_row, bool key_from_old, bool full_old);
 [[nodiscard]] Statement build_delete(const RelationMapping& m, const protocol::TupleData& old_row, bool full_old);
+
+// Multi-row statements (rows >= 2). Updates and deletes locate rows by the replica identity key
+// taken from tuple 1 (an old-key tuple); parameters carry casts to the target column types so
+// that the VALUES list has the columns' types.
+[[nodiscard]] Statement build_insert_rows(const RelationMapping& m, std::size_t rows);
+/// `new_row` gives the shape: its unchanged-TOAST columns stay out of SET, as do key columns.
+[[nodiscard]] Statement build_update_rows(const RelationMapping& m, const protocol::TupleData& new_row, std::size_t rows);
+[[nodiscard]] Statement build_delete_rows(const RelationMapping& m, std::size_t rows);
+/// COPY ... FROM STDIN (text format) of every column, and one row in that format.
+[[nodiscard]] std::string build_copy(const RelationMapping& m);
+void append_copy_row(std::string& out, const protocol::TupleData& row);
 
 } // namespace pgshift::apply

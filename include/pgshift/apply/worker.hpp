@@ -13,13 +13,19 @@
 //   earlier batch committed, run again. While waiting at the gate, a worker checks whether an
 //   earlier batch's backend waits for one of its locks (pg_blocking_pids): if so it rolls back
 //   and runs again after it (the watchdog of rule 5).
+// - A batch's changes are compacted to each row's net effect (compaction.hpp) and written as
+//   multi-row statements or COPY (writer.hpp). A compacted batch that hits a unique or
+//   exclusion violation, a deadlock or a missing row is rolled back and replayed in source
+//   order, uncompacted, once every earlier batch committed: transient states can differ.
 // - Statements are prepared per worker connection, cached per (relation generation, shape).
 // - Messages are read from each transaction's MessageLog (memory or spill file) one at a time,
 //   so a batch of any size takes bounded memory.
 #pragma once
 
 #include "pgshift/apply/commit_order.hpp"
+#include "pgshift/apply/compaction.hpp"
 #include "pgshift/apply/relations.hpp"
+#include "pgshift/apply/writer.hpp"
 #include "pgshift/config/config.hpp"
 #include "pgshift/pg/connection.hpp"
 #include "pgshift/pg/pipeline.hpp"
@@ -88,15 +94,24 @@ public:
     void set_state(WorkerState s);
 
 private:
-    enum class Outcome { empty, written, conflict };
+    /// conflict: a unique violation or deadlock; fallback: the compacted batch failed (run it
+    /// again uncompacted).
+    enum class Outcome { empty, written, conflict, fallback };
     struct Counts {
         std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
+        std::uint64_t statements = 0, rows = 0; ///< sent to the target
     };
-    /// Sends the batch and checks every result, leaving the transaction open for COMMIT.
-    Outcome execute(const Batch& batch, bool serial, Counts& counts);
-    void execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, bool& began, Counts& counts);
+    /// Sends the batch (compacted or not) and checks every result, leaving the transaction
+    /// open for COMMIT.
+    Outcome execute(const Batch& batch, bool serial, bool compact, Counts& counts);
+    void execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, Compactor* compactor, bool& began, Counts& counts);
     void send_change(pg::Pipeline& pl, const queue::Transaction& txn, const protocol::Message& msg,
-                     const std::unordered_map<RelId, const RelationInfo*>& rels, bool& began, Counts& counts);
+                     const std::unordered_map<RelId, const RelationInfo*>& rels, Compactor* compactor, bool& began,
+                     Counts& counts);
+    /// Keeps a table whose compacted batch failed in source order for a while.
+    static void pause_compaction(const void* rel);
+    /// Hands what the compactor released to the writer.
+    void drain(pg::Pipeline& pl);
     void rollback(pg::Pipeline& pl);
     /// Waits for its turn at the gate; false when aborted. `pl` is the open transaction (for
     /// the watchdog); sets `blocking` when an earlier batch waits for one of our locks.
@@ -107,11 +122,8 @@ private:
     int index_;
     std::string origin_;
     std::unique_ptr<pg::Connection> conn_;
-    std::unordered_map<std::string, std::string> prepared_; ///< statement key -> prepared name
-    std::uint64_t statement_counter_ = 0;
-    std::string scratch_;              ///< parameter values of the statement being sent
-    std::vector<std::size_t> offsets_; ///< per parameter: offset in scratch_, SIZE_MAX for NULL
-    std::vector<const char*> values_;
+    Writer writer_;
+    std::vector<RowOp> released_; ///< operations the compactor released, for the writer
     /// Thrown when a stop request rolled the transaction back.
     struct Interrupted {};
 };

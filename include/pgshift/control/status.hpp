@@ -75,6 +75,9 @@ struct StatusSnapshot {
         std::uint64_t batches_dispatched = 0, batches_committed = 0;
         double wait_dispatch_seconds = 0, wait_dependency_seconds = 0, wait_commit_seconds = 0;
         std::uint64_t retries_conflict = 0, retries_blocked = 0;
+        /// Target statements and the rows they carried, and compacted batches replayed
+        /// uncompacted (changes received are changes_*).
+        std::uint64_t statements = 0, rows_written = 0, compaction_fallbacks = 0;
     } apply;
 
     std::string last_error; ///< never contains secrets; kept after it is resolved

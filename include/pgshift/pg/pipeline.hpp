@@ -7,7 +7,8 @@
 //   decides (roll back, retry, stop). Results that must have touched a row but did not are
 //   reported the same way; what a missing row means is the caller's business.
 // - An unbounded pipeline becomes quadratic on the server side: past `max_in_flight`
-//   statements, a flush request is sent and half of the results are read.
+//   statements or 4 MiB of parameters, a flush request is sent and half of the results are read.
+// - COPY cannot run in pipeline mode: copy_in() syncs, leaves it for the COPY and comes back.
 // - Each Expect carries opaque tags (the caller's transaction and relation) so that a failure
 //   can be described by the caller without building strings on the hot path.
 #pragma once
@@ -18,6 +19,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pgshift::pg {
@@ -29,7 +31,8 @@ public:
         const char* op = "";          ///< "INSERT", "BEGIN", ... (static strings)
         const void* txn = nullptr;    ///< caller's tag, e.g. the source transaction
         const void* rel = nullptr;    ///< caller's tag, e.g. the relation
-        bool must_affect_row = false; ///< a result with 0 affected rows is a missing row
+        /// Rows the statement must affect; fewer is a missing row (0: not checked).
+        std::uint32_t rows = 0;
     };
     struct Failure {
         Expect at;
@@ -51,7 +54,13 @@ public:
 
     void send_query(const std::string& sql, const std::vector<const char*>& params, Expect e);
     void send_prepare(const std::string& name, const std::string& sql, int nparams, Expect e);
-    void send_prepared(const std::string& name, const std::vector<const char*>& values, Expect e);
+    /// `bytes`: the parameters' size, for the in-flight bound.
+    void send_prepared(const std::string& name, const std::vector<const char*>& values, Expect e,
+                       std::size_t bytes = 0);
+    /// Runs `sql` (COPY ... FROM STDIN) with `data` after a sync point, outside pipeline mode,
+    /// then enters it again. Skipped when a failure is recorded already; its own failure is
+    /// recorded like any result's.
+    void copy_in(const std::string& sql, std::string_view data, Expect e);
     /// Sends a sync point and reads every outstanding result up to it. Throws PgError only when
     /// the connection itself is out of step or gone.
     void sync();
@@ -68,11 +77,13 @@ public:
 
 private:
     void read_one();
-    void after_send(Expect e);
+    void after_send(Expect e, std::size_t bytes = 0);
+    void record_failure(const Expect& e, pg_result* res);
 
     Connection& conn_;
     std::size_t max_in_flight_;
     std::deque<Expect> expects_;
+    std::size_t bytes_in_flight_ = 0;
     bool active_ = false;
     std::optional<Failure> failure_;
     std::vector<Expect> missing_;

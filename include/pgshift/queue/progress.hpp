@@ -40,6 +40,11 @@ struct Stats {
     /// Batches rolled back and run again: a unique violation or deadlock that slipped through
     /// the keys (conflict), or an earlier batch waiting for a lock this one held (blocked).
     std::atomic<std::uint64_t> retries_conflict{0}, retries_blocked{0};
+    /// What the target was asked to do: statements (a COPY is one) and the rows they carried,
+    /// against the changes received (changes_*): compaction and multi-row statements at work.
+    std::atomic<std::uint64_t> statements_executed{0}, rows_written{0};
+    /// Compacted batches replayed uncompacted (a transient state differed from the source's).
+    std::atomic<std::uint64_t> compaction_fallbacks{0};
 
     /// Source commit to target commit latency; bucket bounds in seconds, +Inf implicit.
     static constexpr std::array<double, 12> k_buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

@@ -91,6 +91,9 @@ TEST_CASE("every SPEC section 4 metric is present with its type", "[control][met
         {"pgshift_apply_batches_total", "counter"},
         {"pgshift_apply_wait_seconds_total", "counter"},
         {"pgshift_apply_retries_total", "counter"},
+        {"pgshift_apply_statements_total", "counter"},
+        {"pgshift_apply_rows_written_total", "counter"},
+        {"pgshift_apply_compaction_fallbacks_total", "counter"},
     };
     for (const auto& [name, type] : expected) {
         INFO(name);

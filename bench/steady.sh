@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Steady-state benchmark: a paced write load on the source while a consumer keeps up, and the delay
+# from each source row's creation to its commit on the target, for pgshift and for PostgreSQL's
+# built-in logical replication in the same run.
+#
+# Each transaction (pgbench, paced with --rate) updates one pgbench account and inserts one probe
+# row whose created_at is clock_timestamp() on the source. The target runs with
+# track_commit_timestamp = on, so each probe row's delay is exactly
+#   pg_xact_commit_timestamp(xmin) - created_at
+# on the target (one machine, one clock): from the row's creation on the source to the commit that
+# made it visible on the target. Printed: p50, p99 and max per consumer and rate, and the CPU
+# seconds of the source cluster, the target cluster and pgshift during the run (bench/cpu.sh).
+#
+# Consumers run one at a time, each from its own slot created just before its load (the other
+# consumer is not running), into its own copy of the target database.
+#
+# Usage: bench/steady.sh [SECONDS] [RATES]   (defaults 30, "1000 3000"). Needs a built pgshift.
+# Environment: WORKERS=4 (pgshift's apply.workers), SCALE=10 (pgbench scale).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-30}
+rates=${2:-1000 3000}
+workers=${WORKERS:-4}
+scale=${SCALE:-10}
+bin="${PGSHIFT_BUILD_DIR:-$root/build}/src/daemon/pgshift"
+[ -x "$bin" ] || { echo "build pgshift first (scripts/build.sh)"; exit 1; }
+[[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "SECONDS must be a number >= 5, got '$seconds'"; exit 1; }
+for r in $rates; do [[ "$r" =~ ^[0-9]+$ ]] || { echo "rates are numbers, got '$r'"; exit 1; }; done
+
+PAIR_SOURCE_SETTINGS=(max_wal_size=4GB max_replication_slots=20 max_wal_senders=20 checkpoint_timeout=1h)
+PAIR_TARGET_SETTINGS=(max_wal_size=4GB max_replication_slots=100 checkpoint_timeout=1h track_commit_timestamp=on)
+source "$root/scripts/cluster-pair.sh"
+daemon=""
+on_exit '[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null'
+dst_base="host=127.0.0.1 port=$dst_port user=postgres"
+psql_db() { "$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$dst_base dbname=$1" -c "$2"; } # DB SQL
+now() { date +%s.%N; }
+
+probe_sql="CREATE TABLE probe (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL)"
+"$pgbin/pgbench" -i -q -s "$scale" -d "$src" >/dev/null 2>&1
+psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+psql_src "$probe_sql"
+psql_dst "CREATE DATABASE t_base"
+"$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=t_base" >/dev/null 2>&1
+psql_db t_base "$probe_sql"
+psql_src "VACUUM ANALYZE"
+
+cat > "$work/load.sql" <<'SQL'
+\set aid random(1, 100000 * :scale)
+\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+INSERT INTO probe (created_at) VALUES (clock_timestamp());
+END;
+SQL
+
+hz=$(getconf CLK_TCK)
+src_pm=$(head -n 1 "$work/source/postmaster.pid")
+dst_pm=$(head -n 1 "$work/target/postmaster.pid")
+ctl_port=$(free_port)
+declare -A p50 p99 pmax rows tps cpu_s cpu_t cpu_o
+
+caught_up() { # slot end_lsn
+  [ "$(psql_src "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = "t" ]
+}
+measure() { # key db slot consumer_pid
+  local key=$1 db=$2 slot=$3 pid=$4 c0 c1 out end
+  read -r -a c0 <<< "$("$root/bench/cpu.sh" ticks "$src_pm" "$dst_pm" "$pid")"
+  out=$("$pgbin/pgbench" -n -c 4 -j 2 -T "$seconds" -R "$rate" -f "$work/load.sql" -D scale="$scale" -d "$src" 2>&1)
+  tps[$key]=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -1)
+  end=$(psql_src "SELECT pg_current_wal_lsn()")
+  for _ in $(seq 1 600); do caught_up "$slot" "$end" && break; sleep 0.1; done
+  caught_up "$slot" "$end" || { echo "$key did not catch up"; exit 1; }
+  read -r -a c1 <<< "$("$root/bench/cpu.sh" ticks "$src_pm" "$dst_pm" "$pid")"
+  cpu_s[$key]=$(printf %.2f "$(echo "scale=4; (${c1[0]} - ${c0[0]}) / $hz" | bc)")
+  cpu_t[$key]=$(printf %.2f "$(echo "scale=4; (${c1[1]} - ${c0[1]}) / $hz" | bc)")
+  cpu_o[$key]=$([ "$pid" = 0 ] && echo "(in target)" || printf %.2f "$(echo "scale=4; (${c1[2]} - ${c0[2]}) / $hz" | bc)")
+  local want
+  want=$(psql_src "SELECT count(*) FROM probe")
+  [ "$(psql_db "$db" "SELECT count(*) FROM probe")" = "$want" ] || { echo "$key: probe rows differ from the source"; exit 1; }
+  read -r p50[$key] p99[$key] pmax[$key] rows[$key] <<< "$(psql_db "$db" "
+    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric, 2),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 2),
+           round(max(d)::numeric, 2), count(*)
+    FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS d FROM probe) s" |
+    tr '|' ' ')"
+}
+
+for rate in $rates; do
+  # pgshift
+  key="pgshift@$rate"; db="t_p$rate"
+  psql_dst "CREATE DATABASE $db TEMPLATE t_base"
+  psql_src "TRUNCATE probe"
+  cat > "$work/p$rate.yaml" <<YAML
+name: p$rate
+source: {conninfo: "$src"}
+target: {conninfo: "$dst_base dbname=$db"}
+initial_copy: {enabled: false}
+apply: {workers: $workers}
+control: {listen: "127.0.0.1:$ctl_port"}
+log: {level: warn}
+YAML
+  "$bin" run --config "$work/p$rate.yaml" >>"$work/p$rate.log" 2>&1 & daemon=$!
+  for _ in $(seq 1 200); do
+    [ "$(psql_src "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_p$rate'")" = "t" ] && break
+    sleep 0.1
+  done
+  psql_dst "CHECKPOINT"; psql_src "CHECKPOINT"
+  measure "$key" "$db" "pgshift_p$rate" "$daemon"
+  kill -TERM "$daemon"; wait "$daemon" || true; daemon=""
+  psql_src "SELECT pg_drop_replication_slot('pgshift_p$rate')" >/dev/null
+  psql_src "DROP PUBLICATION pgshift_p$rate"
+
+  # built-in logical replication
+  key="builtin@$rate"; db="t_n$rate"
+  psql_dst "CREATE DATABASE $db TEMPLATE t_base"
+  psql_src "TRUNCATE probe"
+  psql_src "CREATE PUBLICATION b_n$rate FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, probe"
+  psql_db "$db" "CREATE SUBSCRIPTION b_n$rate CONNECTION '$src' PUBLICATION b_n$rate WITH (copy_data = false)"
+  for _ in $(seq 1 200); do
+    [ "$(psql_src "SELECT active FROM pg_replication_slots WHERE slot_name = 'b_n$rate'")" = "t" ] && break
+    sleep 0.1
+  done
+  psql_dst "CHECKPOINT"; psql_src "CHECKPOINT"
+  measure "$key" "$db" "b_n$rate" 0
+  psql_db "$db" "DROP SUBSCRIPTION b_n$rate"
+  psql_src "DROP PUBLICATION b_n$rate"
+done
+
+printf "\n| consumer | rate (tps asked / done) | probe rows | p50 ms | p99 ms | max ms | source CPU s | target CPU s | pgshift CPU s |\n|---|---|---|---|---|---|---|---|---|\n"
+for rate in $rates; do
+  for c in builtin pgshift; do
+    key="$c@$rate"
+    label=$([ "$c" = builtin ] && echo "built-in replication" || echo "pgshift, apply.workers $workers")
+    printf "| %s | %s / %s | %s | %s | %s | %s | %s | %s | %s |\n" "$label" "$rate" "${tps[$key]%.*}" "${rows[$key]}" \
+      "${p50[$key]}" "${p99[$key]}" "${pmax[$key]}" "${cpu_s[$key]}" "${cpu_t[$key]}" "${cpu_o[$key]}"
+  done
+done

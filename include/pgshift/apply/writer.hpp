@@ -1,0 +1,69 @@
+// Statement writer: turns row operations into as few target statements as is safe, through a
+// worker's pipeline.
+//
+// Design notes
+// - Runs: consecutive operations of one table that one statement can carry together become a
+//   multi-row statement: inserts always (a multi-row INSERT inserts its rows in order; long
+//   runs go as COPY), updates and deletes only when the compactor marked them distinct (one row
+//   each, located by the replica identity key, updates of one SET shape). Everything else,
+//   including every table with a trigger that fires during apply, goes one statement per row.
+// - Multi-row statements are prepared per (relation generation, shape, rows) with rows from a
+//   few fixed sizes (64, 16, 4), so a handful of statements serve every run; parameters stay
+//   under PostgreSQL's limit. A run is bounded (1,024 operations or 1 MiB) before it is sent.
+// - Missing rows: an UPDATE or DELETE of n rows that affected fewer is reported by the pipeline
+//   as a missing row; the worker decides what it means.
+// - Owned by one worker (one connection); not thread-safe.
+#pragma once
+
+#include "pgshift/apply/compaction.hpp"
+#include "pgshift/apply/relations.hpp"
+#include "pgshift/pg/pipeline.hpp"
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pgshift::apply {
+
+class Writer {
+public:
+    /// Queues one operation (its `table` is a RelationInfo); sends the pending run first when
+    /// this one cannot join it.
+    void add(pg::Pipeline& pl, RowOp op);
+    /// Sends the pending run.
+    void flush(pg::Pipeline& pl);
+    /// Forgets prepared statements (after a failed PREPARE, or on a new connection).
+    void forget_prepared() { prepared_.clear(); }
+
+    /// Statements sent (a COPY counts as one) and rows they carried, since construction.
+    [[nodiscard]] std::uint64_t statements() const { return statements_; }
+    [[nodiscard]] std::uint64_t rows() const { return rows_; }
+
+    /// Inserts runs of at least this many rows go as COPY.
+    static constexpr std::size_t k_copy_min_rows = 48;
+
+private:
+    [[nodiscard]] bool joins_run(const RowOp& op, const RelationInfo& rel) const;
+    void send_run(pg::Pipeline& pl);
+    void send_single(pg::Pipeline& pl, const RowOp& op, const RelationInfo& rel);
+    void send_rows(pg::Pipeline& pl, std::size_t first, std::size_t count, const RelationInfo& rel);
+    void send_copy(pg::Pipeline& pl, const RelationInfo& rel);
+    /// Sends `st` (preparing it on first use) with the parameters of `ops`.
+    void send(pg::Pipeline& pl, const Statement& st, const RowOp* ops, std::size_t count, const char* op,
+              const RelationInfo& rel, std::uint32_t must_affect);
+
+    std::vector<RowOp> run_;
+    std::size_t run_bytes_ = 0;
+    std::string run_shape_; ///< updates: the SET shape of the run
+
+    std::unordered_map<std::string, std::string> prepared_; ///< statement key -> prepared name
+    std::uint64_t statement_counter_ = 0;
+    std::string scratch_;              ///< parameter values of the statement being sent
+    std::vector<std::size_t> offsets_; ///< per parameter: offset in scratch_, SIZE_MAX for NULL
+    std::vector<const char*> values_;
+    std::vector<protocol::TupleData> views_;
+    std::uint64_t statements_ = 0, rows_ = 0;
+};
+
+} // namespace pgshift::apply

@@ -1,0 +1,189 @@
+// Statement writer (see writer.hpp).
+#include "pgshift/apply/writer.hpp"
+
+#include "pgshift/common/errors.hpp"
+
+#include <array>
+
+namespace pgshift::apply {
+
+namespace {
+
+constexpr std::size_t k_run_max_ops = 1024;
+constexpr std::size_t k_run_max_bytes = 1u << 20;
+/// Rows per multi-row statement, largest first; what is left goes one row at a time.
+constexpr std::array<std::size_t, 3> k_sizes = {64, 16, 4};
+/// Parameters per statement, well under PostgreSQL's 65,535.
+constexpr std::size_t k_max_params = 30000;
+
+std::size_t bytes_of(const RowOp& op)
+{
+    std::size_t n = 0;
+    for (const auto& v : op.row)
+        n += v.data.size() + 1;
+    for (const auto& v : op.old)
+        n += v.data.size() + 1;
+    return n;
+}
+
+std::string set_shape(const Row& r)
+{
+    std::string s(r.size(), 's');
+    for (std::size_t i = 0; i < r.size(); ++i)
+        if (r[i].kind == protocol::ColumnKind::unchanged_toast)
+            s[i] = 'u';
+    return s;
+}
+
+const RelationInfo& rel_of(const RowOp& op) { return *static_cast<const RelationInfo*>(op.table); }
+
+/// Whether `op` may start a multi-row run.
+bool can_run(const RowOp& op, const RelationInfo& rel)
+{
+    if (!rel.multirow)
+        return false;
+    return op.kind == OpKind::insert || (op.distinct && op.old_kind == protocol::OldKind::key);
+}
+
+} // namespace
+
+bool Writer::joins_run(const RowOp& op, const RelationInfo& rel) const
+{
+    if (run_.empty() || run_.front().table != op.table || run_.front().kind != op.kind || !can_run(op, rel))
+        return false;
+    if (run_.size() >= k_run_max_ops || run_bytes_ >= k_run_max_bytes)
+        return false;
+    return op.kind != OpKind::update || set_shape(op.row) == run_shape_;
+}
+
+void Writer::add(pg::Pipeline& pl, RowOp op)
+{
+    const auto& rel = rel_of(op);
+    if (!joins_run(op, rel))
+        send_run(pl);
+    if (!can_run(op, rel)) {
+        send_single(pl, op, rel);
+        return;
+    }
+    if (run_.empty() && op.kind == OpKind::update)
+        run_shape_ = set_shape(op.row);
+    run_bytes_ += bytes_of(op);
+    run_.push_back(std::move(op));
+}
+
+void Writer::flush(pg::Pipeline& pl) { send_run(pl); }
+
+void Writer::send_run(pg::Pipeline& pl)
+{
+    if (run_.empty())
+        return;
+    const auto& rel = rel_of(run_.front());
+    const auto& m = rel.mapping;
+    auto kind = run_.front().kind;
+    auto n = run_.size();
+    if (kind == OpKind::insert && n >= k_copy_min_rows) {
+        send_copy(pl, rel);
+    } else {
+        std::size_t per_row = m.columns.size();
+        if (kind != OpKind::insert) {
+            std::size_t keys = 0, set = 0;
+            for (std::size_t i = 0; i < m.columns.size(); ++i) {
+                keys += m.columns[i].key;
+                set += !m.columns[i].key && run_shape_[i] == 's';
+            }
+            per_row = kind == OpKind::del ? keys : keys + set;
+        }
+        for (std::size_t pos = 0; pos < n;) {
+            std::size_t size = 1;
+            for (auto s : k_sizes)
+                if (s <= n - pos && s * per_row <= k_max_params) {
+                    size = s;
+                    break;
+                }
+            if (size == 1)
+                send_single(pl, run_[pos], rel);
+            else
+                send_rows(pl, pos, size, rel);
+            pos += size;
+        }
+    }
+    run_.clear();
+    run_bytes_ = 0;
+}
+
+void Writer::send_single(pg::Pipeline& pl, const RowOp& op, const RelationInfo& rel)
+{
+    const auto& m = rel.mapping;
+    switch (op.kind) {
+    case OpKind::insert: send(pl, build_insert(m, view(op.row)), &op, 1, "INSERT", rel, 0); break;
+    case OpKind::update: {
+        bool from_old = op.old_kind != protocol::OldKind::none;
+        auto row = view(op.row);
+        auto st = from_old ? build_update(m, row, view(op.old), true, op.old_kind == protocol::OldKind::full)
+                           : build_update(m, row, row, false, false);
+        send(pl, st, &op, 1, "UPDATE", rel, 1);
+        break;
+    }
+    case OpKind::del:
+        send(pl, build_delete(m, view(op.old), op.old_kind == protocol::OldKind::full), &op, 1, "DELETE", rel, 1);
+        break;
+    }
+}
+
+void Writer::send_rows(pg::Pipeline& pl, std::size_t first, std::size_t count, const RelationInfo& rel)
+{
+    const auto& m = rel.mapping;
+    const RowOp* ops = &run_[first];
+    auto n = static_cast<std::uint32_t>(count);
+    switch (ops->kind) {
+    case OpKind::insert: send(pl, build_insert_rows(m, count), ops, count, "INSERT", rel, 0); break;
+    case OpKind::update: send(pl, build_update_rows(m, view(ops->row), count), ops, count, "UPDATE", rel, n); break;
+    case OpKind::del: send(pl, build_delete_rows(m, count), ops, count, "DELETE", rel, n); break;
+    }
+}
+
+void Writer::send_copy(pg::Pipeline& pl, const RelationInfo& rel)
+{
+    scratch_.clear();
+    for (const auto& op : run_)
+        append_copy_row(scratch_, view(op.row));
+    pl.copy_in(build_copy(rel.mapping), scratch_, {"COPY", run_.back().txn, &rel, 0});
+    ++statements_;
+    rows_ += run_.size();
+}
+
+void Writer::send(pg::Pipeline& pl, const Statement& st, const RowOp* ops, std::size_t count, const char* op,
+                  const RelationInfo& rel, std::uint32_t must_affect)
+{
+    const void* txn = ops[count - 1].txn;
+    auto it = prepared_.find(st.key);
+    if (it == prepared_.end()) {
+        auto name = "s" + std::to_string(++statement_counter_);
+        pl.send_prepare(name, st.sql, static_cast<int>(st.params.size() * st.rows), {"PREPARE", txn, &rel});
+        it = prepared_.emplace(st.key, name).first;
+    }
+    // Text parameters must be NUL-terminated: copy them into one scratch buffer (libpq copies
+    // them into its output buffer when sending).
+    scratch_.clear();
+    offsets_.clear();
+    for (std::size_t r = 0; r < count; ++r) {
+        for (const auto& param : st.params) {
+            const Row& row = param.tuple == 0 ? ops[r].row : ops[r].old;
+            if (param.column >= row.size())
+                throw ProtocolError(std::string(op) + " on " + rel.mapping.source_name +
+                                    ": a tuple has fewer columns than its Relation message");
+            const auto& v = row[param.column];
+            offsets_.push_back(v.kind == protocol::ColumnKind::null ? SIZE_MAX : scratch_.size());
+            if (v.kind != protocol::ColumnKind::null)
+                scratch_.append(v.data).push_back('\0');
+        }
+    }
+    values_.assign(offsets_.size(), nullptr);
+    for (std::size_t p = 0; p < offsets_.size(); ++p)
+        values_[p] = offsets_[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets_[p];
+    pl.send_prepared(it->second, values_, {op, txn, &rel, must_affect}, scratch_.size());
+    ++statements_;
+    rows_ += count;
+}
+
+} // namespace pgshift::apply
