@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ccache pkg-config git
   libpq-dev libboost1.81-dev libboost-json1.81-dev libyaml-cpp-dev libspdlog-dev
   prometheus-cpp-dev libcli11-dev libsystemd-dev catch2
-  postgresql-15 postgresql-client-15 postgresql-contrib curl prometheus bc
+  postgresql-15 postgresql-client-15 postgresql-contrib curl prometheus bc pgbouncer
   clang libclang-rt-14-dev xxd
 )
 

@@ -1,4 +1,5 @@
 // pgshift's command line: subcommands of SPEC section 1.
+#include "pgshift/check/check.hpp"
 #include "pgshift/common/logging.hpp"
 #include "pgshift/config/config.hpp"
 #include "pgshift/daemon/client.hpp"
@@ -41,6 +42,27 @@ int cmd_run(const std::string& path)
     return daemon::run(cfg);
 }
 
+/// `pgshift check`: every problem at once; exit 0 only when `run` would succeed.
+int cmd_check(const std::string& path, bool json)
+{
+    config::Config cfg;
+    try {
+        cfg = config::load_from_file(path, config::process_env());
+    } catch (const config::ConfigErrors& e) {
+        check::Report report;
+        for (const auto& p : e.problems()) {
+            std::cerr << p << "\n";
+            report.problems.push_back({check::Severity::error, check::Side::config, "config", p});
+        }
+        if (json)
+            std::cout << check::to_json(report);
+        return daemon::k_exit_config;
+    }
+    auto report = check::run_checks(cfg, config::process_env());
+    std::cout << (json ? check::to_json(report) : check::to_text(report));
+    return report.ok() ? daemon::k_exit_ok : daemon::k_exit_failure;
+}
+
 int cmd_version()
 {
     std::cout << "pgshift " << PGSHIFT_VERSION << " (revision " << PGSHIFT_REVISION << ", libpq "
@@ -57,6 +79,10 @@ int main(int argc, char** argv)
     std::string config_path;
     auto* run = app.add_subcommand("run", "run the daemon in the foreground (what systemd starts)");
     run->add_option("--config,-c", config_path, "configuration file (YAML)")->required();
+    bool check_json = false;
+    auto* check_cmd = app.add_subcommand("check", "preflight: check the configuration and both servers");
+    check_cmd->add_option("--config,-c", config_path, "configuration file (YAML)")->required();
+    check_cmd->add_flag("--json", check_json, "print one JSON document");
     auto* version = app.add_subcommand("version", "print version and build information");
 
     // Client commands: find the daemon through --config or --url.
@@ -89,6 +115,8 @@ int main(int argc, char** argv)
     try {
         if (run->parsed())
             return cmd_run(config_path);
+        if (check_cmd->parsed())
+            return cmd_check(config_path, check_json);
         if (version->parsed())
             return cmd_version();
         for (auto& [sub, name] : clients)

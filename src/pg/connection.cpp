@@ -189,6 +189,14 @@ std::string quote_ident(std::string_view ident)
     return out;
 }
 
+std::string readable_ident(std::string_view ident)
+{
+    bool plain = !ident.empty() && !(ident[0] >= '0' && ident[0] <= '9');
+    for (char c : ident)
+        plain = plain && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
+    return plain ? std::string(ident) : quote_ident(ident);
+}
+
 std::string quote_literal(std::string_view lit)
 {
     // E'' form when a backslash is present, so the result is right whatever
@@ -208,18 +216,47 @@ std::string quote_literal(std::string_view lit)
     return out;
 }
 
-std::string conninfo_with(const std::string& conninfo, const std::vector<std::pair<std::string, std::string>>& extra)
+std::string text_array(const std::vector<std::string>& values)
 {
-    // PQconnectdbParams with expand_dbname would also work, but a single string keeps every
-    // caller (replication and ordinary connections) on one code path. Rebuild as key=value.
+    std::string out = "{";
+    for (const auto& v : values) {
+        if (out.size() > 1)
+            out.push_back(',');
+        out.push_back('"');
+        for (char c : v) {
+            if (c == '"' || c == '\\')
+                out.push_back('\\');
+            out.push_back(c);
+        }
+        out.push_back('"');
+    }
+    return out + "}";
+}
+
+std::vector<std::pair<std::string, std::string>> parse_conninfo(const std::string& conninfo)
+{
     char* err = nullptr;
     PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
     if (!opts) {
         std::string msg = err ? err : "invalid conninfo";
         if (err)
             PQfreemem(err);
+        while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+            msg.pop_back();
         throw ConfigError("invalid conninfo: " + msg);
     }
+    std::vector<std::pair<std::string, std::string>> out;
+    for (PQconninfoOption* o = opts; o->keyword; ++o)
+        if (o->val)
+            out.emplace_back(o->keyword, o->val);
+    PQconninfoFree(opts);
+    return out;
+}
+
+std::string conninfo_with(const std::string& conninfo, const std::vector<std::pair<std::string, std::string>>& extra)
+{
+    // PQconnectdbParams with expand_dbname would also work, but a single string keeps every
+    // caller (replication and ordinary connections) on one code path. Rebuild as key=value.
     auto quote = [](const std::string& v) {
         std::string q = "'";
         for (char c : v) {
@@ -230,17 +267,13 @@ std::string conninfo_with(const std::string& conninfo, const std::vector<std::pa
         return q + "'";
     };
     std::string out;
-    for (PQconninfoOption* o = opts; o->keyword; ++o) {
-        if (!o->val)
-            continue;
+    for (const auto& [keyword, value] : parse_conninfo(conninfo)) {
         bool overridden = false;
         for (const auto& [k, v] : extra)
-            overridden = overridden || k == o->keyword;
-        if (overridden)
-            continue;
-        out += std::string(o->keyword) + "=" + quote(o->val) + " ";
+            overridden = overridden || k == keyword;
+        if (!overridden)
+            out += keyword + "=" + quote(value) + " ";
     }
-    PQconninfoFree(opts);
     for (const auto& [k, v] : extra)
         out += k + "=" + quote(v) + " ";
     if (!out.empty())

@@ -31,15 +31,6 @@ std::string leaf_identity_problem(char replident, bool has_pk, bool has_identity
     }
 }
 
-/// An identifier as PostgreSQL prints it: bare when it needs no quotes, else quoted.
-std::string readable_ident(const std::string& ident)
-{
-    bool plain = !ident.empty() && !(ident[0] >= '0' && ident[0] <= '9');
-    for (char c : ident)
-        plain = plain && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
-    return plain ? ident : pg::quote_ident(ident);
-}
-
 } // namespace
 
 std::string SourceTable::sql() const { return pg::quote_ident(schema) + "." + pg::quote_ident(name); }
@@ -96,7 +87,7 @@ std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tab
         bool is_root = r.get(i, 6) == "t";
         bool partitioned_root = is_root && r.get(i, 7) == "p";
         std::string what = is_root ? "table " + display : "table " + display + " (partition " + leaf + ")";
-        std::string target = is_root ? readable_ident(t.schema) + "." + readable_ident(t.name) : leaf;
+        std::string target = is_root ? pg::readable_ident(t.schema) + "." + pg::readable_ident(t.name) : leaf;
         std::string harm = partitioned_root
                                ? "its changes are published under this root, and without a root identity the target "
                                  "cannot apply their UPDATE and DELETE"

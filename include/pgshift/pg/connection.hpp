@@ -107,8 +107,20 @@ void set_notice_sink(NoticeSink sink);
 
 /// Quotes an identifier without a connection (always double quotes; UTF-8 safe).
 [[nodiscard]] std::string quote_ident(std::string_view ident);
+/// An identifier as PostgreSQL prints it: bare when it is lower case letters, digits and '_'
+/// not starting with a digit, else quoted. XXX: a reserved word (e.g. user) stays bare.
+[[nodiscard]] std::string readable_ident(std::string_view ident);
 /// Quotes a literal without a connection, standard_conforming_strings on: 'it''s'.
 [[nodiscard]] std::string quote_literal(std::string_view lit);
+
+/// A text[] literal for a query parameter ($1::text[]): {"a","b ""c"""} with quotes and
+/// backslashes escaped, so any identifier travels as one element.
+[[nodiscard]] std::string text_array(const std::vector<std::string>& values);
+
+/// The keywords a conninfo (key=value or URI form) sets, with their values, in libpq's keyword
+/// order; keywords it leaves unset are absent (libpq's environment defaults are not applied).
+/// Throws ConfigError("invalid conninfo: ...") when libpq cannot parse it.
+[[nodiscard]] std::vector<std::pair<std::string, std::string>> parse_conninfo(const std::string& conninfo);
 
 /// Appends `key=value` pairs to a conninfo (key=value or URI form), overriding duplicates.
 [[nodiscard]] std::string conninfo_with(const std::string& conninfo,

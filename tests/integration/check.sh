@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Integration (SPEC section 6): `pgshift check` against real servers. A good setup exits 0 with no
+# error line, also for a non-superuser role on each side holding exactly the privileges check
+# asks for (and `pgshift run` then really streams with them). Each broken setup prints its own
+# problem naming the side, the object and the fix, and exits 1: wal_level=replica, a source role
+# without REPLICATION or not owning a table, a target role without a privilege, no free
+# replication slot, too few origin slots, a table without key and identity, a conninfo on port
+# 6543 (a pooler, even with nothing listening), a target table missing or missing a column or
+# with a column of another type, leftovers of an earlier run. Several problems come out of one
+# run; --json is one JSON document; an invalid config file exits 78. With pgbouncer installed, a
+# PgBouncer in front of the source is noticed too.
+# Usage: check.sh PGSHIFT_BINARY (CHECK_SHOW=1 prints the output of every check run)
+set -euo pipefail
+command -v python3 >/dev/null || { echo "python3 not installed: skipped"; exit 77; }
+# Room for 3 slots and 2 WAL senders on the source (filled up below), 3 origins on the target.
+PAIR_SOURCE_SETTINGS=(max_replication_slots=3 max_wal_senders=2)
+PAIR_TARGET_SETTINGS=(max_replication_slots=3)
+source "$(dirname "$0")/daemon-test.sh"
+
+schema="CREATE TABLE orders (id int PRIMARY KEY, amount numeric(10,2), note text);
+CREATE TABLE items (id bigint PRIMARY KEY, name text);"
+psql_src "$schema"
+psql_dst "$schema"
+ctl_port=$(free_port)
+api="http://127.0.0.1:$ctl_port"
+
+# write_config [SOURCE_CONNINFO [TARGET_CONNINFO [EXTRA_YAML]]]
+write_config() {
+  local extra="apply: {workers: 2}"
+  [ $# -ge 3 ] && extra=$3
+  cat > "$work/pgshift.yaml" <<YAML
+name: chk
+source: {conninfo: "${1:-$src}"}
+target: {conninfo: "${2:-$dst}"}
+initial_copy: {enabled: false}
+control: {listen: "127.0.0.1:$ctl_port"}
+reconnect: {min_delay_seconds: 0.2, max_delay_seconds: 1}
+$extra
+YAML
+}
+# check_expect CODE [--json]: runs pgshift check (output in $work/pgshift.log), checks the exit code.
+check_expect() {
+  local code=0
+  timeout 60 "$bin" check --config "$work/pgshift.yaml" ${2:+"$2"} >"$work/pgshift.log" 2>&1 || code=$?
+  [ -n "${CHECK_SHOW:-}" ] && { echo "--- exit $code"; cat "$work/pgshift.log"; }
+  [ "$code" = "$1" ] || fail "pgshift check: exit code $code, expected $1"
+}
+# has LINE_PREFIX TEXT WHY: some output line starts with LINE_PREFIX and contains TEXT.
+has() { grep -F -- "$1" "$work/pgshift.log" | grep -q -F -- "$2" || fail "$3"; }
+no_errors() { ! grep -q "^error:" "$work/pgshift.log" || fail "$1: unexpected error line"; }
+errors() { grep -c "^error:" "$work/pgshift.log" || true; }
+
+# 1. A good setup: exit 0, no error line; the unlimited WAL retention of a default server is a warning.
+write_config
+check_expect 0
+no_errors "good setup"
+grep -q "^check passed: pgshift run can start (source PostgreSQL 15" "$work/pgshift.log" || fail "no summary line"
+has "warning: source: " "max_slot_wal_keep_size is -1 (unlimited)" "unlimited max_slot_wal_keep_size not reported"
+check_expect 0 --json
+python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"] is True and d["errors"] == 0, d' \
+  < "$work/pgshift.log" || fail "--json of a good setup is not one JSON document with ok true"
+echo "ok: a good setup passes (exit 0, no error line, a warning for unlimited WAL retention); --json parses"
+
+psql_src "ALTER SYSTEM SET max_slot_wal_keep_size = '100MB'"
+psql_src "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+check_expect 0
+has "warning: source: " "max_slot_wal_keep_size is 100 MB: below 1 GB" "small max_slot_wal_keep_size not reported"
+psql_src "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'"
+psql_src "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+check_expect 0
+grep -q "max_slot_wal_keep_size" "$work/pgshift.log" && fail "10GB of max_slot_wal_keep_size reported"
+echo "ok: max_slot_wal_keep_size below 1 GB is a warning, 10 GB is quiet"
+
+# 2. Source wal_level = replica.
+psql_src "ALTER SYSTEM SET wal_level = replica"
+"$root/scripts/pgcluster.sh" restart "$work/source"
+check_expect 1
+has "error: source: " "source wal_level is 'replica', logical replication needs 'logical': ALTER SYSTEM SET wal_level = logical" \
+  "wal_level=replica not reported"
+psql_src "ALTER SYSTEM RESET wal_level"
+"$root/scripts/pgcluster.sh" restart "$work/source"
+check_expect 0
+echo "ok: wal_level=replica on the source is an error with the fix"
+
+# 3. A port-6543 conninfo (nothing listens there): the pooler error and the connection error.
+write_config "host=127.0.0.1 port=6543 dbname=postgres user=postgres connect_timeout=5"
+check_expect 1
+has "error: source: " "source.conninfo points at 127.0.0.1:6543: port 6543 is where Supabase" "port 6543 not called a pooler"
+has "error: source: " "cannot connect to the source (could not connect: connection to server at \"127.0.0.1\", port 6543 failed: Connection refused Is the server running" \
+  "the connection error is not reported with libpq's message"
+[ "$(errors)" = 2 ] || fail "expected exactly the pooler and the connection errors, got $(errors)"
+grep -q "^error: target: " "$work/pgshift.log" && fail "the target is reported although it is fine"
+echo "ok: a conninfo on port 6543 is reported as a pooler, and the failed connection with libpq's message"
+
+# A PgBouncer (transaction pooling) in front of the source on an ordinary port: noticed once
+# connected (the backend pid it announces is its own), and the replication connection fails.
+if command -v pgbouncer >/dev/null; then
+  bouncer_port=$(free_port)
+  mkdir "$work/bouncer"
+  [ "$EUID" = 0 ] && chown postgres: "$work/bouncer"
+  cat > "$work/bouncer/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$src_port dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/bouncer/users.txt
+pool_mode = transaction
+logfile = $work/bouncer/pgbouncer.log
+pidfile = $work/bouncer/pgbouncer.pid
+INI
+  echo '"postgres" ""' > "$work/bouncer/users.txt"
+  as_bouncer() { if [ "$EUID" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  as_bouncer pgbouncer -d "$work/bouncer/pgbouncer.ini" || fail "pgbouncer does not start"
+  on_exit '[ -f "$work/bouncer/pgbouncer.pid" ] && kill "$(cat "$work/bouncer/pgbouncer.pid")"'
+  for _ in $(seq 1 50); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" && break; sleep 0.1; done
+  write_config "host=127.0.0.1 port=$bouncer_port dbname=postgres user=postgres"
+  check_expect 1
+  has "warning: source: " "source.conninfo reaches the server through a connection pooler" "PgBouncer in front of the source not noticed"
+  has "error: source: " "cannot open a replication connection (replication=database) as pgshift run does" \
+    "the replication connection through PgBouncer is not reported"
+  [ "$(errors)" = 1 ] || fail "expected only the replication connection error, got $(errors)"
+  kill "$(cat "$work/bouncer/pgbouncer.pid")"
+  echo "ok: a PgBouncer in front of the source is noticed, and its refused replication connection is an error"
+else
+  echo "skipped: pgbouncer not installed (the pooler behind an ordinary port)"
+fi
+
+# 4. Roles: a non-superuser source role (REPLICATION, CREATE on the database, owner of the tables)
+# and target role (origin functions, SET session_replication_role, table privileges) pass.
+psql_src "CREATE ROLE migrator LOGIN; GRANT CREATE ON DATABASE postgres TO migrator;
+ALTER TABLE orders OWNER TO migrator; ALTER TABLE items OWNER TO migrator"
+psql_dst "CREATE ROLE applier LOGIN;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_oid(text),
+  pg_replication_origin_advance(text, pg_lsn), pg_replication_origin_progress(text, boolean),
+  pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz) TO applier;
+GRANT SET ON PARAMETER session_replication_role TO applier;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON orders, items TO applier"
+src_user="host=127.0.0.1 port=$src_port dbname=postgres user=migrator"
+dst_user="host=127.0.0.1 port=$dst_port dbname=postgres user=applier"
+write_config "$src_user" "$dst_user"
+check_expect 1
+has "error: source: " "role migrator has neither the REPLICATION attribute nor superuser, so it cannot open the replication connection that streams changes: ALTER ROLE migrator REPLICATION" \
+  "a source role without REPLICATION not reported"
+[ "$(errors)" = 1 ] || fail "expected only the REPLICATION error, got $(errors)"
+psql_src "ALTER ROLE migrator REPLICATION"
+check_expect 0
+no_errors "non-superuser roles with the privileges check asks for"
+psql_src "ALTER TABLE items OWNER TO postgres"
+psql_dst "REVOKE TRUNCATE ON orders FROM applier; REVOKE SET ON PARAMETER session_replication_role FROM applier;
+REVOKE EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) FROM applier"
+check_expect 1
+has "error: source: " "role migrator does not own 1 selected table(s) of role postgres (public.items), and adding a table to the publication needs its owner: ALTER TABLE public.items OWNER TO migrator" \
+  "a table the source role does not own not reported"
+grep -q "GRANT postgres TO" "$work/pgshift.log" && fail "suggests making the role a member of a superuser"
+has "error: target: " "role applier lacks TRUNCATE on public.orders, which apply needs: GRANT TRUNCATE ON public.orders TO applier" \
+  "a missing TRUNCATE grant not reported"
+has "error: target: " "GRANT SET ON PARAMETER session_replication_role TO applier" \
+  "a missing SET privilege on session_replication_role not reported"
+has "error: target: " "GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_session_setup(text) TO applier" \
+  "a missing EXECUTE on an origin function not reported"
+[ "$(errors)" = 4 ] || fail "expected 4 privilege errors in one run, got $(errors)"
+psql_src "ALTER TABLE items OWNER TO migrator"
+psql_dst "GRANT TRUNCATE ON orders TO applier; GRANT SET ON PARAMETER session_replication_role TO applier;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) TO applier"
+check_expect 0
+echo "ok: non-superuser roles pass with the privileges check names; each missing one is named with its GRANT"
+
+# 5. No free replication slot on the source (3 of 3 taken), too few origin slots on the target.
+psql_src "SELECT pg_create_physical_replication_slot('other_' || g) FROM generate_series(1, 3) g" >/dev/null
+write_config "$src" "$dst" "apply: {workers: 4}"
+check_expect 1
+has "error: source: " "max_replication_slots is 3 and 3 slot(s) exist (other_1, other_2, other_3), so the slot pgshift_chk cannot be created" \
+  "no free replication slot not reported"
+has "error: target: " "apply.workers = 4 needs 4 more replication origin(s) on the target, but its max_replication_slots (3)" \
+  "too few origin slots on the target not reported"
+[ "$(errors)" = 2 ] || fail "expected the slot and the origin errors, got $(errors)"
+psql_src "SELECT pg_drop_replication_slot('other_' || g) FROM generate_series(1, 3) g" >/dev/null
+echo "ok: a source without a free slot and a target without room for apply.workers origins are errors"
+
+# Both WAL senders taken by other replication connections.
+write_config
+holders=()
+on_exit 'for p in "${holders[@]}"; do kill "$p" 2>/dev/null; done'
+for _ in 1 2; do
+  "$pgbin/psql" -X -q -d "$src replication=database" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 & holders+=($!)
+done
+for _ in $(seq 1 50); do [ "$(psql_src "SELECT count(*) FROM pg_stat_replication")" = 2 ] && break; sleep 0.1; done
+check_expect 1
+has "error: source: " "max_wal_senders is 2 and all are in use, so pgshift's replication connection would be refused" \
+  "no free WAL sender not reported"
+[ "$(errors)" = 1 ] || fail "expected only the WAL sender error, got $(errors)"
+# The backends sleep without reading their socket: end them on the server.
+psql_src "SELECT pg_terminate_backend(pid) FROM pg_stat_replication" >/dev/null
+for p in "${holders[@]}"; do wait "$p" 2>/dev/null || true; done
+holders=()
+for _ in $(seq 1 50); do [ "$(psql_src "SELECT count(*) FROM pg_stat_replication")" = 0 ] && break; sleep 0.1; done
+check_expect 0
+echo "ok: a source without a free WAL sender is an error"
+
+# 6. A table without key and identity; target tables missing, missing a column, a column of another type.
+write_config
+psql_src "CREATE TABLE nokey (a int, b text); CREATE TABLE only_src (id int PRIMARY KEY)"
+psql_dst "CREATE TABLE nokey (a int, b text)"
+psql_dst "ALTER TABLE orders DROP COLUMN note; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,2);
+ALTER TABLE items ADD COLUMN sku text NOT NULL"
+check_expect 1
+has "error: source: " "table public.nokey has no usable replica identity (no primary key and REPLICA IDENTITY DEFAULT)" \
+  "a table without key and identity not reported"
+has "error: source: " "ALTER TABLE public.nokey REPLICA IDENTITY FULL" "no REPLICA IDENTITY FULL remedy"
+has "error: target: " "table public.only_src does not exist on the target: create it" "a missing target table not reported"
+has "error: target: " "table public.orders, column note (text) is missing on the target, so apply cannot write it: ALTER TABLE public.orders ADD COLUMN note text" \
+  "a missing target column not reported"
+has "error: target: " "table public.orders, column amount is numeric(10,2) on the source but numeric(12,2) on the target: ALTER TABLE public.orders ALTER COLUMN amount TYPE numeric(10,2)" \
+  "a column of another type not reported"
+has "error: target: " "table public.items, column sku exists only on the target and is NOT NULL without a default" \
+  "a NOT NULL target-only column not reported"
+[ "$(errors)" = 5 ] || fail "expected 5 errors in one run, got $(errors)"
+check_expect 1 --json
+python3 - "$work/pgshift.log" <<'PY' || fail "--json does not list the same problems"
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = sorted(p["code"] for p in d["problems"] if p["severity"] == "error")
+assert d["ok"] is False and d["errors"] == 5, d
+assert codes == ["column_type", "missing_column", "missing_table", "replica_identity", "required_column"], codes
+assert all(p["side"] in ("source", "target") for p in d["problems"]), d
+PY
+psql_src "DROP TABLE nokey, only_src"
+psql_dst "DROP TABLE nokey; ALTER TABLE orders ADD COLUMN note text; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(10,2);
+ALTER TABLE items DROP COLUMN sku"
+check_expect 0
+echo "ok: five problems reported in one run (text and --json): no identity, missing table, missing column, other type, NOT NULL extra column"
+
+# 7. Leftovers of an earlier run: a slot without origins (warning), an origin with progress but no slot (error).
+psql_src "SELECT pg_create_logical_replication_slot('pgshift_chk', 'pgoutput')" >/dev/null
+check_expect 0
+has "warning: source: " "replication slot pgshift_chk exists but the target has no replication origin of migration chk" \
+  "a leftover slot not reported"
+has "warning: source: " "SELECT pg_drop_replication_slot('pgshift_chk')" "no cleanup command for a leftover slot"
+psql_src "SELECT pg_drop_replication_slot('pgshift_chk')" >/dev/null
+psql_dst "SELECT pg_replication_origin_create('pgshift_chk_w0'); SELECT pg_replication_origin_advance('pgshift_chk_w0', '0/3000000')" >/dev/null
+check_expect 1
+has "error: target: " "the target's origins of migration chk have applied up to 0/3000000 but the slot pgshift_chk does not exist on the source" \
+  "an origin with progress but no slot not reported"
+has "error: target: " "SELECT pg_replication_origin_drop('pgshift_chk_w0')" "no cleanup command for a leftover origin"
+psql_dst "SELECT pg_replication_origin_drop('pgshift_chk_w0')" >/dev/null
+echo "ok: leftovers of an earlier run are reported with the command that cleans them up"
+
+# 8. An invalid config file exits 78 with the key named.
+echo "unknown_key: 1" >> "$work/pgshift.yaml"
+check_expect 78
+grep -q "unknown_key" "$work/pgshift.log" || fail "the unknown key is not named"
+echo "ok: an invalid config file exits 78"
+
+# 9. What check passed, run does: the two non-superuser roles stream a change.
+write_config "$src_user" "$dst_user"
+check_expect 0
+"$bin" run --config "$work/pgshift.yaml" >"$work/pgshift.log" 2>&1 & daemon=$!
+wait_ready "$api" 30 "pgshift run does not start with roles check passed"
+psql_src "INSERT INTO orders VALUES (1, 9.50, 'checked'); UPDATE orders SET note = 'still' WHERE id = 1"
+for _ in $(seq 1 100); do [ "$(psql_dst "SELECT note FROM orders WHERE id = 1")" = still ] && break; sleep 0.2; done
+[ "$(psql_dst "SELECT note FROM orders WHERE id = 1")" = still ] || fail "the change did not reach the target"
+kill -TERM "$daemon"; wait "$daemon" || fail "SIGTERM exit code"
+daemon=""
+echo "ok: with the roles check passed, pgshift run streams"
+echo "check: all checks passed"
