@@ -61,6 +61,7 @@ void Worker::connect()
     try {
         conn_ = std::make_unique<pg::Connection>(conninfo);
         writer_.forget_prepared();
+        setup_name_.clear();
         conn_->exec_params("SELECT pg_replication_origin_session_setup($1)", {origin_});
     } catch (const pg::PgError& e) {
         throw TargetError("worker " + std::to_string(index_) + ": could not set up replication origin " + origin_ +
@@ -282,12 +283,21 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, C
         // end: the target still only ever shows states the source had at some commit.
         auto end = last.end_lsn.str();
         auto ts = format_timestamptz(last.commit_ts);
-        pl.send_query("SELECT pg_replication_origin_xact_setup($1, $2)", {end.c_str(), ts.c_str()},
-                      {"pg_replication_origin_xact_setup", &last});
+        // Force an xid too: a transaction without one (everything compacted away, rows
+        // skipped) writes no commit record, so its origin progress would be lost (rule 1).
+        if (setup_name_.empty()) {
+            // A new name each time: a PREPARE that succeeded before a failure stays prepared.
+            setup_name_ = "pgshift_setup" + std::to_string(++setup_counter_);
+            pl.send_prepare(setup_name_, "SELECT pg_current_xact_id(), pg_replication_origin_xact_setup($1, $2)", 2,
+                            {"PREPARE", &last});
+        }
+        setup_values_ = {end.c_str(), ts.c_str()};
+        pl.send_prepared(setup_name_, setup_values_, {"pg_replication_origin_xact_setup", &last});
         pl.sync();
         if (const auto& f = pl.failure()) {
             // A failed PREPARE leaves its key unprepared: forget this session's statements.
             writer_.forget_prepared();
+            setup_name_.clear();
             auto what = describe(*f);
             bool retryable = f->retryable;
             bool conflict = (!serial || compact) && conflict_sqlstate(f->sqlstate);
@@ -394,9 +404,6 @@ void Worker::send_change(pg::Pipeline& pl, const queue::Transaction& txn, const 
         pl.enter();
     if (!began) {
         pl.send_query("BEGIN", {}, {"BEGIN", &txn});
-        // Force an xid: a transaction without one writes no commit record, so its origin
-        // progress would be lost (rule 1).
-        pl.send_query("SELECT pg_current_xact_id()", {}, {"pg_current_xact_id", &txn});
         began = true;
     }
 

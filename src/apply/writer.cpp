@@ -111,21 +111,61 @@ void Writer::send_run(pg::Pipeline& pl)
     run_bytes_ = 0;
 }
 
+namespace {
+
+/// Appends one character per value: s(ent), u(nchanged TOAST), n(ULL).
+void append_mask(std::string& key, const Row& r)
+{
+    for (const auto& v : r)
+        key.push_back(v.kind == protocol::ColumnKind::unchanged_toast ? 'u'
+                      : v.kind == protocol::ColumnKind::null          ? 'n'
+                                                                      : 's');
+}
+
+} // namespace
+
+template <typename Build>
+const Writer::Prepared& Writer::prepared(pg::Pipeline& pl, const std::string& key, const RowOp& tag,
+                                         const RelationInfo& rel, Build&& build)
+{
+    auto it = prepared_.find(key);
+    if (it == prepared_.end()) {
+        Prepared p{build(), "s" + std::to_string(++statement_counter_)};
+        pl.send_prepare(p.name, p.statement.sql, static_cast<int>(p.statement.params.size() * p.statement.rows),
+                        {"PREPARE", tag.txn, &rel});
+        it = prepared_.emplace(key, std::move(p)).first;
+    }
+    return it->second;
+}
+
 void Writer::send_single(pg::Pipeline& pl, const RowOp& op, const RelationInfo& rel)
 {
     const auto& m = rel.mapping;
+    bool full = op.old_kind == protocol::OldKind::full;
+    key_.assign(1, op.kind == OpKind::insert ? 'I' : op.kind == OpKind::update ? 'U' : 'D');
+    key_ += std::to_string(m.generation);
+    key_.push_back(static_cast<char>(op.old_kind) + 'a');
     switch (op.kind) {
-    case OpKind::insert: send(pl, build_insert(m, view(op.row)), &op, 1, "INSERT", rel, 0); break;
+    case OpKind::insert:
+        send(pl, prepared(pl, key_, op, rel, [&] { return build_insert(m, view(op.row)); }), &op, 1, "INSERT", rel, 0);
+        break;
     case OpKind::update: {
-        bool from_old = op.old_kind != protocol::OldKind::none;
-        auto row = view(op.row);
-        auto st = from_old ? build_update(m, row, view(op.old), true, op.old_kind == protocol::OldKind::full)
-                           : build_update(m, row, row, false, false);
-        send(pl, st, &op, 1, "UPDATE", rel, 1);
+        append_mask(key_, op.row);
+        if (full)
+            append_mask(key_, op.old); // IS NULL tests are part of the shape
+        auto build = [&] {
+            auto row = view(op.row);
+            return op.old_kind != protocol::OldKind::none ? build_update(m, row, view(op.old), true, full)
+                                                          : build_update(m, row, row, false, false);
+        };
+        send(pl, prepared(pl, key_, op, rel, build), &op, 1, "UPDATE", rel, 1);
         break;
     }
     case OpKind::del:
-        send(pl, build_delete(m, view(op.old), op.old_kind == protocol::OldKind::full), &op, 1, "DELETE", rel, 1);
+        if (full)
+            append_mask(key_, op.old);
+        send(pl, prepared(pl, key_, op, rel, [&] { return build_delete(m, view(op.old), full); }), &op, 1, "DELETE",
+             rel, 1);
         break;
     }
 }
@@ -135,10 +175,23 @@ void Writer::send_rows(pg::Pipeline& pl, std::size_t first, std::size_t count, c
     const auto& m = rel.mapping;
     const RowOp* ops = &run_[first];
     auto n = static_cast<std::uint32_t>(count);
+    key_ = "M";
+    key_.push_back(ops->kind == OpKind::insert ? 'I' : ops->kind == OpKind::update ? 'U' : 'D');
+    key_ += std::to_string(m.generation) + ":" + std::to_string(count) + ":";
     switch (ops->kind) {
-    case OpKind::insert: send(pl, build_insert_rows(m, count), ops, count, "INSERT", rel, 0); break;
-    case OpKind::update: send(pl, build_update_rows(m, view(ops->row), count), ops, count, "UPDATE", rel, n); break;
-    case OpKind::del: send(pl, build_delete_rows(m, count), ops, count, "DELETE", rel, n); break;
+    case OpKind::insert:
+        send(pl, prepared(pl, key_, *ops, rel, [&] { return build_insert_rows(m, count); }), ops, count, "INSERT", rel,
+             0);
+        break;
+    case OpKind::update:
+        key_ += run_shape_;
+        send(pl, prepared(pl, key_, *ops, rel, [&] { return build_update_rows(m, view(ops->row), count); }), ops,
+             count, "UPDATE", rel, n);
+        break;
+    case OpKind::del:
+        send(pl, prepared(pl, key_, *ops, rel, [&] { return build_delete_rows(m, count); }), ops, count, "DELETE", rel,
+             n);
+        break;
     }
 }
 
@@ -152,16 +205,11 @@ void Writer::send_copy(pg::Pipeline& pl, const RelationInfo& rel)
     rows_ += run_.size();
 }
 
-void Writer::send(pg::Pipeline& pl, const Statement& st, const RowOp* ops, std::size_t count, const char* op,
+void Writer::send(pg::Pipeline& pl, const Prepared& p, const RowOp* ops, std::size_t count, const char* op,
                   const RelationInfo& rel, std::uint32_t must_affect)
 {
     const void* txn = ops[count - 1].txn;
-    auto it = prepared_.find(st.key);
-    if (it == prepared_.end()) {
-        auto name = "s" + std::to_string(++statement_counter_);
-        pl.send_prepare(name, st.sql, static_cast<int>(st.params.size() * st.rows), {"PREPARE", txn, &rel});
-        it = prepared_.emplace(st.key, name).first;
-    }
+    const auto& st = p.statement;
     // Text parameters must be NUL-terminated: copy them into one scratch buffer (libpq copies
     // them into its output buffer when sending).
     scratch_.clear();
@@ -181,7 +229,7 @@ void Writer::send(pg::Pipeline& pl, const Statement& st, const RowOp* ops, std::
     values_.assign(offsets_.size(), nullptr);
     for (std::size_t p = 0; p < offsets_.size(); ++p)
         values_[p] = offsets_[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets_[p];
-    pl.send_prepared(it->second, values_, {op, txn, &rel, must_affect}, scratch_.size());
+    pl.send_prepared(p.name, values_, {op, txn, &rel, must_affect}, scratch_.size());
     ++statements_;
     rows_ += count;
 }

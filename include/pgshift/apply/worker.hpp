@@ -123,6 +123,9 @@ private:
     std::string origin_;
     std::unique_ptr<pg::Connection> conn_;
     Writer writer_;
+    std::string setup_name_; ///< the prepared origin/xid statement that ends every batch ("": none)
+    std::uint64_t setup_counter_ = 0;
+    std::vector<const char*> setup_values_;
     std::vector<RowOp> released_; ///< operations the compactor released, for the writer
     /// Thrown when a stop request rolled the transaction back.
     struct Interrupted {};

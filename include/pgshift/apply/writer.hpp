@@ -49,15 +49,26 @@ private:
     void send_single(pg::Pipeline& pl, const RowOp& op, const RelationInfo& rel);
     void send_rows(pg::Pipeline& pl, std::size_t first, std::size_t count, const RelationInfo& rel);
     void send_copy(pg::Pipeline& pl, const RelationInfo& rel);
-    /// Sends `st` (preparing it on first use) with the parameters of `ops`.
-    void send(pg::Pipeline& pl, const Statement& st, const RowOp* ops, std::size_t count, const char* op,
+    struct Prepared {
+        Statement statement;
+        std::string name;
+    };
+    /// The prepared statement of shape `key`, built by `build` and prepared on first use.
+    template <typename Build>
+    const Prepared& prepared(pg::Pipeline& pl, const std::string& key, const RowOp& tag, const RelationInfo& rel,
+                             Build&& build);
+    /// Sends `p` with the parameters of `ops`.
+    void send(pg::Pipeline& pl, const Prepared& p, const RowOp* ops, std::size_t count, const char* op,
               const RelationInfo& rel, std::uint32_t must_affect);
 
     std::vector<RowOp> run_;
     std::size_t run_bytes_ = 0;
     std::string run_shape_; ///< updates: the SET shape of the run
 
-    std::unordered_map<std::string, std::string> prepared_; ///< statement key -> prepared name
+    /// Shape key (kind, relation generation, old kind, sent/unchanged/NULL masks, rows) ->
+    /// statement; built without SQL text, so a cache hit costs no string building.
+    std::unordered_map<std::string, Prepared> prepared_;
+    std::string key_;
     std::uint64_t statement_counter_ = 0;
     std::string scratch_;              ///< parameter values of the statement being sent
     std::vector<std::size_t> offsets_; ///< per parameter: offset in scratch_, SIZE_MAX for NULL
