@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Checks the monitoring assets under deploy/ (run by CTest as deploy.monitoring):
 #   - deploy/grafana/pgshift.json: valid JSON, provisionable (datasource variable, no
-#     ${DS_...}/__inputs), every panel on the Prometheus datasource variable, every expr
-#     filtered by instance=~"$instance", only metric names and labels from SPEC.md section 4,
-#     and every expr valid PromQL (fed to `promtool check rules` as recording rules);
+#     ${DS_...}/__inputs), every panel on the Prometheus datasource variable, a `migration`
+#     variable (one dashboard for a fleet), every expr filtered by migration=~"$migration" and
+#     instance=~"$instance", only metric names and labels from SPEC.md section 4, and every
+#     expr valid PromQL (fed to `promtool check rules` as recording rules);
 #   - deploy/grafana/provisioning/*: present and well-formed;
-#   - deploy/prometheus/alerts.yml: `promtool check rules`, only SPEC metric names/labels;
+#   - deploy/prometheus/alerts.yml: `promtool check rules`, only SPEC metric names/labels,
+#     every summary naming the migration;
 #   - deploy/prometheus/alerts_test.yml: `promtool test rules`;
-#   - deploy/prometheus/prometheus.example.yml: `promtool check config`.
+#   - deploy/prometheus/prometheus.example.yml: `promtool check config`, a migration label on
+#     every static target.
 # Usage: check-deploy.sh [PROJECT_SOURCE_DIR]
 # Exit: 0 ok, 1 failure, 77 skipped (promtool or python3 missing; CTest SKIP_RETURN_CODE).
 set -uo pipefail
@@ -81,6 +84,9 @@ SPEC = {
     "pgshift_apply_statements_total": {},
     "pgshift_apply_rows_written_total": {},
     "pgshift_apply_compaction_fallbacks_total": {},
+    "pgshift_verify_running": {},
+    "pgshift_verify_tables": {"result": {"pending", "match", "mismatch", "error"}},
+    "pgshift_verify_rows_compared": {},
 }
 HISTOGRAMS = {"pgshift_apply_latency_seconds": {}}
 KNOWN = dict(SPEC)
@@ -89,7 +95,9 @@ for h, labels in HISTOGRAMS.items():   # classic histograms only exist as these 
     KNOWN[h + "_sum"] = dict(labels)
     KNOWN[h + "_count"] = dict(labels)
 KNOWN["up"] = {}
-TARGET_LABELS = {"instance", "job"}    # added by Prometheus at scrape time
+# Added at scrape time: instance and job by Prometheus, migration by the scrape configuration
+# (static_configs labels, or the relabeling of deploy/kubernetes' PodMonitor).
+TARGET_LABELS = {"instance", "job", "migration"}
 
 NAME_RE = re.compile(r'(?<![\w:$.])(pgshift_[A-Za-z0-9_:]*)(\s*\{([^{}]*)\})?')
 UP_RE = re.compile(r'(?<![\w:$.])(up)(\s*\{([^{}]*)\})')
@@ -107,6 +115,8 @@ def check_selectors(text, where, need_instance=False):
             continue
         if need_instance and (sel is None or not re.search(r'\binstance\s*=~\s*"\$instance"', sel)):
             err(f'{where}: {name} is not filtered by {{instance=~"$instance"}}')
+        if need_instance and (sel is None or not re.search(r'\bmigration\s*=~\s*"\$migration"', sel)):
+            err(f'{where}: {name} is not filtered by {{migration=~"$migration"}}')
         if sel is None:
             continue
         pos, body = 0, sel.strip()
@@ -151,14 +161,24 @@ variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", []
 dsvar = variables.get("datasource")
 if not dsvar or dsvar.get("type") != "datasource" or dsvar.get("query") != "prometheus":
     err("templating needs a variable 'datasource' of type datasource with query 'prometheus'")
+mig = variables.get("migration")
+if not mig or mig.get("type") != "query" or mig.get("datasource") != DS:
+    err("templating needs a query variable 'migration' on the ${datasource} Prometheus datasource")
+else:
+    q = mig.get("query")
+    q = q.get("query", "") if isinstance(q, dict) else (q or "")
+    if not re.fullmatch(r"\s*label_values\(\s*pgshift_build_info\s*,\s*migration\s*\)\s*", q):
+        err(f"migration variable query is {q!r}, expected label_values(pgshift_build_info, migration)")
+    if not mig.get("includeAll") or not mig.get("multi") or mig.get("allValue") != ".*":
+        err('migration variable needs includeAll and multi, with allValue ".*" (also matches targets without the label)')
 inst = variables.get("instance")
 if not inst or inst.get("type") != "query" or inst.get("datasource") != DS:
     err("templating needs a query variable 'instance' on the ${datasource} Prometheus datasource")
 else:
     q = inst.get("query")
     q = q.get("query", "") if isinstance(q, dict) else (q or "")
-    if not re.fullmatch(r"\s*label_values\(\s*pgshift_build_info\s*,\s*instance\s*\)\s*", q):
-        err(f"instance variable query is {q!r}, expected label_values(pgshift_build_info, instance)")
+    if not re.fullmatch(r'\s*label_values\(\s*pgshift_build_info\s*(\{\s*migration\s*=~\s*"\$migration"\s*\})?\s*,\s*instance\s*\)\s*', q):
+        err(f'instance variable query is {q!r}, expected label_values(pgshift_build_info{{migration=~"$migration"}}, instance)')
 for name, v in variables.items():
     for key in ("query", "definition"):
         q = v.get(key)
@@ -241,6 +261,21 @@ for rel in ("deploy/prometheus/alerts.yml", "deploy/prometheus/alerts_test.yml")
         err(f"{rel}: no pgshift metric found")
     elif len(errors) == before:
         print(f"ok: {rel} uses {len(set(seen))} SPEC metric names")
+
+# Alerts of a fleet: every summary names the migration (the scrape configuration's label).
+text = open(os.path.join(root, "deploy/prometheus/alerts.yml"), encoding="utf-8").read()
+alerts = re.findall(r"(?m)^\s*-\s*alert:\s*(\S+)", text)
+summaries = re.findall(r"(?m)^\s*summary:\s*(.+)$", text)
+if len(summaries) != len(alerts):
+    err(f"deploy/prometheus/alerts.yml: {len(alerts)} alerts but {len(summaries)} summaries")
+for alert, summary in zip(alerts, summaries):
+    if "$labels.migration" not in summary:
+        err(f"deploy/prometheus/alerts.yml: the summary of {alert} does not name {{{{ $labels.migration }}}}")
+# ... and the example scrape configuration gives every static target that label.
+text = open(os.path.join(root, "deploy/prometheus/prometheus.example.yml"), encoding="utf-8").read()
+text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+if text.count("targets:") != len(re.findall(r"labels:\s*\{[^}]*\bmigration:", text)):
+    err("deploy/prometheus/prometheus.example.yml: every static_configs entry needs labels: {migration: NAME}")
 
 # ---- provisioning files (light structural checks; yaml module when available)
 try:
