@@ -66,6 +66,8 @@ set(CPACK_DEBIAN_PACKAGE_SECTION database)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
+# schema: copy runs pg_dump / pg_restore of the source's major version (or newer).
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "postgresql-client")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${pgshift_deb_dir}/conffiles ${pgshift_deb_dir}/postinst ${pgshift_deb_dir}/prerm ${pgshift_deb_dir}/postrm)
 # Maintainer scripts 0755, conffiles 0644, whatever the checkout's permissions.

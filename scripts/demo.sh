@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The demo: two throwaway PostgreSQL servers, a pgbench write load on the source, pgshift
-# replicating it live to the target, lag shown while it runs, and both sides compared at the end.
-# Cleans up after itself. Options: DEMO_SECONDS (default 30), DEMO_CLIENTS (default 4).
+# The demo: a whole migration between two throwaway PostgreSQL servers. The source already holds
+# data (pgbench, scale DEMO_SCALE) and the target is empty; a pgbench write load runs on the source
+# the whole time; pgshift creates the tables on the target (schema: copy), copies the existing rows
+# under one snapshot in parallel sessions while the load goes on, then streams every change,
+# showing copy progress and then lag; both sides are compared at the end.
+# Cleans up after itself. Options: DEMO_SECONDS (default 30), DEMO_CLIENTS (default 4),
+# DEMO_SCALE (default 10, 1,000,000 accounts, about 150 MB).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${DEMO_SECONDS:-30}
 clients=${DEMO_CLIENTS:-4}
+scale=${DEMO_SCALE:-10}
 
 "$here/scripts/install-deps.sh"
 echo "== building pgshift"
@@ -18,12 +23,14 @@ daemon_pid=""
 on_exit 'if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then kill -TERM "$daemon_pid"; wait "$daemon_pid"; fi'
 
 echo "== source on port $src_port, target on port $dst_port"
-# pgbench's initial data is deterministic, so initialising both sides gives identical starting rows.
-"$pgbin/pgbench" -i -q -s 2 -d "$src" >/dev/null 2>&1
-"$pgbin/pgbench" -i -q -s 2 -d "$dst" >/dev/null 2>&1
+echo "== loading the source (pgbench scale $scale); the target stays empty"
+"$pgbin/pgbench" -i -q -s "$scale" -d "$src" >/dev/null 2>&1
 # pgbench_history has no primary key: pgshift refuses to publish it as it is (the source would
 # refuse UPDATE/DELETE on it). It is insert-only, so REPLICA IDENTITY FULL costs nothing.
 psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+echo "   source: $(psql_src "SELECT count(*) FROM pgbench_accounts") accounts, \
+$(psql_src "SELECT pg_size_pretty(pg_database_size(current_database()))"); target tables: \
+$(psql_dst "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")"
 
 cat > "$work/pgshift.yaml" <<YAML
 name: demo
@@ -32,33 +39,52 @@ source:
 target:
   conninfo: "$dst"
 initial_copy:
-  enabled: false        # both sides were loaded identically above
+  enabled: true         # copy the rows the source holds, then stream
+  workers: 2            # parallel COPY sessions under one snapshot
+schema: copy            # create the missing tables on the target (indexes after the rows)
 control:
   listen: "127.0.0.1:$ctl_port"
 log:
   level: info
 YAML
 
+echo "== running pgbench ($clients clients, ${seconds}s) on the source, from now on"
+"$pgbin/pgbench" -n -c "$clients" -j 2 -T "$seconds" -d "$src" >"$work/pgbench.log" 2>&1 &
+load_pid=$!
+sleep 1
 echo "== starting pgshift (log: $work/pgshift.log)"
 "$bin" run --config "$work/pgshift.yaml" >"$work/pgshift.log" 2>&1 &
 daemon_pid=$!
-for _ in $(seq 1 100); do
-  [ "$(psql_src "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_demo'")" = "t" ] && break
-  kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/pgshift.log"; echo "pgshift exited"; exit 1; }
-  sleep 0.2
-done
-echo "== pgshift is streaming; running pgbench ($clients clients, ${seconds}s) on the source"
-
-"$pgbin/pgbench" -n -c "$clients" -j 2 -T "$seconds" -d "$src" >"$work/pgbench.log" 2>&1 &
-load_pid=$!
 api="http://127.0.0.1:$ctl_port"
+# One line of GET /v1/status: the state, the copy's progress while copying, then the lag.
+status_line() {
+  curl -s "$api/v1/status" | /usr/bin/python3 -c '
+import json, sys
+try:
+    s = json.load(sys.stdin)
+except ValueError:
+    print("(starting)"); sys.exit()
+c = s["initial_copy"]
+line = "state %-9s" % s["state"]
+if s["state"] == "copying":
+    eta = c.get("eta_seconds")
+    line += "  copy: %d/%d tables, %3.0f%%, %.1f MiB/s%s" % (c["tables_done"], c["tables_total"], c["percent"],
+        c["bytes_per_second"] / 1048576, "" if eta is None else ", about %.0f s left" % eta)
+else:
+    line += "  lag: %d bytes, %.2f s" % (s["lag"]["bytes"], s["lag"]["seconds"])
+print(line)' 2>/dev/null || echo "(starting)"
+}
 while kill -0 "$load_pid" 2>/dev/null; do
-  printf "   GET /v1/lag: %s   history rows: source %6s, target %6s\n" "$(curl -s "$api/v1/lag")" \
-    "$(psql_src "SELECT count(*) FROM pgbench_history")" "$(psql_dst "SELECT count(*) FROM pgbench_history")"
-  sleep 3
+  kill -0 "$daemon_pid" 2>/dev/null || { tail -30 "$work/pgshift.log"; echo "pgshift exited"; exit 1; }
+  printf "   %s   history rows: source %6s, target %6s\n" "$(status_line)" \
+    "$(psql_src "SELECT count(*) FROM pgbench_history")" \
+    "$(psql_dst "SELECT count(*) FROM pgbench_history" 2>/dev/null || echo -)"
+  sleep 2
 done
 wait "$load_pid"
 grep -E "^(tps|number of transactions actually processed)" "$work/pgbench.log" | sed 's/^/   pgbench: /'
+echo "== pgshift's log about the copy:"
+grep -E "initial copy|schema: copy" "$work/pgshift.log" | grep -v "table .* done" | sed 's/^[^]]*] /   /'
 
 echo "== load finished; waiting for the target to catch up"
 digest="SELECT string_agg(format('%s rows=%s md5=%s', t, n, d), E'\n' ORDER BY t) FROM (

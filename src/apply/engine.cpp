@@ -66,10 +66,11 @@ struct Engine::Handoff {
     }
 };
 
-Engine::Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats)
+Engine::Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats,
+               Hold* hold)
     : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats),
       workers_count_(std::clamp(cfg.apply.workers, 1, static_cast<int>(queue::Stats::k_max_workers))),
-      handoff_(std::make_unique<Handoff>())
+      handoff_(std::make_unique<Handoff>()), hold_(hold)
 {
 }
 
@@ -354,7 +355,31 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
                 continue;
             }
             bool open_empty = !open_ || open_->txns.empty();
-            auto txn = queue_.pop(open_empty ? std::chrono::milliseconds(100) : std::chrono::milliseconds(0));
+            const std::uint64_t hold_at = hold_ ? hold_->at.load(std::memory_order_acquire) : 0;
+            std::unique_ptr<queue::Transaction> txn;
+            if (held_ && (hold_at == 0 || held_->commit_lsn.value() < hold_at)) {
+                txn = std::move(held_); // the hold was cleared
+            } else if (held_) {
+                // Holding: everything before the held transaction goes out and commits.
+                // (It cannot grow any more: dispatch it as soon as it could start.)
+                if (!open_empty && handoff_->worker_free() && order_.committed() >= open_after_)
+                    dispatch(stop);
+                else if (open_empty && order_.committed() + 1 == next_seq_)
+                    hold_->reached.store(hold_at, std::memory_order_release);
+                std::unique_lock lk(handoff_->mutex);
+                handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
+                continue;
+            } else {
+                txn = queue_.pop(open_empty ? std::chrono::milliseconds(100) : std::chrono::milliseconds(0));
+                // Read again: the pop may have waited, and the hold may have been set meanwhile.
+                const std::uint64_t now_at = hold_ ? hold_->at.load(std::memory_order_acquire) : 0;
+                if (txn && now_at != 0 && txn->commit_lsn.value() >= now_at) {
+                    spdlog::debug("apply: holding at {}: transaction {} (commit {}) waits", Lsn(now_at).str(),
+                                  txn->xid.value, txn->commit_lsn.str());
+                    held_ = std::move(txn);
+                    continue;
+                }
+            }
             if (txn) {
                 ScheduledTxn st{std::move(txn), {}};
                 keys.clear();

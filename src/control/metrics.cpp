@@ -207,6 +207,19 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
                 "Compacted batches rolled back and replayed in source order, uncompacted (a unique violation "
                 "or missing row in a transient state the source never had).",
                 as_double(s.apply.compaction_fallbacks));
+    out.gauge("pgshift_verify_running", "1 while a comparison of source and target runs (POST /v1/verify).",
+              s.verify.state == "holding" || s.verify.state == "running" ? 1.0 : 0.0);
+    auto& vt = out.family("pgshift_verify_tables",
+                          "Tables of the last or running comparison, by result (pending includes running).",
+                          MetricType::Gauge);
+    const auto vdone = s.verify.tables_match + s.verify.tables_mismatch + s.verify.tables_error;
+    Exposition::add_value(vt, {{"result", "pending"}},
+                          as_double(s.verify.tables_total > vdone ? s.verify.tables_total - vdone : 0));
+    Exposition::add_value(vt, {{"result", "match"}}, as_double(s.verify.tables_match));
+    Exposition::add_value(vt, {{"result", "mismatch"}}, as_double(s.verify.tables_mismatch));
+    Exposition::add_value(vt, {{"result", "error"}}, as_double(s.verify.tables_error));
+    out.gauge("pgshift_verify_rows_compared", "Rows read on both sides by the last or running comparison.",
+              as_double(s.verify.rows_compared));
     out.counter("pgshift_spill_errors_total",
                 "Sessions ended because a transaction could not be written to the spill directory (apply.spill_dir).",
                 as_double(s.spill_errors));

@@ -166,6 +166,29 @@ json::object apply_json(const StatusSnapshot& s)
             {"compaction_fallbacks", a.compaction_fallbacks}};
 }
 
+json::object initial_copy_json(const decltype(StatusSnapshot::initial_copy)& copy)
+{
+    json::array tables;
+    for (const auto& t : copy.tables)
+        tables.push_back(json::object{{"table", valid_utf8(t.table)},
+                                      {"state", t.state},
+                                      {"rows", t.rows},
+                                      {"bytes", t.bytes},
+                                      {"size_bytes", t.size_bytes},
+                                      {"percent", t.percent}});
+    return {{"tables_total", copy.tables_total},
+            {"tables_done", copy.tables_done},
+            {"tables_copying", copy.tables_copying},
+            {"rows_copied", copy.rows_copied},
+            {"bytes_copied", copy.bytes_copied},
+            {"sessions", copy.sessions},
+            {"percent", copy.percent},
+            {"rows_per_second", copy.rows_per_second},
+            {"bytes_per_second", copy.bytes_per_second},
+            {"eta_seconds", copy.eta_seconds < 0 ? json::value(nullptr) : json::value(copy.eta_seconds)},
+            {"tables", std::move(tables)}};
+}
+
 json::object status_json(const StatusSnapshot& s, const std::string& build_version)
 {
     json::array reasons;
@@ -191,12 +214,7 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
          {{"received", Lsn(s.received_lsn).str()},
           {"applied", Lsn(s.applied_lsn).str()},
           {"confirmed", Lsn(s.confirmed_lsn).str()}}},
-        {"initial_copy",
-         {{"tables_total", copy.tables_total},
-          {"tables_done", copy.tables_done},
-          {"tables_copying", copy.tables_copying},
-          {"rows_copied", copy.rows_copied},
-          {"bytes_copied", copy.bytes_copied}}},
+        {"initial_copy", initial_copy_json(copy)},
         {"counters",
          {{"transactions_applied", s.transactions_applied},
           {"changes_applied", s.changes_insert + s.changes_update + s.changes_delete + s.changes_truncate},
@@ -207,6 +225,15 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
             {"truncate", s.changes_truncate}}}}},
         {"queue", {{"changes", s.queue_changes}, {"bytes", s.queue_bytes}}},
         {"apply", apply_json(s)},
+        {"verify",
+         {{"state", s.verify.state},
+          {"tables_total", s.verify.tables_total},
+          {"tables_done", s.verify.tables_done},
+          {"tables_match", s.verify.tables_match},
+          {"tables_mismatch", s.verify.tables_mismatch},
+          {"tables_error", s.verify.tables_error},
+          {"rows_compared", s.verify.rows_compared},
+          {"rows_per_second", s.verify.rows_per_second}}},
         {"current_error", valid_utf8(s.current_error)},
         {"last_error", string_or_null(s.last_error)},
         {"last_error_at", string_or_null(s.last_error_at)},
@@ -317,13 +344,70 @@ Reply on_rollback_post(Context&)
 {
     return not_implemented("rollback");
 }
-Reply on_verify_post(Context&)
+json::object verify_json(const VerifyReport& r)
 {
-    return not_implemented("verify");
+    json::array tables;
+    for (const auto& t : r.tables) {
+        json::array ranges, keys;
+        for (const auto& x : t.ranges)
+            ranges.emplace_back(valid_utf8(x));
+        for (const auto& k : t.keys)
+            keys.emplace_back(json::object{{"key", valid_utf8(k.key)}, {"kind", k.kind}});
+        json::object o{{"table", valid_utf8(t.table)},
+                       {"result", t.result},
+                       {"compared_by", t.keyed ? "key" : "whole table"},
+                       {"source_rows", t.source_rows},
+                       {"target_rows", t.target_rows}};
+        if (!ranges.empty())
+            o["ranges"] = std::move(ranges);
+        if (!keys.empty())
+            o["keys"] = std::move(keys);
+        if (t.keys_truncated)
+            o["keys_truncated"] = true;
+        if (!t.error.empty())
+            o["error"] = valid_utf8(t.error);
+        tables.emplace_back(std::move(o));
+    }
+    json::object o{{"id", r.id},
+                   {"state", r.state},
+                   {"checksums", r.checksums},
+                   {"lsn", r.lsn},
+                   {"applied_at_start", r.applied_at_start},
+                   {"started_at", r.started_at},
+                   {"finished_at", r.finished_at},
+                   {"tables_total", r.tables.size()},
+                   {"tables_done", r.tables_done},
+                   {"rows_compared", r.rows_compared},
+                   {"seconds", r.seconds},
+                   {"tables", std::move(tables)}};
+    if (!r.error.empty())
+        o["error"] = valid_utf8(r.error);
+    return o;
 }
-Reply on_verify_get(Context&)
+
+Reply on_verify_post(Context& c)
 {
-    return not_implemented("verify");
+    // Optional body {"checksums": false} for counts only; default: counts and checksums.
+    bool checksums = true;
+    if (!c.request.body().empty()) {
+        boost::system::error_code ec;
+        auto v = json::parse(c.request.body(), ec);
+        const json::value* cs = (!ec && v.is_object()) ? v.as_object().if_contains("checksums") : nullptr;
+        if (ec || !v.is_object() || (cs && !cs->is_bool()))
+            return error_reply(http::status::bad_request, "invalid verify request",
+                               {"expected an empty body or {\"checksums\": true|false}"});
+        if (cs)
+            checksums = cs->as_bool();
+    }
+    spdlog::info("control: verify requested by {} (checksums {})", c.peer, checksums);
+    if (!c.shared.provider.start_verify(checksums))
+        return error_reply(http::status::conflict, "a comparison is running already",
+                           {"GET /v1/verify shows its progress"});
+    return json_reply(http::status::accepted, verify_json(c.shared.provider.verify_report()));
+}
+Reply on_verify_get(Context& c)
+{
+    return json_reply(http::status::ok, verify_json(c.shared.provider.verify_report()));
 }
 
 using Handler = Reply (*)(Context&);

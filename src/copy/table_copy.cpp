@@ -50,20 +50,16 @@ std::vector<std::string> copy_columns(pg::Connection& source, const std::string&
     return out;
 }
 
-CopyStats copy_table(pg::Connection& source, pg::Connection& target, const std::string& table_sql,
-                     const std::vector<std::string>& columns)
+CopyStats copy_rows(pg::Connection& source, pg::Connection& target, const std::string& copy_out,
+                    const std::string& copy_in, const std::string& label, const CopyTick& tick)
 {
-    std::string list;
-    for (const auto& c : columns)
-        list += (list.empty() ? "" : ", ") + c;
     CopyStats stats;
+    CopyStats reported; // what `tick` was told so far
     bool in_source = true;
     try {
-        expect_copy(source, PQexec(source.raw(), ("COPY " + table_sql + " (" + list + ") TO STDOUT").c_str()),
-                    PGRES_COPY_OUT, "COPY TO STDOUT");
+        expect_copy(source, PQexec(source.raw(), copy_out.c_str()), PGRES_COPY_OUT, "COPY TO STDOUT");
         in_source = false;
-        expect_copy(target, PQexec(target.raw(), ("COPY " + table_sql + " (" + list + ") FROM STDIN").c_str()),
-                    PGRES_COPY_IN, "COPY FROM STDIN");
+        expect_copy(target, PQexec(target.raw(), copy_in.c_str()), PGRES_COPY_IN, "COPY FROM STDIN");
         CopyBuffer buf;
         for (;;) {
             in_source = true;
@@ -78,6 +74,10 @@ CopyStats copy_table(pg::Connection& source, pg::Connection& target, const std::
             buf.release();
             ++stats.rows; // text format: one row per message
             stats.bytes += static_cast<std::uint64_t>(n);
+            if (tick && stats.bytes - reported.bytes >= k_tick_bytes) {
+                tick(stats.rows - reported.rows, stats.bytes - reported.bytes);
+                reported = stats;
+            }
         }
         in_source = true;
         source.check(PQgetResult(source.raw()), "COPY TO STDOUT");
@@ -90,9 +90,27 @@ CopyStats copy_table(pg::Connection& source, pg::Connection& target, const std::
         while (auto* extra = PQgetResult(target.raw()))
             PQclear(extra);
     } catch (const pg::PgError& e) {
-        throw_side(in_source, table_sql, e);
+        throw_side(in_source, label, e);
     }
+    if (tick && stats.rows != reported.rows)
+        tick(stats.rows - reported.rows, stats.bytes - reported.bytes);
     return stats;
+}
+
+CopyStats copy_table(pg::Connection& source, pg::Connection& target, const std::string& table_sql,
+                     const std::vector<std::string>& columns)
+{
+    auto list = column_list(columns);
+    return copy_rows(source, target, "COPY " + table_sql + " (" + list + ") TO STDOUT",
+                     "COPY " + table_sql + " (" + list + ") FROM STDIN", table_sql, {});
+}
+
+std::string column_list(const std::vector<std::string>& columns)
+{
+    std::string list;
+    for (const auto& c : columns)
+        list += (list.empty() ? "" : ", ") + c;
+    return list;
 }
 
 } // namespace pgshift::copy

@@ -172,6 +172,51 @@ int report_error(const Reply& r)
     return k_exit_failure;
 }
 
+std::string human_bytes(double b)
+{
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) {
+        b /= 1024;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+    return buf;
+}
+
+double num(const json::value& v)
+{
+    if (v.is_double())
+        return v.as_double();
+    if (v.is_int64())
+        return static_cast<double>(v.as_int64());
+    if (v.is_uint64())
+        return static_cast<double>(v.as_uint64());
+    return 0;
+}
+
+/// The initial copy's per-table view (largest tables first), while a copy has tables.
+void print_copy_tables(const json::value& s)
+{
+    const auto& tables = at(s, {"initial_copy", "tables"});
+    if (!tables.is_array() || tables.as_array().empty())
+        return;
+    const auto& eta = at(s, {"initial_copy", "eta_seconds"});
+    std::string line = std::to_string(static_cast<int>(num(at(s, {"initial_copy", "percent"})))) + "% of the heap, " +
+                       human_bytes(num(at(s, {"initial_copy", "bytes_per_second"}))) + "/s, " +
+                       std::to_string(static_cast<long long>(num(at(s, {"initial_copy", "rows_per_second"})))) +
+                       " rows/s, " + str(at(s, {"initial_copy", "sessions"})) + " session(s)";
+    if (eta.is_number() && str(at(s, {"initial_copy", "tables_done"})) != str(at(s, {"initial_copy", "tables_total"})))
+        line += ", about " + std::to_string(static_cast<long long>(num(eta) + 0.5)) + " s left";
+    std::printf("%-22s %s\n", "copy progress", line.c_str());
+    std::printf("  %-40s %-8s %6s %14s %12s %12s\n", "table", "state", "done", "rows", "copied", "size");
+    for (const auto& t : tables.as_array())
+        std::printf("  %-40s %-8s %5.0f%% %14s %12s %12s\n", str(at(t, {"table"})).c_str(),
+                    str(at(t, {"state"})).c_str(), num(at(t, {"percent"})), str(at(t, {"rows"})).c_str(),
+                    human_bytes(num(at(t, {"bytes"}))).c_str(), human_bytes(num(at(t, {"size_bytes"}))).c_str());
+}
+
 void print_status_table(const json::value& s)
 {
     auto row = [](const char* k, const std::string& v) { std::printf("%-22s %s\n", k, v.c_str()); };
@@ -194,6 +239,7 @@ void print_status_table(const json::value& s)
     row("initial copy", str(at(s, {"initial_copy", "tables_done"})) + "/" +
                             str(at(s, {"initial_copy", "tables_total"})) + " tables, " +
                             str(at(s, {"initial_copy", "rows_copied"})) + " rows");
+    print_copy_tables(s);
     if (at(s, {"apply", "workers"}).is_int64()) {
         std::string states;
         if (auto* list = at(s, {"apply", "worker_states"}).is_array() ? &at(s, {"apply", "worker_states"}).as_array()

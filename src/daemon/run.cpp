@@ -20,9 +20,25 @@
 //   re-reads the durable position from the target, so whatever was in memory is received again.
 // - Startup order matters for exactly-once: the target origin is read before the slot is
 //   looked at; a new slot's consistent point initialises the origin before streaming starts.
+// - Initial copy (rule 11): the copy's state on the target (copy_state.hpp) decides. A copy is
+//   needed when none completed and the target has no progress; it is recorded as running
+//   *before* the slot is created with an exported snapshot, so a crash anywhere after that is
+//   seen as an interrupted copy. initial_copy.workers sessions import the snapshot; once all
+//   did, the reader streams from the consistent point while the copy runs: the queue holds
+//   the changes back (bounded, spilling) and apply starts only once the copy is done and its
+//   indexes exist. An interrupted copy has lost its snapshot (it died with the walsender
+//   session that exported it): the next session says so and, when the slot and its
+//   consistent point are intact, keeps the tables that were done and copies the others under
+//   the snapshot of a temporary slot, the reader skipping their changes below its LSN;
+//   otherwise it drops the slot, empties the tables the copy filled and copies again from a
+//   new slot.
 #include "pgshift/daemon/run.hpp"
+#include "pgshift/verify/runner.hpp"
 
 #include "pgshift/apply/engine.hpp"
+#include "pgshift/copy/copy_state.hpp"
+#include "pgshift/copy/schema_copy.hpp"
+#include "pgshift/copy/snapshot_copy.hpp"
 #include "pgshift/daemon/backoff.hpp"
 #include "pgshift/control/server.hpp"
 #include "pgshift/daemon/state.hpp"
@@ -40,7 +56,10 @@
 #include <algorithm>
 #include <csignal>
 #include <exception>
+#include <set>
 #include <thread>
+
+#include <unistd.h>
 
 namespace pgshift::daemon {
 
@@ -244,6 +263,149 @@ SourcePlan check_source(const config::Config& cfg, Lsn durable, bool publication
     return plan;
 }
 
+/// Everything a session needs to know about the initial copy before its first side effect.
+struct CopyDecision {
+    bool needed = false;
+    copy::CopyRun previous; ///< the run recorded on the target (exists = false when none)
+};
+
+/// Reads the copy's state and decides; read-only.
+CopyDecision decide_copy(const config::Config& cfg, pg::Connection& target, Lsn durable)
+{
+    CopyDecision c;
+    c.previous = copy::read_run(target, cfg.name);
+    if (c.previous.exists && !c.previous.done() && !cfg.initial_copy.enabled)
+        throw ConfigError("the initial copy started on " + c.previous.started_at +
+                          " was interrupted, so the target holds an incomplete copy, but initial_copy.enabled is "
+                          "false now: set it to true to copy again from a new slot (or empty the target, drop the "
+                          "slot " + c.previous.slot + " and the row in pgshift.copy_runs to start over)");
+    if (!cfg.initial_copy.enabled)
+        return c;
+    if (c.previous.exists) {
+        c.needed = !c.previous.done();
+    } else if (!durable.is_zero()) {
+        spdlog::info("initial copy: not needed, the target's origins already hold progress ({}): this migration "
+                     "started without an initial copy",
+                     durable.str());
+    } else {
+        c.needed = true;
+    }
+    return c;
+}
+
+/// The checks of a copy that need both servers and change nothing: no stray slot, the schema
+/// (schema: verify), the target tables empty (unless the interrupted copy filled them).
+void check_copy(const config::Config& cfg, const CopyDecision& c, const std::vector<reader::SourceTable>& tables,
+                const reader::SlotInfo& slot, pg::Connection& target)
+{
+    if (slot.exists && !c.previous.exists)
+        throw SourceError("the initial copy needs a new replication slot (its exported snapshot is what the copy "
+                          "reads), but slot " + cfg.slot_name() + " already exists on the source and the target "
+                          "has neither progress nor a copy of this migration: a leftover of an earlier run? Drop "
+                          "it on the source (SELECT pg_drop_replication_slot('" + cfg.slot_name() + "')), or set "
+                          "initial_copy.enabled: false if the target already holds the source's rows",
+                          false);
+    pg::Connection source(cfg.source.conninfo);
+    auto problems = copy::check_schema(cfg, source, target, tables);
+    if (!problems.empty()) {
+        std::string all;
+        for (const auto& p : problems)
+            all += "\n  " + p;
+        throw ConfigError(std::string("schema: ") + (cfg.schema == config::SchemaMode::verify ? "verify" : "copy") +
+                          ": the target does not match the source (nothing was created or changed):" + all);
+    }
+    std::set<std::string> ours(c.previous.table_sql.begin(), c.previous.table_sql.end());
+    std::string full;
+    for (const auto& t : tables) {
+        if (ours.count(t.sql()))
+            continue;
+        auto r = target.exec("SELECT to_regclass(" + pg::quote_literal(t.sql()) + ") IS NOT NULL");
+        if (r.get(0, 0) != "t")
+            continue; // created by schema: copy
+        if (target.exec("SELECT EXISTS (SELECT 1 FROM " + t.sql() + ")").get(0, 0) == "t")
+            full += "\n  " + t.display();
+    }
+    if (!full.empty())
+        throw ConfigError("the initial copy fills empty target tables only, and these already hold rows "
+                          "(nothing was created or changed):" + full +
+                          "\nEmpty them on the target (TRUNCATE), exclude them (tables.exclude), or set "
+                          "initial_copy.enabled: false if the target already holds the source's rows");
+}
+
+/// Drops the slot of an interrupted copy, waiting briefly for the walsender of the run that
+/// died to let go of it.
+void drop_slot(const config::Config& cfg)
+{
+    pg::Connection source(cfg.source.conninfo);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+        auto r = source.exec_params("SELECT active FROM pg_replication_slots WHERE slot_name = $1", {cfg.slot_name()});
+        if (r.rows() == 0)
+            return;
+        if (r.get(0, 0) != "t") {
+            source.exec_params("SELECT pg_drop_replication_slot($1)", {cfg.slot_name()});
+            spdlog::info("dropped replication slot {} of the interrupted copy", cfg.slot_name());
+            return;
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+            throw SourceError("replication slot " + cfg.slot_name() + " of the interrupted copy is still in use by "
+                              "a walsender; retrying", true);
+        std::this_thread::sleep_for(milliseconds(200));
+    }
+}
+
+/// Empties the target tables an interrupted copy filled, after ending its sessions there.
+void empty_copied_tables(const config::Config& cfg, pg::Connection& target, const copy::CopyRun& previous,
+                         const std::set<std::string>& keep = {})
+{
+    target.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name ~ $1 "
+                       "AND pid <> pg_backend_pid()",
+                       {"^pgshift_" + cfg.name + "_copy[0-9]+$"});
+    std::string list;
+    std::size_t n = 0;
+    for (const auto& t : previous.table_sql)
+        if (!keep.count(t) &&
+            target.exec("SELECT to_regclass(" + pg::quote_literal(t) + ") IS NOT NULL").get(0, 0) == "t") {
+            list += (list.empty() ? "" : ", ") + t;
+            ++n;
+        }
+    if (list.empty())
+        return;
+    target.exec("SET lock_timeout = '60s'");
+    target.exec("TRUNCATE " + list);
+    target.exec("RESET lock_timeout");
+    spdlog::info("emptied the {} table(s) the interrupted copy had not finished", n);
+}
+
+std::string mib(std::uint64_t bytes)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+    return buf;
+}
+
+/// One progress line: tables, share of the heap, rates, time left.
+void log_copy_progress(const copy::CopyProgress& p)
+{
+    auto t = p.totals();
+    double pct = t.pages ? 100.0 * static_cast<double>(t.pages_done) / static_cast<double>(t.pages) : 0;
+    double secs = std::max(t.seconds, 0.001);
+    std::string left = "time left unknown yet";
+    if (t.pages_done > 0 && t.pages >= t.pages_done)
+        left = "about " + std::to_string(static_cast<long long>(
+                              secs * static_cast<double>(t.pages - t.pages_done) / static_cast<double>(t.pages_done) +
+                              0.5)) +
+               " s left";
+    spdlog::info("initial copy: {}/{} tables done, {} copying; {:.0f}% of {} of heap; {} rows ({}) copied; {}/s, {:.0f} "
+                 "rows/s; {}",
+                 t.done, t.tables, t.copying, pct, mib(t.pages * 8192), t.rows, mib(t.bytes),
+                 mib(static_cast<std::uint64_t>(static_cast<double>(t.bytes) / secs)),
+                 static_cast<double>(t.rows) / secs, left);
+    auto status = "STATUS=initial copy: " + std::to_string(t.done) + "/" + std::to_string(t.tables) + " tables, " +
+                  std::to_string(static_cast<int>(pct)) + "%, " + left;
+    sd_notify(0, status.c_str());
+}
+
 /// Everything one session shares with the daemon's lifetime.
 struct Daemon {
     const config::Config& cfg;
@@ -264,22 +426,41 @@ SessionEnd run_session(Daemon& d)
     auto& queue = *queue_ptr;
     auto& progress = *progress_ptr;
     state.set_session({progress_ptr, queue_ptr});
-    apply::Engine engine(cfg, queue, progress, state.stats());
+    apply::Engine engine(cfg, queue, progress, state.stats(), &state.hold());
     reader::Reader reader(cfg, queue, progress, state.stats());
     Lsn start;
     bool source_side = false;
+    CopyDecision copy_plan;
+    std::unique_ptr<pg::Connection> copy_target; // the copy's state and schema work on the target
+    std::string snapshot;
+    std::vector<reader::SourceTable> tables;      // selected
+    std::vector<reader::SourceTable> copy_tables; // to copy in this session
+    Lsn sync_lsn;                                 // the LSN of the snapshot they are copied under
+    std::unique_ptr<pg::ReplicationConnection> exporter; // a resumed copy's temporary slot and snapshot
+    std::map<std::string, Lsn> skip;              // tables whose changes below an LSN are dropped
     try {
         // Read-only checks on both servers first.
         Lsn durable = engine.connect();
         state.set_endpoint(false, true, engine.server_version());
+        copy_target = std::make_unique<pg::Connection>(pg::conninfo_with(
+            cfg.target.conninfo, {{"application_name", "pgshift_" + cfg.name + "_copy"}, {"client_encoding", "UTF8"}}));
+        copy_plan = decide_copy(cfg, *copy_target, durable);
         if (d.signals.pending())
             return SessionEnd::stopped;
         source_side = true;
-        auto plan = check_source(cfg, durable, d.publication_ready.load());
+        // An unfinished copy's origin progress (its old consistent point) means nothing: the
+        // copy starts over from a new slot.
+        auto plan = check_source(cfg, copy_plan.needed ? Lsn() : durable, d.publication_ready.load());
+        tables = plan.tables;
+        if (copy_plan.needed) {
+            source_side = false;
+            check_copy(cfg, copy_plan, plan.tables, plan.slot, *copy_target);
+        }
         if (d.signals.pending())
             return SessionEnd::stopped;
 
         // Side effects, in the order exactly-once needs.
+        source_side = true;
         if (!d.publication_ready.load()) {
             pg::Connection source(cfg.source.conninfo);
             reader::prepare_publication(source, cfg.publication_name(), plan.tables);
@@ -287,63 +468,135 @@ SessionEnd run_session(Daemon& d)
         }
         source_side = false;
         engine.ensure_origins();
+        const auto& prev = copy_plan.previous;
+        // An interrupted copy whose slot and consistent point are intact keeps the tables it
+        // finished; the others are copied under a new snapshot (copy_state.hpp).
+        const bool resume = copy_plan.needed && prev.exists && !prev.consistent_point.is_zero() && plan.slot.exists &&
+                            durable == prev.consistent_point && !prev.tables_done.empty();
+        if (resume) {
+            for (const auto& t : plan.tables)
+                if (!prev.tables_done.count(t.display()))
+                    copy_tables.push_back(t);
+            spdlog::warn("the initial copy started {} (attempt {}) was interrupted before it finished; its snapshot "
+                         "is gone (an exported snapshot lives only as long as the session that exported it). The {} "
+                         "table(s) it finished are kept and receive the changes from {} on; the {} other(s) are "
+                         "emptied and copied under a new snapshot",
+                         prev.started_at, prev.attempts, plan.tables.size() - copy_tables.size(),
+                         prev.consistent_point.str(), copy_tables.size());
+            empty_copied_tables(cfg, *copy_target, prev, {prev.done_sql.begin(), prev.done_sql.end()});
+            {
+                pg::Connection source(cfg.source.conninfo);
+                copy::create_schema_before_data(cfg, source, *copy_target, copy_tables);
+            }
+            std::vector<std::pair<std::string, std::string>> names;
+            for (const auto& t : plan.tables)
+                names.emplace_back(t.display(), t.sql());
+            copy::resume_run(*copy_target, cfg.name, names);
+        } else if (copy_plan.needed) {
+            copy_tables = plan.tables;
+            if (prev.exists) {
+                spdlog::warn("the initial copy started {} (attempt {}) was interrupted before it finished; its "
+                             "snapshot is gone (an exported snapshot lives only as long as the session that "
+                             "exported it), so the copy starts over from a new slot: the {} table(s) it filled are "
+                             "emptied and copied again",
+                             prev.started_at, prev.attempts, prev.table_sql.size());
+                source_side = true;
+                if (plan.slot.exists)
+                    drop_slot(cfg);
+                source_side = false;
+                empty_copied_tables(cfg, *copy_target, prev);
+            }
+            {
+                pg::Connection source(cfg.source.conninfo);
+                copy::create_schema_before_data(cfg, source, *copy_target, plan.tables);
+            }
+            std::vector<std::pair<std::string, std::string>> names;
+            for (const auto& t : plan.tables)
+                names.emplace_back(t.display(), t.sql());
+            copy::begin_run(*copy_target, cfg.name, cfg.slot_name(), names);
+        }
         source_side = true;
         reader.connect();
         state.set_endpoint(true, true, reader.server_version());
-        if (!plan.slot.exists) {
+        if (resume) {
+            start = prev.consistent_point;
+            if (!copy_tables.empty()) {
+                // A temporary slot only for its snapshot and the LSN it stands for; it goes away
+                // with this connection, once the copy sessions imported the snapshot.
+                exporter = std::make_unique<pg::ReplicationConnection>(cfg.source.conninfo,
+                                                                       "pgshift_" + cfg.name + "_resync");
+                // Named after this process: a killed run's temporary slot may linger for a moment.
+                auto created = exporter->create_slot("pgshift_" + cfg.name + "_rs_" + std::to_string(::getpid()),
+                                                     true, true);
+                snapshot = created.snapshot_name;
+                sync_lsn = created.consistent_point;
+                for (const auto& t : copy_tables)
+                    skip[t.display()] = sync_lsn;
+                spdlog::info("initial copy: {} table(s) are copied under snapshot {} at {}; their changes below it "
+                             "are skipped",
+                             copy_tables.size(), snapshot, sync_lsn.str());
+            }
+        } else if (copy_plan.needed) {
+            auto created = reader.create_slot_with_snapshot();
+            start = created.consistent_point;
+            snapshot = created.snapshot_name;
+            sync_lsn = start;
+            source_side = false;
+            copy::set_consistent_point(*copy_target, cfg.name, start);
+            engine.advance_origin(start);
+        } else if (!plan.slot.exists) {
             start = reader.create_slot();
             source_side = false;
             engine.advance_origin(start);
         } else {
             start = durable.is_zero() ? plan.slot.confirmed_flush : durable;
         }
+        // Tables copied under a later snapshot than the stream's start (a resumed copy, now or
+        // in an earlier run) skip the changes their copy holds.
+        for (const auto& [t, lsn] : prev.tables_done)
+            if (start < lsn)
+                skip.emplace(t, lsn);
+        reader.skip_changes_below(skip);
         source_side = false;
-        engine.begin_session(start);
+        if (!copy_plan.needed)
+            engine.begin_session(start);
     } catch (...) {
         return classify(std::current_exception(), state, source_side);
     }
 
     std::atomic<bool> stop_apply{false}, stop_reader{false}, failed{false};
     std::exception_ptr apply_error, reader_error;
-    std::thread apply_thread([&] {
-        try {
-            engine.run(stop_apply, state.paused_flag());
-        } catch (...) {
-            apply_error = std::current_exception();
-            failed.store(true);
-        }
-    });
-    std::thread reader_thread([&] {
-        try {
-            reader.stream(start, stop_reader);
-        } catch (...) {
-            reader_error = std::current_exception();
-            failed.store(true);
-        }
-    });
-
-    state.set_state(State::streaming);
-    state.clear_current_error();
-    if (!d.notified_ready) {
-        sd_notify(0, "READY=1\nSTATUS=streaming");
-        d.notified_ready = true;
-    }
-    bool stop_requested = false;
-    while (!failed.load()) {
-        state.beat();
-        if (d.signals.wait(milliseconds(200))) {
-            stop_requested = true;
-            sd_notify(0, "STOPPING=1");
-            break;
-        }
-    }
+    std::thread apply_thread, reader_thread;
+    auto start_reader = [&] {
+        reader_thread = std::thread([&] {
+            try {
+                reader.stream(start, stop_reader);
+            } catch (...) {
+                reader_error = std::current_exception();
+                failed.store(true);
+            }
+        });
+    };
+    auto start_apply = [&] {
+        apply_thread = std::thread([&] {
+            try {
+                engine.run(stop_apply, state.paused_flag());
+            } catch (...) {
+                apply_error = std::current_exception();
+                failed.store(true);
+            }
+        });
+    };
     // Apply first, so that its final durable position is what the reader reports.
-    stop_apply.store(true);
-    apply_thread.join();
-    stop_reader.store(true);
-    reader_thread.join();
-
-    if (apply_error || reader_error) {
+    auto stop_threads = [&] {
+        stop_apply.store(true);
+        if (apply_thread.joinable())
+            apply_thread.join();
+        stop_reader.store(true);
+        if (reader_thread.joinable())
+            reader_thread.join();
+    };
+    auto session_errors = [&](bool stop_requested) {
         auto end = SessionEnd::retry;
         for (auto [ep, from_source] : {std::pair{apply_error, false}, std::pair{reader_error, true}})
             if (ep) {
@@ -352,7 +605,120 @@ SessionEnd run_session(Daemon& d)
                     end = e;
             }
         return stop_requested && end == SessionEnd::retry ? SessionEnd::stopped : end;
+    };
+
+    bool stop_requested = false;
+    if (copy_plan.needed) {
+        // The copy: sessions import the snapshot; then the reader streams (held back in the
+        // queue); once every table is copied and indexed, apply starts.
+        state.set_state(State::copying);
+        if (!d.notified_ready) {
+            sd_notify(0, "READY=1\nSTATUS=initial copy");
+            d.notified_ready = true;
+        }
+        auto copy_progress = std::make_shared<copy::CopyProgress>();
+        state.set_copy(copy_progress);
+        std::vector<copy::CopyTable> list;
+        for (const auto& t : copy_tables)
+            list.push_back({t.display(), t.sql()});
+        std::exception_ptr copy_error;
+        bool copy_side_source = false;
+        {
+            copy::SnapshotCopy copier(cfg, list, snapshot, copy_progress,
+                                      [&state](std::uint64_t rows, std::uint64_t bytes) { state.add_copied(rows, bytes); });
+            auto report_finished = [&] {
+                for (const auto* t : copier.take_finished_tables()) {
+                    copy::table_done(*copy_target, cfg.name, t->display, t->rows.load(), t->bytes.load(), sync_lsn);
+                    spdlog::info("initial copy: table {} done, {} rows ({})", t->display, t->rows.load(),
+                                 mib(t->bytes.load()));
+                }
+            };
+            try {
+                copy_side_source = true;
+                copier.start();
+                copy_side_source = false;
+                auto last_log = std::chrono::steady_clock::now();
+                while (!copier.finished() && !failed.load()) {
+                    state.beat();
+                    if (d.signals.wait(milliseconds(200))) {
+                        stop_requested = true;
+                        sd_notify(0, "STOPPING=1");
+                        break;
+                    }
+                    if (!reader_thread.joinable() && copier.imported()) {
+                        spdlog::info("initial copy: all {} session(s) imported the snapshot; streaming from {} "
+                                     "meanwhile, changes are held back until the copy is done",
+                                     cfg.initial_copy.workers, start.str());
+                        start_reader();
+                    }
+                    report_finished();
+                    if (std::chrono::steady_clock::now() - last_log >= std::chrono::seconds(5)) {
+                        log_copy_progress(*copy_progress);
+                        last_log = std::chrono::steady_clock::now();
+                    }
+                }
+                copier.stop();
+                copier.join();
+                exporter.reset(); // its temporary slot goes with it
+                if (!stop_requested && !failed.load()) {
+                    if (!reader_thread.joinable())
+                        start_reader(); // every session imported (they all finished without error)
+                    report_finished();
+                    log_copy_progress(*copy_progress);
+                    copy::set_run_state(*copy_target, cfg.name, "indexing");
+                    {
+                        pg::Connection source(cfg.source.conninfo);
+                        copy::create_schema_after_data(cfg, source, *copy_target, tables);
+                    }
+                    copy::set_run_state(*copy_target, cfg.name, "done");
+                    auto t = copy_progress->totals();
+                    spdlog::info("initial copy done in {:.1f} s: {} table(s), {} rows, {}; applying the changes "
+                                 "made since {}",
+                                 t.seconds, t.tables, t.rows, mib(t.bytes), start.str());
+                    engine.begin_session(start);
+                    start_apply();
+                }
+            } catch (...) {
+                copy_error = std::current_exception();
+            }
+        }
+        if (copy_error || stop_requested || failed.load()) {
+            stop_threads();
+            auto end = session_errors(stop_requested);
+            if (copy_error) {
+                state.count_copy_error();
+                auto e = classify(copy_error, state, copy_side_source);
+                if (end == SessionEnd::retry || end == SessionEnd::stopped)
+                    end = e;
+            }
+            if (stop_requested && end == SessionEnd::retry)
+                end = SessionEnd::stopped;
+            if (end != SessionEnd::stopped)
+                spdlog::error("the initial copy did not finish; the next attempt starts it over from a new slot");
+            return end;
+        }
+    } else {
+        start_reader();
+        start_apply();
     }
+
+    state.set_state(State::streaming);
+    state.clear_current_error();
+    if (!d.notified_ready) {
+        sd_notify(0, "READY=1\nSTATUS=streaming");
+        d.notified_ready = true;
+    }
+    while (!failed.load()) {
+        state.beat();
+        if (d.signals.wait(milliseconds(200))) {
+            stop_requested = true;
+            sd_notify(0, "STOPPING=1");
+            break;
+        }
+    }
+    stop_threads();
+    if (apply_error || reader_error)
+        return session_errors(stop_requested);
     return SessionEnd::stopped;
 }
 
@@ -394,14 +760,12 @@ int run(const config::Config& cfg)
                  config::redact_conninfo(cfg.source.conninfo), config::redact_conninfo(cfg.target.conninfo));
     DaemonState state(cfg.name, PGSHIFT_VERSION);
     state.beat();
+    verify::Runner verifier(cfg, state.hold(), [&state] { return state.snapshot().applied_lsn; });
+    state.set_verifier(&verifier);
 
     // Local checks that need no server, before anything else happens.
     std::string token;
     try {
-        if (cfg.initial_copy.enabled)
-            throw ConfigError("initial_copy.enabled is true, but this version of pgshift does not copy "
-                              "existing rows yet: load the target first (e.g. pg_dump/pg_restore of an "
-                              "idle source) and set initial_copy.enabled: false");
         check_spill_directory(cfg);
         token = config::read_token_file(cfg.control.token_file);
     } catch (const ConfigError& e) {

@@ -1,6 +1,8 @@
 // DaemonState: status snapshots for the control plane, built from atomics.
 #include "pgshift/daemon/state.hpp"
 
+#include "pgshift/verify/runner.hpp"
+
 #include "pgshift/apply/worker.hpp"
 #include "pgshift/common/clock.hpp"
 
@@ -48,6 +50,12 @@ void DaemonState::set_session(SessionView v)
 {
     std::lock_guard lk(mutex_);
     session_ = std::move(v);
+}
+
+void DaemonState::set_copy(std::shared_ptr<const copy::CopyProgress> progress)
+{
+    std::lock_guard lk(mutex_);
+    copy_ = std::move(progress);
 }
 
 void DaemonState::set_endpoint(bool source, bool connected, int server_version_num)
@@ -101,9 +109,11 @@ control::StatusSnapshot DaemonState::snapshot() const
 {
     control::StatusSnapshot s;
     SessionView session;
+    std::shared_ptr<const copy::CopyProgress> copy;
     {
         std::lock_guard lk(mutex_);
         session = session_;
+        copy = copy_;
         s.last_error = last_error_;
         s.last_error_at = last_error_at_;
         if (error_current_)
@@ -154,6 +164,20 @@ control::StatusSnapshot DaemonState::snapshot() const
     s.reconnects_source = x.reconnects_source.load();
     s.reconnects_target = x.reconnects_target.load();
     s.spill_errors = x.spill_errors.load();
+    if (auto* v = verifier_.load()) {
+        auto r = v->report();
+        auto& sv = s.verify;
+        sv.state = r.state;
+        sv.tables_total = r.tables.size();
+        sv.tables_done = r.tables_done;
+        sv.rows_compared = r.rows_compared;
+        for (const auto& t : r.tables) {
+            sv.tables_match += t.result == "match";
+            sv.tables_mismatch += t.result == "mismatch";
+            sv.tables_error += t.result == "error";
+        }
+        sv.rows_per_second = r.seconds > 0 ? static_cast<double>(r.rows_compared) / r.seconds : 0;
+    }
     auto& a = s.apply;
     a.workers = x.workers.load();
     for (int w = 0; w < a.workers && w < static_cast<int>(x.worker_state.size()); ++w) {
@@ -174,6 +198,35 @@ control::StatusSnapshot DaemonState::snapshot() const
     s.errors_copy = errors_copy_.load();
     s.initial_copy.rows_copied = copy_rows_.load();
     s.initial_copy.bytes_copied = copy_bytes_.load();
+    if (copy) {
+        auto t = copy->totals();
+        auto& ic = s.initial_copy;
+        ic.tables_total = t.tables;
+        ic.tables_done = t.done;
+        ic.tables_copying = t.copying;
+        ic.sessions = copy->sessions_imported.load();
+        ic.percent = t.pages ? 100.0 * static_cast<double>(t.pages_done) / static_cast<double>(t.pages) : 0;
+        if (t.seconds > 0) {
+            ic.rows_per_second = static_cast<double>(t.rows) / t.seconds;
+            ic.bytes_per_second = static_cast<double>(t.bytes) / t.seconds;
+        }
+        if (t.pages_done > 0 && t.pages >= t.pages_done)
+            ic.eta_seconds = t.seconds * static_cast<double>(t.pages - t.pages_done) / static_cast<double>(t.pages_done);
+        if (copy->planned.load(std::memory_order_acquire))
+            for (const auto& p : copy->tables) {
+                control::CopyTableStatus ts;
+                ts.table = p->display;
+                ts.state = p->state();
+                ts.rows = p->rows.load();
+                ts.bytes = p->bytes.load();
+                ts.size_bytes = p->pages * 8192;
+                ts.percent = ts.state == "done" ? 100.0
+                             : p->pages ? 100.0 * static_cast<double>(std::min(p->pages_done.load(), p->pages)) /
+                                              static_cast<double>(p->pages)
+                                        : 0.0;
+                ic.tables.push_back(std::move(ts));
+            }
+    }
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < s.latency_bucket_counts.size(); ++i) {
         cumulative += x.latency_buckets[i].load();
@@ -191,6 +244,18 @@ control::StatusSnapshot DaemonState::snapshot() const
     for (const auto& t : s.tables_not_replicated)
         s.not_ready_reasons.push_back(t);
     return s;
+}
+
+bool DaemonState::start_verify(bool checksums)
+{
+    auto* v = verifier_.load();
+    return v && v->start(checksums);
+}
+
+control::VerifyReport DaemonState::verify_report() const
+{
+    auto* v = verifier_.load();
+    return v ? v->report() : control::VerifyReport{};
 }
 
 } // namespace pgshift::daemon

@@ -1,6 +1,7 @@
 // TableWatch: new source tables join the replication with their rows, or are reported loudly.
 #include "pgshift/daemon/table_watch.hpp"
 
+#include "pgshift/copy/schema_copy.hpp"
 #include "pgshift/copy/table_copy.hpp"
 #include "pgshift/daemon/state.hpp"
 
@@ -71,9 +72,16 @@ std::string TableWatch::join(pg::Connection& source, const reader::SourceTable& 
     bool source_open = false;
     try {
         dst = &target();
-        if (dst->exec_params("SELECT to_regclass($1) IS NULL", {sql}).get(0, 0) == "t")
-            return "it exists on the source but not on the target; create it on the target and pgshift copies its "
-                   "rows and replicates it";
+        if (dst->exec_params("SELECT to_regclass($1) IS NULL", {sql}).get(0, 0) == "t") {
+            if (!creates_tables())
+                return "it exists on the source but not on the target; create it on the target and pgshift copies "
+                       "its rows and replicates it";
+            // schema: copy (with the initial copy): created from the source's definition, with
+            // its indexes at once (a new table is usually small, and apply needs its keys).
+            copy::create_schema_before_data(cfg_, source, *dst, {table});
+            copy::create_schema_after_data(cfg_, source, *dst, {table});
+            spdlog::info("table {} appeared on the source: created it on the target (schema: copy)", name);
+        }
         dst->exec("BEGIN");
         dst->exec("SET LOCAL session_replication_role = replica");
         if (partial_.count(name)) {

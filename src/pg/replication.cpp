@@ -42,9 +42,10 @@ SystemIdentity ReplicationConnection::identify_system()
     return id;
 }
 
-CreatedSlot ReplicationConnection::create_slot(const std::string& slot, bool export_snapshot)
+CreatedSlot ReplicationConnection::create_slot(const std::string& slot, bool export_snapshot, bool temporary)
 {
-    std::string sql = "CREATE_REPLICATION_SLOT " + quote_ident(slot) + " LOGICAL pgoutput ";
+    std::string sql =
+        "CREATE_REPLICATION_SLOT " + quote_ident(slot) + (temporary ? " TEMPORARY" : "") + " LOGICAL pgoutput ";
     if (conn_.server_version() >= 150000)
         sql += export_snapshot ? "(SNAPSHOT 'export')" : "(SNAPSHOT 'nothing')";
     else

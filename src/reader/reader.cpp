@@ -71,13 +71,26 @@ Lsn Reader::create_slot()
     return s.consistent_point;
 }
 
+pg::CreatedSlot Reader::create_slot_with_snapshot()
+{
+    auto s = conn_->create_slot(cfg_.slot_name(), true);
+    spdlog::info("created replication slot {} at consistent point {}, exporting snapshot {}", s.slot_name,
+                 s.consistent_point.str(), s.snapshot_name);
+    return s;
+}
+
 void Reader::stream(Lsn start, const std::atomic<bool>& stop)
 {
     // Large transactions are streamed before they commit (protocol 2+), so neither side holds
     // them in memory; they are spooled per xid (MessageLog) until Stream Commit.
     std::string options = "(proto_version '" + std::to_string(decode_ctx_.proto_version) +
                           "', publication_names " + pg::quote_literal(pg::quote_ident(cfg_.publication_name())) +
-                          ", messages 'true'" + (decode_ctx_.proto_version >= 2 ? ", streaming 'on'" : "") + ")";
+                          ", messages 'true'" +
+                          (decode_ctx_.proto_version >= 2 && skip_below_.empty() ? ", streaming 'on'" : "") + ")";
+    if (!skip_below_.empty())
+        spdlog::info("{} table(s) skip the changes their copy already holds; in-progress transactions are not "
+                     "streamed by the source in this session",
+                     skip_below_.size());
     conn_->start_replication(cfg_.slot_name(), start, options);
     spdlog::info("streaming from slot {} at {}", cfg_.slot_name(), start.str());
     last_flush_sent_ = start;
@@ -123,6 +136,46 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
     maybe_send_status(true);
     conn_->finish_copy();
     spdlog::info("replication stream closed; confirmed {}", last_flush_sent_.str());
+    if (dropped_changes_)
+        spdlog::info("{} change(s) of tables copied under a later snapshot were skipped", dropped_changes_);
+}
+
+bool Reader::drop_change(const protocol::Message& msg, std::string& rewritten) const
+{
+    if (skip_relids_.empty() || !current_)
+        return false;
+    auto below = [&](RelId relid) {
+        auto it = skip_relids_.find(relid.value);
+        return it != skip_relids_.end() && current_->commit_lsn < it->second;
+    };
+    if (auto* m = std::get_if<protocol::Insert>(&msg))
+        return below(m->relid);
+    if (auto* m = std::get_if<protocol::Update>(&msg))
+        return below(m->relid);
+    if (auto* m = std::get_if<protocol::Delete>(&msg))
+        return below(m->relid);
+    if (auto* m = std::get_if<protocol::Truncate>(&msg)) {
+        std::vector<RelId> keep;
+        for (auto r : m->relids)
+            if (!below(r))
+                keep.push_back(r);
+        if (keep.size() == m->relids.size())
+            return false;
+        if (keep.empty())
+            return true;
+        // 'T', int32 count, int8 options, int32 relids (no xid outside a stream).
+        auto be32 = [&](std::uint32_t v) {
+            for (int shift = 24; shift >= 0; shift -= 8)
+                rewritten.push_back(static_cast<char>((v >> shift) & 0xff));
+        };
+        rewritten = "T";
+        be32(static_cast<std::uint32_t>(keep.size()));
+        rewritten.push_back(static_cast<char>(m->flags));
+        for (auto r : keep)
+            be32(r.value);
+        return false;
+    }
+    return false;
 }
 
 std::unique_ptr<queue::Transaction> Reader::new_transaction(std::size_t memory_limit) const
@@ -209,7 +262,20 @@ void Reader::handle_xlogdata(std::string_view payload)
                 st.subxacts.emplace_back(sub->value, st.txn->messages.position());
             st.txn->messages.append(payload);
         } else if (current_) {
-            current_->messages.append(payload);
+            if (auto* rel = std::get_if<protocol::Relation>(&msg); rel && !skip_below_.empty()) {
+                auto name = std::string(rel->nspname.empty() ? "pg_catalog" : rel->nspname) + "." +
+                            std::string(rel->relname);
+                if (auto it = skip_below_.find(name); it != skip_below_.end())
+                    skip_relids_[rel->relid.value] = it->second;
+                else
+                    skip_relids_.erase(rel->relid.value);
+            }
+            std::string rewritten;
+            if (drop_change(msg, rewritten)) {
+                ++dropped_changes_;
+                return;
+            }
+            current_->messages.append(rewritten.empty() ? payload : std::string_view(rewritten));
         } else {
             throw ProtocolError(std::string("message '") + payload[0] + "' outside a transaction");
         }

@@ -77,6 +77,10 @@ std::string daemon_config_yaml(const DaemonOptions& o)
     y += "source:\n  conninfo: " + yaml_quote(o.source_conninfo) + "\n";
     y += "target:\n  conninfo: " + yaml_quote(o.target_conninfo) + "\n";
     y += std::string("initial_copy:\n  enabled: ") + (o.initial_copy ? "true" : "false") + "\n";
+    if (o.copy_workers)
+        y += "  workers: " + std::to_string(o.copy_workers) + "\n";
+    if (!o.schema.empty())
+        y += "schema: " + o.schema + "\n";
     y += "apply:\n  workers: " + std::to_string(o.workers) + "\n";
     if (o.max_queue_bytes)
         y += "  max_queue_bytes: " + std::to_string(o.max_queue_bytes) + "\n";

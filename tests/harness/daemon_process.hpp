@@ -28,6 +28,8 @@ struct DaemonOptions {
     std::string source_conninfo;
     std::string target_conninfo;
     bool initial_copy = false;
+    int copy_workers = 0;  ///< initial_copy.workers; 0: the default
+    std::string schema;    ///< schema: copy | verify; empty: the default
     int workers = 1;
     std::uint64_t max_queue_bytes = 0; ///< 0: the default
     std::string spill_dir;             ///< apply.spill_dir; empty: the default

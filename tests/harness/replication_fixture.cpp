@@ -18,8 +18,10 @@ ReplicationFixture::ReplicationFixture(FixtureOptions options) : work_("pgshift-
     }
     target_ = pending.get();
 
-    if (!options.schema_sql.empty())
+    if (!options.schema_sql.empty() && options.schema_on_target)
         exec_on_both(*source_, *target_, options.schema_sql);
+    else if (!options.schema_sql.empty())
+        source_->exec(options.schema_sql);
 
     DaemonOptions d = options.daemon;
     d.source_conninfo = source_->conninfo();

@@ -15,6 +15,8 @@ namespace pgshift::test {
 struct FixtureOptions {
     /// Run on both clusters before the daemon starts (the daemon copies neither schema nor rows here).
     std::string schema_sql;
+    /// false: schema_sql runs on the source only (an empty target, for schema: copy).
+    bool schema_on_target = true;
     std::vector<std::string> source_settings;
     std::vector<std::string> target_settings;
     DaemonOptions daemon; ///< conninfos are filled in by the fixture

@@ -229,11 +229,20 @@ assert d["ok"] is False and d["errors"] == 5, d
 assert codes == ["column_type", "missing_column", "missing_table", "replica_identity", "required_column"], codes
 assert all(p["side"] in ("source", "target") for p in d["problems"]), d
 PY
+# With an initial copy and schema: copy, run creates a missing table: not an error any more.
+sed -i 's/^initial_copy: {enabled: false}/initial_copy: {enabled: true}\nschema: copy/' "$work/pgshift.yaml"
+check_expect 1
+grep -q "only_src" "$work/pgshift.log" && fail "schema: copy with an initial copy: a missing table is reported"
+[ "$(errors)" = 4 ] || fail "schema: copy with an initial copy: expected 4 errors, got $(errors)"
+sed -i 's/^schema: copy/schema: verify/' "$work/pgshift.yaml"
+check_expect 1
+has "error: target: " "table public.only_src does not exist on the target" "schema: verify: a missing table not reported"
+write_config
 psql_src "DROP TABLE nokey, only_src"
 psql_dst "DROP TABLE nokey; ALTER TABLE orders ADD COLUMN note text; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(10,2);
 ALTER TABLE items DROP COLUMN sku"
 check_expect 0
-echo "ok: five problems reported in one run (text and --json): no identity, missing table, missing column, other type, NOT NULL extra column"
+echo "ok: five problems reported in one run (text and --json): no identity, missing table, missing column, other type, NOT NULL extra column; a missing table is fine for schema: copy with an initial copy"
 
 # 7. Leftovers of an earlier run: a slot without origins (warning), an origin with progress but no slot (error).
 psql_src "SELECT pg_create_logical_replication_slot('pgshift_chk', 'pgoutput')" >/dev/null

@@ -57,7 +57,7 @@ status | grep -q '"tables_not_replicated":\["table public.newnopk has no usable 
   fail "status does not report public.newnopk: $(status)"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")" = 503 ] || fail "/readyz is not 503"
 curl -s "$api/readyz" | grep -q "public.newnopk" || fail "/readyz does not name public.newnopk"
-curl -s "$api/metrics" | grep -qx "pgshift_tables_not_replicated 1" || fail "metric is not 1"
+curl -s "$api/metrics" | grep -x "pgshift_tables_not_replicated 1" >/dev/null || fail "metric is not 1"
 grep -q "table public.newnopk has no usable replica identity" "$work/pgshift.log" || fail "not in the log"
 psql_src "UPDATE newnopk SET b = 'z' WHERE a = 2; DELETE FROM newnopk WHERE a = 1" ||
   fail "the source refuses writes on public.newnopk"
@@ -67,8 +67,8 @@ psql_dst "ALTER TABLE newnopk REPLICA IDENTITY FULL"
 converged newnopk 20 || fail "public.newnopk did not join after REPLICA IDENTITY FULL"
 psql_src "UPDATE newnopk SET b = 'after'"
 converged newnopk 20 || fail "public.newnopk: changes after the join were not streamed"
-for _ in $(seq 1 25); do curl -s "$api/metrics" | grep -qx "pgshift_tables_not_replicated 0" && break; sleep 0.2; done
-curl -s "$api/metrics" | grep -qx "pgshift_tables_not_replicated 0" || fail "metric not back to 0"
+for _ in $(seq 1 25); do curl -s "$api/metrics" | grep -x "pgshift_tables_not_replicated 0" >/dev/null && break; sleep 0.2; done
+curl -s "$api/metrics" | grep -x "pgshift_tables_not_replicated 0" >/dev/null || fail "metric not back to 0"
 status | grep -q '"tables_not_replicated":\[\]' || fail "status still lists tables: $(status)"
 echo "ok: a new table without a replica identity is reported (status, /readyz, metric, log), then joins once fixed"
 

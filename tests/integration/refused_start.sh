@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Integration (do no harm): a start pgshift refuses creates and changes nothing on either server.
 # A selected table without a usable replica identity (publishing it would make the source refuse
-# the application's UPDATE/DELETE), initial_copy.enabled, an unusable spill directory and a bad
-# token_file all exit 78 with the key or table and the fix named; the source keeps accepting
+# the application's UPDATE/DELETE), an initial copy into a target table that holds rows, an
+# unusable spill directory and a bad token_file all exit 78 with the key or table and the fix named; the source keeps accepting
 # writes; no publication, slot or origin exists afterwards. Then the same table excluded, or given
 # REPLICA IDENTITY FULL, starts fine.
 # Usage: refused_start.sh PGSHIFT_BINARY
@@ -67,11 +67,16 @@ psql_src "UPDATE nopk SET b = 'still writable' WHERE a = 1; DELETE FROM parted W
 echo "ok: tables without a usable replica identity refuse the start (exit 78), named with remedies; nothing created"
 
 # 2. Other refusals before any side effect.
+# The initial copy fills empty target tables only: a target table with rows refuses the start.
+psql_dst "INSERT INTO orders VALUES (42, 1)"
 write_config "initial_copy: {enabled: true}
 tables: {exclude: [public.nopk, public.parted]}"
 run_expect 78
-grep -q "initial_copy.enabled is true" "$work/pgshift.log" || fail "initial_copy refusal not explained"
-no_objects_left "initial_copy refused"
+grep -q "the initial copy fills empty target tables only, and these already hold rows" "$work/pgshift.log" ||
+  fail "initial copy into a non-empty table not explained"
+grep -q "^  public.orders" "$work/pgshift.log" || fail "the non-empty table public.orders is not named"
+no_objects_left "initial copy into a non-empty table refused"
+psql_dst "DELETE FROM orders"
 write_config "initial_copy: {enabled: false}
 tables: {exclude: [public.nopk, public.parted]}
 apply: {workers: 2, spill_dir: $work/no-such-dir}"
@@ -89,7 +94,7 @@ tables: {exclude: [public.nopk, public.parted]}"
   grep -q "control.token_file" "$work/pgshift.log" || fail "token_file $tf: the key is not named"
   no_objects_left "token_file $tf"
 done
-echo "ok: initial_copy, a missing spill directory, /dev/zero and a directory as token_file exit 78 first"
+echo "ok: an initial copy into a non-empty table, a missing spill directory, /dev/zero and a directory as token_file exit 78 first"
 
 # 3. The operator's fixes: exclude one table, give the other (root and partition) REPLICA IDENTITY FULL.
 write_config "initial_copy: {enabled: false}

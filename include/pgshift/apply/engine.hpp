@@ -25,9 +25,12 @@
 //   Resume (rule 4) starts from the maximum over every pgshift_<name>_w<k> origin, whatever the
 //   worker count of earlier runs.
 // - Pause stops dispatching; in-flight batches finish. Stop does the same and then joins.
+// - Hold (hold.hpp, for verify): a transaction committing at or after the hold point is kept
+//   back (the open batch before it is dispatched) until the hold is cleared.
 #pragma once
 
 #include "pgshift/apply/commit_order.hpp"
+#include "pgshift/apply/hold.hpp"
 #include "pgshift/apply/relations.hpp"
 #include "pgshift/apply/worker.hpp"
 #include "pgshift/config/config.hpp"
@@ -46,7 +49,8 @@ namespace pgshift::apply {
 
 class Engine {
 public:
-    Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats);
+    Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progress& progress, queue::Stats& stats,
+           Hold* hold = nullptr);
     ~Engine();
 
     /// Connects the catalog connection and ends stale sessions of our origins (no other side
@@ -112,6 +116,8 @@ private:
     // Hand-off to workers.
     struct Handoff;
     std::unique_ptr<Handoff> handoff_;
+    Hold* hold_ = nullptr;
+    std::unique_ptr<queue::Transaction> held_; ///< received at or after the hold point
     std::chrono::steady_clock::time_point last_durable_check_;
 };
 

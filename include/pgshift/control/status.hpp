@@ -28,6 +28,43 @@ struct EndpointStatus {
     std::string server_version; ///< e.g. "15.20"; empty when never connected
 };
 
+/// One table of the initial copy (status' per-table view, largest first).
+struct CopyTableStatus {
+    std::string table;               ///< schema.table
+    std::string state;               ///< pending | copying | done
+    std::uint64_t rows = 0, bytes = 0; ///< copied so far (bytes: COPY text)
+    std::uint64_t size_bytes = 0;    ///< heap size on the source when the copy was planned
+    double percent = 0;              ///< share of its heap pages committed on the target
+};
+
+/// A comparison of source and target (SPEC section 5), as GET /v1/verify reports it.
+struct VerifyReport {
+    struct KeyDiff {
+        std::string key;  ///< the key as text, e.g. (42) or (7,"a b")
+        std::string kind; ///< missing_on_target | extra_on_target | different
+    };
+    struct Table {
+        std::string table;                ///< schema.table
+        std::string result = "pending";   ///< pending | running | match | mismatch | error
+        bool keyed = false;               ///< compared by key ranges (else as a whole)
+        std::uint64_t source_rows = 0, target_rows = 0;
+        std::vector<std::string> ranges;  ///< key ranges that differ, "(lo, hi]"
+        std::vector<KeyDiff> keys;        ///< the differing keys (at most 100)
+        bool keys_truncated = false;
+        std::string error;
+    };
+    std::string id;                 ///< empty: no comparison ran yet
+    std::string state = "none";     ///< none | holding | running | match | mismatch | error
+    bool checksums = true;
+    std::string lsn;                ///< the common point (source snapshot = target state)
+    std::string applied_at_start;   ///< applied position when it started (lag it had to cover)
+    std::string started_at, finished_at;
+    std::uint64_t tables_done = 0, rows_compared = 0;
+    double seconds = 0;
+    std::string error;
+    std::vector<Table> tables;
+};
+
 struct StatusSnapshot {
     std::string name;
     std::string version;
@@ -48,6 +85,11 @@ struct StatusSnapshot {
     struct {
         std::uint64_t tables_total = 0, tables_done = 0, tables_copying = 0;
         std::uint64_t rows_copied = 0, bytes_copied = 0;
+        // Of the copy running now (empty/0 when none): sessions that imported the snapshot,
+        // overall progress by heap pages, rates since it started, time left (-1: unknown).
+        int sessions = 0;
+        double percent = 0, rows_per_second = 0, bytes_per_second = 0, eta_seconds = -1;
+        std::vector<CopyTableStatus> tables;
     } initial_copy;
 
     std::uint64_t transactions_applied = 0;
@@ -88,6 +130,13 @@ struct StatusSnapshot {
     std::vector<std::string> tables_not_replicated;
     /// Reasons /readyz is not ready (empty = ready).
     std::vector<std::string> not_ready_reasons;
+    /// The last or running comparison (tables are left out here; GET /v1/verify has them).
+    struct {
+        std::string state = "none";
+        std::uint64_t tables_total = 0, tables_match = 0, tables_mismatch = 0, tables_error = 0;
+        std::uint64_t tables_done = 0, rows_compared = 0;
+        double rows_per_second = 0;
+    } verify;
 };
 
 /// Implemented by the daemon; called from control-plane threads.
@@ -100,6 +149,13 @@ public:
     /// Stop / restart applying. Idempotent; never blocks on PostgreSQL.
     virtual void pause() = 0;
     virtual void resume() = 0;
+    /// Starts a comparison in the background: false when one is running already.
+    virtual bool start_verify(bool checksums)
+    {
+        (void)checksums;
+        return false;
+    }
+    [[nodiscard]] virtual VerifyReport verify_report() const { return {}; }
 };
 
 } // namespace pgshift::control

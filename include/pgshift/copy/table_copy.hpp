@@ -5,6 +5,7 @@
 #include "pgshift/pg/connection.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,5 +25,19 @@ struct CopyStats {
 /// owns. Throws SourceError or TargetError (context: the table and the side) on failure.
 CopyStats copy_table(pg::Connection& source, pg::Connection& target, const std::string& table_sql,
                      const std::vector<std::string>& columns);
+
+/// Called with the rows and bytes copied since the last call (about every k_tick_bytes, and once
+/// at the end); may throw to abandon the copy (the caller then drops both connections).
+using CopyTick = std::function<void(std::uint64_t rows, std::uint64_t bytes)>;
+inline constexpr std::uint64_t k_tick_bytes = 1 << 20;
+
+/// The general form: runs `copy_out` (COPY ... TO STDOUT, text format) on `source` and
+/// `copy_in` (COPY ... FROM STDIN) on `target`, relaying every row. `label` names what is
+/// copied in errors. Same transaction rules and errors as copy_table.
+CopyStats copy_rows(pg::Connection& source, pg::Connection& target, const std::string& copy_out,
+                    const std::string& copy_in, const std::string& label, const CopyTick& tick);
+
+/// "a, b, c" from quoted column names.
+[[nodiscard]] std::string column_list(const std::vector<std::string>& columns);
 
 } // namespace pgshift::copy

@@ -6,7 +6,9 @@
 //   or swap the pointer, so control-plane reads never wait on replication work.
 #pragma once
 
+#include "pgshift/apply/hold.hpp"
 #include "pgshift/control/status.hpp"
+#include "pgshift/copy/snapshot_copy.hpp"
 #include "pgshift/queue/progress.hpp"
 #include "pgshift/queue/txn_queue.hpp"
 
@@ -15,6 +17,10 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+namespace pgshift::verify {
+class Runner;
+}
 
 namespace pgshift::daemon {
 
@@ -33,6 +39,12 @@ public:
     [[nodiscard]] control::StatusSnapshot snapshot() const override;
     [[nodiscard]] bool alive() const override;
     void pause() override { paused_.store(true); }
+    bool start_verify(bool checksums) override;
+    [[nodiscard]] control::VerifyReport verify_report() const override;
+    /// The comparison runner (owned by run(); null until it exists).
+    void set_verifier(verify::Runner* r) { verifier_.store(r); }
+    /// Where apply holds for a comparison (apply::Engine reads it; outlives sessions).
+    [[nodiscard]] apply::Hold& hold() { return hold_; }
     /// Also leaves `failed`: the main loop starts a new session at once, so what the caller
     /// reports is the state the daemon is going to, not the error it is leaving.
     void resume() override;
@@ -40,6 +52,8 @@ public:
     void set_state(State s) { state_.store(static_cast<int>(s)); }
     [[nodiscard]] State state() const { return static_cast<State>(state_.load()); }
     void set_session(SessionView v);
+    /// The initial copy running now (null when none): status reads its progress.
+    void set_copy(std::shared_ptr<const copy::CopyProgress> progress);
     void set_endpoint(bool source, bool connected, int server_version_num);
     /// Records an error: it is the current error until clear_current_error() (a session reached
     /// streaming again), and stays visible afterwards as the last error, with its time.
@@ -77,9 +91,12 @@ private:
     std::atomic<std::int64_t> heartbeat_{0};
     std::atomic<std::uint64_t> copy_rows_{0}, copy_bytes_{0}, errors_copy_{0};
     queue::Stats stats_;
+    apply::Hold hold_;
+    std::atomic<verify::Runner*> verifier_{nullptr};
 
     mutable std::mutex mutex_;
     SessionView session_;     // guarded by mutex_
+    std::shared_ptr<const copy::CopyProgress> copy_; // guarded by mutex_
     std::string last_error_;  // guarded by mutex_
     std::string last_error_at_; // guarded by mutex_; RFC 3339, UTC
     bool error_current_ = false; // guarded by mutex_

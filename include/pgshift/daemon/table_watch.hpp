@@ -13,6 +13,9 @@
 //   source transaction: if the source commit then fails, the table is not in the publication
 //   and the next poll copies again, truncating what this run copied (remembered in memory; a
 //   table that holds rows pgshift did not put there is never overwritten, it is reported).
+// - A table the target lacks is created there from the source's definition (schema_copy.hpp)
+//   when the configuration has schema: copy and the initial copy enabled (the same machinery as
+//   the initial copy's); otherwise it is reported until someone creates it.
 // - A table whose replica identity would make the source refuse UPDATE/DELETE once published,
 //   or that the target lacks, is not added; status, /readyz, metrics and the log say so until
 //   it is fixed, and then it joins like any other.
@@ -46,6 +49,10 @@ private:
     /// it is not replicated yet.
     std::string join(pg::Connection& source, const reader::SourceTable& table);
     pg::Connection& target();
+    [[nodiscard]] bool creates_tables() const
+    {
+        return cfg_.schema == config::SchemaMode::copy && cfg_.initial_copy.enabled;
+    }
 
     const config::Config& cfg_;
     DaemonState& state_;

@@ -33,8 +33,9 @@ public:
     ReplicationConnection(const std::string& conninfo, const std::string& application_name);
 
     SystemIdentity identify_system();
-    /// CREATE_REPLICATION_SLOT name LOGICAL pgoutput, with the syntax the server version takes.
-    CreatedSlot create_slot(const std::string& slot, bool export_snapshot);
+    /// CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput, with the syntax the server
+    /// version takes. A temporary slot is dropped when this session ends.
+    CreatedSlot create_slot(const std::string& slot, bool export_snapshot, bool temporary = false);
     /// START_REPLICATION SLOT ... LOGICAL start (options). `options` is the raw "(k 'v', ...)" list.
     void start_replication(const std::string& slot, Lsn start, const std::string& options);
 

@@ -6,6 +6,13 @@
 //   sending standby status updates, so the source's wal_sender_timeout is never hit.
 // - The flush position it reports comes from Progress::confirmable_flush() (rule 3) and never
 //   moves backwards.
+// - Per-table synchronisation positions (initial copy resumed after a crash): a table copied
+//   under a later snapshot than the slot's consistent point must not receive the changes its
+//   copy already holds. skip_changes_below() gives each such table its snapshot's LSN; row
+//   changes (and a TRUNCATE's relations) of that table in a transaction whose commit LSN is
+//   below it are dropped here, as built-in replication's table synchronisation does. Such a
+//   session asks the source not to stream in-progress transactions (their commit LSN is only
+//   known at the end), so every change is judged knowing it; large ones still spill.
 // - Memory is bounded whatever the transaction size (rule 10): a transaction's messages go to a
 //   MessageLog that spills to a file past a quarter of apply.max_queue_bytes; large
 //   transactions are streamed by the source before commit, spooled per xid, cut back on a
@@ -56,6 +63,13 @@ public:
     [[nodiscard]] int server_version() const { return server_version_; }
     /// Creates the slot; returns its consistent point.
     Lsn create_slot();
+    /// Creates the slot with an exported snapshot (the initial copy's, rule 11). The snapshot
+    /// lives until the next command on this connection: call stream() only once every copy
+    /// session imported it.
+    pg::CreatedSlot create_slot_with_snapshot();
+    /// Before stream(): changes to table "schema.table" in transactions that commit below its LSN
+    /// are dropped (see the design notes). Empty map: nothing is dropped.
+    void skip_changes_below(std::map<std::string, Lsn> tables) { skip_below_ = std::move(tables); }
     /// START_REPLICATION at `start` and stream until `stop` is set. Throws SourceError on trouble.
     void stream(Lsn start, const std::atomic<bool>& stop);
 
@@ -91,6 +105,13 @@ private:
     std::unique_ptr<queue::Transaction> pending_; ///< complete, waiting for queue space
     Lsn last_flush_sent_;
     std::chrono::steady_clock::time_point last_status_;
+
+    /// Whether a non-streamed row change must be dropped (skip_changes_below); may rewrite a
+    /// TRUNCATE's payload into `rewritten` (then non-empty) without the dropped relations.
+    [[nodiscard]] bool drop_change(const protocol::Message& msg, std::string& rewritten) const;
+    std::map<std::string, Lsn> skip_below_;           ///< table -> sync LSN (reader thread after stream())
+    std::map<std::uint32_t, Lsn> skip_relids_;        ///< relid -> sync LSN, from Relation messages
+    std::uint64_t dropped_changes_ = 0;
 };
 
 } // namespace pgshift::reader

@@ -94,6 +94,9 @@ TEST_CASE("every SPEC section 4 metric is present with its type", "[control][met
         {"pgshift_apply_statements_total", "counter"},
         {"pgshift_apply_rows_written_total", "counter"},
         {"pgshift_apply_compaction_fallbacks_total", "counter"},
+        {"pgshift_verify_running", "gauge"},
+        {"pgshift_verify_tables", "gauge"},
+        {"pgshift_verify_rows_compared", "gauge"},
     };
     for (const auto& [name, type] : expected) {
         INFO(name);

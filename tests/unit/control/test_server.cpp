@@ -57,6 +57,15 @@ struct TestProvider : pgshift::control::StatusProvider {
         return snap;
     }
     bool alive() const override { return is_alive; }
+    std::atomic<int> verifies{0};
+    bool start_verify(bool) override { return verifies.fetch_add(1) == 0; } // then "running"
+    pgshift::control::VerifyReport verify_report() const override
+    {
+        pgshift::control::VerifyReport r;
+        r.id = "verify-1";
+        r.state = verifies.load() ? "running" : "none";
+        return r;
+    }
     void pause() override
     {
         std::lock_guard lock(mutex);
@@ -409,23 +418,35 @@ TEST_CASE("unknown path is 404, wrong method is 405 with Allow", "[control][serv
     }
 }
 
-TEST_CASE("cutover, rollback and verify answer 501 in this version, POSTs after auth", "[control][server]")
+TEST_CASE("cutover and rollback answer 501 in this version; verify starts once (202, then 409); POSTs after auth",
+          "[control][server]")
 {
     Fixture f("tok");
     CHECK(post(f.port(), "/v1/cutover").status == 401);
     CHECK(post(f.port(), "/v1/rollback").status == 401);
     CHECK(post(f.port(), "/v1/verify").status == 401);
-    for (const char* target : {"/v1/cutover", "/v1/rollback", "/v1/verify"}) {
+    CHECK(f.provider.verifies == 0);
+    for (const char* target : {"/v1/cutover", "/v1/rollback"}) {
         auto r = post(f.port(), target, "tok");
         CHECK(r.status == 501);
         auto o = require_error_body(r);
         CHECK(std::string(o.at("error").as_string()).find("not implemented in this version") != std::string::npos);
     }
-    for (const char* target : {"/v1/cutover", "/v1/verify"}) {
-        auto r = get(f.port(), target);
+    {
+        auto r = get(f.port(), "/v1/cutover");
         CHECK(r.status == 501);
         require_error_body(r);
     }
+    CHECK(get(f.port(), "/v1/verify").body.find("\"state\":\"none\"") != std::string::npos);
+    auto first = post(f.port(), "/v1/verify", "tok");
+    CHECK(first.status == 202);
+    CHECK(first.body.find("\"state\":\"running\"") != std::string::npos);
+    auto second = post(f.port(), "/v1/verify", "tok");
+    CHECK(second.status == 409);
+    require_error_body(second);
+    auto g = get(f.port(), "/v1/verify");
+    CHECK(g.status == 200);
+    CHECK(g.body.find("\"id\":\"verify-1\"") != std::string::npos);
 }
 
 TEST_CASE("a body over 64 KiB gets 413 and never reaches the provider", "[control][server][limits]")

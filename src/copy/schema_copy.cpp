@@ -1,0 +1,403 @@
+// schema: verify / schema: copy: comparing the selected tables, and creating what the target
+// lacks from pg_dump's definitions, before (tables, types, ...) and after (indexes, constraints)
+// the rows.
+#include "pgshift/copy/schema_copy.hpp"
+
+#include "pgshift/check/schema.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+extern char** environ;
+
+namespace pgshift::copy {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A catalog object of the source that the selected tables need, and how to tell whether the
+/// target has it.
+struct Needed {
+    std::string classid, objid; ///< as pg_restore -l prints them ("1259 16390")
+    std::string probe;          ///< SQL (bool) run on the target: true when it exists there
+    std::string toc_name;       ///< "DESC schema name " for TOC entries without an OID (attach, owned by)
+    std::string what;           ///< for messages
+};
+
+/// A temporary directory for the dump, removed on destruction.
+class WorkDir {
+public:
+    WorkDir()
+    {
+        auto base = fs::temp_directory_path() / "pgshift-schema-XXXXXX";
+        std::string tmpl = base.string();
+        if (!::mkdtemp(tmpl.data()))
+            throw InternalError("could not create a temporary directory for pg_dump in " +
+                                fs::temp_directory_path().string());
+        path_ = tmpl;
+    }
+    ~WorkDir()
+    {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    [[nodiscard]] const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+std::string read_file(const fs::path& p)
+{
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+/// Runs `argv` (no shell) with PGPASSWORD set when `password` is non-empty, stdout to `out`,
+/// stderr to `err`. Returns the exit code (-1 when it could not start).
+int run_tool(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err,
+             const std::string& password)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    std::vector<std::string> env_store;
+    for (char** e = environ; *e; ++e)
+        if (std::string_view(*e).substr(0, 11) != "PGPASSWORD=")
+            env_store.emplace_back(*e);
+    if (!password.empty())
+        env_store.push_back("PGPASSWORD=" + password);
+    std::vector<char*> envp, args;
+    for (auto& e : env_store)
+        envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> argv_store = argv;
+    for (auto& a : argv_store)
+        args.push_back(a.data());
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -1;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/// The major version in "pg_dump (PostgreSQL) 15.18 (Debian ...)"; 0 when unreadable.
+int tool_major(const std::string& version_output)
+{
+    auto p = version_output.find(") ");
+    if (p == std::string::npos)
+        return 0;
+    return std::atoi(version_output.c_str() + p + 2);
+}
+
+/// pg_dump to use for a source of major version `source_major`: $PGSHIFT_PG_DUMP, else the
+/// newest /usr/lib/postgresql/<N>/bin/pg_dump, else pg_dump on the PATH. Throws ConfigError
+/// with the fix when none is new enough.
+std::string find_pg_dump(int source_major, const std::string& source_version)
+{
+    std::vector<std::string> candidates;
+    if (const char* e = std::getenv("PGSHIFT_PG_DUMP"); e && *e) {
+        candidates.emplace_back(e);
+    } else {
+        std::error_code ec;
+        std::vector<std::pair<int, std::string>> found;
+        for (const auto& entry : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+            auto bin = entry.path() / "bin" / "pg_dump";
+            if (fs::exists(bin, ec))
+                found.emplace_back(std::atoi(entry.path().filename().c_str()), bin.string());
+        }
+        std::sort(found.rbegin(), found.rend());
+        for (auto& f : found)
+            candidates.push_back(f.second);
+        for (const char* dir : {"/usr/local/bin", "/usr/bin"})
+            if (fs::exists(fs::path(dir) / "pg_dump", ec))
+                candidates.push_back((fs::path(dir) / "pg_dump").string());
+    }
+    if (candidates.empty())
+        throw ConfigError("schema: copy needs pg_dump and pg_restore of PostgreSQL " + std::to_string(source_major) +
+                          " or newer on this machine, and none was found: install postgresql-client-" +
+                          std::to_string(source_major) + " (or set PGSHIFT_PG_DUMP to a pg_dump binary)");
+    WorkDir dir;
+    std::string best_message;
+    for (const auto& c : candidates) {
+        int rc = run_tool({c, "--version"}, dir.path() / "v", dir.path() / "e", "");
+        auto text = read_file(dir.path() / "v");
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+            text.pop_back();
+        int major = rc == 0 ? tool_major(text) : 0;
+        if (major >= source_major)
+            return c;
+        if (best_message.empty())
+            best_message = c + " is " + (text.empty() ? "not runnable" : "\"" + text + "\"");
+    }
+    throw ConfigError("schema: copy needs pg_dump of PostgreSQL " + std::to_string(source_major) +
+                      " or newer (the source runs " + source_version + "; an older pg_dump cannot read a newer "
+                      "server), but " + best_message + ": install postgresql-client-" + std::to_string(source_major) +
+                      " (or set PGSHIFT_PG_DUMP to a newer pg_dump), or create the tables on the target yourself and "
+                      "use schema: verify");
+}
+
+std::string version_text(int v) { return std::to_string(v / 10000) + "." + std::to_string(v % 100); }
+
+/// The selected tables the target lacks (by schema and name).
+std::vector<reader::SourceTable> missing_tables(pg::Connection& target, const std::vector<reader::SourceTable>& tables)
+{
+    std::vector<reader::SourceTable> out;
+    for (const auto& t : tables)
+        if (target.exec("SELECT to_regclass(" + pg::quote_literal(t.sql()) + ") IS NULL").get(0, 0) == "t")
+            out.push_back(t);
+    return out;
+}
+
+/// The source objects `tables` need (themselves, their partitions, defaults, owned sequences,
+/// indexes, constraints, triggers, and recursively the types, functions, sequences, schemas and
+/// extensions those use), each with its existence probe for the target.
+std::vector<Needed> needed_objects(pg::Connection& source, const std::vector<reader::SourceTable>& tables)
+{
+    std::vector<std::string> names;
+    for (const auto& t : tables)
+        names.push_back(t.sql());
+    // Edges: an object depends on what it references (pg_depend n/a/i/e, user objects only,
+    // never another table: a foreign key does not pull its referenced table in); a relation
+    // owns its defaults, sequences, indexes, constraints and triggers (they depend on it, 'a'
+    // or 'i'); a composite type's attributes hang off its pg_class row.
+    auto r = source.exec_params(R"sql(
+WITH RECURSIVE
+roots AS (
+  SELECT t.name::regclass::oid AS oid FROM unnest($1::text[]) AS t(name)
+  UNION
+  SELECT p.relid::oid FROM unnest($1::text[]) AS t(name) CROSS JOIN LATERAL pg_partition_tree(t.name::regclass) p),
+edges(fc, fo, tc, tob) AS (
+  SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_depend d
+  WHERE d.deptype IN ('n', 'a', 'i', 'e') AND d.refobjid >= 16384
+    AND NOT (d.refclassid = 'pg_class'::regclass AND
+             (SELECT relkind FROM pg_class WHERE oid = d.refobjid) NOT IN ('S', 'c'))
+  UNION ALL
+  SELECT d.refclassid, d.refobjid, d.classid, d.objid FROM pg_depend d
+  WHERE d.deptype IN ('a', 'i') AND d.refclassid = 'pg_class'::regclass
+    AND d.classid IN ('pg_attrdef'::regclass, 'pg_class'::regclass, 'pg_constraint'::regclass, 'pg_trigger'::regclass)
+    AND d.objsubid = 0 AND d.refobjid >= 16384
+    AND NOT (d.classid = 'pg_class'::regclass AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 't')
+  UNION ALL
+  SELECT 'pg_type'::regclass, t.oid, 'pg_class'::regclass, t.typrelid FROM pg_type t
+  WHERE t.typtype = 'c' AND t.typrelid <> 0 AND t.oid >= 16384
+),
+objs(classid, objid) AS (
+  SELECT 'pg_class'::regclass::oid, oid FROM roots
+  UNION
+  SELECT e.tc, e.tob FROM edges e JOIN objs o ON e.fc = o.classid AND e.fo = o.objid
+)
+SELECT o.classid::regclass::text, o.classid, o.objid,
+  CASE o.classid
+    WHEN 'pg_class'::regclass THEN (SELECT format('to_regclass(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(c.relname)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = o.objid)
+    WHEN 'pg_type'::regclass THEN (SELECT format('to_regtype(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(t.typname)) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = o.objid)
+    WHEN 'pg_proc'::regclass THEN (SELECT format('to_regprocedure(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = o.objid)
+    WHEN 'pg_namespace'::regclass THEN (SELECT format('to_regnamespace(%L) IS NOT NULL', quote_ident(nspname)) FROM pg_namespace WHERE oid = o.objid)
+    WHEN 'pg_extension'::regclass THEN (SELECT format('EXISTS (SELECT 1 FROM pg_extension WHERE extname = %L)', extname) FROM pg_extension WHERE oid = o.objid)
+    WHEN 'pg_constraint'::regclass THEN (SELECT format('EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%L) AND conname = %L)', quote_ident(n.nspname) || '.' || quote_ident(c.relname), k.conname) FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.oid = o.objid)
+    WHEN 'pg_trigger'::regclass THEN (SELECT format('EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%L) AND tgname = %L)', quote_ident(n.nspname) || '.' || quote_ident(c.relname), g.tgname) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.oid = o.objid)
+    WHEN 'pg_attrdef'::regclass THEN (SELECT format('to_regclass(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(c.relname)) FROM pg_attrdef a JOIN pg_class c ON c.oid = a.adrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.oid = o.objid)
+  END,
+  CASE o.classid
+    WHEN 'pg_class'::regclass THEN (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE OWNED BY ' WHEN 'i' THEN 'INDEX ATTACH ' ELSE 'TABLE ATTACH ' END || n.nspname || ' ' || c.relname || ' ' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = o.objid)
+    WHEN 'pg_constraint'::regclass THEN (SELECT 'INDEX ATTACH ' || n.nspname || ' ' || i.relname || ' ' FROM pg_constraint k JOIN pg_class i ON i.oid = k.conindid JOIN pg_namespace n ON n.oid = i.relnamespace WHERE k.oid = o.objid AND k.contype IN ('p', 'u', 'x'))
+  END,
+  pg_describe_object(o.classid, o.objid, 0)
+FROM objs o
+)sql",
+                                {pg::text_array(names)});
+    std::vector<Needed> out;
+    for (int i = 0; i < r.rows(); ++i) {
+        if (r.is_null(i, 3))
+            continue; // a kind of object pg_dump does not emit on its own (or from an extension)
+        out.push_back({r.str(i, 1), r.str(i, 2), r.str(i, 3), r.str(i, 4), r.str(i, 5)});
+    }
+    return out;
+}
+
+/// One pg_restore run of the entries of `section` (pre-data | post-data) that the selected
+/// tables need and the target lacks, executed on the target in one transaction.
+int restore_section(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
+                    const std::vector<reader::SourceTable>& tables, const std::string& section)
+{
+    auto needed = needed_objects(source, tables);
+    std::set<std::pair<std::string, std::string>> want;
+    std::vector<std::string> want_names;
+    for (const auto& n : needed) {
+        if (target.exec("SELECT " + n.probe).get(0, 0) == "t")
+            continue;
+        want.insert({n.classid, n.objid});
+        if (!n.toc_name.empty())
+            want_names.push_back(n.toc_name);
+    }
+    if (want.empty())
+        return 0;
+
+    auto dump_bin = find_pg_dump(source.server_version() / 10000, version_text(source.server_version()));
+    auto restore_bin = (fs::path(dump_bin).parent_path() / "pg_restore").string();
+    WorkDir dir;
+    std::string password;
+    std::vector<std::pair<std::string, std::string>> keys;
+    for (auto& [k, v] : pg::parse_conninfo(cfg.source.conninfo)) {
+        if (k == "password")
+            password = v;
+        else
+            keys.emplace_back(k, v);
+    }
+    std::string conninfo;
+    for (auto& [k, v] : keys)
+        conninfo += (conninfo.empty() ? "" : " ") + k + "=" + pg::quote_literal(v);
+    auto dump = dir.path() / "schema.dump";
+    auto fail = [&](const std::string& step, int rc) {
+        auto err = read_file(dir.path() / "err");
+        throw SourceError(step + " failed (exit " + std::to_string(rc) + "): " + err, false);
+    };
+    if (int rc = run_tool({dump_bin, "--schema-only", "--format=custom", "--no-owner", "--no-privileges", "--file",
+                           dump.string(), "--dbname", conninfo},
+                          dir.path() / "out", dir.path() / "err", password);
+        rc != 0)
+        fail(dump_bin + " --schema-only", rc);
+    if (int rc = run_tool({restore_bin, "--list", dump.string()}, dir.path() / "toc", dir.path() / "err", ""); rc != 0)
+        fail(restore_bin + " --list", rc);
+    // Keep the table-of-contents lines of the wanted objects: "id; classid objid DESC ...".
+    std::istringstream toc(read_file(dir.path() / "toc"));
+    std::string list;
+    int entries = 0;
+    for (std::string l; std::getline(toc, l);) {
+        if (l.empty() || l[0] == ';')
+            continue;
+        auto semi = l.find("; ");
+        if (semi == std::string::npos)
+            continue;
+        std::istringstream fields(l.substr(semi + 2));
+        std::string classid, objid;
+        fields >> classid >> objid;
+        std::string rest;
+        std::getline(fields, rest);
+        if (!rest.empty() && rest[0] == ' ')
+            rest.erase(0, 1);
+        bool keep = false;
+        if (objid != "0")
+            keep = want.count({classid, objid}) > 0;
+        else
+            keep = std::any_of(want_names.begin(), want_names.end(),
+                               [&](const std::string& n) { return rest.rfind(n, 0) == 0; });
+        if (keep) {
+            list += l + "\n";
+            ++entries;
+        }
+    }
+    {
+        std::ofstream out(dir.path() / "list");
+        out << list;
+    }
+    if (int rc = run_tool({restore_bin, "--section=" + section, "--no-owner", "--no-privileges", "--use-list",
+                           (dir.path() / "list").string(), "--file", "-", dump.string()},
+                          dir.path() / "sql", dir.path() / "err", "");
+        rc != 0)
+        fail(restore_bin, rc);
+    // psql meta-commands (\restrict, newer releases) are for psql; the rest is plain SQL.
+    std::istringstream sql_in(read_file(dir.path() / "sql"));
+    std::string sql;
+    for (std::string l; std::getline(sql_in, l);)
+        if (l.empty() || l[0] != '\\')
+            sql += l + "\n";
+    try {
+        target.exec("BEGIN");
+        target.exec(sql);
+        // pg_dump's script empties search_path for its session; restore ours.
+        target.exec("COMMIT");
+        target.exec("RESET search_path");
+    } catch (const pg::PgError& e) {
+        if (target.is_ok()) {
+            target.exec("ROLLBACK");
+            target.exec("RESET search_path");
+        }
+        throw TargetError("schema: copy: creating the " + section + " objects on the target failed (nothing of this "
+                          "step was kept): " + e.what(),
+                          e.retryable());
+    }
+    return entries;
+}
+
+} // namespace
+
+std::vector<std::string> check_schema(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
+                                      const std::vector<reader::SourceTable>& tables)
+{
+    std::vector<std::string> out;
+    bool any_missing = false;
+    for (const auto& d : check::compare_schemas(source, target, tables)) {
+        if (d.kind == check::DifferenceKind::missing_table && cfg.schema == config::SchemaMode::copy) {
+            any_missing = true; // created before the copy
+            continue;
+        }
+        out.push_back(d.message);
+    }
+    if (any_missing) {
+        try {
+            (void)find_pg_dump(source.server_version() / 10000, version_text(source.server_version()));
+        } catch (const ConfigError& e) {
+            out.emplace_back(e.what());
+        }
+    }
+    return out;
+}
+
+void create_schema_before_data(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
+                               const std::vector<reader::SourceTable>& tables)
+{
+    if (cfg.schema != config::SchemaMode::copy)
+        return;
+    auto missing = missing_tables(target, tables);
+    if (missing.empty())
+        return;
+    std::string names;
+    for (const auto& t : missing)
+        names += (names.empty() ? "" : ", ") + t.display();
+    int n = restore_section(cfg, source, target, missing, "pre-data");
+    spdlog::info("schema: copy: created {} object(s) on the target for {} missing table(s): {}", n, missing.size(),
+                 names);
+    // What was created must now match, or apply would fail later: say it now.
+    std::string problems;
+    for (const auto& d : check::compare_schemas(source, target, tables))
+        problems += "\n  " + d.message;
+    if (!problems.empty())
+        throw TargetError("schema: copy: the tables created on the target still differ from the source:" + problems,
+                          false);
+}
+
+void create_schema_after_data(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
+                              const std::vector<reader::SourceTable>& tables)
+{
+    if (cfg.schema != config::SchemaMode::copy)
+        return;
+    auto started = std::chrono::steady_clock::now();
+    int n = restore_section(cfg, source, target, tables, "post-data");
+    if (n > 0)
+        spdlog::info("schema: copy: created {} index(es), constraint(s) and trigger(s) on the target in {:.1f} s", n,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
+} // namespace pgshift::copy

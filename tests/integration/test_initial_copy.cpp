@@ -1,0 +1,600 @@
+// Integration: the initial copy. Rows already on the source reach an empty target under one
+// snapshot in N parallel sessions while the application keeps writing, and streaming takes over
+// without gap or overlap; a kill -9 in the middle of the copy is followed by a clean restart
+// from a new slot with no duplicate row; schema: copy creates the type-coverage schema on an
+// empty target; schema: verify names every difference and creates nothing.
+//
+// Design notes: the write load runs from before the daemon starts until after the copy ended,
+// and stamps every row it writes with clock_timestamp(), so the test can show (from the target's
+// pgshift.copy_runs) that rows were committed on the source while the copy ran. Tables without a
+// key (REPLICA IDENTITY FULL) make a duplicate visible as an extra row rather than a key error.
+#include "harness/replication_fixture.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <regex>
+#include <set>
+#include <thread>
+
+using namespace pgshift::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* const k_schema = R"sql(
+CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text, touched timestamptz);
+CREATE TABLE big (id int PRIMARY KEY, grp int NOT NULL, pad text, touched timestamptz);
+CREATE TABLE ledger (client int NOT NULL, seq int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+ALTER TABLE ledger REPLICA IDENTITY FULL;
+CREATE TABLE parted (id int, day date NOT NULL, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM ('2020-01-01') TO ('2030-01-01');
+CREATE TABLE parted_b PARTITION OF parted FOR VALUES FROM ('2030-01-01') TO ('2040-01-01');
+CREATE TABLE empty_one (id int PRIMARY KEY);
+)sql";
+
+const std::vector<std::string> k_tables = {"public.accounts", "public.big", "public.ledger", "public.parted",
+                                           "public.empty_one"};
+
+/// Rows already on the source before pgshift starts: `big_rows` rows of about 250 bytes in
+/// `big` (about 40 MiB per 150,000), so that it is split into several page ranges.
+void load_rows(TestCluster& src, int big_rows)
+{
+    src.exec("INSERT INTO accounts SELECT g, 1000, 'acct ' || g FROM generate_series(1, 2000) g");
+    src.exec("INSERT INTO big SELECT g, g % 97, repeat(md5(g::text), 7) FROM generate_series(1, " +
+             std::to_string(big_rows) + ") g");
+    src.exec("INSERT INTO ledger (client, seq) SELECT 100 + g % 7, g FROM generate_series(1, 30000) g");
+    src.exec("INSERT INTO parted SELECT g, date '2020-01-01' + (g * 13) % 7000, 'p' || g FROM "
+             "generate_series(1, 20000) g");
+    src.exec("ANALYZE");
+}
+
+/// Writer threads: each commit inserts a ledger row, moves money between accounts, updates and
+/// deletes/re-inserts a row of `big`, updates a row of `parted` and inserts one into it (its
+/// partition parted_b); until stopped.
+class Load {
+public:
+    Load(std::string conninfo, int threads) : conninfo_(std::move(conninfo))
+    {
+        for (int k = 0; k < threads; ++k)
+            threads_.emplace_back([this, k] { run(k); });
+    }
+    ~Load() { stop(); }
+    void stop()
+    {
+        stop_ = true;
+        for (auto& t : threads_)
+            if (t.joinable())
+                t.join();
+    }
+    [[nodiscard]] int committed() const { return committed_; }
+    [[nodiscard]] std::string errors() const
+    {
+        std::lock_guard lk(mutex_);
+        return errors_;
+    }
+
+private:
+    void run(int client)
+    {
+        try {
+            pgshift::pg::Connection c(conninfo_);
+            std::mt19937 rng(static_cast<unsigned>(client * 31 + 7));
+            int seq = 0;
+            while (!stop_) {
+                auto r = [&](int lo, int hi) { return std::to_string(std::uniform_int_distribution<int>(lo, hi)(rng)); };
+                try {
+                    c.exec("BEGIN");
+                    c.exec_params("INSERT INTO ledger (client, seq) VALUES ($1, $2)",
+                                  {std::to_string(client), std::to_string(seq + 1)});
+                    auto a = r(1, 2000), b = r(1, 2000), amount = r(1, 50);
+                    c.exec_params("UPDATE accounts SET balance = balance - $2, touched = clock_timestamp() WHERE id = $1",
+                                  {a, amount});
+                    c.exec_params("UPDATE accounts SET balance = balance + $2, touched = clock_timestamp() WHERE id = $1",
+                                  {b, amount});
+                    c.exec_params("UPDATE big SET pad = md5(random()::text), touched = clock_timestamp() WHERE id = $1",
+                                  {r(1, 20000)});
+                    // Disjoint per writer (at most 4): two writers re-inserting one id would collide.
+                    auto victim = std::to_string(4 * std::uniform_int_distribution<int>(0, 4999)(rng) + client + 1);
+                    c.exec_params("DELETE FROM big WHERE id = $1", {victim});
+                    c.exec_params("INSERT INTO big VALUES ($1, 0, 'reborn', clock_timestamp())", {victim});
+                    c.exec_params("UPDATE parted SET v = 'w' || $2 WHERE id = $1", {r(1, 20000), std::to_string(client)});
+                    c.exec_params("INSERT INTO parted VALUES ($1, '2035-01-01', 'new')",
+                                  {std::to_string(1000000 * (client + 1) + seq)});
+                    c.exec("COMMIT");
+                    ++seq;
+                    ++committed_;
+                } catch (const pgshift::pg::PgError& e) {
+                    if (e.sqlstate() != "40P01" && e.sqlstate() != "40001")
+                        throw;
+                    c.exec("ROLLBACK");
+                }
+                std::this_thread::sleep_for(2ms);
+            }
+        } catch (const std::exception& e) {
+            std::lock_guard lk(mutex_);
+            errors_ += "writer " + std::to_string(client) + ": " + e.what() + "\n";
+        }
+    }
+
+    std::string conninfo_;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> committed_{0};
+    mutable std::mutex mutex_;
+    std::string errors_; // guarded by mutex_
+    std::vector<std::thread> threads_;
+};
+
+std::string read_all(const std::filesystem::path& p)
+{
+    std::ifstream in(p);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Lines of the daemon's log at level error.
+std::vector<std::string> error_lines(const std::string& log)
+{
+    std::vector<std::string> out;
+    std::istringstream in(log);
+    for (std::string l; std::getline(in, l);)
+        if (l.find(" error ") != std::string::npos)
+            out.push_back(l);
+    return out;
+}
+
+/// Distinct copy sessions k that copied at least one unit ("copy session k: ..." debug lines).
+std::set<std::string> copy_sessions_that_copied(const std::string& log)
+{
+    std::set<std::string> out;
+    std::regex re("copy session ([0-9]+): ");
+    for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it)
+        out.insert((*it)[1]);
+    return out;
+}
+
+/// Polls until the target's pgshift.copy_runs says `done` (true) or the timeout/daemon exit.
+bool wait_copy_done(ReplicationFixture& fx, std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (!fx.daemon().running())
+            return false;
+        try {
+            auto t = fx.target().connect();
+            auto r = t.exec("SELECT state FROM pgshift.copy_runs");
+            if (r.rows() == 1 && r.get(0, 0) == "done")
+                return true;
+        } catch (const std::exception&) {
+        }
+        std::this_thread::sleep_for(200ms);
+    }
+    return false;
+}
+
+FixtureOptions copy_options(const std::string& name, int copy_workers)
+{
+    FixtureOptions o;
+    o.schema_sql = k_schema;
+    o.daemon.name = name;
+    o.daemon.initial_copy = true;
+    o.daemon.copy_workers = copy_workers;
+    o.daemon.workers = 2;
+    return o;
+}
+
+} // namespace
+
+TEST_CASE("initial copy: existing rows and a concurrent write load end identical, copied by N sessions",
+          "[integration][initial_copy]")
+{
+    constexpr int sessions = 3;
+    ReplicationFixture fx(copy_options("copyload", sessions));
+    load_rows(fx.source(), 150000);
+    Load load(fx.source().conninfo(), 3);
+    std::this_thread::sleep_for(500ms); // the load is running before the slot exists
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 90s));
+    std::this_thread::sleep_for(1s); // and keeps running while streaming took over
+    load.stop();
+    REQUIRE(load.errors().empty());
+    REQUIRE(load.committed() > 0);
+
+    REQUIRE(fx.converged(k_tables, 60s));
+    auto s = fx.source().connect();
+    auto t = fx.target().connect();
+    for (const auto& table : k_tables) {
+        INFO("table " << table);
+        CHECK(table_digest(s, table) == table_digest(t, table));
+    }
+    // The load committed on the source while the copy ran (between the slot's creation and
+    // the copy's end, as the target recorded them), so streaming had to carry those rows.
+    auto window = t.exec("SELECT started_at, finished_at, attempts FROM pgshift.copy_runs");
+    REQUIRE(window.rows() == 1);
+    CHECK(window.get(0, 2) == "1");
+    auto during = s.exec_params("SELECT count(*) FROM ledger WHERE at > $1::timestamptz AND at < $2::timestamptz",
+                                {window.str(0, 0), window.str(0, 1)});
+    INFO("copy ran from " << window.str(0, 0) << " to " << window.str(0, 1));
+    CHECK(std::stol(during.str(0, 0)) > 0);
+
+    // N sessions really copied (big is split into several ranges), and status says so.
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(copy_sessions_that_copied(log).size() == static_cast<std::size_t>(sessions));
+    CHECK(log.find("initial copy: all 3 session(s) imported the snapshot") != std::string::npos);
+    CHECK(std::regex_search(log, std::regex("initial copy: [0-9]+ table\\(s\\), ([4-9]|[1-9][0-9]+) unit\\(s\\)")));
+    CHECK(fx.daemon().metric("pgshift_copy_tables{state=\"done\"}") == 5.0);
+    CHECK(fx.daemon().metric("pgshift_copy_rows_total").value_or(0) >= 150000 + 30000 + 20000 + 2000);
+    // No conflict, missing row or other error anywhere.
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+    CHECK(fx.daemon().running());
+}
+
+namespace {
+
+/// Holds a SHARE lock on a target table in an open transaction: COPY into it waits (reads do
+/// not), so a copy can be stopped deterministically while that table is the one left.
+class TargetLock {
+public:
+    TargetLock(TestCluster& target, const std::string& table) : conn_(target.connect()), table_(table)
+    {
+        conn_.exec("BEGIN");
+        conn_.exec("LOCK TABLE " + table + " IN SHARE MODE");
+    }
+    void release()
+    {
+        if (!released_)
+            conn_.exec("ROLLBACK");
+        released_ = true;
+    }
+    ~TargetLock()
+    {
+        try {
+            release();
+        } catch (...) {
+        }
+    }
+    /// True once some session waits for the lock.
+    [[nodiscard]] bool waited_on(TestCluster& target) const
+    {
+        return target.value("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '" + table_ +
+                            "'::regclass") != "0";
+    }
+
+private:
+    pgshift::pg::Connection conn_;
+    std::string table_;
+    bool released_ = false;
+};
+
+/// Waits until the copy runs (attempt `attempt`), `done` tables are done and a copy session
+/// waits for `lock`.
+bool wait_blocked(ReplicationFixture& fx, const TargetLock& lock, int attempt, int done)
+{
+    auto deadline = std::chrono::steady_clock::now() + 90s;
+    while (std::chrono::steady_clock::now() < deadline && fx.daemon().running()) {
+        try {
+            auto r = fx.target().query("SELECT state, attempts, (SELECT count(*) FROM pgshift.copy_tables "
+                                       "WHERE state = 'done') FROM pgshift.copy_runs");
+            if (r.size() == 1 && r[0][0] == "copying" && r[0][1] == std::to_string(attempt) &&
+                r[0][2] == std::to_string(done) && lock.waited_on(fx.target()))
+                return true;
+        } catch (const pgshift::pg::PgError&) {
+            // the pgshift schema does not exist yet
+        }
+        std::this_thread::sleep_for(20ms);
+    }
+    return false;
+}
+
+/// After the restart: the copy completes, every table matches under the load, no duplicates.
+void require_identical_after_restart(ReplicationFixture& fx, Load& load)
+{
+    REQUIRE(wait_copy_done(fx, 90s));
+    std::this_thread::sleep_for(1s);
+    load.stop();
+    REQUIRE(load.errors().empty());
+    REQUIRE(fx.converged(k_tables, 60s));
+    auto s = fx.source().connect();
+    auto t = fx.target().connect();
+    for (const auto& table : k_tables) {
+        INFO("table " << table);
+        CHECK(table_digest(s, table) == table_digest(t, table));
+    }
+    CHECK(t.exec("SELECT count(*) - count(DISTINCT (client, seq)) FROM ledger").get(0, 0) == "0");
+    CHECK(t.exec("SELECT count(*) - count(DISTINCT id) FROM big").get(0, 0) == "0");
+    CHECK(t.exec("SELECT attempts FROM pgshift.copy_runs").get(0, 0) == "2");
+    auto log = read_all(fx.daemon().log_path());
+    INFO(join_lines(error_lines(log)));
+    CHECK(fx.daemon().running());
+}
+
+} // namespace
+
+TEST_CASE("initial copy: kill -9 before any table is done: the copy starts over from a new slot",
+          "[integration][initial_copy][crash]")
+{
+    ReplicationFixture fx(copy_options("copykill", 2));
+    load_rows(fx.source(), 150000);
+    Load load(fx.source().conninfo(), 2);
+    TargetLock lock(fx.target(), "big"); // the largest table: every session starts with it
+    fx.daemon().start();
+    REQUIRE(wait_blocked(fx, lock, 1, 0));
+    fx.daemon().kill(SIGKILL);
+    lock.release();
+    std::this_thread::sleep_for(1s); // the load goes on while pgshift is down
+    fx.daemon().start();
+    require_identical_after_restart(fx, load);
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("was interrupted before it finished; its snapshot is gone") != std::string::npos);
+    CHECK(log.find("so the copy starts over from a new slot") != std::string::npos);
+    CHECK(log.find("dropped replication slot pgshift_copykill of the interrupted copy") != std::string::npos);
+}
+
+TEST_CASE("initial copy: kill -9 with tables done: they are kept, the others are copied under a new snapshot",
+          "[integration][initial_copy][crash]")
+{
+    ReplicationFixture fx(copy_options("copyresume", 2));
+    load_rows(fx.source(), 400000);
+    Load load(fx.source().conninfo(), 2);
+    // parted_b (a partition of parted) is the one relation left: the other four tables finish.
+    TargetLock lock(fx.target(), "parted_b");
+    fx.daemon().start();
+    REQUIRE(wait_blocked(fx, lock, 1, 4));
+    const auto big_done_at = fx.target().value("SELECT finished_at FROM pgshift.copy_tables WHERE table_name = 'public.big'");
+    fx.daemon().kill(SIGKILL);
+    lock.release();
+    std::this_thread::sleep_for(1s); // the load goes on while pgshift is down, on every table
+    fx.daemon().start();
+    require_identical_after_restart(fx, load);
+    // The finished tables were not copied again: only parted's rows were.
+    CHECK(fx.target().value("SELECT finished_at FROM pgshift.copy_tables WHERE table_name = 'public.big'") ==
+          big_done_at);
+    CHECK(fx.daemon().metric("pgshift_copy_rows_total").value_or(1e9) < 30000);
+    REQUIRE(fx.daemon().terminate(30s) == 0);
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("The 4 table(s) it finished are kept") != std::string::npos);
+    CHECK(log.find("1 table(s) are copied under snapshot") != std::string::npos);
+    // The changes parted received between the slot's consistent point and the new snapshot were
+    // in its copy already, and were skipped.
+    CHECK(std::regex_search(log, std::regex("[1-9][0-9]* change\\(s\\) of tables copied under a later snapshot were skipped")));
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+}
+
+TEST_CASE("initial copy: SIGTERM while a COPY waits ends promptly and the next start completes the copy",
+          "[integration][initial_copy]")
+{
+    ReplicationFixture fx(copy_options("copyterm", 2));
+    load_rows(fx.source(), 100000);
+    Load load(fx.source().conninfo(), 2);
+    TargetLock lock(fx.target(), "parted_b");
+    fx.daemon().start();
+    REQUIRE(wait_blocked(fx, lock, 1, 4));
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(fx.daemon().terminate(30s) == 0);
+    CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+    lock.release();
+    fx.daemon().start();
+    require_identical_after_restart(fx, load);
+}
+
+namespace {
+
+/// The type-coverage schema (as in test_types.cpp), a partitioned table with a partitioned
+/// index, identity and serial columns, a check constraint, a foreign key, a trigger function.
+const char* const k_types_schema = R"sql(
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'very "happy"');
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE TYPE address AS (street text, zip int, tags text[]);
+CREATE TABLE t_numbers (id int PRIMARY KEY, i int, b bigint, s smallint, n numeric, n_fixed numeric(20,6),
+                        f8 float8, f4 real);
+CREATE TABLE t_text (id int PRIMARY KEY, t text, vc varchar(40), c char(6), b bytea);
+CREATE TABLE t_json (id int PRIMARY KEY, j json, jb jsonb);
+CREATE TABLE t_arrays (id int PRIMARY KEY, ta text[], ia int[], ia2 int[][], na numeric[], ja jsonb[], da date[]);
+CREATE TABLE t_time (id int PRIMARY KEY, tstz timestamptz, ts timestamp, d date, iv interval, tm time, tmtz timetz);
+CREATE TABLE t_misc (id int PRIMARY KEY, u uuid, ip inet, net cidr, mac macaddr, flag boolean, bits varbit);
+CREATE TABLE t_user_types (id int PRIMARY KEY, m mood, p posint, addr address, addrs address[], moods mood[]);
+CREATE TABLE t_ranges (id int PRIMARY KEY, r4 int4range, rtz tstzrange, rnum numrange, rd daterange,
+                       mr int4multirange);
+CREATE TABLE t_generated (id int PRIMARY KEY, a int, b int,
+                          total int GENERATED ALWAYS AS (a + b) STORED,
+                          label text GENERATED ALWAYS AS ('n=' || (a * b)::text) STORED);
+CREATE TABLE t_serial (id serial PRIMARY KEY, v text CHECK (v <> ''));
+CREATE TABLE t_identity (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, v text UNIQUE);
+CREATE TABLE t_parent (id int PRIMARY KEY, v text);
+CREATE TABLE t_child (id int PRIMARY KEY, parent_id int REFERENCES t_parent (id), v text);
+CREATE INDEX t_child_v ON t_child (lower(v));
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.v := NEW.v || '!'; RETURN NEW; END$$;
+CREATE TRIGGER t_parent_touch BEFORE INSERT ON t_parent FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE TABLE t_full (a int, j json, pt point, note text);
+ALTER TABLE t_full REPLICA IDENTITY FULL;
+CREATE SCHEMA "My Schema";
+CREATE TABLE "My Schema"."select" ("Order Id" int PRIMARY KEY, "from" text, "User" text, "we""ird col" int,
+                                   "Ünïcødé" text);
+CREATE TABLE parted (id int, day date NOT NULL, m mood, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE parted_2024 PARTITION OF parted FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE parted_2025 PARTITION OF parted FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE INDEX parted_m ON parted (m);
+)sql";
+
+const char* const k_types_rows = R"sql(
+INSERT INTO t_numbers VALUES (1, 2147483647, 9223372036854775807, 32767, 'NaN', 12345678901234.123456, 'Infinity', 'NaN'),
+  (2, -2147483648, -9223372036854775808, -32768, '-1234567890.123456789', -0.000001, '-0', 3.4e38);
+INSERT INTO t_text VALUES (1, E'tab\there\nnewline \\ backslash', 'vc', 'abc', '\x00ff10'), (2, '', NULL, NULL, '');
+INSERT INTO t_json VALUES (1, '{"a": [1, 2, {"b": null}]}', '{"k": "v", "n": 1.50}');
+INSERT INTO t_arrays VALUES (1, '{"a b", "c,d", NULL, "\"q\""}', '{1,2,3}', '{{1,2},{3,4}}', '{1.5,NaN}',
+  ARRAY['{"x":1}'::jsonb], '{2024-02-29}');
+INSERT INTO t_time VALUES (1, '2024-02-29 12:34:56.789+05:30', '1999-12-31 23:59:59.999999', '0001-01-01 BC',
+  '1 year 2 mons -3 days 04:05:06.7', '24:00:00', '12:00+14');
+INSERT INTO t_misc VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '10.0.0.0/8',
+  '08:00:2b:01:02:03', true, B'10101');
+INSERT INTO t_user_types VALUES (1, 'very "happy"', 7, ROW('Main St, 1', 12345, '{a,"b c"}'),
+  ARRAY[ROW('x', 1, '{}')::address, ROW(NULL, NULL, NULL)::address], '{sad,ok}');
+INSERT INTO t_ranges VALUES (1, '[1,10)', '[2024-01-01 00:00+00,2024-02-01 00:00+00)', '(1.5,2.5]', 'empty',
+  '{[1,3),[5,8)}');
+INSERT INTO t_generated (id, a, b) VALUES (1, 2, 3), (2, NULL, 4);
+INSERT INTO t_serial (v) SELECT 's' || g FROM generate_series(1, 50) g;
+INSERT INTO t_identity (v) SELECT 'i' || g FROM generate_series(1, 50) g;
+INSERT INTO t_parent SELECT g, 'p' || g FROM generate_series(1, 100) g;
+INSERT INTO t_child SELECT g, 1 + g % 100, 'Child ' || g FROM generate_series(1, 300) g;
+INSERT INTO t_full VALUES (1, '{"a":1}', '(1,2)', 'full'), (1, '{"a":1}', '(1,2)', 'full');
+INSERT INTO "My Schema"."select" VALUES (1, 'from', 'user', 3, 'ünï');
+INSERT INTO parted SELECT g, date '2024-01-01' + g % 700, (ARRAY['sad','ok','happy']::mood[])[1 + g % 3]
+  FROM generate_series(1, 3000) g;
+)sql";
+
+const std::vector<std::string> k_types_tables = {
+    "public.t_numbers", "public.t_text",     "public.t_json",     "public.t_arrays",  "public.t_time",
+    "public.t_misc",    "public.t_user_types", "public.t_ranges", "public.t_generated", "public.t_serial",
+    "public.t_identity", "public.t_parent",  "public.t_child",    "public.t_full",    R"("My Schema"."select")",
+    "public.parted",
+};
+
+} // namespace
+
+TEST_CASE("initial copy: schema: copy creates the type-coverage schema on an empty target", "[integration][initial_copy]")
+{
+    FixtureOptions o;
+    o.schema_sql = k_types_schema;
+    o.schema_on_target = false;
+    o.daemon.name = "copyschema";
+    o.daemon.initial_copy = true;
+    o.daemon.copy_workers = 2;
+    o.daemon.schema = "copy";
+    ReplicationFixture fx(o);
+    exec_statements(fx.source(), k_types_rows);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    // Changes after the copy use the indexes and constraints created after the rows.
+    fx.source().exec("UPDATE t_identity SET v = v || 'x' WHERE id <= 10; DELETE FROM t_child WHERE id > 250; "
+                     "INSERT INTO parted VALUES (5000, '2025-06-01', 'ok'); UPDATE parted SET m = 'sad' WHERE id < 20;"
+                     "INSERT INTO t_parent VALUES (1000, 'after')");
+    REQUIRE(fx.converged(k_types_tables, 60s));
+    auto s = fx.source().connect();
+    auto t = fx.target().connect();
+    for (const auto& table : k_types_tables) {
+        INFO("table " << table);
+        CHECK(table_digest(s, table) == table_digest(t, table));
+    }
+    // The same definitions: columns and types, indexes (valid, partitioned ones attached),
+    // constraints, triggers, sequences, types.
+    auto same = [&](const std::string& what, const std::string& sql) {
+        INFO(what << ": " << sql);
+        CHECK(to_rows(s.exec(sql)) == to_rows(t.exec(sql)));
+    };
+    same("columns", "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, "
+                    "a.attgenerated, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid "
+                    "AND d.adnum = a.attnum WHERE n.nspname IN ('public', 'My Schema') AND c.relkind IN ('r', 'p') "
+                    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2");
+    same("indexes", "SELECT indexrelid::regclass::text, indisvalid, indisprimary, indisunique, "
+                    "pg_get_indexdef(indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'My Schema') ORDER BY 1");
+    same("constraints", "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE connamespace IN ('public'::regnamespace, '\"My Schema\"'::regnamespace) ORDER BY 1, 2");
+    same("triggers", "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2");
+    same("types", "SELECT typname, typtype FROM pg_type WHERE typnamespace = 'public'::regnamespace ORDER BY 1");
+    same("partitions", "SELECT inhrelid::regclass::text, inhparent::regclass::text FROM pg_inherits ORDER BY 1");
+    // The trigger exists but did not fire on copied or applied rows (session_replication_role).
+    CHECK(t.exec("SELECT count(*) FROM t_parent WHERE v LIKE '%!!'").get(0, 0) == "0");
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("schema: copy: created") != std::string::npos);
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+}
+
+TEST_CASE("initial copy: schema: verify names every difference and creates nothing and an old pg_dump is refused clearly",
+          "[integration][initial_copy]")
+{
+    FixtureOptions o;
+    o.schema_sql = "CREATE TABLE a (id int PRIMARY KEY, b text, c int); CREATE TABLE d (id int PRIMARY KEY);";
+    o.schema_on_target = false;
+    o.daemon.name = "copyverify";
+    o.daemon.initial_copy = true;
+    auto no_objects = [](ReplicationFixture& fx) {
+        CHECK(fx.source().value("SELECT count(*) FROM pg_replication_slots") == "0");
+        CHECK(fx.source().value("SELECT count(*) FROM pg_publication") == "0");
+        CHECK(fx.target().value("SELECT count(*) FROM pg_replication_origin") == "0");
+        CHECK(fx.target().value("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'") == "0");
+    };
+
+    SECTION("schema: verify")
+    {
+        o.daemon.schema = "verify";
+        ReplicationFixture fx(o);
+        fx.target().exec("CREATE TABLE a (id int PRIMARY KEY, c text)");
+        fx.daemon().start();
+        auto code = fx.daemon().wait_exit(30s);
+        REQUIRE(code == 78);
+        auto log = read_all(fx.daemon().log_path());
+        INFO(log);
+        CHECK(log.find("schema: verify: the target does not match the source (nothing was created or changed)") !=
+              std::string::npos);
+        CHECK(log.find("table public.a, column b (text) is missing on the target") != std::string::npos);
+        CHECK(log.find("table public.a, column c is integer on the source but text on the target") !=
+              std::string::npos);
+        CHECK(log.find("table public.d does not exist on the target") != std::string::npos);
+        no_objects(fx);
+    }
+    SECTION("schema: copy with a pg_dump older than the source")
+    {
+        o.daemon.schema = "copy";
+        ReplicationFixture fx(o);
+        auto fake = fx.work_dir() / "pg_dump";
+        {
+            std::ofstream out(fake);
+            out << "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n";
+        }
+        std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
+        ::setenv("PGSHIFT_PG_DUMP", fake.c_str(), 1);
+        fx.daemon().start();
+        auto code = fx.daemon().wait_exit(30s);
+        ::unsetenv("PGSHIFT_PG_DUMP");
+        REQUIRE(code == 78);
+        auto log = read_all(fx.daemon().log_path());
+        INFO(log);
+        CHECK(log.find("schema: copy needs pg_dump of PostgreSQL 15 or newer (the source runs 15.") !=
+              std::string::npos);
+        CHECK(log.find("is \"pg_dump (PostgreSQL) 9.6.24\"") != std::string::npos);
+        no_objects(fx);
+    }
+}
+
+TEST_CASE("initial copy: a table created on the source while streaming is created on the target and replicates",
+          "[integration][initial_copy]")
+{
+    FixtureOptions o;
+    o.schema_sql = "CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a SELECT g, 'a' FROM generate_series(1, 100) g;";
+    o.schema_on_target = false;
+    o.daemon.name = "copylate";
+    o.daemon.initial_copy = true;
+    o.daemon.schema = "copy";
+    ReplicationFixture fx(o);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    // Written before pgshift notices the table (it polls every 2 s), and after.
+    exec_statements(fx.source(), R"sql(
+CREATE TYPE late_kind AS ENUM ('x', 'y');
+CREATE TABLE late (id int PRIMARY KEY, v text, k late_kind NOT NULL DEFAULT 'x');
+CREATE INDEX late_v ON late (v);
+INSERT INTO late (id, v) SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+)sql");
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           fx.target().value("SELECT to_regclass('public.late') IS NOT NULL") != "t")
+        std::this_thread::sleep_for(100ms);
+    fx.source().exec("UPDATE late SET v = 'changed', k = 'y' WHERE id <= 100; DELETE FROM late WHERE id > 900; "
+                     "INSERT INTO late (id, v) VALUES (5000, 'after')");
+    REQUIRE(fx.converged({"public.a", "public.late"}, 60s));
+    CHECK(fx.target().value("SELECT count(*) FROM pg_indexes WHERE tablename = 'late'") == "2");
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("table public.late appeared on the source: created it on the target (schema: copy)") !=
+          std::string::npos);
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+}
