@@ -8,7 +8,7 @@
 namespace pgshift::test {
 
 /// Created identically on source and target before the daemon starts.
-inline const char* const k_schema = R"sql(
+inline const char* const k_type_schema = R"sql(
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'very "happy"');
 CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 CREATE TYPE address AS (street text, zip int, tags text[]);
@@ -49,7 +49,7 @@ CREATE TABLE load_log (thread int, n int, note text);
 ALTER TABLE load_log REPLICA IDENTITY FULL; -- insert-only, no key: publishable once it has an identity
 )sql";
 
-inline const std::vector<std::string> k_tables = {
+inline const std::vector<std::string> k_type_tables = {
     "public.t_numbers",       "public.t_text",        "public.t_json",          "public.t_arrays",
     "public.t_time",          "public.t_misc",        "public.t_user_types",    "public.t_ranges",
     "public.t_generated",     "public.t_composite_pk", "public.t_pk_update",    "public.t_toast",

@@ -21,7 +21,7 @@ namespace {
 FixtureOptions fixture_options(int workers = 1)
 {
     FixtureOptions o;
-    o.schema_sql = k_schema;
+    o.schema_sql = k_type_schema;
     o.daemon.name = "types";
     o.daemon.workers = workers;
     return o;
@@ -30,11 +30,11 @@ FixtureOptions fixture_options(int workers = 1)
 /// Waits for every table to match, then compares each digest once more, table by table.
 void require_converged(ReplicationFixture& fx, std::chrono::milliseconds timeout = 60s)
 {
-    const bool converged = fx.converged(k_tables, timeout);
+    const bool converged = fx.converged(k_type_tables, timeout);
     REQUIRE(converged);
     auto s = fx.source().connect();
     auto t = fx.target().connect();
-    for (const auto& table : k_tables) {
+    for (const auto& table : k_type_tables) {
         INFO("table " << table);
         CHECK(table_digest(s, table) == table_digest(t, table));
     }
@@ -267,7 +267,7 @@ line"})");
                      (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 20000)), 'first'),
               (2, 0, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 40000)), NULL, 'second');
         )sql");
-        REQUIRE(fx.converged(k_tables, 60s));
+        REQUIRE(fx.converged(k_type_tables, 60s));
         // Only non-TOAST columns change: pgoutput sends the big values as "unchanged" ('u').
         src.exec("UPDATE t_toast SET counter = counter + 1 WHERE id = 1");
         src.exec("UPDATE t_toast SET note = 'second, updated', counter = 5 WHERE id = 2");
@@ -311,7 +311,7 @@ line"})");
         exec_statements(src, R"sql(
             INSERT INTO t_full VALUES (7, '{"dup": 1}', '(7,7)', 'dup'), (7, '{"dup": 1}', '(7,7)', 'dup');
         )sql");
-        REQUIRE(fx.converged(k_tables, 60s));
+        REQUIRE(fx.converged(k_type_tables, 60s));
         exec_statements(src, R"sql(
             UPDATE t_full SET note = 'dup changed' WHERE ctid = (SELECT ctid FROM t_full WHERE a = 7 LIMIT 1);
             DELETE FROM t_full WHERE ctid = (SELECT ctid FROM t_full WHERE note = 'dup' LIMIT 1);
@@ -328,7 +328,7 @@ line"})");
             INSERT INTO t_trunc_a (v) SELECT 'a' || g FROM generate_series(1, 20) g;
             INSERT INTO t_trunc_b (v) SELECT 'b' || g FROM generate_series(1, 20) g;
         )sql");
-        REQUIRE(fx.converged(k_tables, 60s));
+        REQUIRE(fx.converged(k_type_tables, 60s));
         exec_statements(src, R"sql(
             TRUNCATE t_trunc_single;
             INSERT INTO t_trunc_single VALUES (1, 'new after truncate');
@@ -354,7 +354,7 @@ line"})");
             INSERT INTO t_parent SELECT g, 'p' || g FROM generate_series(1, 5) g;
             INSERT INTO t_child SELECT g, 1 + g % 5, 'c' || g FROM generate_series(1, 20) g;
         )sql");
-        REQUIRE(fx.converged(k_tables, 60s));
+        REQUIRE(fx.converged(k_type_tables, 60s));
         exec_statements(src, R"sql(
             TRUNCATE t_parent CASCADE;
             INSERT INTO t_parent VALUES (1, 'p1 again');
