@@ -97,6 +97,7 @@ public:
             int sig = sigtimedwait(&set_, nullptr, &ts);
             if (sig == SIGTERM || sig == SIGINT) {
                 spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                watch_second();
                 return true;
             }
             if (sig == SIGHUP)
@@ -104,6 +105,26 @@ public:
             if (left.count() == 0 || (sig < 0 && errno == EAGAIN))
                 return false;
         }
+    }
+    /// After the first termination signal, a second one ends the process at once, without
+    /// waiting for apply (e.g. stuck on a lock): what a kill -9 would do, which loses nothing
+    /// (the next start resumes from the target's origin progress). Exit code 0: a stop was asked.
+    void watch_second() const
+    {
+        if (watching_.exchange(true))
+            return;
+        std::thread([set = set_] {
+            for (;;) {
+                int sig = 0;
+                if (sigwait(&set, &sig) == 0 && (sig == SIGTERM || sig == SIGINT)) {
+                    spdlog::warn("received a second {}: exiting now without waiting for apply (nothing is "
+                                 "lost: the next start resumes from the target's origin progress)",
+                                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                    spdlog::default_logger()->flush();
+                    std::_Exit(0);
+                }
+            }
+        }).detach();
     }
     /// A termination signal is pending (taken, without waiting).
     bool pending() const { return wait(milliseconds(0)); }
@@ -122,6 +143,7 @@ public:
 
 private:
     sigset_t set_;
+    mutable std::atomic<bool> watching_{false};
 };
 
 /// Classifies an exception that ended a session, counts it and logs it once. `source_side`
