@@ -1,6 +1,8 @@
 // The apply engine: scheduler (batches, dependencies, hand-off) and the worker pool's lifecycle.
 #include "pgshift/apply/engine.hpp"
 
+#include "pgshift/apply/origins.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -76,8 +78,6 @@ Engine::Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progres
 
 Engine::~Engine() = default;
 
-std::string Engine::origin_pattern() const { return "^pgshift_" + cfg_.name + "_w[0-9]+$"; }
-
 Lsn Engine::connect()
 {
     auto conninfo = pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_apply"},
@@ -93,7 +93,7 @@ Lsn Engine::connect()
         for (;;) {
             auto r = catalog_->exec_params("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
                                            "WHERE application_name ~ $1 AND pid <> pg_backend_pid()",
-                                           {origin_pattern()});
+                                           {cfg_.origin_pattern()});
             if (r.rows() == 0)
                 break;
             spdlog::warn("ended {} stale target session(s) of migration {}", r.rows(), cfg_.name);
@@ -108,20 +108,8 @@ Lsn Engine::connect()
     // slots, whose number is max_replication_slots: check before creating ours, rather than
     // fail later with "could not find free replication state slot".
     try {
-        auto r = catalog_->exec_params(
-            "SELECT current_setting('max_replication_slots')::int, "
-            "       (SELECT count(*) FROM pg_replication_origin), "
-            "       (SELECT count(*) FROM pg_replication_origin WHERE roname ~ $1 AND "
-            "               substring(roname from '[0-9]+$')::int < $2)",
-            {origin_pattern(), std::to_string(workers_count_)});
-        long slots = std::stol(r.str(0, 0)), existing = std::stol(r.str(0, 1)), ours = std::stol(r.str(0, 2));
-        long missing = workers_count_ - ours;
-        if (existing + missing > slots)
-            throw ConfigError("apply.workers = " + std::to_string(workers_count_) + " needs " +
-                                  std::to_string(missing) + " more replication origin(s) on the target, but its "
-                                  "max_replication_slots (" + std::to_string(slots) + ") is taken by " +
-                                  std::to_string(existing) + " existing origin(s): raise max_replication_slots "
-                                  "on the target (a restart), drop unused origins, or lower apply.workers");
+        if (auto problem = origin_shortfall(*catalog_, cfg_, workers_count_))
+            throw ConfigError(*problem);
     } catch (const pg::PgError& e) {
         throw_target("could not count replication origins", e);
     }
@@ -137,7 +125,7 @@ void Engine::refresh_durable()
         // watermark (rule 3); commits are in source order, so the maximum is a prefix (rule 2).
         auto r = catalog_->exec_params("SELECT max(pg_replication_origin_progress(roname, true)) "
                                        "FROM pg_replication_origin WHERE roname ~ $1",
-                                       {origin_pattern()});
+                                       {cfg_.origin_pattern()});
         if (!r.is_null(0, 0))
             if (auto l = Lsn::parse(r.get(0, 0)); l && l->value() > progress_.durable.load())
                 progress_.durable.store(l->value());

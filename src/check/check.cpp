@@ -1,6 +1,8 @@
 // The preflight checks of `pgshift check`, one named step each, on read-only connections.
 #include "pgshift/check/check.hpp"
 
+#include "pgshift/apply/origins.hpp"
+
 #include "pgshift/check/pooler.hpp"
 #include "pgshift/check/schema.hpp"
 #include "pgshift/pg/connection.hpp"
@@ -494,33 +496,19 @@ private:
                                          "on the target")));
     }
 
-    /// Mirrors apply::Engine::connect: every origin takes one of the target's
-    /// max_replication_slots replication states; this migration's origins are reused.
+    /// The capacity rule apply::Engine::connect enforces (apply/origins.hpp).
     void check_origin_capacity(pg::Connection& c)
     {
         int workers = std::clamp(cfg_.apply.workers, 1, static_cast<int>(queue::Stats::k_max_workers));
-        auto r = c.exec_params(
-            "SELECT current_setting('max_replication_slots')::int, "
-            "       (SELECT count(*) FROM pg_replication_origin), "
-            "       (SELECT count(*) FROM pg_replication_origin WHERE roname ~ $1 AND "
-            "               substring(roname from '[0-9]+$')::int < $2)",
-            {origin_pattern(), std::to_string(workers)});
-        long slots = std::stol(r.str(0, 0)), existing = std::stol(r.str(0, 1)), ours = std::stol(r.str(0, 2));
-        long missing = workers - ours;
-        if (existing + missing > slots)
-            error(Side::target, "origin_slots",
-                  "apply.workers = " + std::to_string(workers) + " needs " + std::to_string(missing) +
-                      " more replication origin(s) on the target, but its max_replication_slots (" +
-                      std::to_string(slots) + ") is taken by " + std::to_string(existing) +
-                      " existing origin(s): raise max_replication_slots on the target (a restart), drop unused "
-                      "origins (SELECT pg_replication_origin_drop('name')), or lower apply.workers");
+        if (auto problem = apply::origin_shortfall(c, cfg_, workers))
+            error(Side::target, "origin_slots", *problem);
     }
 
     void read_origins(pg::Connection& c)
     {
         auto r = c.exec_params("SELECT roname, pg_replication_origin_progress(roname, false) "
                                "FROM pg_replication_origin WHERE roname ~ $1 ORDER BY roname",
-                               {origin_pattern()});
+                               {cfg_.origin_pattern()});
         origins_.emplace();
         for (int i = 0; i < r.rows(); ++i) {
             origins_->names.push_back(r.str(i, 0));
@@ -629,7 +617,6 @@ private:
         }
     }
 
-    [[nodiscard]] std::string origin_pattern() const { return "^pgshift_" + cfg_.name + "_w[0-9]+$"; }
 
     struct Origins {
         std::vector<std::string> names;

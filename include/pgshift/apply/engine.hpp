@@ -81,7 +81,6 @@ private:
     /// Hands the open batch to a worker (waits for a free one).
     void dispatch(const std::atomic<bool>& stop);
     void worker_main(Worker& w);
-    [[nodiscard]] std::string origin_pattern() const;
 
     const config::Config& cfg_;
     queue::TxnQueue& queue_;

@@ -98,6 +98,8 @@ struct Config {
     [[nodiscard]] std::string slot_name() const { return "pgshift_" + name; }
     [[nodiscard]] std::string publication_name() const { return "pgshift_" + name; }
     [[nodiscard]] std::string origin_name(int worker) const { return "pgshift_" + name + "_w" + std::to_string(worker); }
+    /// A regular expression matching every origin_name() of this migration, whatever the worker.
+    [[nodiscard]] std::string origin_pattern() const { return "^pgshift_" + name + "_w[0-9]+$"; }
 };
 
 /// Thrown by the loaders; `problems` holds the messages in document order (at most 100,
