@@ -62,6 +62,7 @@ struct Cutover {
     FenceMode fence = FenceMode::read_only;
     std::string fence_command;
     std::string unfence_command;
+    std::string switch_command; ///< run once the new primary is ready (repoint DNS, a pooler...)
     double max_lag_seconds = 10;
     double timeout_seconds = 60;
     bool sync_sequences = true;
