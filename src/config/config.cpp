@@ -1,6 +1,16 @@
-// Strict loader for the YAML configuration of SPEC section 2, plus conninfo redaction.
+// Strict loader for the YAML configuration of SPEC section 2, driven by one table of keys; the
+// table also gives diff() for a reload. Plus conninfo redaction and the token file reader.
 //
 // Design notes
+// - k_keys is the schema: one row per key with its dotted path, whether it is required, whether
+//   a SIGHUP may apply it, and a rule naming its type, its limits (with the message for a value
+//   outside them) and where it is stored in Config. Everything that knows about keys reads it:
+//   which keys each map may hold (unknown keys, "did you mean" suggestions), how each value is
+//   read, keys() and diff(). Defaults are defined once, by the initialisers in config.hpp; a key
+//   absent from the file keeps its default.
+// - Rules that involve several keys (fence: command needs a fence_command, ...) are a short list
+//   of explicit checks after the table pass (check_rules). Each one runs only on values that were
+//   read without a problem, so a mistake is reported once.
 // - One Loader walks the document once. Every check appends a Problem and carries on, so a
 //   single run reports everything; the problems are sorted by position and thrown together.
 // - Maps are walked by iteration, never by lookup: yaml-cpp 0.7 keeps duplicate keys silently
@@ -31,6 +41,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -41,7 +52,9 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <type_traits>
 #include <utility>
+#include <variant>
 
 namespace pgshift::config {
 
@@ -71,32 +84,6 @@ constexpr NumberRange k_reconnect_delay_range{0.1, false, 3600, "must be between
 // 1 keeps the delay constant; above 10 max is reached in a step or two; 1e300 overflows the next delay.
 constexpr NumberRange k_reconnect_factor_range{1, false, 10, "must be between 1 and 10"};
 constexpr NumberRange k_cutover_seconds_range{0, true, 86400, "must be greater than 0 and at most 86400 seconds"};
-
-// The schema: which keys each map may hold. Reading code below uses the same names.
-constexpr std::string_view k_root_keys[] = {"name",    "source",  "target",    "tables", "initial_copy", "schema",
-                                            "apply",   "control", "reconnect", "cutover", "log"};
-constexpr std::string_view k_endpoint_keys[] = {"conninfo"};
-constexpr std::string_view k_tables_keys[] = {"include", "exclude"};
-constexpr std::string_view k_initial_copy_keys[] = {"enabled", "workers"};
-constexpr std::string_view k_apply_keys[] = {"workers", "on_missing_row", "max_queue_bytes", "spill_dir"};
-constexpr std::string_view k_control_keys[] = {"listen", "token_file"};
-constexpr std::string_view k_cutover_keys[] = {
-    "fence", "fence_command", "unfence_command", "max_lag_seconds", "timeout_seconds", "sync_sequences", "verify"};
-constexpr std::string_view k_log_keys[] = {"level", "format"};
-constexpr std::string_view k_reconnect_keys[] = {"min_delay_seconds", "max_delay_seconds", "factor"};
-
-struct SectionSchema {
-    std::string_view path;
-    std::span<const std::string_view> keys;
-};
-
-// Used to suggest "apply.workers" for a `workers:` written at the wrong level.
-constexpr SectionSchema k_sections[] = {
-    {"", k_root_keys},           {"source", k_endpoint_keys},           {"target", k_endpoint_keys},
-    {"tables", k_tables_keys},   {"initial_copy", k_initial_copy_keys}, {"apply", k_apply_keys},
-    {"control", k_control_keys}, {"cutover", k_cutover_keys},           {"log", k_log_keys},
-    {"reconnect", k_reconnect_keys},
-};
 
 template <typename E> struct EnumName {
     std::string_view name;
@@ -226,38 +213,6 @@ std::optional<std::string_view> closest(std::string_view word, std::span<const s
         }
     }
     return best;
-}
-
-std::string unknown_key_hint(std::string_view parent, std::string_view key,
-                             std::span<const std::string_view> siblings) {
-    if (const auto near = closest(key, siblings)) {
-        return " (did you mean '" + join_path(parent, *near) + "'?)";
-    }
-    // A known key at the wrong level, e.g. `workers:` at the top.
-    std::vector<std::string> elsewhere;
-    for (const SectionSchema& section : k_sections) {
-        if (section.path == parent) {
-            continue;
-        }
-        for (const std::string_view candidate : section.keys) {
-            if (candidate == key) {
-                elsewhere.push_back(join_path(section.path, candidate));
-            }
-        }
-    }
-    std::string hint;
-    if (!elsewhere.empty()) {
-        hint = " (did you mean ";
-        for (std::size_t i = 0; i < elsewhere.size(); ++i) {
-            hint += (i == 0 ? "'" : " or '") + elsewhere[i] + "'";
-        }
-        return hint + "?)";
-    }
-    hint = " (expected one of: ";
-    for (std::size_t i = 0; i < siblings.size(); ++i) {
-        hint += (i == 0 ? "" : ", ") + std::string(siblings[i]);
-    }
-    return hint + ")";
 }
 
 bool is_env_name(std::string_view name) {
@@ -535,34 +490,389 @@ std::string too_large_config(std::optional<std::uint64_t> size) {
            " than the limit of " + std::string(k_max_config_text);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The table of keys
+
+// Checks of a string beyond its type: the problem, or "" when the value is fine. Only keys that
+// are not secret have one, so they may echo the value.
+
+std::string check_name(const std::string& name) {
+    const bool valid_chars = std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    });
+    if (name.empty() || name.size() > k_max_name_length || !valid_chars) {
+        return "must be 1 to 40 characters from [a-z0-9_] (it names the slot and publication), got " + echo(name);
+    }
+    return {};
+}
+
+std::string check_listen(const std::string& listen) {
+    std::string why;
+    if (!parse_listen(listen, why)) {
+        return "expected host:port (IPv4, [IPv6] or hostname; port 1-65535): " + why + ", got " + echo(listen);
+    }
+    return {};
+}
+
+// Existence and permissions are the daemon's to check at start: the loader also runs under
+// `pgshift check` on another host.
+std::string check_spill_dir(const std::string& dir) {
+    if (!dir.empty() && dir.front() != '/') {
+        return "must be an absolute path (or empty for the default: $STATE_DIRECTORY, $TMPDIR or /var/tmp), got " +
+               echo(dir);
+    }
+    return {};
+}
+
+// The member a path of member pointers leads to: member<&Config::apply, &Apply::workers>(config)
+// is config.apply.workers, const when config is.
+template <auto... Path, typename Object> constexpr auto& member(Object& object) { return (object .* ... .* Path); }
+
+template <auto... Path>
+using MemberType = std::remove_cvref_t<decltype(member<Path...>(std::declval<Config&>()))>;
+
+// Where a value is stored in Config. Two plain function pointers, so that rows for members of
+// different structs fit in one constexpr array.
+template <typename T> struct Slot {
+    T& (*ref)(Config&);
+    const T& (*get)(const Config&);
+};
+
+template <auto... Path> constexpr Slot<MemberType<Path...>> at() {
+    using T = MemberType<Path...>;
+    return {[](Config& config) -> T& { return member<Path...>(config); },
+            [](const Config& config) -> const T& { return member<Path...>(config); }};
+}
+
+// One rule per type of value: its limits and its slot. Loader::read_key reads each kind,
+// same_value compares it, TypeOf names it for keys().
+using TextCheck = std::string (*)(const std::string& value);
+
+struct Text { // any scalar; then `check`, when there is one
+    Slot<std::string> slot;
+    TextCheck check = nullptr;
+};
+struct Conninfo { // not empty and accepted by PQconninfoParse; secret, never echoed
+    Slot<std::string> slot;
+};
+struct Flag { // true or false, unquoted
+    Slot<bool> slot;
+};
+struct Integer { // a decimal integer from min to max
+    Slot<int> slot;
+    int min;
+    int max;
+};
+struct ByteSize { // a decimal number of bytes, at least min (min_text says it in messages)
+    Slot<std::uint64_t> slot;
+    std::uint64_t min;
+    std::string_view min_text;
+};
+struct Number { // a finite decimal number within range; `expected` names it in messages
+    Slot<double> slot;
+    std::string_view expected;
+    NumberRange range;
+};
+struct Choice { // one of names; an enum member, made by choice<>()
+    std::span<const std::string_view> names;
+    std::size_t (*get)(const Config&); // the index in names of the stored value
+    void (*set)(Config&, std::size_t); // stores the value names[index] stands for
+};
+struct Globs { // a list of schema.table globs
+    Slot<std::vector<std::string>> slot;
+};
+
+using Rule = std::variant<Text, Conninfo, Flag, Integer, ByteSize, Number, Choice, Globs>;
+
+template <typename E, std::size_t N>
+constexpr std::array<std::string_view, N> names_of(const EnumName<E> (&names)[N]) {
+    std::array<std::string_view, N> out{};
+    for (std::size_t i = 0; i < N; ++i) {
+        out[i] = names[i].name;
+    }
+    return out;
+}
+
+template <const auto& Names> constexpr auto k_names = names_of(Names);
+
+// The Choice of an enum member, from the table of its names:
+// choice<k_fence_modes, &Config::cutover, &Cutover::fence>().
+template <const auto& Names, auto... Path> constexpr Choice choice() {
+    using E = MemberType<Path...>;
+    static_assert(std::is_same_v<E, decltype(Names[0].value)>, "the names are not those of the member's enum");
+    return {k_names<Names>,
+            [](const Config& config) {
+                const E value = member<Path...>(config);
+                std::size_t index = 0;
+                while (index < std::size(Names) && Names[index].value != value) {
+                    ++index;
+                }
+                return index;
+            },
+            [](Config& config, std::size_t index) { member<Path...>(config) = Names[index].value; }};
+}
+
+enum Need : bool { defaulted = false, required = true };
+enum OnSighup : bool { restart = false, reload = true };
+
+struct Key {
+    std::string_view path; // "cutover.max_lag_seconds": a top-level key or one in a section
+    Need need;             // required: no default, the file must set it
+    OnSighup on_sighup;    // reload: a SIGHUP may apply a new value; restart: only a restart can
+    Rule rule;
+};
+
+// The schema of SPEC section 2, one row per key: path, need, SIGHUP, then the rule (type, limits
+// and the member it is stored in). The order is that of messages ("expected one of: ..." lists
+// the keys of a map in it; reconnect comes before cutover as it always has), of keys() and of
+// diff(). reload marks what a running daemon can take on at a SIGHUP (issue 12): logging, the
+// token, the cutover settings, the backoff and the missing-row policy, all read where they are
+// used. The others are built at start into slots, connections, workers and buffers.
+constexpr Key k_keys[] = {
+    {"name", required, restart, Text{at<&Config::name>(), check_name}},
+    {"source.conninfo", required, restart, Conninfo{at<&Config::source, &Endpoint::conninfo>()}},
+    {"target.conninfo", required, restart, Conninfo{at<&Config::target, &Endpoint::conninfo>()}},
+    {"tables.include", defaulted, restart, Globs{at<&Config::tables, &Tables::include>()}},
+    {"tables.exclude", defaulted, restart, Globs{at<&Config::tables, &Tables::exclude>()}},
+    {"initial_copy.enabled", defaulted, restart, Flag{at<&Config::initial_copy, &InitialCopy::enabled>()}},
+    {"initial_copy.workers", defaulted, restart,
+     Integer{at<&Config::initial_copy, &InitialCopy::workers>(), k_min_workers, k_max_workers}},
+    {"schema", defaulted, restart, choice<k_schema_modes, &Config::schema>()},
+    {"apply.workers", defaulted, restart, Integer{at<&Config::apply, &Apply::workers>(), k_min_workers, k_max_workers}},
+    {"apply.on_missing_row", defaulted, reload,
+     choice<k_missing_row_policies, &Config::apply, &Apply::on_missing_row>()},
+    {"apply.max_queue_bytes", defaulted, restart,
+     ByteSize{at<&Config::apply, &Apply::max_queue_bytes>(), k_min_queue_bytes, "1048576 (1 MiB)"}},
+    {"apply.spill_dir", defaulted, restart, Text{at<&Config::apply, &Apply::spill_dir>(), check_spill_dir}},
+    {"control.listen", defaulted, restart, Text{at<&Config::control, &Control::listen>(), check_listen}},
+    {"control.token_file", defaulted, reload, Text{at<&Config::control, &Control::token_file>()}},
+    {"reconnect.min_delay_seconds", defaulted, reload,
+     Number{at<&Config::reconnect, &Reconnect::min_delay_seconds>(), "a number of seconds", k_reconnect_delay_range}},
+    {"reconnect.max_delay_seconds", defaulted, reload,
+     Number{at<&Config::reconnect, &Reconnect::max_delay_seconds>(), "a number of seconds", k_reconnect_delay_range}},
+    {"reconnect.factor", defaulted, reload,
+     Number{at<&Config::reconnect, &Reconnect::factor>(), "a number", k_reconnect_factor_range}},
+    {"cutover.fence", defaulted, reload, choice<k_fence_modes, &Config::cutover, &Cutover::fence>()},
+    {"cutover.fence_command", defaulted, reload, Text{at<&Config::cutover, &Cutover::fence_command>()}},
+    {"cutover.unfence_command", defaulted, reload, Text{at<&Config::cutover, &Cutover::unfence_command>()}},
+    {"cutover.switch_command", defaulted, reload, Text{at<&Config::cutover, &Cutover::switch_command>()}},
+    {"cutover.max_lag_seconds", defaulted, reload,
+     Number{at<&Config::cutover, &Cutover::max_lag_seconds>(), "a number of seconds", k_cutover_seconds_range}},
+    {"cutover.timeout_seconds", defaulted, reload,
+     Number{at<&Config::cutover, &Cutover::timeout_seconds>(), "a number of seconds", k_cutover_seconds_range}},
+    {"cutover.sync_sequences", defaulted, reload, Flag{at<&Config::cutover, &Cutover::sync_sequences>()}},
+    {"cutover.verify", defaulted, reload, choice<k_verify_modes, &Config::cutover, &Cutover::verify>()},
+    {"log.level", defaulted, reload, choice<k_log_levels, &Config::log, &Log::level>()},
+    {"log.format", defaulted, reload, choice<k_log_formats, &Config::log, &Log::format>()},
+};
+
+struct SplitPath {
+    std::string_view section; // "" for a top-level key
+    std::string_view leaf;
+};
+
+constexpr SplitPath split_path(std::string_view path) {
+    const std::size_t dot = path.find('.');
+    if (dot == std::string_view::npos) {
+        return {"", path};
+    }
+    return {path.substr(0, dot), path.substr(dot + 1)};
+}
+
+// The loader walks a top level and one level of sections, and a name is a key or a section.
+constexpr bool table_is_well_formed() {
+    for (std::size_t i = 0; i < std::size(k_keys); ++i) {
+        const std::string_view path = k_keys[i].path;
+        const std::string_view leaf = split_path(path).leaf;
+        if (leaf.empty() || leaf.find('.') != std::string_view::npos || path.front() == '.') {
+            return false;
+        }
+        for (std::size_t j = 0; j < std::size(k_keys); ++j) {
+            const bool duplicate = i != j && path == k_keys[j].path;
+            const bool key_and_section = split_path(k_keys[j].path).section == path;
+            if (duplicate || key_and_section) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+static_assert(table_is_well_formed(), "k_keys: a duplicate path, a path nested twice, or a key that is a section");
+
+// The row of `path`, for the rules across keys. consteval: a path that is not in the table does
+// not compile.
+consteval std::size_t row_of(std::string_view path) {
+    for (std::size_t row = 0; row < std::size(k_keys); ++row) {
+        if (k_keys[row].path == path) {
+            return row;
+        }
+    }
+    throw InternalError("config table: no key " + std::string(path));
+}
+
+bool same_value(const Rule& rule, const Config& a, const Config& b) {
+    return std::visit(
+        [&](const auto& typed) {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(typed)>, Choice>) {
+                return typed.get(a) == typed.get(b);
+            } else {
+                return typed.slot.get(a) == typed.slot.get(b);
+            }
+        },
+        rule);
+}
+
+struct TypeOf {
+    constexpr ValueType operator()(const Text& /*rule*/) const { return ValueType::string; }
+    constexpr ValueType operator()(const Conninfo& /*rule*/) const { return ValueType::conninfo; }
+    constexpr ValueType operator()(const Flag& /*rule*/) const { return ValueType::boolean; }
+    constexpr ValueType operator()(const Integer& /*rule*/) const { return ValueType::integer; }
+    constexpr ValueType operator()(const ByteSize& /*rule*/) const { return ValueType::byte_size; }
+    constexpr ValueType operator()(const Number& /*rule*/) const { return ValueType::number; }
+    constexpr ValueType operator()(const Choice& /*rule*/) const { return ValueType::choice; }
+    constexpr ValueType operator()(const Globs& /*rule*/) const { return ValueType::glob_list; }
+};
+
+// What keys() shows of the table.
+constexpr auto k_key_infos = [] {
+    std::array<KeyInfo, std::size(k_keys)> infos{};
+    for (std::size_t row = 0; row < infos.size(); ++row) {
+        const Key& key = k_keys[row];
+        const Choice* choice = std::get_if<Choice>(&key.rule);
+        infos[row] = KeyInfo{key.path, std::visit(TypeOf{}, key.rule), key.need == required,
+                             key.on_sighup == reload,
+                             choice != nullptr ? choice->names : std::span<const std::string_view>()};
+    }
+    return infos;
+}();
+
+// The maps of a document as the table nests them: the top level, then one map per section in
+// table order. `names` are the keys a map may hold (at the top level, sections too).
+struct Section {
+    std::string_view path; // "" for the top level
+    std::vector<std::string_view> names;
+};
+
+const std::vector<Section>& sections() {
+    static const std::vector<Section> built = [] {
+        std::vector<Section> out{Section{"", {}}};
+        for (const Key& key : k_keys) {
+            const SplitPath split = split_path(key.path);
+            auto it = std::find_if(out.begin(), out.end(), [&](const Section& s) { return s.path == split.section; });
+            if (it == out.end()) {
+                out.front().names.push_back(split.section);
+                it = out.insert(out.end(), Section{split.section, {}});
+            }
+            it->names.push_back(split.leaf);
+        }
+        return out;
+    }();
+    return built;
+}
+
+std::span<const std::string_view> names_in(std::string_view section) {
+    for (const Section& s : sections()) {
+        if (s.path == section) {
+            return s.names;
+        }
+    }
+    return {};
+}
+
+// "conninfo" for source: the keys that make a missing section a missing required key.
+std::string required_keys_in(std::string_view section) {
+    std::string out;
+    for (const Key& key : k_keys) {
+        const auto [in, leaf] = split_path(key.path);
+        if (key.need == required && in == section) {
+            out += (out.empty() ? "" : ", ") + std::string(leaf);
+        }
+    }
+    return out;
+}
+
+std::string unknown_key_hint(std::string_view parent, std::string_view key,
+                             std::span<const std::string_view> siblings) {
+    if (const auto near = closest(key, siblings)) {
+        return " (did you mean '" + join_path(parent, *near) + "'?)";
+    }
+    // A known key at the wrong level, e.g. `workers:` at the top.
+    std::vector<std::string> elsewhere;
+    for (const Section& section : sections()) {
+        if (section.path == parent) {
+            continue;
+        }
+        for (const std::string_view candidate : section.names) {
+            if (candidate == key) {
+                elsewhere.push_back(join_path(section.path, candidate));
+            }
+        }
+    }
+    std::string hint;
+    if (!elsewhere.empty()) {
+        hint = " (did you mean ";
+        for (std::size_t i = 0; i < elsewhere.size(); ++i) {
+            hint += (i == 0 ? "'" : " or '") + elsewhere[i] + "'";
+        }
+        return hint + "?)";
+    }
+    hint = " (expected one of: ";
+    for (std::size_t i = 0; i < siblings.size(); ++i) {
+        hint += (i == 0 ? "" : ", ") + std::string(siblings[i]);
+    }
+    return hint + ")";
+}
+
+bool is_loopback_listen(const std::string& listen) {
+    std::string why;
+    const auto address = parse_listen(listen, why);
+    return address && address->loopback;
+}
+
+// What the table pass saw of one key, for the rules across keys.
+struct Seen {
+    bool present = false; // the file sets it
+    bool valid = false;   // and its value was stored
+    Position at;          // of its value (of its key for a null value)
+};
+
 class Loader {
 public:
     Loader(std::string origin, const EnvLookup& env) : origin_(std::move(origin)), env_(env) {}
 
+    // Step 1 checks the top-level map; step 2 reads every key of the table, checking the map
+    // of its section on first use; step 3 applies the rules across keys.
     Config load(const YAML::Node& root) {
         Config config;
-        const Fields fields = check_map(root, "", k_root_keys);
-
-        if (const Entry* entry = find(fields, "name")) {
-            if (auto value = read_string(*entry)) {
-                check_name(*entry, *value);
-                config.name = std::move(*value);
+        const Fields top = check_map(root, "", sections().front().names);
+        std::map<std::string_view, std::optional<Fields>> maps; // per section; nullopt: not there
+        std::vector<Seen> seen(std::size(k_keys));
+        for (std::size_t row = 0; row < std::size(k_keys); ++row) {
+            const Key& key = k_keys[row];
+            const auto [section, leaf] = split_path(key.path);
+            const Fields* fields = &top;
+            Position parent = position_of(root);
+            if (!section.empty()) {
+                auto [it, first_use] = maps.try_emplace(section);
+                if (first_use) {
+                    it->second = open_section(top, section, root);
+                }
+                if (!it->second) {
+                    continue;
+                }
+                fields = &*it->second;
+                parent = position_of(find(top, section)->value);
             }
-        } else {
-            add(position_of(root), "name", "missing required key");
+            const Entry* entry = find(*fields, leaf);
+            if (entry == nullptr) {
+                if (key.need == required) {
+                    add(parent, key.path, "missing required key");
+                }
+                continue;
+            }
+            seen[row] = Seen{true, read_key(*entry, key.rule, config), value_position(*entry)};
         }
-        read_endpoint(fields, "source", root, config.source);
-        read_endpoint(fields, "target", root, config.target);
-        read_tables(fields, config.tables);
-        read_initial_copy(fields, config.initial_copy);
-        if (const Entry* entry = find(fields, "schema")) {
-            read_enum(*entry, k_schema_modes, config.schema);
-        }
-        read_apply(fields, config.apply);
-        read_control(fields, config.control);
-        read_cutover(fields, config.cutover);
-        read_reconnect(fields, config.reconnect);
-        read_log(fields, config.log);
+        check_rules(config, seen);
         return config;
     }
 
@@ -833,22 +1143,23 @@ private:
         return number;
     }
 
-    template <typename E, std::size_t N> void read_enum(const Entry& entry, const EnumName<E> (&names)[N], E& out) {
+    // The index of the value in `names`; matched exactly (log.level: INFO is not info).
+    std::optional<std::size_t> read_choice(const Entry& entry, std::span<const std::string_view> names) {
         std::string expected = "one of ";
-        for (std::size_t i = 0; i < N; ++i) {
-            expected += (i == 0 ? "" : ", ") + std::string(names[i].name);
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            expected += (i == 0 ? "" : ", ") + std::string(names[i]);
         }
         const auto value = scalar(entry, expected);
         if (!value) {
-            return;
+            return std::nullopt;
         }
-        for (const EnumName<E>& candidate : names) {
-            if (candidate.name == value->text) {
-                out = candidate.value;
-                return;
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            if (names[i] == value->text) {
+                return i;
             }
         }
         add(entry, "expected " + expected + ", got " + echo(value->text));
+        return std::nullopt;
     }
 
     std::optional<std::vector<std::string>> read_table_globs(const Entry& entry) {
@@ -882,38 +1193,51 @@ private:
         return globs;
     }
 
-    void check_name(const Entry& entry, const std::string& name) {
-        const bool valid_chars = std::all_of(name.begin(), name.end(), [](char c) {
-            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-        });
-        if (name.empty() || name.size() > k_max_name_length || !valid_chars) {
-            add(entry,
-                "must be 1 to 40 characters from [a-z0-9_] (it names the slot and publication), got " + echo(name));
+    // The map of a section, its unknown and duplicate keys reported; nullopt when the file has
+    // no such section (a problem when the section holds a required key) or it is not a map.
+    std::optional<Fields> open_section(const Fields& top, std::string_view path, const YAML::Node& root) {
+        const Entry* entry = find(top, path);
+        if (entry == nullptr) {
+            if (const std::string required_keys = required_keys_in(path); !required_keys.empty()) {
+                add(position_of(root), path, "missing required key (a map with " + required_keys + ")");
+            }
+            return std::nullopt;
         }
+        return section(*entry, names_in(path));
     }
 
-    void read_endpoint(const Fields& root, std::string_view key, const YAML::Node& root_node, Endpoint& out) {
-        const Entry* entry = find(root, key);
-        if (entry == nullptr) {
-            add(position_of(root_node), key, "missing required key (a map with conninfo)");
-            return;
-        }
-        const auto fields = section(*entry, k_endpoint_keys);
-        if (!fields) {
-            return;
-        }
-        const Entry* conninfo = find(*fields, "conninfo");
-        if (conninfo == nullptr) {
-            add(position_of(entry->value), entry->path + ".conninfo", "missing required key");
-            return;
-        }
-        auto value = read_string(*conninfo);
+    // Reads a value by its rule and stores it; false (reported) when it cannot be.
+    bool read_key(const Entry& entry, const Rule& rule, Config& config) {
+        return std::visit([&](const auto& typed) { return read_key(entry, typed, config); }, rule);
+    }
+
+    template <typename T> static bool store(const Slot<T>& slot, Config& config, std::optional<T> value) {
         if (!value) {
-            return;
+            return false;
+        }
+        slot.ref(config) = std::move(*value);
+        return true;
+    }
+
+    bool read_key(const Entry& entry, const Text& rule, Config& config) {
+        auto value = read_string(entry);
+        if (value && rule.check != nullptr) {
+            if (const std::string problem = rule.check(*value); !problem.empty()) {
+                add(entry, problem);
+                return false;
+            }
+        }
+        return store(rule.slot, config, std::move(value));
+    }
+
+    bool read_key(const Entry& entry, const Conninfo& rule, Config& config) {
+        auto value = read_string(entry);
+        if (!value) {
+            return false;
         }
         if (value->empty()) {
-            add(*conninfo, "must not be empty");
-            return;
+            add(entry, "must not be empty");
+            return false;
         }
         char* error = nullptr;
         PQconninfoOption* options = PQconninfoParse(value->c_str(), &error);
@@ -922,241 +1246,78 @@ private:
             if (error != nullptr) {
                 PQfreemem(error);
             }
-            add(*conninfo, "invalid conninfo: " + sanitize_libpq_message(message) + conninfo_keyword_hint(message));
-            return;
+            add(entry, "invalid conninfo: " + sanitize_libpq_message(message) + conninfo_keyword_hint(message));
+            return false;
         }
         PQconninfoFree(options);
-        out.conninfo = std::move(*value);
+        return store(rule.slot, config, std::move(value));
     }
 
-    void read_tables(const Fields& root, Tables& out) {
-        const Entry* entry = find(root, "tables");
-        if (entry == nullptr) {
-            return;
-        }
-        const auto fields = section(*entry, k_tables_keys);
-        if (!fields) {
-            return;
-        }
-        if (const Entry* include = find(*fields, "include")) {
-            if (auto globs = read_table_globs(*include)) {
-                out.include = std::move(*globs);
-            }
-        }
-        if (const Entry* exclude = find(*fields, "exclude")) {
-            if (auto globs = read_table_globs(*exclude)) {
-                out.exclude = std::move(*globs);
-            }
-        }
+    bool read_key(const Entry& entry, const Flag& rule, Config& config) {
+        return store(rule.slot, config, read_bool(entry));
     }
 
-    void read_initial_copy(const Fields& root, InitialCopy& out) {
-        const Entry* entry = find(root, "initial_copy");
-        if (entry == nullptr) {
-            return;
-        }
-        const auto fields = section(*entry, k_initial_copy_keys);
-        if (!fields) {
-            return;
-        }
-        if (const Entry* enabled = find(*fields, "enabled")) {
-            if (const auto value = read_bool(*enabled)) {
-                out.enabled = *value;
-            }
-        }
-        if (const Entry* workers = find(*fields, "workers")) {
-            if (const auto value = read_int(*workers, k_min_workers, k_max_workers)) {
-                out.workers = *value;
-            }
-        }
+    bool read_key(const Entry& entry, const Integer& rule, Config& config) {
+        return store(rule.slot, config, read_int(entry, rule.min, rule.max));
     }
 
-    void read_apply(const Fields& root, Apply& out) {
-        const Entry* entry = find(root, "apply");
-        if (entry == nullptr) {
-            return;
-        }
-        const auto fields = section(*entry, k_apply_keys);
-        if (!fields) {
-            return;
-        }
-        if (const Entry* workers = find(*fields, "workers")) {
-            if (const auto value = read_int(*workers, k_min_workers, k_max_workers)) {
-                out.workers = *value;
-            }
-        }
-        if (const Entry* policy = find(*fields, "on_missing_row")) {
-            read_enum(*policy, k_missing_row_policies, out.on_missing_row);
-        }
-        if (const Entry* bytes = find(*fields, "max_queue_bytes")) {
-            if (const auto value = read_uint64(*bytes, k_min_queue_bytes, "1048576 (1 MiB)")) {
-                out.max_queue_bytes = *value;
-            }
-        }
-        // Existence and permissions are the daemon's to check at start: the loader also runs
-        // under `pgshift check` on another host.
-        if (const Entry* dir = find(*fields, "spill_dir")) {
-            if (auto value = read_string(*dir)) {
-                if (!value->empty() && value->front() != '/') {
-                    add(*dir, "must be an absolute path (or empty for the default: $STATE_DIRECTORY, $TMPDIR or "
-                              "/var/tmp), got " +
-                                  echo(*value));
-                } else {
-                    out.spill_dir = std::move(*value);
-                }
-            }
-        }
+    bool read_key(const Entry& entry, const ByteSize& rule, Config& config) {
+        return store(rule.slot, config, read_uint64(entry, rule.min, rule.min_text));
     }
 
-    void read_control(const Fields& root, Control& out) {
-        const Entry* entry = find(root, "control");
-        if (entry == nullptr) {
-            return; // the default listen address is loopback, so no token is needed
+    bool read_key(const Entry& entry, const Number& rule, Config& config) {
+        return store(rule.slot, config, read_number(entry, rule.expected, rule.range));
+    }
+
+    bool read_key(const Entry& entry, const Choice& rule, Config& config) {
+        const auto index = read_choice(entry, rule.names);
+        if (!index) {
+            return false;
         }
-        const auto fields = section(*entry, k_control_keys);
-        if (!fields) {
-            return;
-        }
-        const Entry* token = find(*fields, "token_file");
-        bool token_ok = true;
-        if (token != nullptr) {
-            if (auto value = read_string(*token)) {
-                out.token_file = std::move(*value);
-            } else {
-                token_ok = false; // already reported; do not pile a second error on it
-            }
-        }
-        const Entry* listen = find(*fields, "listen");
-        if (listen == nullptr) {
-            return;
-        }
-        auto value = read_string(*listen);
-        if (!value) {
-            return;
-        }
-        std::string why;
-        const auto address = parse_listen(*value, why);
-        if (!address) {
-            add(*listen,
-                "expected host:port (IPv4, [IPv6] or hostname; port 1-65535): " + why + ", got " + echo(*value));
-            return;
-        }
-        out.listen = std::move(*value);
-        if (!address->loopback && token_ok && out.token_file.empty()) {
-            const Position pos = token != nullptr ? value_position(*token) : value_position(*listen);
-            add(pos, "control.token_file",
-                "required when control.listen is not a loopback address (" + echo(out.listen) +
+        rule.set(config, *index);
+        return true;
+    }
+
+    bool read_key(const Entry& entry, const Globs& rule, Config& config) {
+        return store(rule.slot, config, read_table_globs(entry));
+    }
+
+    // Step 3: the rules across keys. A rule applies only when the keys it reads are valid or
+    // absent (their default), so a value already reported is not reported again.
+    void check_rules(const Config& config, const std::vector<Seen>& seen) {
+        const auto usable = [](const Seen& key) { return !key.present || key.valid; };
+
+        // A listen address other than loopback needs a token.
+        const Seen& listen = seen[row_of("control.listen")];
+        const Seen& token = seen[row_of("control.token_file")];
+        if (listen.valid && usable(token) && config.control.token_file.empty() &&
+            !is_loopback_listen(config.control.listen)) {
+            add(token.present ? token.at : listen.at, "control.token_file",
+                "required when control.listen is not a loopback address (" + echo(config.control.listen) +
                     "): every POST must carry the bearer token");
         }
-    }
 
-    void read_cutover(const Fields& root, Cutover& out) {
-        const Entry* entry = find(root, "cutover");
-        if (entry == nullptr) {
-            return;
+        // fence: command runs fence_command.
+        const Seen& fence = seen[row_of("cutover.fence")];
+        const Seen& command = seen[row_of("cutover.fence_command")];
+        if (fence.valid && usable(command) && config.cutover.fence == FenceMode::command &&
+            config.cutover.fence_command.empty()) {
+            add(command.present ? command.at : fence.at, "cutover.fence_command",
+                "required (non-empty) when cutover.fence is command");
         }
-        const auto fields = section(*entry, k_cutover_keys);
-        if (!fields) {
-            return;
-        }
-        bool fence_ok = false;
-        const Entry* fence = find(*fields, "fence");
-        if (fence != nullptr) {
-            const std::size_t before = problems_.size();
-            read_enum(*fence, k_fence_modes, out.fence);
-            fence_ok = problems_.size() == before;
-        }
-        bool command_ok = true;
-        const Entry* command = find(*fields, "fence_command");
-        if (command != nullptr) {
-            if (auto value = read_string(*command)) {
-                out.fence_command = std::move(*value);
-            } else {
-                command_ok = false;
-            }
-        }
-        if (const Entry* undo = find(*fields, "unfence_command")) {
-            if (auto value = read_string(*undo)) {
-                out.unfence_command = std::move(*value);
-            }
-        }
-        if (fence_ok && command_ok && out.fence == FenceMode::command && out.fence_command.empty()) {
-            const Position pos = command != nullptr ? value_position(*command) : value_position(*fence);
-            add(pos, "cutover.fence_command", "required (non-empty) when cutover.fence is command");
-        }
-        if (const Entry* lag = find(*fields, "max_lag_seconds")) {
-            if (const auto value = read_number(*lag, "a number of seconds", k_cutover_seconds_range)) {
-                out.max_lag_seconds = *value;
-            }
-        }
-        if (const Entry* timeout = find(*fields, "timeout_seconds")) {
-            if (const auto value = read_number(*timeout, "a number of seconds", k_cutover_seconds_range)) {
-                out.timeout_seconds = *value;
-            }
-        }
-        if (const Entry* sync = find(*fields, "sync_sequences")) {
-            if (const auto value = read_bool(*sync)) {
-                out.sync_sequences = *value;
-            }
-        }
-        if (const Entry* verify = find(*fields, "verify")) {
-            read_enum(*verify, k_verify_modes, out.verify);
-        }
-    }
 
-    void read_reconnect(const Fields& root, Reconnect& out) {
-        const Entry* entry = find(root, "reconnect");
-        if (entry == nullptr) {
-            return;
-        }
-        const auto fields = section(*entry, k_reconnect_keys);
-        if (!fields) {
-            return;
-        }
-        // min and max are compared only when both were read: an invalid one is reported once.
-        bool min_ok = true;
-        const Entry* min = find(*fields, "min_delay_seconds");
-        if (min != nullptr) {
-            if (const auto value = read_number(*min, "a number of seconds", k_reconnect_delay_range)) {
-                out.min_delay_seconds = *value;
-            } else {
-                min_ok = false;
+        // The reconnect delay grows from min to max.
+        const Seen& min = seen[row_of("reconnect.min_delay_seconds")];
+        const Seen& max = seen[row_of("reconnect.max_delay_seconds")];
+        const Reconnect& reconnect = config.reconnect;
+        if (max.present) {
+            if (max.valid && usable(min) && reconnect.max_delay_seconds < reconnect.min_delay_seconds) {
+                add(max.at, "reconnect.max_delay_seconds", "must not be below reconnect.min_delay_seconds");
             }
-        }
-        const Entry* max = find(*fields, "max_delay_seconds");
-        if (max != nullptr) {
-            if (const auto value = read_number(*max, "a number of seconds", k_reconnect_delay_range)) {
-                if (min_ok && *value < out.min_delay_seconds) {
-                    add(*max, "must not be below reconnect.min_delay_seconds");
-                } else {
-                    out.max_delay_seconds = *value;
-                }
-            }
-        } else if (min_ok && min != nullptr && out.min_delay_seconds > out.max_delay_seconds) {
-            add(*min, "must not be above reconnect.max_delay_seconds (" + format_number(out.max_delay_seconds) +
-                          " when not set), got " + format_number(out.min_delay_seconds));
-        }
-        if (const Entry* factor = find(*fields, "factor")) {
-            if (const auto value = read_number(*factor, "a number", k_reconnect_factor_range)) {
-                out.factor = *value;
-            }
-        }
-    }
-
-    void read_log(const Fields& root, Log& out) {
-        const Entry* entry = find(root, "log");
-        if (entry == nullptr) {
-            return;
-        }
-        const auto fields = section(*entry, k_log_keys);
-        if (!fields) {
-            return;
-        }
-        if (const Entry* level = find(*fields, "level")) {
-            read_enum(*level, k_log_levels, out.level);
-        }
-        if (const Entry* format = find(*fields, "format")) {
-            read_enum(*format, k_log_formats, out.format);
+        } else if (min.valid && reconnect.min_delay_seconds > reconnect.max_delay_seconds) {
+            add(min.at, "reconnect.min_delay_seconds",
+                "must not be above reconnect.max_delay_seconds (" + format_number(reconnect.max_delay_seconds) +
+                    " when not set), got " + format_number(reconnect.min_delay_seconds));
         }
     }
 
@@ -1300,6 +1461,18 @@ std::string read_token_file(const std::string& path) {
     }
     const auto last = token.find_last_not_of(" \t\r\n");
     return token.substr(first, last - first + 1);
+}
+
+std::span<const KeyInfo> keys() { return k_key_infos; }
+
+std::vector<ConfigChange> diff(const Config& before, const Config& after) {
+    std::vector<ConfigChange> changes;
+    for (const Key& key : k_keys) {
+        if (!same_value(key.rule, before, after)) {
+            changes.push_back({std::string(key.path), key.on_sighup == reload});
+        }
+    }
+    return changes;
 }
 
 } // namespace pgshift::config

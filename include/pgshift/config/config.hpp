@@ -9,6 +9,10 @@
 // - ${VAR} and ${VAR:-default} are expanded inside scalar values only, after parsing, so YAML
 //   syntax can never be injected through the environment. "$$" is a literal '$'.
 // - Secrets (conninfo passwords, the token) are never part of an error message.
+// - The keys are one table in config.cpp (type, limits, whether a SIGHUP may apply them);
+//   their defaults are the initialisers below and nowhere else. keys() shows the table; diff()
+//   compares two configurations key by key, for a reload that applies what it can and names
+//   the rest as needing a restart.
 #pragma once
 
 #include "pgshift/common/errors.hpp"
@@ -16,6 +20,8 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -95,12 +101,29 @@ struct Config {
     Reconnect reconnect;
     Log log;
 
-    /// Object names derived from `name`.
-    [[nodiscard]] std::string slot_name() const { return "pgshift_" + name; }
-    [[nodiscard]] std::string publication_name() const { return "pgshift_" + name; }
-    [[nodiscard]] std::string origin_name(int worker) const { return "pgshift_" + name + "_w" + std::to_string(worker); }
-    /// A regular expression matching every origin_name() of this migration, whatever the worker.
-    [[nodiscard]] std::string origin_pattern() const { return "^pgshift_" + name + "_w[0-9]+$"; }
+    /// Not read from YAML: "" for the forward direction, "_rev" for the configuration reversed()
+    /// returns. It tells the two directions' slots, publications and origins apart, so both can
+    /// exist at once, even when source and target are databases of one cluster.
+    std::string object_suffix;
+
+    /// Object names derived from `name` (and the direction).
+    [[nodiscard]] std::string slot_name() const { return "pgshift_" + name + object_suffix; }
+    [[nodiscard]] std::string publication_name() const { return "pgshift_" + name + object_suffix; }
+    [[nodiscard]] std::string origin_name(int worker) const
+    {
+        return "pgshift_" + name + object_suffix + "_w" + std::to_string(worker);
+    }
+    /// A regular expression matching every origin_name() of this direction, whatever the worker.
+    [[nodiscard]] std::string origin_pattern() const { return "^pgshift_" + name + object_suffix + "_w[0-9]+$"; }
+    /// Matches the origins of both directions of this migration: a transaction tagged with one
+    /// of them was written by pgshift and never goes back (ARCHITECTURE rule 12).
+    [[nodiscard]] std::string own_origins_pattern() const { return "^pgshift_" + name + "(_rev)?_w[0-9]+$"; }
+    /// Whether `origin` matches own_origins_pattern().
+    [[nodiscard]] bool is_own_origin(std::string_view origin) const;
+    [[nodiscard]] bool is_reverse() const { return !object_suffix.empty(); }
+    /// The configuration of the reverse direction (after a cutover): the target is the upstream,
+    /// the source receives; object names carry "_rev"; no initial copy (the data is there).
+    [[nodiscard]] Config reversed() const;
 };
 
 /// Thrown by the loaders; `problems` holds the messages in document order (at most 100,
@@ -135,5 +158,43 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 
 /// A conninfo with its password (and any other secret) replaced by "********": safe to log.
 [[nodiscard]] std::string redact_conninfo(const std::string& conninfo);
+
+/// How a key's value is written in the file (and read by the loader).
+enum class ValueType {
+    string,    ///< any scalar, some with a check of their own (name, control.listen, apply.spill_dir)
+    conninfo,  ///< a libpq key=value string or URI; secret
+    boolean,   ///< true or false
+    integer,   ///< a decimal integer within a range
+    byte_size, ///< a decimal number of bytes, with a minimum
+    number,    ///< a finite decimal number within a range
+    choice,    ///< one of KeyInfo::choices
+    glob_list, ///< a list of schema.table globs
+};
+
+/// One key of the configuration, as the loader's table describes it.
+struct KeyInfo {
+    std::string_view key; ///< dotted path, e.g. "cutover.max_lag_seconds"
+    ValueType type = ValueType::string;
+    bool required = false;                     ///< no default: the file must set it
+    bool reloadable = false;                   ///< a SIGHUP may apply a new value; else it needs a restart
+    std::span<const std::string_view> choices; ///< for ValueType::choice, the accepted values
+};
+
+/// Every key the loader accepts, in the table's order.
+[[nodiscard]] std::span<const KeyInfo> keys();
+
+/// A key whose value differs between two configurations.
+struct ConfigChange {
+    std::string key;
+    bool reloadable;
+
+    friend bool operator==(const ConfigChange&, const ConfigChange&) = default;
+};
+
+/// Every key of the table whose value differs from `before` to `after`, in table order; empty
+/// when they are the same. For a SIGHUP reload: the reloadable changes can be applied, the others
+/// need a restart. Values are not part of it (a conninfo may hold a password). Members of
+/// Config that are not keys of the file are not compared.
+[[nodiscard]] std::vector<ConfigChange> diff(const Config& before, const Config& after);
 
 } // namespace pgshift::config
