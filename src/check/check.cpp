@@ -81,9 +81,104 @@ std::string short_error(const std::exception& e)
     return out;
 }
 
+/// Who needs what a check looks for. `pgshift run` itself: a problem is an error. Cutover or
+/// rollback, later: a warning, because streaming works without it; its message starts with what
+/// will fail ("rollback will fail: ...") and its code with the phase ("rollback_wal_level").
+struct Need {
+    const char* phase; ///< in messages: "the role may lack a privilege <phase> needs too"
+    Severity severity;
+    const char* code_prefix;
+    const char* message_prefix;
+};
+constexpr Need k_run{"pgshift run", Severity::error, "", ""};
+constexpr Need k_cutover{"cutover", Severity::warning, "cutover_", "cutover will fail: "};
+constexpr Need k_reverse_setup{"cutover", Severity::warning, "cutover_",
+                               "cutover will fail (setting up the reverse stream, which rollback needs): "};
+constexpr Need k_rollback{"rollback", Severity::warning, "rollback_", "rollback will fail: "};
+
+/// One direction of streaming as the checks see it: its configuration (which server is the
+/// upstream, the slot, publication and origin names) and who needs what it needs. Setting it up
+/// (publication, slot, origins) and keeping it streaming (a WAL sender, a replication connection,
+/// apply's privileges) are both needed by `run` for the forward direction. The reverse one is set
+/// up by cutover before it switches (cutover stops and is undone when it cannot: switchover.cpp,
+/// prepare_new_direction), and streams afterwards; rollback waits for it to catch up.
+struct Direction {
+    const config::Config& cfg;
+    const Need& setup;
+    const Need& streaming;
+};
+
+/// Where cutover keeps its state (the table pgshift.switchover, on the target) and where the
+/// write fence (cutover.fence: read_only) creates its function: schema pgshift.
+constexpr const char* k_pgshift_schema = "pgshift";
+constexpr const char* k_record_table = "switchover";
+
+/// Relations by name, as two parallel arrays for unnest($1::text[], $2::text[]).
+struct Relations {
+    std::vector<std::string> schemas, names;
+};
+
+Relations relations_of(const std::vector<reader::SourceTable>& tables)
+{
+    Relations out;
+    for (const auto& t : tables) {
+        out.schemas.push_back(t.schema);
+        out.names.push_back(t.name);
+    }
+    return out;
+}
+
+/// What lacking_privileges() found.
+struct Lacking {
+    std::string user;
+    std::map<std::string, std::vector<std::string>> no_usage;   ///< schema -> relations in it
+    std::map<std::string, std::vector<std::string>> by_missing; ///< "INSERT, UPDATE" -> relations
+};
+
+/// The current role's missing `privileges` (has_table_privilege's names) on the relations of
+/// `rels` that exist with a relkind in `relkinds`, and the schemas among theirs it may not use.
+/// The one query behind every table and sequence privilege check, on either side.
+Lacking lacking_privileges(pg::Connection& c, const Relations& rels, std::initializer_list<const char*> privileges,
+                           const std::vector<std::string>& relkinds)
+{
+    std::string missing;
+    for (const char* p : privileges)
+        missing += std::string(", CASE WHEN NOT has_table_privilege(c.oid, '") + p + "') THEN '" + p + "' END";
+    auto r = c.exec_params("SELECT current_user, t.s, quote_ident(t.s) || '.' || quote_ident(t.r), "
+                           "       has_schema_privilege(n.oid, 'USAGE'), concat_ws(', '" + missing + ") "
+                           "FROM unnest($1::text[], $2::text[]) AS t(s, r) "
+                           "JOIN pg_namespace n ON n.nspname = t.s "
+                           "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
+                           "     AND c.relkind::text = ANY($3::text[]) "
+                           "ORDER BY 2, 3",
+                           {pg::text_array(rels.schemas), pg::text_array(rels.names), pg::text_array(relkinds)});
+    Lacking out;
+    for (int i = 0; i < r.rows(); ++i) {
+        out.user = r.str(i, 0);
+        if (r.get(i, 3) != "t")
+            out.no_usage[r.str(i, 1)].push_back(r.str(i, 2));
+        if (!r.get(i, 4).empty())
+            out.by_missing[r.str(i, 4)].push_back(r.str(i, 2));
+    }
+    return out;
+}
+
+/// `text` with every "on the target" made "on the <side>". XXX: apply::origin_shortfall words
+/// its problem for the target, where forward apply runs; after cutover apply runs on the source.
+std::string on_side(std::string text, Side side)
+{
+    const std::string from = "on the target", to = std::string("on the ") + name(side);
+    for (auto p = text.find(from); p != std::string::npos; p = text.find(from, p + to.size()))
+        text.replace(p, from.size(), to);
+    return text;
+}
+
 class Checker {
 public:
-    Checker(const config::Config& cfg, const config::EnvLookup& env) : cfg_(cfg), env_(env) {}
+    Checker(const config::Config& cfg, const config::EnvLookup& env)
+        : cfg_(cfg), env_(env), reversed_(cfg.reversed())
+    {
+    }
 
     Report run()
     {
@@ -100,26 +195,27 @@ public:
         if (source_) {
             report_.source_version = version_text(source_->server_version());
             on(Side::source, "for a pooler", &Checker::check_source_pooler);
-            on(Side::source, "wal_level", &Checker::check_wal_level);
+            check(forward_, Side::source, "wal_level", &Checker::check_wal_level);
             on(Side::source, "whether the source is a standby", &Checker::check_source_standby);
             on(Side::source, "max_slot_wal_keep_size", &Checker::check_wal_keep_size);
-            on(Side::source, "the role's privileges", &Checker::check_source_role);
+            check(forward_, Side::source, "the role's privileges", &Checker::check_publisher_role);
             on(Side::source, "the selected tables", &Checker::check_tables);
             if (tables_)
-                on(Side::source, "ownership of the selected tables", &Checker::check_table_owners);
+                check(forward_, Side::source, "ownership of the selected tables", &Checker::check_table_owners);
             on(Side::source, "the replication slot", &Checker::check_slot);
-            on(Side::source, "free replication slots and WAL senders", &Checker::check_source_capacity);
-            check_replication_connection();
+            check(forward_, Side::source, "free replication slots and WAL senders",
+                  &Checker::check_replication_capacity);
+            check_replication_connection(forward_, Side::source);
         }
         if (target_) {
             report_.target_version = version_text(target_->server_version());
             on(Side::target, "for a pooler", &Checker::check_target_pooler);
             on(Side::target, "whether the target is a standby", &Checker::check_target_standby);
-            on(Side::target, "the role's privileges", &Checker::check_target_role);
-            on(Side::target, "free replication origins", &Checker::check_origin_capacity);
+            check(forward_, Side::target, "the role's privileges", &Checker::check_apply_role);
+            check(forward_, Side::target, "free replication origins", &Checker::check_origin_capacity);
             on(Side::target, "the migration's replication origins", &Checker::read_origins);
             if (tables_)
-                on(Side::target, "privileges on the target tables", &Checker::check_table_privileges);
+                check(forward_, Side::target, "privileges on the target tables", &Checker::check_table_privileges);
         }
         if (source_ && target_) {
             check_versions();
@@ -127,6 +223,7 @@ public:
                 on(Side::target, "the target tables against the source", &Checker::check_schemas);
             check_leftovers();
         }
+        check_cutover_and_rollback();
         return std::move(report_);
     }
 
@@ -144,13 +241,34 @@ private:
         add(Severity::warning, side, std::move(code), std::move(message));
     }
 
+    /// A problem found for `need`: an error for `run`, a warning saying what will fail for cutover or rollback.
+    void report(const Need& need, Side side, const std::string& code, const std::string& message)
+    {
+        add(need.severity, side, need.code_prefix + code, need.message_prefix + message);
+    }
+
     pg::Connection* conn(Side side) { return side == Side::source ? source_.get() : target_.get(); }
+    static int index(Side side) { return static_cast<int>(side); }
+
+    /// A check of what one direction of streaming needs on `side` (its upstream or its target):
+    /// for `run` in the forward direction, for cutover and rollback in the reverse one.
+    using DirectionCheck = void (Checker::*)(const Direction&, Side, pg::Connection&);
+    void check(const Direction& d, Side side, const char* what, DirectionCheck f)
+    {
+        step(side, what, [&](pg::Connection& c) { (this->*f)(d, side, c); }, d.setup);
+    }
+    /// A check of what cutover or rollback needs besides the reverse stream.
+    using Check = void (Checker::*)(const Need&, Side, pg::Connection&);
+    void check(const Need& need, Side side, const char* what, Check f)
+    {
+        step(side, what, [&](pg::Connection& c) { (this->*f)(need, side, c); }, need);
+    }
 
     /// Runs one check on `side`'s connection. A failure (a query the role may not run, the
     /// connection lost) becomes this check's problem; the other checks still run. Skipped when
     /// the side could not be reached (already reported) or was lost (reported once).
     template <class F>
-    void step(Side side, const char* what, F&& f)
+    void step(Side side, const char* what, F&& f, const Need& need = k_run)
     {
         auto* c = conn(side);
         if (!c)
@@ -165,8 +283,11 @@ private:
         try {
             f(*c);
         } catch (const std::exception& e) {
-            error(side, "check_failed", std::string("could not check ") + what + ": " + short_error(e) +
-                                            " (the role may lack a privilege pgshift run needs too)");
+            // Not "will fail": nobody knows. A warning for cutover or rollback, as the problems
+            // this check looks for would be.
+            add(need.severity, side, need.code_prefix + std::string("check_failed"),
+                std::string("could not check ") + what + ": " + short_error(e) + " (the role may lack a privilege " +
+                    need.phase + " needs too)");
         }
     }
 
@@ -243,16 +364,26 @@ private:
 
     // --- Source ----------------------------------------------------------------------------
 
-    void check_wal_level(pg::Connection& c)
+    /// Logical decoding on the server changes are streamed from: the source for `run`, the
+    /// target for the reverse stream (without it nothing the application writes there can go back).
+    void check_wal_level(const Direction& d, Side side, pg::Connection& c)
     {
+        static const char* const k_managed = "on RDS/Aurora set rds.logical_replication = 1 in the parameter group; "
+                                             "on Cloud SQL the flag cloudsql.logical_decoding = on";
         try {
             reader::require_logical_wal(c);
         } catch (const SourceError& e) {
-            replication_possible_ = false;
-            error(Side::source, "wal_level",
-                  std::string(e.what()) + ": ALTER SYSTEM SET wal_level = logical, then restart the source (on "
-                                          "RDS/Aurora set rds.logical_replication = 1 in the parameter group; on "
-                                          "Cloud SQL the flag cloudsql.logical_decoding = on)");
+            replication_possible_[index(side)] = false;
+            if (!d.cfg.is_reverse())
+                report(d.setup, side, "wal_level",
+                       std::string(e.what()) + ": ALTER SYSTEM SET wal_level = logical, then restart the source (" +
+                           k_managed + ")");
+            else // require_logical_wal's message says "source": worded here for the target.
+                report(d.setup, side, "wal_level",
+                       "the target's wal_level is not 'logical', so pgshift cannot stream the target's changes "
+                       "back to the source after cutover and rollback is impossible: set wal_level = logical on the "
+                       "target and restart it (ALTER SYSTEM SET wal_level = logical; " + std::string(k_managed) +
+                           ")");
         }
     }
 
@@ -286,41 +417,100 @@ private:
                     "start over; raise it (ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf())");
     }
 
-    void check_source_role(pg::Connection& c)
+    /// The current role's attributes and database-level privileges: one query for every check
+    /// that needs them, on either side.
+    struct Role {
+        std::string user, user_sql, database;
+        bool superuser = false;
+        bool replication = false; ///< REPLICATION, or membership in RDS's rds_replication
+        bool create_on_database = false;
+        bool signal_backend = false; ///< may end other roles' sessions (pg_signal_backend; superuser)
+        bool publication_exists = false, owns_publication = false; ///< of the publication asked about
+        std::string publication_owner;
+        bool schema_exists = false, create_on_schema = false; ///< schema pgshift (k_pgshift_schema)
+        bool record_exists = false;                           ///< cutover's table pgshift.switchover
+    };
+
+    /// `publication`: the one to report on (that of the direction streaming from this server), or
+    /// "" when the caller does not look at publications.
+    Role read_role(pg::Connection& c, const std::string& publication)
     {
         auto r = c.exec_params(
             "SELECT current_user, r.rolsuper, r.rolreplication, "
             "       EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication' "
             "               AND pg_has_role(current_user, g.oid, 'MEMBER')), "
             "       has_database_privilege(current_database(), 'CREATE'), current_database(), "
-            "       p.pubname IS NOT NULL, pg_has_role(p.pubowner, 'USAGE'), pg_get_userbyid(p.pubowner) "
+            "       p.pubname IS NOT NULL, pg_has_role(p.pubowner, 'USAGE'), pg_get_userbyid(p.pubowner), "
+            "       pg_has_role(current_user, 'pg_signal_backend', 'MEMBER'), "
+            "       s.oid IS NOT NULL, has_schema_privilege(s.oid, 'CREATE'), "
+            "       EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = s.oid AND relname = $3) "
             "FROM pg_roles r LEFT JOIN pg_publication p ON p.pubname = $1 "
+            "LEFT JOIN pg_namespace s ON s.nspname = $2 "
             "WHERE r.rolname = current_user",
-            {cfg_.publication_name()});
+            {publication, std::string(k_pgshift_schema), std::string(k_record_table)});
         if (r.rows() != 1)
             throw InternalError("the current role is not in pg_roles");
-        auto user = r.str(0, 0);
-        auto user_sql = pg::readable_ident(user);
-        auto publication = cfg_.publication_name();
-        bool superuser = r.get(0, 1) == "t";
-        if (!superuser && r.get(0, 2) != "t" && r.get(0, 3) != "t") {
-            replication_possible_ = false;
-            error(Side::source, "replication_privilege",
-                  "role " + user + " has neither the REPLICATION attribute nor superuser, so it cannot open the "
-                  "replication connection that streams changes: ALTER ROLE " + user_sql + " REPLICATION (as a "
-                  "superuser; on RDS/Aurora GRANT rds_replication TO " + user_sql + ")");
+        Role role;
+        role.user = r.str(0, 0);
+        role.user_sql = pg::readable_ident(role.user);
+        role.superuser = r.get(0, 1) == "t";
+        role.replication = r.get(0, 2) == "t" || r.get(0, 3) == "t";
+        role.create_on_database = r.get(0, 4) == "t";
+        role.database = r.str(0, 5);
+        role.publication_exists = r.get(0, 6) == "t";
+        role.owns_publication = r.get(0, 7) == "t";
+        role.publication_owner = r.str(0, 8);
+        role.signal_backend = r.get(0, 9) == "t";
+        role.schema_exists = r.get(0, 10) == "t";
+        role.create_on_schema = r.get(0, 11) == "t";
+        role.record_exists = r.get(0, 12) == "t";
+        return role;
+    }
+
+    /// What creating an object in schema pgshift needs of `role` (CREATE on the database while the
+    /// schema does not exist, then CREATE on it), as "lacks ..., needed to create <object>: fix";
+    /// empty when nothing is missing.
+    static std::string pgshift_schema_problem(const Role& role, const std::string& object)
+    {
+        const std::string schema = k_pgshift_schema;
+        if (!role.schema_exists && !role.create_on_database)
+            return "lacks CREATE on database " + role.database + ", needed to create schema " + schema + " for " +
+                   object + ": GRANT CREATE ON DATABASE " + pg::readable_ident(role.database) + " TO " +
+                   role.user_sql + ", or as a superuser CREATE SCHEMA " + schema + " AUTHORIZATION " + role.user_sql;
+        if (role.schema_exists && !role.create_on_schema)
+            return "lacks CREATE on schema " + schema + ", needed to create " + object + " there: GRANT CREATE ON "
+                   "SCHEMA " + schema + " TO " + role.user_sql;
+        return {};
+    }
+
+    /// What streaming changes out needs of the role: REPLICATION (for the slot and the replication
+    /// connection), and CREATE on the database for the publication, or owning it when it exists.
+    /// On the source for `run`, on the target for the reverse stream.
+    void check_publisher_role(const Direction& d, Side side, pg::Connection& c)
+    {
+        auto publication = d.cfg.publication_name();
+        auto role = read_role(c, publication);
+        if (!role.superuser && !role.replication) {
+            replication_possible_[index(side)] = false;
+            report(d.setup, side, "replication_privilege",
+                   "role " + role.user + " has neither the REPLICATION attribute nor superuser, so it cannot " +
+                       (d.cfg.is_reverse() ? "create the slot " + d.cfg.slot_name() + " nor open the replication "
+                                             "connection that streams changes back to the source"
+                                           : std::string("open the replication connection that streams changes")) +
+                       ": ALTER ROLE " + role.user_sql + " REPLICATION (as a superuser; on RDS/Aurora GRANT "
+                       "rds_replication TO " + role.user_sql + ")");
         }
-        bool publication_exists = r.get(0, 6) == "t";
-        if (!publication_exists && r.get(0, 4) != "t")
-            error(Side::source, "create_privilege",
-                  "role " + user + " lacks CREATE on database " + r.str(0, 5) + ", needed to create the "
-                  "publication " + publication + ": GRANT CREATE ON DATABASE " + pg::readable_ident(r.str(0, 5)) +
-                  " TO " + user_sql);
-        if (publication_exists && r.get(0, 7) != "t")
-            error(Side::source, "publication_owner",
-                  "publication " + publication + " belongs to role " + r.str(0, 8) + ", not " + user +
-                  ", and pgshift sets its table list at every start: ALTER PUBLICATION " +
-                  pg::readable_ident(publication) + " OWNER TO " + user_sql + " (or drop it, so pgshift creates it)");
+        if (!role.publication_exists && !role.create_on_database)
+            report(d.setup, side, "create_privilege",
+                   "role " + role.user + " lacks CREATE on database " + role.database + ", needed to create the "
+                   "publication " + publication + ": GRANT CREATE ON DATABASE " + pg::readable_ident(role.database) +
+                       " TO " + role.user_sql);
+        if (role.publication_exists && !role.owns_publication)
+            report(d.setup, side, "publication_owner",
+                   "publication " + publication + " belongs to role " + role.publication_owner + ", not " +
+                       role.user + ", and pgshift sets its table list at every start: ALTER PUBLICATION " +
+                       pg::readable_ident(publication) + " OWNER TO " + role.user_sql +
+                       " (or drop it, so pgshift creates it)");
     }
 
     /// Replica identities (reader::select_tables, as `run` checks them) and the empty selection.
@@ -337,14 +527,11 @@ private:
                 error(Side::source, "replica_identity", t.identity_problem);
     }
 
-    /// CREATE/ALTER PUBLICATION ... FOR TABLE needs the owner of every table (or a member of its role).
-    void check_table_owners(pg::Connection& c)
+    /// CREATE/ALTER PUBLICATION ... FOR TABLE needs the owner of every table (or a member of its
+    /// role): on the source for `run`, on the target for the reverse stream's publication.
+    void check_table_owners(const Direction& d, Side side, pg::Connection& c)
     {
-        std::vector<std::string> schemas, names;
-        for (const auto& t : *tables_) {
-            schemas.push_back(t.schema);
-            names.push_back(t.name);
-        }
+        auto rels = relations_of(*tables_);
         auto r = c.exec_params(
             "SELECT current_user, pg_get_userbyid(c.relowner), t.s || '.' || t.r, "
             "       (SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), "
@@ -352,7 +539,7 @@ private:
             "FROM unnest($1::text[], $2::text[]) AS t(s, r) "
             "JOIN pg_namespace n ON n.nspname = t.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
             "WHERE NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 2, 3",
-            {pg::text_array(schemas), pg::text_array(names)});
+            {pg::text_array(rels.schemas), pg::text_array(rels.names)});
         struct Owned {
             bool superuser = false;
             std::vector<std::string> tables, sql;
@@ -372,10 +559,10 @@ private:
                               "ALTER TABLE " + (o.sql.size() == 1 ? o.sql[0] : "...") + " OWNER TO " + user +
                               (o.sql.size() == 1 ? "" : " for each") + ", or add " +
                               (o.sql.size() == 1 ? "it" : "them") + " to tables.exclude";
-            error(Side::source, "table_owner",
-                  "role " + r.str(0, 0) + " does not own " + std::to_string(o.tables.size()) +
-                      " selected table(s) of role " + owner + " (" + join_some(o.tables) + "), and adding a table "
-                      "to the publication needs its owner: " + fix);
+            report(d.setup, side, "table_owner",
+                   "role " + r.str(0, 0) + " does not own " + std::to_string(o.tables.size()) +
+                       " selected table(s) of role " + owner + " (" + join_some(o.tables) + "), and adding a table "
+                       "to the publication needs its owner: " + fix);
         }
     }
 
@@ -401,55 +588,65 @@ private:
                     "run already running for migration " + cfg_.name + "? A second one would wait until it ends");
     }
 
-    /// One slot and one WAL sender for `run`'s replication connection, unless they exist already.
-    void check_source_capacity(pg::Connection& c)
+    /// One slot and one WAL sender for the direction's replication connection, unless its slot
+    /// exists already (and, when active, has its WAL sender already): on the source for `run`, on
+    /// the target for the reverse stream (cutover drops a leftover slot of it and creates it again).
+    void check_replication_capacity(const Direction& d, Side side, pg::Connection& c)
     {
-        auto r = c.exec(
+        auto slot = d.cfg.slot_name();
+        auto r = c.exec_params(
             "SELECT current_setting('max_replication_slots')::int, "
             "       (SELECT count(*) FROM pg_replication_slots), "
             "       (SELECT string_agg(slot_name, ', ' ORDER BY slot_name) FROM pg_replication_slots), "
-            "       current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)");
+            "       current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication), "
+            "       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), "
+            "       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)",
+            {slot});
         long max_slots = std::stol(r.str(0, 0)), slots = std::stol(r.str(0, 1));
         long max_senders = std::stol(r.str(0, 3)), senders = std::stol(r.str(0, 4));
-        bool slot_exists = slot_ && slot_->exists;
+        bool slot_exists = r.get(0, 5) == "t", slot_active = r.get(0, 6) == "t";
         if (!slot_exists && slots >= max_slots)
-            error(Side::source, "replication_slots",
-                  "max_replication_slots is " + std::to_string(max_slots) + " and " + std::to_string(slots) +
-                      " slot(s) exist (" + r.str(0, 2) + "), so the slot " + cfg_.slot_name() +
-                      " cannot be created: drop an unused slot (SELECT pg_drop_replication_slot('name')) or raise "
-                      "max_replication_slots (ALTER SYSTEM, then restart the source)");
+            report(d.setup, side, "replication_slots",
+                   "max_replication_slots is " + std::to_string(max_slots) + " and " + std::to_string(slots) +
+                       " slot(s) exist (" + r.str(0, 2) + "), so the slot " + slot +
+                       " cannot be created: drop an unused slot (SELECT pg_drop_replication_slot('name')) or raise "
+                       "max_replication_slots (ALTER SYSTEM, then restart the " + name(side) + ")");
         // An active slot's WAL sender is already counted: a running pgshift's own.
-        bool sender_needed = !(slot_ && slot_->active);
-        if (sender_needed && senders >= max_senders) {
-            replication_possible_ = false;
-            error(Side::source, "wal_senders",
-                  "max_wal_senders is " + std::to_string(max_senders) + " and all are in use, so pgshift's "
-                  "replication connection would be refused: end an unused replication connection "
-                  "(pg_stat_replication) or raise max_wal_senders (ALTER SYSTEM, then restart the source)");
+        if (!slot_active && senders >= max_senders) {
+            replication_possible_[index(side)] = false;
+            report(d.streaming, side, "wal_senders",
+                   "max_wal_senders is " + std::to_string(max_senders) + " and all are in use, so pgshift's "
+                   "replication connection would be refused: end an unused replication connection "
+                   "(pg_stat_replication) or raise max_wal_senders (ALTER SYSTEM, then restart the " + name(side) + ")");
         }
     }
 
-    /// The connection `run` streams through, opened for real: proves that pg_hba.conf (and any
-    /// pooler) lets a replication connection through. Skipped when a known reason already says it
-    /// would fail.
-    void check_replication_connection()
+    /// The connection changes are streamed through, opened for real: proves that pg_hba.conf (and
+    /// any pooler) lets a replication connection through; to the source for `run`, to the target
+    /// for the reverse stream after cutover. Skipped when a known reason already says it would fail.
+    void check_replication_connection(const Direction& d, Side side)
     {
-        if (!replication_possible_ || !source_ || !source_->is_ok())
+        auto* c = conn(side);
+        if (!replication_possible_[index(side)] || !c || !c->is_ok())
             return;
         try {
-            pg::ReplicationConnection rc(cfg_.source.conninfo, "pgshift_" + cfg_.name + "_check");
+            pg::ReplicationConnection rc(d.cfg.source.conninfo, "pgshift_" + cfg_.name + "_check");
             (void)rc.identify_system();
         } catch (const std::exception& e) {
-            error(Side::source, "replication_connection",
-                  "cannot open a replication connection (replication=database) as pgshift run does: " +
-                      short_error(e) + ": allow it in pg_hba.conf (a line for this database and user suffices for "
-                      "logical replication) and connect directly, not through a pooler");
+            report(d.streaming, side, "replication_connection",
+                   std::string("cannot open a replication connection (replication=database) as pgshift ") +
+                       (d.cfg.is_reverse() ? "does after cutover, to stream changes back" : "run does") + ": " +
+                       short_error(e) + ": allow it in pg_hba.conf (a line for this database and user suffices for "
+                       "logical replication) and connect directly, not through a pooler");
         }
     }
 
-    // --- Target ----------------------------------------------------------------------------
+    // --- Target (and the source as the apply target after cutover) -------------------------
 
-    void check_target_role(pg::Connection& c)
+    /// What apply needs of the role besides table privileges: the replication origin functions
+    /// (which setting up the direction calls first) and session_replication_role (streaming). On
+    /// the target for `run`; on the source for the reverse stream.
+    void check_apply_role(const Direction& d, Side side, pg::Connection& c)
     {
         // The origin functions apply calls; PostgreSQL grants them to superusers only unless a
         // superuser grants EXECUTE.
@@ -480,28 +677,29 @@ private:
             if (r.get(0, static_cast<int>(4 + i)) != "t")
                 missing.push_back(std::string("pg_catalog.") + k_origin_functions[i]);
         if (!missing.empty())
-            error(Side::target, "origin_privilege",
-                  "role " + user + " may not manage replication origins (apply records its progress in one per "
-                  "worker): as a superuser, GRANT EXECUTE ON FUNCTION " + join_all(missing) + " TO " + user_sql);
+            report(d.setup, side, "origin_privilege",
+                   "role " + user + " may not manage replication origins (apply records its progress in one per "
+                   "worker): as a superuser, GRANT EXECUTE ON FUNCTION " + join_all(missing) + " TO " + user_sql);
         if (r.get(0, 2) != "t")
-            error(Side::target, "origin_privilege",
-                  "role " + user + " may not read pg_replication_origin (apply looks up its origins there): "
-                  "GRANT SELECT ON pg_catalog.pg_replication_origin TO " + user_sql + " (as a superuser)");
+            report(d.setup, side, "origin_privilege",
+                   "role " + user + " may not read pg_replication_origin (apply looks up its origins there): "
+                   "GRANT SELECT ON pg_catalog.pg_replication_origin TO " + user_sql + " (as a superuser)");
         if (r.get(0, 3) != "t")
-            error(Side::target, "session_replication_role",
-                  "role " + user + " may not set session_replication_role, which apply sessions set to replica "
-                  "(no user triggers or foreign-key re-checks on replayed rows): " +
-                      (v15 ? "GRANT SET ON PARAMETER session_replication_role TO " + user_sql + " (as a superuser)"
-                           : std::string("before PostgreSQL 15 only a superuser may: run pgshift as a superuser "
-                                         "on the target")));
+            report(d.streaming, side, "session_replication_role",
+                   "role " + user + " may not set session_replication_role, which apply sessions set to replica "
+                   "(no user triggers or foreign-key re-checks on replayed rows): " +
+                       (v15 ? "GRANT SET ON PARAMETER session_replication_role TO " + user_sql + " (as a superuser)"
+                            : "before PostgreSQL 15 only a superuser may: run pgshift as a superuser on the " +
+                                  std::string(name(side))));
     }
 
-    /// The capacity rule apply::Engine::connect enforces (apply/origins.hpp).
-    void check_origin_capacity(pg::Connection& c)
+    /// The capacity rule apply::Engine::connect enforces (apply/origins.hpp), on the target for
+    /// `run`; on the source for the reverse stream, as cutover checks it before creating its origins.
+    void check_origin_capacity(const Direction& d, Side side, pg::Connection& c)
     {
         int workers = std::clamp(cfg_.apply.workers, 1, static_cast<int>(queue::Stats::k_max_workers));
-        if (auto problem = apply::origin_shortfall(c, cfg_, workers))
-            error(Side::target, "origin_slots", *problem);
+        if (auto problem = apply::origin_shortfall(c, d.cfg, workers))
+            report(d.setup, side, "origin_slots", on_side(*problem, side));
     }
 
     void read_origins(pg::Connection& c)
@@ -518,45 +716,31 @@ private:
         }
     }
 
-    /// Apply runs INSERT, UPDATE and DELETE (whose WHERE reads the key: SELECT) and TRUNCATE.
-    void check_table_privileges(pg::Connection& c)
+    /// Apply runs INSERT, UPDATE and DELETE (whose WHERE reads the key: SELECT) and TRUNCATE: on
+    /// the target for `run`, on the source for the reverse stream.
+    void check_table_privileges(const Direction& d, Side side, pg::Connection& c)
     {
-        std::vector<std::string> schemas, names;
-        for (const auto& t : *tables_) {
-            schemas.push_back(t.schema);
-            names.push_back(t.name);
-        }
-        auto r = c.exec_params(
-            "SELECT current_user, t.s, quote_ident(t.s) || '.' || quote_ident(t.r), "
-            "       has_schema_privilege(n.oid, 'USAGE'), "
-            "       concat_ws(', ', CASE WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'SELECT' END, "
-            "                       CASE WHEN NOT has_table_privilege(c.oid, 'INSERT') THEN 'INSERT' END, "
-            "                       CASE WHEN NOT has_table_privilege(c.oid, 'UPDATE') THEN 'UPDATE' END, "
-            "                       CASE WHEN NOT has_table_privilege(c.oid, 'DELETE') THEN 'DELETE' END, "
-            "                       CASE WHEN NOT has_table_privilege(c.oid, 'TRUNCATE') THEN 'TRUNCATE' END) "
-            "FROM unnest($1::text[], $2::text[]) AS t(s, r) "
-            "JOIN pg_namespace n ON n.nspname = t.s "
-            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r AND c.relkind IN ('r', 'p') "
-            "ORDER BY 2, 3",
-            {pg::text_array(schemas), pg::text_array(names)});
-        std::map<std::string, std::vector<std::string>> no_usage;   // schema -> tables
-        std::map<std::string, std::vector<std::string>> by_missing; // "INSERT, UPDATE" -> tables
-        std::string user;
-        for (int i = 0; i < r.rows(); ++i) {
-            user = r.str(i, 0);
-            if (r.get(i, 3) != "t")
-                no_usage[r.str(i, 1)].push_back(r.str(i, 2));
-            if (!r.get(i, 4).empty())
-                by_missing[r.str(i, 4)].push_back(r.str(i, 2));
-        }
-        for (const auto& [schema, tables] : no_usage)
-            error(Side::target, "schema_privilege",
-                  "role " + user + " lacks USAGE on schema " + schema + " (tables " + join_some(tables) +
-                      "): GRANT USAGE ON SCHEMA " + pg::readable_ident(schema) + " TO " + pg::readable_ident(user));
-        for (const auto& [privileges, tables] : by_missing)
-            error(Side::target, "table_privilege",
-                  "role " + user + " lacks " + privileges + " on " + join_some(tables) + ", which apply needs: GRANT " +
-                      privileges + " ON " + join_all(tables) + " TO " + pg::readable_ident(user));
+        report_lacking(d.streaming, side,
+                       lacking_privileges(c, relations_of(*tables_),
+                                          {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"}, {"r", "p"}),
+                       "table", "apply needs");
+    }
+
+    /// One line per schema the role may not use, one per set of missing privileges, each with its
+    /// GRANT. `kind` is "table" or "sequence"; `needed_by` ends "..., which <needed_by>: GRANT".
+    void report_lacking(const Need& need, Side side, const Lacking& l, const std::string& kind,
+                        const std::string& needed_by)
+    {
+        auto user_sql = pg::readable_ident(l.user);
+        for (const auto& [schema, rels] : l.no_usage)
+            report(need, side, "schema_privilege",
+                   "role " + l.user + " lacks USAGE on schema " + schema + " (" + kind + "s " + join_some(rels) +
+                       "): GRANT USAGE ON SCHEMA " + pg::readable_ident(schema) + " TO " + user_sql);
+        for (const auto& [privileges, rels] : l.by_missing)
+            report(need, side, kind + "_privilege",
+                   "role " + l.user + " lacks " + privileges + " on " + join_some(rels) + ", which " + needed_by +
+                       ": GRANT " + privileges + " ON " + (kind == "sequence" ? "SEQUENCE " : "") + join_all(rels) +
+                       " TO " + user_sql);
     }
 
     // --- Both sides ------------------------------------------------------------------------
@@ -617,6 +801,142 @@ private:
         }
     }
 
+    // --- Cutover and rollback ------------------------------------------------------------------
+    //
+    // Cutover fences writes on the source, copies sequence values to the target, and sets up the
+    // reverse stream before it switches: the target becomes the upstream (publication, slot) and
+    // the source the apply target (origins); cutover records its progress in pgshift.switchover on
+    // the target. After it the reverse stream runs (a WAL sender on the target, apply on the
+    // source); rollback fences the target, waits for that stream and copies sequences back.
+    // Streaming works without any of this, so every problem is a warning saying what will fail.
+    // The reverse stream's needs are checked by the forward checks, run for reverse_.
+
+    void check_cutover_and_rollback()
+    {
+        const bool fence = cfg_.cutover.fence == config::FenceMode::read_only;
+        const bool sequences = cfg_.cutover.sync_sequences && tables_;
+        check(k_cutover, Side::target, "what cutover's record needs", &Checker::check_switchover_record);
+        if (fence)
+            check(k_cutover, Side::source, "what cutover's write fence needs", &Checker::check_fence);
+        if (sequences) {
+            step(Side::source, "the sequences of the selected tables' schemas", [this](pg::Connection& c) {
+                read_sequences(c);
+            }, k_cutover);
+            check_sequence_sync(k_cutover, Side::source, Side::target);
+        }
+
+        // The reverse stream: from the target...
+        check(reverse_, Side::target, "wal_level for the reverse stream", &Checker::check_wal_level);
+        check(reverse_, Side::target, "the role's privileges for the reverse stream", &Checker::check_publisher_role);
+        if (tables_) {
+            check(reverse_, Side::target, "ownership of the target tables", &Checker::check_table_owners);
+            check(reverse_, Side::target, "the target tables' replica identities",
+                  &Checker::check_replica_identities);
+        }
+        check(reverse_, Side::target, "free replication slots and WAL senders for the reverse stream",
+              &Checker::check_replication_capacity);
+        check_replication_connection(reverse_, Side::target);
+        // ... to the source.
+        check(reverse_, Side::source, "the role's privileges for the reverse stream", &Checker::check_apply_role);
+        check(reverse_, Side::source, "free replication origins for the reverse stream",
+              &Checker::check_origin_capacity);
+        if (tables_)
+            check(reverse_, Side::source, "privileges on the source tables for the reverse stream",
+                  &Checker::check_table_privileges);
+
+        if (fence)
+            check(k_rollback, Side::target, "what rollback's write fence needs", &Checker::check_fence);
+        if (sequences)
+            check_sequence_sync(k_rollback, Side::target, Side::source);
+    }
+
+    /// Cutover and rollback record their progress in pgshift.switchover on the (configured)
+    /// target, creating the schema and the table when missing (cutover/switch_state.cpp).
+    void check_switchover_record(const Need& need, Side side, pg::Connection& c)
+    {
+        auto role = read_role(c, "");
+        auto table = std::string(k_pgshift_schema) + "." + k_record_table;
+        if (!role.record_exists) {
+            if (auto problem = pgshift_schema_problem(role, "the table " + table + ", where cutover records its "
+                                                            "progress");
+                !problem.empty())
+                report(need, side, "record_schema", "role " + role.user + " " + problem);
+            return;
+        }
+        report_lacking(need, side,
+                       lacking_privileges(c, {{k_pgshift_schema}, {k_record_table}}, {"SELECT", "INSERT", "UPDATE"},
+                                          {"r"}),
+                       "table", "cutover needs to record its progress");
+    }
+
+    /// cutover.fence: read_only on the server being fenced (the source at cutover, the target at
+    /// rollback): pgshift creates schema pgshift if missing, the function pgshift.fence_<name>()
+    /// and a statement-level trigger on every selected table, and ends the sessions of other roles
+    /// that hold locks on those tables so that it can lock them (cutover/fence.cpp).
+    void check_fence(const Need& need, Side side, pg::Connection& c)
+    {
+        auto role = read_role(c, "");
+        auto function = std::string(k_pgshift_schema) + ".fence_" + cfg_.name + "()";
+        if (auto problem = pgshift_schema_problem(role, "the write fence's function " + function +
+                                                            " (cutover.fence: read_only)");
+            !problem.empty())
+            report(need, side, "fence_schema",
+                   "role " + role.user + " " + problem + ", or set cutover.fence to command or none");
+        if (!role.signal_backend)
+            report(need, side, "fence_signal_backend",
+                   "role " + role.user + " is neither superuser nor a member of pg_signal_backend, so the write "
+                   "fence cannot end other roles' sessions holding locks on the selected tables and waits for them "
+                   "to end (at most cutover.timeout_seconds): GRANT pg_signal_backend TO " + role.user_sql +
+                       " (as a superuser)");
+        if (tables_)
+            report_lacking(need, side, lacking_privileges(c, relations_of(*tables_), {"TRIGGER"}, {"r", "p"}),
+                           "table", "the write fence's trigger needs (cutover.fence: read_only)");
+    }
+
+    /// Publishing a table whose UPDATEs and DELETEs the server cannot identify makes them fail
+    /// there; cutover checks the new primary's tables (reader::select_tables) and stops.
+    void check_replica_identities(const Direction& d, Side side, pg::Connection& c)
+    {
+        for (const auto& t : reader::select_tables(c, d.cfg.tables))
+            if (!t.identity_problem.empty())
+                report(d.setup, side, "replica_identity", t.identity_problem);
+    }
+
+    /// cutover.sync_sequences: every sequence in the schemas of the selected tables (on the source).
+    void read_sequences(pg::Connection& c)
+    {
+        std::vector<std::string> schemas;
+        for (const auto& t : *tables_)
+            if (std::find(schemas.begin(), schemas.end(), t.schema) == schemas.end())
+                schemas.push_back(t.schema);
+        auto r = c.exec_params("SELECT n.nspname, c.relname FROM pg_class c "
+                               "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE c.relkind = 'S' AND n.nspname = ANY($1::text[]) ORDER BY 1, 2",
+                               {pg::text_array(schemas)});
+        sequences_.emplace();
+        for (int i = 0; i < r.rows(); ++i) {
+            sequences_->schemas.push_back(r.str(i, 0));
+            sequences_->names.push_back(r.str(i, 1));
+        }
+    }
+
+    /// The sequence sync reads every sequence on `from` (SELECT) and sets it on `to` (setval:
+    /// UPDATE); cutover/sequences.cpp. A sequence missing on `to` is skipped there, so here too.
+    void check_sequence_sync(const Need& need, Side from, Side to)
+    {
+        if (!sequences_ || sequences_->names.empty())
+            return;
+        auto why = [&](const char* does) {
+            return std::string("the sequence sync of ") + need.phase + " needs to " + does +
+                   " their values (cutover.sync_sequences)";
+        };
+        step(from, "privileges on the sequences", [&](pg::Connection& c) {
+            report_lacking(need, from, lacking_privileges(c, *sequences_, {"SELECT"}, {"S"}), "sequence", why("read"));
+        }, need);
+        step(to, "privileges on the sequences", [&](pg::Connection& c) {
+            report_lacking(need, to, lacking_privileges(c, *sequences_, {"UPDATE"}, {"S"}), "sequence", why("set"));
+        }, need);
+    }
 
     struct Origins {
         std::vector<std::string> names;
@@ -628,8 +948,13 @@ private:
     Report report_;
     std::unique_ptr<pg::Connection> source_, target_;
     bool lost_[3] = {false, false, false};
-    bool replication_possible_ = true; ///< no known reason the replication connection must fail
+    /// Per side: no known reason a replication connection to it must fail.
+    bool replication_possible_[3] = {true, true, true};
     std::optional<std::vector<reader::SourceTable>> tables_;
+    std::optional<Relations> sequences_; ///< read only for cutover.sync_sequences
+    const config::Config reversed_;   ///< the reverse direction's configuration (_rev object names)
+    const Direction forward_{cfg_, k_run, k_run};
+    const Direction reverse_{reversed_, k_reverse_setup, k_rollback};
     std::optional<reader::SlotInfo> slot_;
     std::optional<Origins> origins_;
 };

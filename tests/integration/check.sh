@@ -8,7 +8,12 @@
 # 6543 (a pooler, even with nothing listening), a target table missing or missing a column or
 # with a column of another type, leftovers of an earlier run. Several problems come out of one
 # run; --json is one JSON document; an invalid config file exits 78. With pgbouncer installed, a
-# PgBouncer in front of the source is noticed too.
+# PgBouncer in front of the source is noticed too. What cutover and rollback will need comes out as
+# warnings that keep the exit code: none for superusers with wal_level logical on both sides;
+# wal_level=replica on the target; a target role without REPLICATION, CREATE or the tables'
+# ownership (the reverse stream); a source role without origin privileges, pg_signal_backend or
+# TRIGGER on a table (the fence); sequences without SELECT or UPDATE; fence: none and
+# sync_sequences: false skip theirs.
 # Usage: check.sh PGSHIFT_BINARY (CHECK_SHOW=1 prints the output of every check run)
 set -euo pipefail
 command -v python3 >/dev/null || { echo "python3 not installed: skipped"; exit 77; }
@@ -47,6 +52,15 @@ check_expect() {
 }
 # has LINE_PREFIX TEXT WHY: some output line starts with LINE_PREFIX and contains TEXT.
 has() { grep -F -- "$1" "$work/pgshift.log" | grep -q -F -- "$2" || fail "$3"; }
+# lacks LINE_PREFIX TEXT WHY: no output line starts with LINE_PREFIX and contains TEXT.
+lacks() { ! grep -F -- "$1" "$work/pgshift.log" | grep -q -F -- "$2" || fail "$3"; }
+# no_later_failures WHY: no line says that cutover or rollback will fail.
+no_later_failures() {
+  ! grep -q -e "cutover will fail" -e "rollback will fail" "$work/pgshift.log" ||
+    fail "$1: $(grep -m1 -e "cutover will fail" -e "rollback will fail" "$work/pgshift.log")"
+}
+# What the reverse stream needs fails the cutover: it sets the stream up before it switches.
+rev="cutover will fail (setting up the reverse stream, which rollback needs): "
 no_errors() { ! grep -q "^error:" "$work/pgshift.log" || fail "$1: unexpected error line"; }
 errors() { grep -c "^error:" "$work/pgshift.log" || true; }
 
@@ -56,10 +70,12 @@ check_expect 0
 no_errors "good setup"
 grep -q "^check passed: pgshift run can start (source PostgreSQL 15" "$work/pgshift.log" || fail "no summary line"
 has "warning: source: " "max_slot_wal_keep_size is -1 (unlimited)" "unlimited max_slot_wal_keep_size not reported"
+no_later_failures "good setup: superusers, wal_level logical on both sides"
 check_expect 0 --json
-python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"] is True and d["errors"] == 0, d' \
-  < "$work/pgshift.log" || fail "--json of a good setup is not one JSON document with ok true"
-echo "ok: a good setup passes (exit 0, no error line, a warning for unlimited WAL retention); --json parses"
+python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"] is True and d["errors"] == 0, d
+assert not [p for p in d["problems"] if p["code"].startswith(("cutover_", "rollback_"))], d' \
+  < "$work/pgshift.log" || fail "--json of a good setup is not one JSON document with ok true and nothing for cutover"
+echo "ok: a good setup passes (exit 0, no error line, a warning for unlimited WAL retention, nothing cutover or rollback lack); --json parses"
 
 psql_src "ALTER SYSTEM SET max_slot_wal_keep_size = '100MB'"
 psql_src "SELECT pg_reload_conf()" >/dev/null
@@ -83,6 +99,20 @@ psql_src "ALTER SYSTEM RESET wal_level"
 "$root/scripts/pgcluster.sh" restart "$work/source"
 check_expect 0
 echo "ok: wal_level=replica on the source is an error with the fix"
+
+# Target wal_level = replica: streaming works (exit 0, no error), but the reverse stream cannot be
+# set up, so cutover would stop: a warning with the fix.
+psql_dst "ALTER SYSTEM SET wal_level = replica"
+"$root/scripts/pgcluster.sh" restart "$work/target"
+check_expect 0
+no_errors "wal_level=replica on the target"
+has "warning: target: $rev" "the target's wal_level is not 'logical', so pgshift cannot stream the target's changes back to the source after cutover and rollback is impossible: set wal_level = logical on the target and restart it" \
+  "wal_level=replica on the target not reported"
+psql_dst "ALTER SYSTEM RESET wal_level"
+"$root/scripts/pgcluster.sh" restart "$work/target"
+check_expect 0
+no_later_failures "wal_level back to logical on the target"
+echo "ok: wal_level=replica on the target is a warning that cutover will fail and rollback is impossible, with the fix"
 
 # 3. A port-6543 conninfo (nothing listens there): the pooler error and the connection error.
 write_config "host=127.0.0.1 port=6543 dbname=postgres user=postgres connect_timeout=5"
@@ -150,6 +180,69 @@ has "error: source: " "role migrator has neither the REPLICATION attribute nor s
 psql_src "ALTER ROLE migrator REPLICATION"
 check_expect 0
 no_errors "non-superuser roles with the privileges check asks for"
+
+# What cutover and rollback will need of these roles: warnings only (exit 0 above). The target
+# role would publish the reverse stream, the source role apply it; each server gets fenced.
+has "warning: target: $rev" "role applier has neither the REPLICATION attribute nor superuser, so it cannot create the slot pgshift_chk_rev nor open the replication connection that streams changes back to the source: ALTER ROLE applier REPLICATION" \
+  "a target role without REPLICATION not reported for the reverse stream"
+lacks "warning: target: " "GRANT postgres TO applier" "suggests making the target role a member of a superuser"
+has "warning: target: $rev" "role applier does not own 2 selected table(s) of role postgres (public.items, public.orders), and adding a table to the publication needs its owner: ALTER TABLE ... OWNER TO applier for each" \
+  "target tables the target role does not own not reported"
+has "warning: target: $rev" "role applier lacks CREATE on database postgres, needed to create the publication pgshift_chk_rev: GRANT CREATE ON DATABASE postgres TO applier" \
+  "no CREATE for the reverse publication not reported"
+has "warning: target: cutover will fail: " "role applier lacks CREATE on database postgres, needed to create schema pgshift for the table pgshift.switchover" \
+  "no CREATE for cutover's record on the target not reported"
+has "warning: target: rollback will fail: " "role applier is neither superuser nor a member of pg_signal_backend" \
+  "a target role without pg_signal_backend not reported for rollback's fence"
+has "warning: target: rollback will fail: " "role applier lacks TRIGGER on public.items, public.orders, which the write fence's trigger needs (cutover.fence: read_only): GRANT TRIGGER ON public.items, public.orders TO applier" \
+  "a target role without TRIGGER not reported for rollback's fence"
+has "warning: source: $rev" "role migrator may not manage replication origins (apply records its progress in one per worker): as a superuser, GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_create(text)" \
+  "a source role without the origin functions not reported for the reverse stream"
+has "warning: source: rollback will fail: " "role migrator may not set session_replication_role, which apply sessions set to replica (no user triggers or foreign-key re-checks on replayed rows): GRANT SET ON PARAMETER session_replication_role TO migrator" \
+  "a source role that may not set session_replication_role not reported for the reverse stream"
+has "warning: source: cutover will fail: " "role migrator is neither superuser nor a member of pg_signal_backend, so the write fence cannot end other roles' sessions holding locks on the selected tables and waits for them to end (at most cutover.timeout_seconds): GRANT pg_signal_backend TO migrator" \
+  "a source role without pg_signal_backend not reported for the fence"
+lacks "warning: source: " "TRIGGER" "the owner of the source tables is said to lack TRIGGER"
+lacks "warning: source: " "which apply needs" "the owner of the source tables is said to lack a table privilege"
+# The source role loses TRIGGER on one table (the owner's own privilege, revoked).
+psql_src "REVOKE TRIGGER ON items FROM migrator"
+check_expect 0
+has "warning: source: cutover will fail: " "role migrator lacks TRIGGER on public.items, which the write fence's trigger needs (cutover.fence: read_only): GRANT TRIGGER ON public.items TO migrator" \
+  "a source table without TRIGGER for the source role not reported"
+# Sequences: read on one side, set on the other, at cutover and the other way round at rollback.
+psql_src "CREATE SEQUENCE order_no"
+psql_dst "CREATE SEQUENCE order_no"
+check_expect 0
+has "warning: source: cutover will fail: " "role migrator lacks SELECT on public.order_no, which the sequence sync of cutover needs to read their values (cutover.sync_sequences): GRANT SELECT ON SEQUENCE public.order_no TO migrator" \
+  "a sequence the source role may not read not reported"
+has "warning: target: cutover will fail: " "role applier lacks UPDATE on public.order_no, which the sequence sync of cutover needs to set their values (cutover.sync_sequences): GRANT UPDATE ON SEQUENCE public.order_no TO applier" \
+  "a sequence the target role may not set not reported"
+has "warning: target: rollback will fail: " "role applier lacks SELECT on public.order_no, which the sequence sync of rollback needs to read" \
+  "a sequence the target role may not read not reported for rollback"
+has "warning: source: rollback will fail: " "role migrator lacks UPDATE on public.order_no, which the sequence sync of rollback needs to set" \
+  "a sequence the source role may not set not reported for rollback"
+# fence: none and sync_sequences: false: nothing about the fence or the sequences.
+write_config "$src_user" "$dst_user" "apply: {workers: 2}
+cutover: {fence: none, sync_sequences: false}"
+check_expect 0
+lacks "warning: " "write fence" "fence: none still checks the write fence"
+lacks "warning: " "order_no" "sync_sequences: false still checks the sequences"
+has "warning: target: $rev" "ALTER ROLE applier REPLICATION" "fence: none skips the reverse stream's checks too"
+write_config "$src_user" "$dst_user"
+# Granted, the lines go away.
+psql_src "GRANT TRIGGER ON items TO migrator; GRANT pg_signal_backend TO migrator; DROP SEQUENCE order_no"
+psql_dst "ALTER ROLE applier REPLICATION; ALTER TABLE orders OWNER TO applier; DROP SEQUENCE order_no"
+check_expect 0
+lacks "warning: source: " "pg_signal_backend" "pg_signal_backend reported although granted"
+lacks "warning: source: " "TRIGGER" "TRIGGER reported although granted"
+lacks "warning: target: " "REPLICATION attribute" "REPLICATION reported although granted"
+has "warning: target: $rev" "role applier does not own 1 selected table(s) of role postgres (public.items)" \
+  "a table the target role still does not own not reported"
+psql_src "REVOKE pg_signal_backend FROM migrator"
+# (Handing a table back moves its owner's privileges along: grant them again.)
+psql_dst "ALTER ROLE applier NOREPLICATION; ALTER TABLE orders OWNER TO postgres;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON orders TO applier"
+echo "ok: what cutover and rollback lack (REPLICATION, CREATE, ownership, origins, session_replication_role, pg_signal_backend, TRIGGER, sequences) is a warning each, with its GRANT"
 psql_src "ALTER TABLE items OWNER TO postgres"
 psql_dst "REVOKE TRUNCATE ON orders FROM applier; REVOKE SET ON PARAMETER session_replication_role FROM applier;
 REVOKE EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) FROM applier"
@@ -178,6 +271,8 @@ has "error: source: " "max_replication_slots is 3 and 3 slot(s) exist (other_1, 
   "no free replication slot not reported"
 has "error: target: " "apply.workers = 4 needs 4 more replication origin(s) on the target, but its max_replication_slots (3)" \
   "too few origin slots on the target not reported"
+has "warning: source: $rev" "apply.workers = 4 needs 4 more replication origin(s) on the source, but its max_replication_slots (3)" \
+  "too few origin slots on the source for the reverse stream not reported"
 [ "$(errors)" = 2 ] || fail "expected the slot and the origin errors, got $(errors)"
 psql_src "SELECT pg_drop_replication_slot('other_' || g) FROM generate_series(1, 3) g" >/dev/null
 echo "ok: a source without a free slot and a target without room for apply.workers origins are errors"

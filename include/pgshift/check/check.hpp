@@ -4,7 +4,8 @@
 // Design notes
 // - Read-only: nothing is created or changed on either server. The only thing that resembles
 //   a side effect is one short replication connection to the source (IDENTIFY_SYSTEM), the
-//   connection `run` opens, because only opening it proves pg_hba.conf and any pooler let it through.
+//   connection `run` opens, because only opening it proves pg_hba.conf and any pooler let it
+//   through; and one to the target, the connection of the reverse stream after cutover.
 // - Every check is independent. Each runs as a named step; a step whose query fails (a
 //   privilege missing, a catalog the role may not read) becomes that step's problem and the
 //   other steps still run. A side that cannot be connected to is reported once, and its own
@@ -12,6 +13,13 @@
 // - Severity: an error means `pgshift run` would refuse to start or fail soon after (missing
 //   table, missing privilege); a warning means it would run but something may hurt later
 //   (unlimited WAL retention, leftovers of an earlier run). The exit code is 0 iff no error.
+// - Cutover and rollback: what they will need (the write fence, the sequence sync, cutover's
+//   record on the target, and the reverse stream: the target as upstream, the source as apply
+//   target) is checked too, as warnings, since streaming works without it. Each message starts
+//   "cutover will fail" or "rollback will fail" and its code "cutover_" or "rollback_". The
+//   reverse stream is checked by the forward checks run with the sides swapped (Config::reversed(),
+//   so the _rev object names): what setting it up needs fails the cutover, which sets it up
+//   before switching and is undone when it cannot; what streaming needs fails the rollback.
 // - Where `run` has a check, the same function is called (reader::select_tables for replica
 //   identities, reader::require_logical_wal, reader::read_slot, queue::check_spill_dir,
 //   config::read_token_file), so the two cannot drift apart. XXX: the target origin capacity
