@@ -38,4 +38,14 @@ std::string format_timestamptz(PgTimestamp ts)
     return buf;
 }
 
+std::string now_rfc3339()
+{
+    auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
 } // namespace pgshift

@@ -327,22 +327,59 @@ Reply on_resume(Context& c)
     return on_status(c);
 }
 
-Reply not_implemented(std::string_view what)
+json::object switch_json(const SwitchReport& r)
 {
-    return error_reply(http::status::not_implemented, std::string(what) + " is not implemented in this version");
+    json::array phases;
+    for (const auto& p : r.phases)
+        phases.emplace_back(json::object{{"phase", p.name}, {"seconds", number_or_null(p.seconds)}});
+    auto text_or_null = [](const std::string& v) { return v.empty() ? json::value(nullptr) : json::value(valid_utf8(v)); };
+    return json::object{{"id", text_or_null(r.id)},
+                        {"kind", text_or_null(r.kind)},
+                        {"phase", text_or_null(r.phase)},
+                        {"started_at", text_or_null(r.started_at)},
+                        {"fenced_at", text_or_null(r.fenced_at)},
+                        {"finished_at", text_or_null(r.finished_at)},
+                        {"write_downtime_seconds", number_or_null(r.write_downtime_seconds)},
+                        {"final_lsn", text_or_null(r.final_lsn)},
+                        {"error", text_or_null(r.error)},
+                        {"phases", std::move(phases)}};
 }
 
-Reply on_cutover_post(Context&)
+/// 202 with the operation, or the 409/412 of OperationStart with its reasons.
+Reply operation_reply(const OperationStart& o, const json::value& accepted)
 {
-    return not_implemented("cutover");
+    if (o.status == 202)
+        return json_reply(http::status::accepted, accepted);
+    return error_reply(static_cast<http::status>(o.status), o.error, o.reasons);
 }
-Reply on_cutover_get(Context&)
+
+Reply start_switch(Context& c, const std::string& kind)
 {
-    return not_implemented("cutover");
+    spdlog::info("control: {} requested by {}", kind, c.peer);
+    auto o = c.shared.provider.start_switch(kind);
+    if (o.status != 202)
+        spdlog::warn("control: {} refused ({}): {}{}", kind, o.status, o.error,
+                     o.reasons.empty() ? "" : ": " + o.reasons.front() + (o.reasons.size() > 1 ? ", ..." : ""));
+    return operation_reply(o, switch_json(o.operation));
 }
-Reply on_rollback_post(Context&)
+
+Reply on_cutover_post(Context& c)
 {
-    return not_implemented("rollback");
+    return start_switch(c, "cutover");
+}
+Reply on_cutover_get(Context& c)
+{
+    return json_reply(http::status::ok, switch_json(c.shared.provider.switch_report()));
+}
+Reply on_rollback_post(Context& c)
+{
+    return start_switch(c, "rollback");
+}
+Reply on_finish_post(Context& c)
+{
+    spdlog::info("control: finish requested by {}", c.peer);
+    auto o = c.shared.provider.start_finish();
+    return operation_reply(o, json::object{{"state", "finishing"}});
 }
 json::object verify_json(const VerifyReport& r)
 {
@@ -419,7 +456,7 @@ struct Route {
     Handler post;
 };
 
-constexpr std::array<Route, 10> k_routes = {{
+constexpr std::array<Route, 11> k_routes = {{
     {"/livez", on_livez, nullptr},
     {"/readyz", on_readyz, nullptr},
     {"/metrics", on_metrics, nullptr},
@@ -429,6 +466,7 @@ constexpr std::array<Route, 10> k_routes = {{
     {"/v1/resume", nullptr, on_resume},
     {"/v1/cutover", on_cutover_get, on_cutover_post},
     {"/v1/rollback", nullptr, on_rollback_post},
+    {"/v1/finish", nullptr, on_finish_post},
     {"/v1/verify", on_verify_get, on_verify_post},
 }};
 

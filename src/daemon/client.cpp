@@ -260,8 +260,8 @@ void print_status_table(const json::value& s)
             row("NOT REPLICATED", str(t));
 }
 
-/// POSTs an operation and, with --wait, polls its GET endpoint until it ends.
-int run_operation(const Endpoint& ep, const std::string& path, bool wait)
+/// POSTs an operation and, with --wait, polls its GET endpoint (`get_path`) until it ends.
+int run_operation(const Endpoint& ep, const std::string& path, const std::string& get_path, bool wait)
 {
     auto r = request(ep, http::verb::post, path);
     if (r.status != 200 && r.status != 202)
@@ -271,7 +271,7 @@ int run_operation(const Endpoint& ep, const std::string& path, bool wait)
         return k_exit_ok;
     for (;;) {
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        auto g = request(ep, http::verb::get, path);
+        auto g = request(ep, http::verb::get, get_path);
         if (g.status != 200)
             return report_error(g);
         auto phase = str(at(g.body, {"phase"}));
@@ -320,8 +320,18 @@ int run_client(const std::string& command, const ClientOptions& options)
             std::cout << "state: " << str(at(r.body, {"state"})) << "\n";
             return k_exit_ok;
         }
-        if (command == "cutover" || command == "rollback" || command == "verify")
-            return run_operation(ep, "/v1/" + command, options.wait);
+        if (command == "verify")
+            return run_operation(ep, "/v1/verify", "/v1/verify", options.wait);
+        if (command == "cutover" || command == "rollback")
+            return run_operation(ep, "/v1/" + command, "/v1/cutover", options.wait);
+        if (command == "finish") {
+            auto r = request(ep, http::verb::post, "/v1/finish");
+            if (r.status != 202)
+                return report_error(r);
+            std::cout << "finishing: the daemon drops pgshift's slots, publications and origins on both servers, "
+                         "then exits\n";
+            return k_exit_ok;
+        }
         throw UsageError("unknown command " + command);
     } catch (const UsageError& e) {
         std::cerr << "pgshift: " << e.what() << "\n";

@@ -104,6 +104,7 @@ int main(int argc, char** argv)
     add_client("cutover", "start a cutover")->add_flag("--wait", client.wait, "follow it to the end");
     add_client("rollback", "start a rollback (after a cutover)")->add_flag("--wait", client.wait, "follow it to the end");
     add_client("verify", "compare source and target table by table")->add_flag("--wait", client.wait, "follow it");
+    add_client("finish", "end the migration: drop pgshift's slots, publications and origins on both servers");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

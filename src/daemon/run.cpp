@@ -33,6 +33,7 @@
 //   otherwise it drops the slot, empties the tables the copy filled and copies again from a
 //   new slot.
 #include "pgshift/daemon/run.hpp"
+#include "pgshift/cutover/switchover.hpp"
 #include "pgshift/verify/runner.hpp"
 
 #include "pgshift/apply/engine.hpp"
@@ -70,7 +71,9 @@ using std::chrono::milliseconds;
 /// How a session ended: `blocked` = the target needs the operator (a table or column missing, a
 /// row that should be there is not); the daemon stays up, reports `failed`, and tries again on
 /// `pgshift resume` (POST /v1/resume) or a restart. Nothing is lost: the slot keeps the changes.
-enum class SessionEnd { stopped, retry, blocked, fatal, config };
+/// `switched` = a cutover or rollback committed: the next session streams the other way at once.
+/// `finished` = the migration is over (pgshift finish, now or earlier): exit 0.
+enum class SessionEnd { stopped, retry, blocked, fatal, config, switched, finished };
 
 /// Free space below which the spill directory earns a warning at start.
 constexpr std::uint64_t k_spill_free_warning = std::uint64_t(1) << 30;
@@ -156,9 +159,11 @@ SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool sourc
         state.set_last_error(msg);
         counter.fetch_add(1);
     };
-    auto lost = [&](bool source) {
-        state.set_endpoint(source, false, 0);
-        (source ? stats.reconnects_source : stats.reconnects_target).fetch_add(1);
+    // `upstream`: the side the stream comes from (the source, or the target after a cutover).
+    auto side = [&](bool upstream) { return std::string(upstream != state.reverse() ? "source: " : "target: "); };
+    auto lost = [&](bool upstream) {
+        state.set_upstream_endpoint(upstream, false, 0);
+        (upstream ? stats.reconnects_source : stats.reconnects_target).fetch_add(1);
     };
     try {
         std::rethrow_exception(ep);
@@ -171,17 +176,17 @@ SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool sourc
                stats.spill_errors);
         return SessionEnd::retry;
     } catch (const SourceError& e) {
-        record(std::string("source: ") + e.what(), stats.errors_source);
+        record(side(true) + e.what(), stats.errors_source);
         if (e.retryable())
             lost(true);
         return e.retryable() ? SessionEnd::retry : SessionEnd::fatal;
     } catch (const TargetError& e) {
-        record(std::string("target: ") + e.what(), stats.errors_apply);
+        record(side(false) + e.what(), stats.errors_apply);
         if (e.retryable())
             lost(false);
         return e.retryable() ? SessionEnd::retry : SessionEnd::blocked;
     } catch (const pg::PgError& e) {
-        record(std::string(source_side ? "source: " : "target: ") + e.what(),
+        record(side(source_side) + e.what(),
                source_side ? stats.errors_source : stats.errors_apply);
         if (e.retryable())
             lost(source_side);
@@ -195,20 +200,22 @@ SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool sourc
     }
 }
 
-/// Every few seconds, on ordinary connections of its own: the source's WAL position and the
+/// Every few seconds, on ordinary connections of its own: the upstream's WAL position and the
 /// slot's retained WAL (keepalives only carry what was sent), whether each server answers, and
-/// (once the publication exists) tables that appeared on the source. Failures here never end a
-/// session: the reader and apply notice real connection loss themselves.
-void monitor(const config::Config& cfg, DaemonState& state, const std::atomic<bool>& publication_ready,
-             const std::atomic<bool>& stop)
+/// (once the publication exists) tables that appeared on the upstream. The upstream is the
+/// source, or the target after a cutover (`base` and `reversed` are the two directions'
+/// configurations). Failures here never end a session: the reader and apply notice real
+/// connection loss themselves.
+void monitor(const config::Config& base, const config::Config& reversed, DaemonState& state,
+             const std::atomic<bool>& publication_ready, const std::atomic<bool>& stop)
 {
     std::unique_ptr<pg::Connection> source, target;
-    TableWatch watch(cfg, state);
+    TableWatch forward_watch(base, state), reverse_watch(reversed, state);
     auto probe = [&](std::unique_ptr<pg::Connection>& conn, const std::string& conninfo, bool is_source) {
         try {
             if (!conn || !conn->is_ok())
                 conn = std::make_unique<pg::Connection>(pg::conninfo_with(
-                    conninfo, {{"application_name", "pgshift_" + cfg.name + "_monitor"}}));
+                    conninfo, {{"application_name", "pgshift_" + base.name + "_monitor"}}));
             state.set_endpoint(is_source, true, conn->server_version());
             return true;
         } catch (const std::exception& e) {
@@ -219,26 +226,33 @@ void monitor(const config::Config& cfg, DaemonState& state, const std::atomic<bo
         }
     };
     while (!stop.load()) {
-        if (probe(target, cfg.target.conninfo, false)) {
+        const bool reverse = state.reverse();
+        const auto& active = reverse ? reversed : base;
+        bool source_up = probe(source, base.source.conninfo, true);
+        bool target_up = probe(target, base.target.conninfo, false);
+        auto& down = reverse ? source : target;
+        if (down && (reverse ? source_up : target_up)) {
             try {
-                target->exec("SELECT 1");
+                down->exec("SELECT 1");
             } catch (const std::exception&) {
-                target.reset();
+                down.reset();
             }
         }
-        if (probe(source, cfg.source.conninfo, true)) {
+        auto& up = reverse ? target : source;
+        if (up && (reverse ? target_up : source_up)) {
             try {
-                auto r = source->exec_params(
+                auto r = up->exec_params(
                     "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, "
                     "coalesce((SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
                     "          WHERE slot_name = $1), 0)",
-                    {cfg.slot_name()});
-                state.set_source_position(std::stoull(r.str(0, 0)), std::stoull(r.str(0, 1)));
+                    {active.slot_name()});
+                if (state.reverse() == reverse) // positions of the two servers do not compare
+                    state.set_source_position(std::stoull(r.str(0, 0)), std::stoull(r.str(0, 1)));
                 if (publication_ready.load())
-                    watch.poll(*source);
+                    (reverse ? reverse_watch : forward_watch).poll(*up);
             } catch (const std::exception& e) {
                 spdlog::debug("monitor: {}", e.what());
-                source.reset();
+                up.reset();
             }
         }
         for (int i = 0; i < 20 && !stop.load(); ++i)
@@ -359,21 +373,10 @@ void check_copy(const config::Config& cfg, const CopyDecision& c, const std::vec
 void drop_slot(const config::Config& cfg)
 {
     pg::Connection source(cfg.source.conninfo);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    for (;;) {
-        auto r = source.exec_params("SELECT active FROM pg_replication_slots WHERE slot_name = $1", {cfg.slot_name()});
-        if (r.rows() == 0)
-            return;
-        if (r.get(0, 0) != "t") {
-            source.exec_params("SELECT pg_drop_replication_slot($1)", {cfg.slot_name()});
-            spdlog::info("dropped replication slot {} of the interrupted copy", cfg.slot_name());
-            return;
-        }
-        if (std::chrono::steady_clock::now() > deadline)
-            throw SourceError("replication slot " + cfg.slot_name() + " of the interrupted copy is still in use by "
-                              "a walsender; retrying", true);
-        std::this_thread::sleep_for(milliseconds(200));
-    }
+    if (!reader::drop_slot_when_idle(source, cfg.slot_name(), std::chrono::seconds(10)))
+        throw SourceError("replication slot " + cfg.slot_name() + " of the interrupted copy is still in use by "
+                          "a walsender; retrying", true);
+    spdlog::info("dropped replication slot {} of the interrupted copy", cfg.slot_name());
 }
 
 /// Empties the target tables an interrupted copy filled, after ending its sessions there.
@@ -430,17 +433,70 @@ void log_copy_progress(const copy::CopyProgress& p)
 
 /// Everything one session shares with the daemon's lifetime.
 struct Daemon {
-    const config::Config& cfg;
+    const config::Config& base;     ///< as loaded: the forward direction
+    const config::Config& reversed; ///< the reverse direction (after a cutover)
     const Signals& signals;
     DaemonState& state;
     std::atomic<bool>& publication_ready;
+    verify::Runner& forward_verifier;
+    verify::Runner& reverse_verifier;
     bool notified_ready = false;
+    bool recovered = false; ///< the persisted direction was read (and an interrupted operation settled)
+
+    [[nodiscard]] bool reverse() const { return state.reverse(); }
+    [[nodiscard]] const config::Config& active() const { return reverse() ? reversed : base; }
+    [[nodiscard]] verify::Runner& verifier() const { return reverse() ? reverse_verifier : forward_verifier; }
+    [[nodiscard]] cutover::ReportFn report() const
+    {
+        return [&state = state](const std::function<void(control::SwitchReport&)>& change) {
+            state.update_switch(change);
+        };
+    }
 };
+
+/// Drops both directions' slots, publications and origins (pgshift finish); the session's
+/// threads have stopped.
+SessionEnd finish_migration(Daemon& d)
+{
+    d.state.set_state(State::stopping);
+    spdlog::info("finish: the migration is final; dropping pgshift's slots, publications and origins on both "
+                 "servers");
+    try {
+        cutover::Switchover::finish(d.base);
+    } catch (const std::exception& e) {
+        spdlog::error("finish failed: {}; nothing else changed, run pgshift finish again", e.what());
+        d.state.set_last_error(std::string("finish: ") + e.what());
+        d.state.end_operation();
+        return SessionEnd::retry;
+    }
+    spdlog::info("finish: done. {}", d.base.cutover.fence == config::FenceMode::read_only && d.reverse()
+                                         ? "The source stays fenced (DROP SCHEMA pgshift CASCADE there lifts it)."
+                                         : "");
+    sd_notify(0, "STATUS=migration finished");
+    return SessionEnd::finished;
+}
 
 SessionEnd run_session(Daemon& d)
 {
-    const auto& cfg = d.cfg;
     auto& state = d.state;
+    if (!d.recovered) {
+        // Which way to stream, and the outcome of an operation a crash interrupted, before anything else.
+        try {
+            auto reverse = cutover::Switchover::recover(d.base, d.report());
+            if (!reverse) {
+                spdlog::info("migration {} was finished (pgshift finish): nothing to do", d.base.name);
+                return SessionEnd::finished;
+            }
+            state.set_reverse(*reverse);
+            d.recovered = true;
+            if (*reverse)
+                spdlog::info("direction is reverse (after a cutover): streaming from the target to the source");
+        } catch (...) {
+            return classify(std::current_exception(), state, false);
+        }
+    }
+    const auto& cfg = d.active();
+    state.set_verifier(&d.verifier());
     // Entries are capped too (a transaction costs at least a few hundred bytes of accounting).
     auto max_entries = std::clamp<std::size_t>(cfg.apply.max_queue_bytes / 1024, 1024, std::size_t(1) << 20);
     auto queue_ptr = std::make_shared<queue::TxnQueue>(cfg.apply.max_queue_bytes, max_entries);
@@ -463,7 +519,7 @@ SessionEnd run_session(Daemon& d)
     try {
         // Read-only checks on both servers first.
         Lsn durable = engine.connect();
-        state.set_endpoint(false, true, engine.server_version());
+        state.set_upstream_endpoint(false, true, engine.server_version());
         copy_target = std::make_unique<pg::Connection>(pg::conninfo_with(
             cfg.target.conninfo, {{"application_name", "pgshift_" + cfg.name + "_copy"}, {"client_encoding", "UTF8"}}));
         copy_plan = decide_copy(cfg, *copy_target, durable);
@@ -539,7 +595,7 @@ SessionEnd run_session(Daemon& d)
         }
         source_side = true;
         reader.connect();
-        state.set_endpoint(true, true, reader.server_version());
+        state.set_upstream_endpoint(true, true, reader.server_version());
         if (resume) {
             start = prev.consistent_point;
             if (!copy_tables.empty()) {
@@ -732,11 +788,59 @@ SessionEnd run_session(Daemon& d)
     }
     while (!failed.load()) {
         state.beat();
-        if (d.signals.wait(milliseconds(200))) {
+        if (d.signals.wait(milliseconds(50))) {
             stop_requested = true;
             sd_notify(0, "STOPPING=1");
             break;
         }
+        auto request = state.take_request();
+        if (request == "finish") {
+            stop_threads();
+            if (apply_error || reader_error) {
+                state.end_operation();
+                return session_errors(false);
+            }
+            return finish_migration(d);
+        }
+        if (request != "cutover" && request != "rollback")
+            continue;
+        // Cutover or rollback, on this thread while the session keeps streaming (switchover.hpp).
+        state.set_state(request == "cutover" ? State::cutting_over : State::rolling_back);
+        sd_notify(0, ("STATUS=" + request + " running").c_str());
+        cutover::Hooks hooks{[&]() -> std::string {
+                                 if (!stop_requested && d.signals.pending())
+                                     stop_requested = true;
+                                 if (stop_requested)
+                                     return "pgshift is stopping";
+                                 if (failed.load())
+                                     return "the streaming session failed (see the log)";
+                                 return "";
+                             },
+                             state.hold(),
+                             d.verifier(),
+                             [&state] { state.beat(); },
+                             d.report(),
+                             [&state] {
+                                 state.set_source_position(0, 0); // the other server's positions from now on
+                                 state.set_reverse(!state.reverse());
+                             }};
+        cutover::Switchover op(d.base, d.reverse(), std::move(hooks));
+        if (op.run()) {
+            // Committed: the old direction's session ends (apply records its final progress,
+            // the reader confirms it), its slot goes, and the next session streams the other way.
+            stop_threads();
+            op.complete();
+            d.publication_ready.store(false);
+            state.end_operation();
+            return SessionEnd::switched;
+        }
+        state.end_operation();
+        if (stop_requested) {
+            sd_notify(0, "STOPPING=1");
+            break;
+        }
+        state.set_state(State::streaming);
+        sd_notify(0, "STATUS=streaming");
     }
     stop_threads();
     if (apply_error || reader_error)
@@ -782,8 +886,11 @@ int run(const config::Config& cfg)
                  config::redact_conninfo(cfg.source.conninfo), config::redact_conninfo(cfg.target.conninfo));
     DaemonState state(cfg.name, PGSHIFT_VERSION);
     state.beat();
-    verify::Runner verifier(cfg, state.hold(), [&state] { return state.snapshot().applied_lsn; });
-    state.set_verifier(&verifier);
+    state.set_max_lag_seconds(cfg.cutover.max_lag_seconds);
+    const config::Config reversed = cfg.reversed();
+    auto applied = [&state] { return state.snapshot().applied_lsn; };
+    verify::Runner forward_verifier(cfg, state.hold(), applied), reverse_verifier(reversed, state.hold(), applied);
+    state.set_verifier(&forward_verifier);
 
     // Local checks that need no server, before anything else happens.
     std::string token;
@@ -809,7 +916,7 @@ int run(const config::Config& cfg)
     }
 
     std::atomic<bool> publication_ready{false}, stop_monitor{false};
-    std::thread monitor_thread([&] { monitor(cfg, state, publication_ready, stop_monitor); });
+    std::thread monitor_thread([&] { monitor(cfg, reversed, state, publication_ready, stop_monitor); });
     struct JoinMonitor {
         std::atomic<bool>& stop;
         std::thread& thread;
@@ -820,13 +927,30 @@ int run(const config::Config& cfg)
         }
     } join_monitor{stop_monitor, monitor_thread};
 
-    Daemon d{cfg, signals, state, publication_ready};
+    Daemon d{cfg, reversed, signals, state, publication_ready, forward_verifier, reverse_verifier};
     Backoff backoff(cfg.reconnect);
     for (;;) {
         auto started = std::chrono::steady_clock::now();
         state.set_state(State::starting);
         auto end = run_session(d);
+        // An operation asked for while the session was ending: finish runs now, a cutover or
+        // rollback did not start.
+        if (auto request = state.take_request(); request == "finish" && end != SessionEnd::finished) {
+            end = finish_migration(d);
+        } else if (!request.empty() && request != "finish") {
+            state.update_switch([&](control::SwitchReport& r) {
+                r.phase = "aborted";
+                r.error = "the streaming session ended before it could start: " + state.snapshot().last_error;
+            });
+            state.end_operation();
+        }
         switch (end) {
+        case SessionEnd::switched:
+            backoff.reset();
+            continue;
+        case SessionEnd::finished:
+            state.set_state(State::stopping);
+            return k_exit_ok;
         case SessionEnd::stopped:
             state.set_state(State::stopping);
             spdlog::info("stopped");
@@ -847,6 +971,12 @@ int run(const config::Config& cfg)
                 if (signals.sleep(milliseconds(200), state)) {
                     state.set_state(State::stopping);
                     return k_exit_ok;
+                }
+                if (auto request = state.take_request(); request == "finish") {
+                    if (finish_migration(d) == SessionEnd::finished)
+                        return k_exit_ok;
+                } else if (!request.empty()) {
+                    state.end_operation();
                 }
             }
             spdlog::info("resumed by the operator: starting a new session");

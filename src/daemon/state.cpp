@@ -7,7 +7,9 @@
 #include "pgshift/common/clock.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <ctime>
+#include <utility>
 
 namespace pgshift::daemon {
 
@@ -74,11 +76,7 @@ void DaemonState::resume()
 
 void DaemonState::set_last_error(const std::string& e)
 {
-    auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    char at[32];
-    std::strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    auto at = now_rfc3339();
     std::lock_guard lk(mutex_);
     last_error_ = e;
     last_error_at_ = at;
@@ -119,6 +117,7 @@ control::StatusSnapshot DaemonState::snapshot() const
         if (error_current_)
             s.current_error = last_error_;
         s.tables_not_replicated = unreplicated_;
+        s.cutover_write_downtime_seconds = switch_.write_downtime_seconds;
     }
     s.name = name_;
     s.version = version_;
@@ -127,7 +126,7 @@ control::StatusSnapshot DaemonState::snapshot() const
     if (st == State::streaming && s.paused)
         st = State::paused;
     s.state = control::k_states.at(static_cast<std::size_t>(st));
-    s.direction = "forward";
+    s.direction = reverse_.load() ? "reverse" : "forward";
     s.source = {source_connected_.load(), version_string(source_version_.load())};
     s.target = {target_connected_.load(), version_string(target_version_.load())};
     s.source_lsn = source_lsn_.load();
@@ -249,7 +248,102 @@ control::StatusSnapshot DaemonState::snapshot() const
 bool DaemonState::start_verify(bool checksums)
 {
     auto* v = verifier_.load();
-    return v && v->start(checksums);
+    return v && !operation_active_.load() && v->start(checksums);
+}
+
+control::OperationStart DaemonState::start_switch(const std::string& kind)
+{
+    control::OperationStart out;
+    const bool rollback = kind == "rollback";
+    auto s = snapshot(); // before the lock: snapshot() takes it
+    if (operation_active_.load()) {
+        auto r = switch_report();
+        out.status = 409;
+        out.error = r.phase.empty() || r.id.empty() ? "another operation is running (finish)"
+                                                     : "another operation is running: " + r.id + " (" + r.kind + ", " +
+                                                           r.phase + ")";
+        out.reasons = {"GET /v1/cutover shows it"};
+        return out;
+    }
+    if (s.verify.state == "holding" || s.verify.state == "running") {
+        out.status = 409;
+        out.error = "a comparison is running";
+        out.reasons = {"GET /v1/verify shows it; start the " + kind + " once it ended"};
+        return out;
+    }
+    auto& why = out.reasons;
+    if (!rollback && s.direction != "forward")
+        why.push_back("direction is " + s.direction + ": a cutover already happened (run rollback to go back)");
+    if (rollback && s.direction != "reverse")
+        why.push_back("direction is " + s.direction + ": there is nothing to roll back (no cutover happened)");
+    if (s.state == "copying")
+        why.push_back("the initial copy is still running (" + std::to_string(s.initial_copy.tables_done) + "/" +
+                      std::to_string(s.initial_copy.tables_total) + " tables done)");
+    else if (s.state == "paused")
+        why.push_back("apply is paused: run pgshift resume first");
+    else if (s.state != "streaming")
+        why.push_back("not streaming (state " + s.state + (s.current_error.empty() ? "" : ": " + s.current_error) + ")");
+    if (!s.source.connected)
+        why.push_back("the source is not reachable");
+    if (!s.target.connected)
+        why.push_back("the target is not reachable");
+    const double max_lag = max_lag_seconds_.load();
+    if (s.lag_seconds > max_lag) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "lag is %.1f s, above cutover.max_lag_seconds (%g s)", s.lag_seconds, max_lag);
+        why.push_back(buf);
+    }
+    if (!why.empty()) {
+        out.status = 412;
+        out.error = kind + " refused: preconditions failed";
+        return out;
+    }
+    std::lock_guard lk(mutex_);
+    if (operation_active_.exchange(true)) { // a concurrent request won
+        out.status = 409;
+        out.error = "another operation is running";
+        return out;
+    }
+    switch_ = {};
+    switch_.id = kind + "-" + std::to_string(++operations_);
+    switch_.kind = kind;
+    switch_.phase = "checking";
+    switch_.started_at = now_rfc3339();
+    request_ = kind;
+    out.operation = switch_;
+    return out;
+}
+
+control::OperationStart DaemonState::start_finish()
+{
+    control::OperationStart out;
+    if (operation_active_.exchange(true)) {
+        out.status = 409;
+        out.error = "an operation is running; finish once it ended";
+        out.reasons = {"GET /v1/cutover shows it"};
+        return out;
+    }
+    std::lock_guard lk(mutex_);
+    request_ = "finish";
+    return out;
+}
+
+std::string DaemonState::take_request()
+{
+    std::lock_guard lk(mutex_);
+    return std::exchange(request_, std::string());
+}
+
+control::SwitchReport DaemonState::switch_report() const
+{
+    std::lock_guard lk(mutex_);
+    return switch_;
+}
+
+void DaemonState::update_switch(const std::function<void(control::SwitchReport&)>& change)
+{
+    std::lock_guard lk(mutex_);
+    change(switch_);
 }
 
 control::VerifyReport DaemonState::verify_report() const

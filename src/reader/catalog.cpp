@@ -1,6 +1,8 @@
 // Table selection, replica-identity checks and publication membership on the source.
 #include "pgshift/reader/catalog.hpp"
 
+#include <thread>
+
 #include <spdlog/spdlog.h>
 
 #include <fnmatch.h>
@@ -61,7 +63,7 @@ std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tab
         "  JOIN pg_class lc ON lc.oid = l.relid WHERE lc.relkind = 'r' OR l.relid = c.oid"
         ") leaf ON true "
         "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
-        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
         "ORDER BY 1, 2, leaf.is_root DESC, 3");
     std::vector<SourceTable> out;
     for (int i = 0; i < r.rows(); ++i) {
@@ -139,6 +141,23 @@ void prepare_publication(pg::Connection& source, const std::string& publication,
         source.exec("ALTER PUBLICATION " + pub + " SET TABLE " + list);
         source.exec("ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = true)");
         spdlog::info("publication {} covers {} tables", publication, tables.size());
+    }
+}
+
+bool drop_slot_when_idle(pg::Connection& conn, const std::string& slot, std::chrono::milliseconds wait)
+{
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+        auto r = conn.exec_params("SELECT active FROM pg_replication_slots WHERE slot_name = $1", {slot});
+        if (r.rows() == 0)
+            return true;
+        if (r.get(0, 0) != "t") {
+            conn.exec_params("SELECT pg_drop_replication_slot($1)", {slot});
+            return true;
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
 }
 

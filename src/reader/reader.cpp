@@ -86,7 +86,9 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
     std::string options = "(proto_version '" + std::to_string(decode_ctx_.proto_version) +
                           "', publication_names " + pg::quote_literal(pg::quote_ident(cfg_.publication_name())) +
                           ", messages 'true'" +
-                          (decode_ctx_.proto_version >= 2 && skip_below_.empty() ? ", streaming 'on'" : "") + ")";
+                          (decode_ctx_.proto_version >= 2 && skip_below_.empty() ? ", streaming 'on'" : "") +
+                          // Reverse direction: the source leaves out what pgshift applied there (rule 12).
+                          (cfg_.is_reverse() && server_version_ >= 160000 ? ", origin 'none'" : "") + ")";
     if (!skip_below_.empty())
         spdlog::info("{} table(s) skip the changes their copy already holds; in-progress transactions are not "
                      "streamed by the source in this session",
@@ -187,6 +189,16 @@ std::unique_ptr<queue::Transaction> Reader::new_transaction(std::size_t memory_l
 
 void Reader::complete(std::unique_ptr<queue::Transaction> txn)
 {
+    // Loop prevention (rule 12): a transaction pgshift itself applied on this server (tagged
+    // with one of this migration's origins) never goes back. PostgreSQL 16+ filters them at the
+    // source in the reverse direction (origin 'none'); this is the filter for 15 and older, and
+    // a second line everywhere. It stays in the stream as an empty transaction, so its position
+    // is applied and confirmed like any other.
+    if (!txn->origin.empty() && cfg_.is_own_origin(txn->origin)) {
+        ++own_origin_skipped_;
+        spdlog::debug("dropped xid {} (origin {}): pgshift wrote it", txn->xid.value, txn->origin);
+        txn->messages.truncate(0);
+    }
     txn->messages.seal();
     // A spilled transaction holds little memory but a file descriptor: charge it enough that
     // the queue bound also bounds the number of open spill files.

@@ -1,6 +1,8 @@
 // Verify: source and target compared at one common LSN (see runner.hpp).
 #include "pgshift/verify/runner.hpp"
 
+#include "pgshift/common/clock.hpp"
+
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
 #include "pgshift/pg/connection.hpp"
@@ -27,16 +29,6 @@ constexpr std::size_t k_max_pairs = 4;
 constexpr auto k_hold_timeout = 60s;
 constexpr std::uint64_t k_list_rows = 200; ///< a differing range this small is listed key by key
 constexpr std::size_t k_max_keys = 100;
-
-std::string now_rfc3339()
-{
-    auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 struct TableDef {
     std::string name;        ///< schema.table, as reported
@@ -301,13 +293,22 @@ void Runner::wait()
         thread_.join();
 }
 
+void Runner::cancel()
+{
+    stop_.store(true);
+    wait();
+    stop_.store(false);
+}
+
 bool Runner::start(bool checksums)
 {
     if (running_.exchange(true))
         return false;
     if (thread_.joinable())
         thread_.join();
-    ++runs_;
+    // Numbered across runners (each direction has one), so that ids stay unique in the log.
+    static std::atomic<std::uint64_t> all_runs{0};
+    runs_ = ++all_runs;
     const auto applied = applied_(); // before the lock: it reads the daemon's status, which reads ours
     {
         std::lock_guard lk(mutex_);
@@ -398,7 +399,7 @@ void Runner::run(bool checksums)
         auto deadline = std::chrono::steady_clock::now() + k_hold_timeout;
         while (hold_.reached.load(std::memory_order_acquire) != at.value()) {
             if (stop_.load())
-                throw std::runtime_error("the daemon is stopping");
+                throw std::runtime_error("stopped (the daemon is stopping, or the cutover that started it gave up)");
             if (std::chrono::steady_clock::now() > deadline)
                 throw std::runtime_error("apply did not reach " + at.str() + " within 60 s (paused, failed or far "
                                          "behind?); apply was released, nothing was compared");
@@ -450,7 +451,7 @@ void Runner::run(bool checksums)
         for (auto& t : threads)
             t.join();
         if (stop_.load())
-            throw std::runtime_error("the daemon is stopping");
+            throw std::runtime_error("stopped (the daemon is stopping, or the cutover that started it gave up)");
         set([&](auto& r) {
             bool error = false, mismatch = false;
             for (auto& t : r.tables) {

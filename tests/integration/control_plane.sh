@@ -71,15 +71,16 @@ echo "$up" | grep -q '"value":\[[0-9.]*,"1"\]' || fail "up{job=pgshift} is not 1
 grep -Eq "^state +streaming" "$work/status.txt" || fail "pgshift status: $(cat "$work/status.txt")"
 "$bin" status --json --url "$api" | grep -q '"name":"ctl"' || fail "pgshift status --json"
 "$bin" lag --config "$work/pgshift.yaml" | grep -Eq "^[0-9]+ bytes, [0-9.]+ s" || fail "pgshift lag"
-code=0; "$bin" cutover --config "$work/pgshift.yaml" 2>"$work/cutover.err" || code=$?
-[ "$code" = "1" ] && grep -q "501" "$work/cutover.err" || fail "pgshift cutover should fail with the daemon's 501 (exit $code)"
+code=0; "$bin" rollback --config "$work/pgshift.yaml" 2>"$work/rollback.err" || code=$?
+[ "$code" = "1" ] && grep -q "412" "$work/rollback.err" && grep -q "nothing to roll back" "$work/rollback.err" ||
+  fail "pgshift rollback before any cutover should fail with the daemon's 412 (exit $code): $(cat "$work/rollback.err")"
 code=0; "$bin" status --url "http://127.0.0.1:1" 2>/dev/null || code=$?
 [ "$code" = "1" ] || fail "pgshift status against nothing exited $code, not 1"
 code=0; "$bin" status 2>/dev/null || code=$?
 [ "$code" = "2" ] || fail "pgshift status without --config/--url exited $code, not 2"
 code=0; "$bin" pause --url "$api" 2>/dev/null || code=$?
 [ "$code" = "1" ] || fail "pgshift pause without the token exited $code, not 1"
-echo "ok: CLI status, status --json, lag, cutover (501), exit codes"
+echo "ok: CLI status, status --json, lag, rollback refused (412), exit codes"
 
 # Pause needs the token.
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$api/v1/pause")

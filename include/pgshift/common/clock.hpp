@@ -24,4 +24,7 @@ struct PgTimestamp {
 /// which the timestamptz input function accepts under any DateStyle.
 [[nodiscard]] std::string format_timestamptz(PgTimestamp ts);
 
+/// The current time as RFC 3339 in UTC, to the second, e.g. "2026-11-30T23:40:15Z" (reports).
+[[nodiscard]] std::string now_rfc3339();
+
 } // namespace pgshift

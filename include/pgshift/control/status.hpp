@@ -65,6 +65,30 @@ struct VerifyReport {
     std::vector<Table> tables;
 };
 
+/// A cutover or rollback (SPEC section 3), as GET /v1/cutover reports it.
+struct SwitchReport {
+    struct Phase {
+        std::string name;
+        double seconds = 0;
+    };
+    std::string id;    ///< empty: none ran yet
+    std::string kind;  ///< cutover | rollback
+    std::string phase; ///< checking fencing draining syncing_sequences verifying switching done failed aborted
+    std::string started_at, fenced_at, finished_at; ///< RFC 3339, UTC; empty until reached
+    double write_downtime_seconds = 0; ///< from the fence to done (so far, while running)
+    std::string final_lsn;             ///< the fenced primary's last WAL position
+    std::string error;                 ///< why it aborted or failed
+    std::vector<Phase> phases;         ///< each phase reached, with its duration
+};
+
+/// The answer to POST /v1/cutover, /v1/rollback and /v1/finish.
+struct OperationStart {
+    int status = 202;                 ///< 202 started, 409 another operation runs, 412 preconditions failed
+    std::string error;                ///< for 409 and 412
+    std::vector<std::string> reasons; ///< every failed precondition (412)
+    SwitchReport operation;           ///< the started operation (202)
+};
+
 struct StatusSnapshot {
     std::string name;
     std::string version;
@@ -156,6 +180,17 @@ public:
         return false;
     }
     [[nodiscard]] virtual VerifyReport verify_report() const { return {}; }
+    /// Checks the preconditions of a cutover or rollback (`kind`) from the status alone and, when
+    /// they hold, starts it in the background.
+    virtual OperationStart start_switch(const std::string& kind)
+    {
+        (void)kind;
+        return {501, "not implemented", {}, {}};
+    }
+    [[nodiscard]] virtual SwitchReport switch_report() const { return {}; }
+    /// Ends the migration in the background: drops pgshift's slots, publications and origins,
+    /// then the daemon exits 0.
+    virtual OperationStart start_finish() { return {501, "not implemented", {}, {}}; }
 };
 
 } // namespace pgshift::control

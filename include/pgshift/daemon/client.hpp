@@ -1,4 +1,4 @@
-// The client side of the CLI: `status`, `lag`, `pause`, `resume`, `cutover`, `rollback`, `verify`.
+// The client side of the CLI: `status`, `lag`, `pause`, `resume`, `cutover`, `rollback`, `verify`, `finish`.
 #pragma once
 
 #include <string>

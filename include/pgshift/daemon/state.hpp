@@ -13,6 +13,7 @@
 #include "pgshift/queue/txn_queue.hpp"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -49,12 +50,35 @@ public:
     /// reports is the state the daemon is going to, not the error it is leaving.
     void resume() override;
 
+    // Cutover, rollback and finish (cutover/switchover.hpp runs them on the main thread).
+    control::OperationStart start_switch(const std::string& kind) override;
+    [[nodiscard]] control::SwitchReport switch_report() const override;
+    control::OperationStart start_finish() override;
+    /// The operation POSTed and not yet taken by the main loop: "cutover", "rollback", "finish"
+    /// or "" (taking it clears it).
+    [[nodiscard]] std::string take_request();
+    /// Changes the report of the running (or last) operation under the lock.
+    void update_switch(const std::function<void(control::SwitchReport&)>& change);
+    /// The running operation ended (or never started): new ones may start.
+    void end_operation() { operation_active_.store(false); }
+    [[nodiscard]] bool operation_active() const { return operation_active_.load(); }
+    /// Which way changes flow now (false: forward, source to target).
+    void set_reverse(bool reverse) { reverse_.store(reverse); }
+    [[nodiscard]] bool reverse() const { return reverse_.load(); }
+    /// cutover.max_lag_seconds (a precondition; reloadable).
+    void set_max_lag_seconds(double s) { max_lag_seconds_.store(s); }
+
     void set_state(State s) { state_.store(static_cast<int>(s)); }
     [[nodiscard]] State state() const { return static_cast<State>(state_.load()); }
     void set_session(SessionView v);
     /// The initial copy running now (null when none): status reads its progress.
     void set_copy(std::shared_ptr<const copy::CopyProgress> progress);
     void set_endpoint(bool source, bool connected, int server_version_num);
+    /// set_endpoint for the upstream (true) or downstream side of the direction streaming now.
+    void set_upstream_endpoint(bool upstream, bool connected, int server_version_num)
+    {
+        set_endpoint(upstream != reverse(), connected, server_version_num);
+    }
     /// Records an error: it is the current error until clear_current_error() (a session reached
     /// streaming again), and stays visible afterwards as the last error, with its time.
     void set_last_error(const std::string& e);
@@ -93,6 +117,11 @@ private:
     queue::Stats stats_;
     apply::Hold hold_;
     std::atomic<verify::Runner*> verifier_{nullptr};
+    std::atomic<bool> reverse_{false}, operation_active_{false};
+    std::atomic<double> max_lag_seconds_{10};
+    std::uint64_t operations_ = 0;      // guarded by mutex_
+    std::string request_;               // guarded by mutex_
+    control::SwitchReport switch_;      // guarded by mutex_
 
     mutable std::mutex mutex_;
     SessionView session_;     // guarded by mutex_

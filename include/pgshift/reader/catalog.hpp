@@ -16,6 +16,7 @@
 #include "pgshift/config/config.hpp"
 #include "pgshift/pg/connection.hpp"
 
+#include <chrono>
 #include <set>
 #include <string>
 #include <vector>
@@ -51,5 +52,10 @@ void require_logical_wal(pg::Connection& source);
 /// Creates the publication for `tables` or sets its table list to them (publish_via_partition_root).
 void prepare_publication(pg::Connection& source, const std::string& publication,
                          const std::vector<SourceTable>& tables);
+
+/// Drops a logical slot once no walsender uses it, waiting up to `wait` for one that just
+/// stopped streaming to let go. True when it is gone (or never existed), false when it is still
+/// in use after `wait`.
+[[nodiscard]] bool drop_slot_when_idle(pg::Connection& conn, const std::string& slot, std::chrono::milliseconds wait);
 
 } // namespace pgshift::reader

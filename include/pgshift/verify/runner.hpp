@@ -49,6 +49,10 @@ public:
     [[nodiscard]] control::VerifyReport report() const;
     /// Waits until the running comparison (if any) ended.
     void wait();
+    /// Stops the running comparison (if any) and waits for it; the report says it was stopped.
+    void cancel();
+    /// Whether a comparison is running now.
+    [[nodiscard]] bool running() const { return running_.load(); }
 
 private:
     void run(bool checksums);

@@ -66,6 +66,46 @@ struct TestProvider : pgshift::control::StatusProvider {
         r.state = verifies.load() ? "running" : "none";
         return r;
     }
+    // Cutover starts once (202, then 409); rollback fails its preconditions (412); finish starts.
+    std::atomic<int> switches{0}, finishes{0};
+    pgshift::control::OperationStart start_switch(const std::string& kind) override
+    {
+        pgshift::control::OperationStart o;
+        if (kind == "rollback") {
+            o.status = 412;
+            o.error = "rollback refused: preconditions failed";
+            o.reasons = {"direction is forward: there is nothing to roll back (no cutover happened)",
+                         "lag is 12.0 s, above cutover.max_lag_seconds (10 s)"};
+            return o;
+        }
+        if (switches.fetch_add(1) > 0) {
+            o.status = 409;
+            o.error = "another operation is running: cutover-1 (cutover, draining)";
+            return o;
+        }
+        o.operation = switch_report();
+        return o;
+    }
+    pgshift::control::SwitchReport switch_report() const override
+    {
+        pgshift::control::SwitchReport r;
+        if (switches.load() == 0)
+            return r;
+        r.id = "cutover-1";
+        r.kind = "cutover";
+        r.phase = "draining";
+        r.started_at = "2026-11-30T23:00:00Z";
+        r.fenced_at = "2026-11-30T23:00:00Z";
+        r.write_downtime_seconds = 0.125;
+        r.final_lsn = "0/1234";
+        r.phases = {{"checking", 0.01}, {"fencing", 0.08}};
+        return r;
+    }
+    pgshift::control::OperationStart start_finish() override
+    {
+        ++finishes;
+        return {};
+    }
     void pause() override
     {
         std::lock_guard lock(mutex);
@@ -408,7 +448,8 @@ TEST_CASE("unknown path is 404, wrong method is 405 with Allow", "[control][serv
     };
     for (auto c : {Case{"GET", "/v1/pause", "POST"}, Case{"POST", "/livez", "GET, HEAD"},
                    Case{"PUT", "/metrics", "GET, HEAD"}, Case{"DELETE", "/v1/cutover", "GET, HEAD, POST"},
-                   Case{"GET", "/v1/rollback", "POST"}, Case{"PATCH", "/v1/verify", "GET, HEAD, POST"}}) {
+                   Case{"GET", "/v1/rollback", "POST"}, Case{"PATCH", "/v1/verify", "GET, HEAD, POST"},
+                   Case{"GET", "/v1/finish", "POST"}}) {
         INFO(c.method << " " << c.target);
         auto res = round_trip(f.port(), c.method, c.target);
         REQUIRE(res);
@@ -418,25 +459,46 @@ TEST_CASE("unknown path is 404, wrong method is 405 with Allow", "[control][serv
     }
 }
 
-TEST_CASE("cutover and rollback answer 501 in this version; verify starts once (202, then 409); POSTs after auth",
+TEST_CASE("cutover starts once (202, then 409), rollback answers 412 with every reason, GET /v1/cutover shows the "
+          "operation, finish starts; verify starts once (202, then 409); POSTs after auth",
           "[control][server]")
 {
     Fixture f("tok");
     CHECK(post(f.port(), "/v1/cutover").status == 401);
     CHECK(post(f.port(), "/v1/rollback").status == 401);
     CHECK(post(f.port(), "/v1/verify").status == 401);
+    CHECK(post(f.port(), "/v1/finish").status == 401);
     CHECK(f.provider.verifies == 0);
-    for (const char* target : {"/v1/cutover", "/v1/rollback"}) {
-        auto r = post(f.port(), target, "tok");
-        CHECK(r.status == 501);
-        auto o = require_error_body(r);
-        CHECK(std::string(o.at("error").as_string()).find("not implemented in this version") != std::string::npos);
+    CHECK(f.provider.switches == 0);
+    CHECK(f.provider.finishes == 0);
+    {
+        auto none = get(f.port(), "/v1/cutover");
+        CHECK(none.status == 200);
+        CHECK(json::parse(none.body).as_object().at("id").is_null());
+        auto r = post(f.port(), "/v1/cutover", "tok");
+        CHECK(r.status == 202);
+        auto o = json::parse(r.body).as_object();
+        CHECK(o.at("id") == "cutover-1");
+        CHECK(o.at("phase") == "draining");
+        CHECK(o.at("write_downtime_seconds").as_double() == 0.125);
+        CHECK(o.at("phases").as_array().size() == 2);
+        CHECK(o.at("phases").as_array()[1].as_object().at("phase") == "fencing");
+        auto again = post(f.port(), "/v1/cutover", "tok");
+        CHECK(again.status == 409);
+        CHECK(std::string(require_error_body(again).at("error").as_string()).find("cutover-1") != std::string::npos);
+        auto g = get(f.port(), "/v1/cutover");
+        CHECK(g.status == 200);
+        CHECK(json::parse(g.body).as_object().at("final_lsn") == "0/1234");
     }
     {
-        auto r = get(f.port(), "/v1/cutover");
-        CHECK(r.status == 501);
-        require_error_body(r);
+        auto r = post(f.port(), "/v1/rollback", "tok");
+        CHECK(r.status == 412);
+        auto o = require_error_body(r);
+        CHECK(o.at("reasons").as_array().size() == 2);
+        CHECK(o.at("reasons").as_array()[1] == "lag is 12.0 s, above cutover.max_lag_seconds (10 s)");
     }
+    CHECK(post(f.port(), "/v1/finish", "tok").status == 202);
+    CHECK(f.provider.finishes == 1);
     CHECK(get(f.port(), "/v1/verify").body.find("\"state\":\"none\"") != std::string::npos);
     auto first = post(f.port(), "/v1/verify", "tok");
     CHECK(first.status == 202);

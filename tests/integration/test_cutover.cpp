@@ -1,0 +1,510 @@
+// Integration: cutover and rollback (SPEC section 3) with real servers, under a write load whose
+// clients follow the primary the way an application behind a runbook would.
+//
+// - The ledger has no key (REPLICA IDENTITY FULL): a transaction applied twice shows as a
+//   duplicate row, one never applied as a missing one. Each writer numbers its transactions and
+//   retries the same number until it commits, so on both servers the ledger must end holding
+//   exactly 1..last for every writer, once.
+// - `orders` takes its key from a sequence (DEFAULT nextval) on whichever server is the primary:
+//   without the sequence sync of cutover the new primary's inserts collide with existing keys.
+// - The follower polls GET /v1/status and points the writers at the server `direction` names.
+#include "harness/replication_fixture.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <memory>
+#include <cstdlib>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+using namespace pgshift::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* const k_schema = R"sql(
+CREATE TABLE ledger (writer int NOT NULL, seq int NOT NULL, port int NOT NULL DEFAULT current_setting('port')::int);
+ALTER TABLE ledger REPLICA IDENTITY FULL;
+CREATE TABLE orders (id bigserial PRIMARY KEY, writer int NOT NULL, seq int NOT NULL, note text);
+CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
+)sql";
+
+const std::vector<std::string> k_tables = {"public.ledger", "public.orders", "public.accounts"};
+
+constexpr int k_writers = 3;
+
+/// curl against the daemon: the body (empty when it cannot connect).
+std::string http(const std::string& method, const std::string& url)
+{
+    return run_command({"/usr/bin/curl", "-s", "--max-time", "5", "-X", method, url}).output;
+}
+
+std::string field(const std::string& json, const std::string& name)
+{
+    std::smatch m;
+    std::regex re("\"" + name + "\":\"?([^\",}]*)\"?");
+    return std::regex_search(json, m, re) ? m[1].str() : "";
+}
+
+/// Waits up to `timeout` for `done`; true when it held.
+template <class F>
+bool wait_for(F done, std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (done())
+            return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return done();
+}
+
+/// `pgshift <command> --wait`: exit code and the final JSON line.
+std::pair<int, std::string> operation(DaemonProcess& d, const std::string& command)
+{
+    auto r = run_command({pgshift_binary().string(), command, "--wait", "--config", d.config_path().string()});
+    auto out = r.output;
+    while (!out.empty() && out.back() == '\n')
+        out.pop_back();
+    auto nl = out.rfind('\n');
+    return {r.exit_code, nl == std::string::npos ? out : out.substr(nl + 1)};
+}
+
+bool ready(DaemonProcess& d)
+{
+    return run_command({"/usr/bin/curl", "-sf", "--max-time", "2", d.control_url() + "/readyz"}).exit_code == 0;
+}
+
+/// Writers that follow the primary: each commits numbered transactions (a ledger row, an order
+/// with a sequence-made key, an account update) on the server GET /v1/status names, and
+/// retries the same number on the other one when the write is refused there.
+class FollowingWriters {
+public:
+    FollowingWriters(ReplicationFixture& fx) : fx_(fx)
+    {
+        follower_ = std::thread([this] { follow(); });
+        for (int i = 0; i < 500 && direction_.load() < 0; ++i)
+            std::this_thread::sleep_for(20ms);
+        if (direction_.load() < 0) {
+            stop();
+            throw std::runtime_error("GET /v1/status names no direction");
+        }
+        for (int w = 0; w < k_writers; ++w)
+            threads_.emplace_back([this, w] { run(w); });
+    }
+    FollowingWriters(const FollowingWriters&) = delete;
+    FollowingWriters& operator=(const FollowingWriters&) = delete;
+    ~FollowingWriters() { stop(); }
+
+    void stop()
+    {
+        stop_ = true;
+        for (auto& t : threads_)
+            if (t.joinable())
+                t.join();
+        if (follower_.joinable())
+            follower_.join();
+    }
+    /// Commits so far on the source (0) and the target (1).
+    [[nodiscard]] int committed_on(int server) const { return on_[server].load(); }
+    [[nodiscard]] int committed() const { return on_[0].load() + on_[1].load(); }
+    [[nodiscard]] int last_seq(int writer) const { return last_[writer].load(); }
+    /// Errors that are not "this server refuses writes" or a lost connection.
+    [[nodiscard]] std::string unexpected_errors() const
+    {
+        std::lock_guard lk(mutex_);
+        return unexpected_;
+    }
+    [[nodiscard]] int refused() const { return refused_.load(); }
+
+private:
+    void follow()
+    {
+        while (!stop_) {
+            auto s = http("GET", fx_.daemon().control_url() + "/v1/status");
+            auto d = field(s, "direction");
+            if (d == "forward" || d == "reverse")
+                direction_.store(d == "reverse" ? 1 : 0);
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+
+    void run(int writer)
+    {
+        std::unique_ptr<pgshift::pg::Connection> conn;
+        int server = -1;
+        int seq = 0;
+        while (!stop_) {
+            const int next = seq + 1;
+            try {
+                int want = direction_.load();
+                if (!conn || server != want) {
+                    conn.reset();
+                    server = want;
+                    conn = std::make_unique<pgshift::pg::Connection>(
+                        (server ? fx_.target() : fx_.source()).conninfo());
+                }
+                conn->exec("BEGIN");
+                conn->exec_params("INSERT INTO ledger (writer, seq) VALUES ($1, $2)",
+                                  {std::to_string(writer), std::to_string(next)});
+                conn->exec_params("INSERT INTO orders (writer, seq, note) VALUES ($1, $2, 'o')",
+                                  {std::to_string(writer), std::to_string(next)});
+                conn->exec_params("UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+                                  {std::to_string(next % 10)});
+                try {
+                    conn->exec("COMMIT");
+                } catch (const pgshift::pg::PgError&) {
+                    // Did it commit before the connection went? Ask that server (reads always work).
+                    auto check = (server ? fx_.target() : fx_.source()).connect();
+                    auto r = check.exec_params("SELECT count(*) FROM ledger WHERE writer = $1 AND seq = $2",
+                                               {std::to_string(writer), std::to_string(next)});
+                    if (r.get(0, 0) == "0")
+                        throw;
+                }
+                seq = next;
+                last_[writer].store(seq);
+                on_[server].fetch_add(1);
+            } catch (const pgshift::pg::PgError& e) {
+                // 25006: the fence; a broken connection: a session the fence ended.
+                if (e.sqlstate() == "25006" || e.broken() || e.sqlstate() == "57P01") {
+                    refused_.fetch_add(1);
+                } else {
+                    std::lock_guard lk(mutex_);
+                    unexpected_ += "writer " + std::to_string(writer) + " on " + (server ? "target" : "source") +
+                                   ": " + e.what() + "\n";
+                }
+                conn.reset();
+                std::this_thread::sleep_for(10ms);
+            } catch (const std::exception& e) {
+                std::lock_guard lk(mutex_);
+                unexpected_ += "writer " + std::to_string(writer) + ": " + e.what() + "\n";
+                conn.reset();
+                std::this_thread::sleep_for(50ms);
+            }
+            std::this_thread::sleep_for(3ms);
+        }
+    }
+
+    ReplicationFixture& fx_;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> direction_{-1};
+    std::atomic<int> on_[2] = {0, 0};
+    std::atomic<int> last_[k_writers] = {};
+    std::atomic<int> refused_{0};
+    mutable std::mutex mutex_;
+    std::string unexpected_;
+    std::thread follower_;
+    std::vector<std::thread> threads_;
+};
+
+/// Every writer's numbers 1..last exactly once in `server`'s ledger (no duplicate, none missing).
+void check_ledger(TestCluster& server, const FollowingWriters& w, const char* name)
+{
+    INFO("ledger on the " << name);
+    CHECK(server.value("SELECT count(*) FROM (SELECT writer, seq FROM ledger GROUP BY 1, 2 HAVING count(*) > 1) d") ==
+          "0");
+    for (int k = 0; k < k_writers; ++k) {
+        auto r = server.query("SELECT count(*), coalesce(max(seq), 0), count(DISTINCT seq) FROM ledger WHERE writer = " +
+                              std::to_string(k));
+        INFO("writer " << k << " committed up to " << w.last_seq(k));
+        CHECK(r.at(0).at(0).value() == std::to_string(w.last_seq(k)));
+        CHECK(r.at(0).at(1).value() == std::to_string(w.last_seq(k)));
+        CHECK(r.at(0).at(2).value() == std::to_string(w.last_seq(k)));
+    }
+}
+
+FixtureOptions options(const std::string& cutover_yaml, int workers = 2)
+{
+    FixtureOptions o;
+    o.schema_sql = k_schema;
+    o.daemon.name = "co";
+    o.daemon.workers = workers;
+    o.daemon.log_level = "info";
+    o.daemon.extra_yaml = "cutover: " + cutover_yaml + "\n";
+    return o;
+}
+
+void seed(ReplicationFixture& fx)
+{
+    auto sql = "INSERT INTO accounts SELECT g, 0 FROM generate_series(0, 9) g";
+    fx.source().exec(sql);
+    fx.target().exec(sql);
+}
+
+} // namespace
+
+TEST_CASE("cutover, rollback, cutover under a load that follows the primary: every write on both servers once, "
+          "no key collides, finish leaves nothing",
+          "[integration][cutover]")
+{
+    // verify: none, so that the drain alone must bring every write over (verify would hold apply too).
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: none}"));
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    FollowingWriters writers(fx);
+    REQUIRE(wait_for([&] { return writers.committed_on(0) > 150; }, 30s));
+
+    std::vector<double> downtimes;
+    // `behind`: apply is kept behind for that long by a lock on the new primary, so the drain
+    // has real work (writes committed before the fence but not applied yet).
+    auto switch_to = [&](const char* command, int primary, std::chrono::milliseconds behind = 0ms) {
+        INFO(command);
+        const int before = writers.committed_on(primary);
+        std::thread blocker;
+        if (behind > 0ms) {
+            auto locked = std::make_shared<std::atomic<bool>>(false);
+            blocker = std::thread([&, behind, locked] {
+                auto c = (primary ? fx.target() : fx.source()).connect();
+                c.exec("BEGIN; LOCK TABLE accounts IN EXCLUSIVE MODE");
+                locked->store(true);
+                std::this_thread::sleep_for(behind);
+                c.exec("COMMIT");
+            });
+            while (!locked->load())
+                std::this_thread::sleep_for(5ms);
+            std::this_thread::sleep_for(300ms); // writes pile up behind the lock
+        }
+        auto [code, json] = operation(fx.daemon(), command);
+        if (blocker.joinable())
+            blocker.join();
+        INFO(json);
+        REQUIRE(code == 0);
+        CHECK(field(json, "phase") == "done");
+        CHECK(field(json, "error") == "null");
+        downtimes.push_back(std::stod(field(json, "write_downtime_seconds")));
+        auto status = http("GET", fx.daemon().control_url() + "/v1/status");
+        CHECK(field(status, "direction") == (primary ? "reverse" : "forward"));
+        // The writers moved to the new primary and commit there.
+        REQUIRE(wait_for([&] { return writers.committed_on(primary) > before + 150; }, 30s));
+        // Their writes reach the other server: a marker written on the new primary arrives.
+        auto& from = primary ? fx.target() : fx.source();
+        auto& to = primary ? fx.source() : fx.target();
+        auto marker = from.value("INSERT INTO orders (writer, seq, note) VALUES (-1, 0, 'marker') RETURNING id");
+        CHECK(wait_for([&] { return to.value("SELECT count(*) FROM orders WHERE id = " + marker) == "1"; }, 20s));
+    };
+    switch_to("cutover", 1, 1500ms);
+    // The old primary refuses writes, whatever the session says about read-only.
+    {
+        auto c = fx.source().connect();
+        c.exec("SET default_transaction_read_only = off");
+        CHECK_THROWS_WITH(c.exec("INSERT INTO accounts VALUES (100, 1)"), Catch::Contains("fenced by pgshift"));
+    }
+    switch_to("rollback", 0);
+    switch_to("cutover", 1);
+
+    writers.stop();
+    INFO("unexpected writer errors: " << writers.unexpected_errors());
+    CHECK(writers.unexpected_errors().empty());
+    CHECK(writers.refused() > 0); // the load really met the fence
+    REQUIRE(fx.converged(k_tables, 60s));
+    check_ledger(fx.source(), writers, "source");
+    check_ledger(fx.target(), writers, "target");
+    // Keys made by both servers' sequences never collided (apply would have stopped on one).
+    CHECK(fx.target().value("SELECT count(*) FROM orders") == fx.source().value("SELECT count(*) FROM orders"));
+    for (double d : downtimes)
+        std::cout << "write downtime: " << d << " s\n";
+
+    // finish: nothing of pgshift's is left that could hold WAL or an origin slot.
+    auto r = run_command({pgshift_binary().string(), "finish", "--config", fx.daemon().config_path().string()});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    auto code = fx.daemon().wait_exit(60s);
+    REQUIRE(code);
+    CHECK(*code == 0);
+    for (auto* server : {&fx.source(), &fx.target()}) {
+        CHECK(server->value("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgshift%'") == "0");
+        CHECK(server->value("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'pgshift%'") == "0");
+        CHECK(server->value("SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'pgshift%'") == "0");
+    }
+    // A restart after finish does nothing and says so.
+    fx.daemon().start();
+    auto again = fx.daemon().wait_exit(30s);
+    REQUIRE(again);
+    CHECK(*again == 0);
+}
+
+TEST_CASE("the fence stops a role that turns read-only off, ends its open transaction, lasts after cutover",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: checksums}"));
+    seed(fx);
+    for (auto* server : {&fx.source(), &fx.target()})
+        server->exec("CREATE ROLE app LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "
+                     "app; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app");
+    auto as_app = [](TestCluster& c) { return pgshift::pg::Connection(c.conninfo() + " user=app"); };
+    setenv("PGSHIFT_TEST_CUTOVER_STALL", "syncing_sequences:4", 1);
+    REQUIRE(fx.start_and_wait_streaming());
+    unsetenv("PGSHIFT_TEST_CUTOVER_STALL");
+    REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 30s));
+    // An application session with a write in progress when the fence comes.
+    auto open_txn = as_app(fx.source());
+    open_txn.exec("BEGIN");
+    open_txn.exec("INSERT INTO orders (writer, seq, note) VALUES (-2, 1, 'open before the fence')");
+    auto post = http("POST", fx.daemon().control_url() + "/v1/cutover");
+    INFO(post);
+    REQUIRE(field(post, "id") == "cutover-1");
+    REQUIRE(wait_for([&] { return field(http("GET", fx.daemon().control_url() + "/v1/cutover"), "phase") ==
+                                  "syncing_sequences"; },
+                     20s));
+    // During the cutover (fenced, not done yet).
+    auto refused = [&](const char* when) {
+        INFO(when);
+        auto c = as_app(fx.source());
+        c.exec("SET default_transaction_read_only = off");
+        c.exec("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE");
+        try {
+            c.exec("INSERT INTO orders (writer, seq, note) VALUES (-2, 2, 'while fenced')");
+            FAIL("the insert was accepted");
+        } catch (const pgshift::pg::PgError& e) {
+            CHECK(e.sqlstate() == "25006");
+        }
+        try {
+            c.exec("BEGIN READ WRITE; UPDATE accounts SET balance = 7 WHERE id = 1; COMMIT");
+            FAIL("the update was accepted");
+        } catch (const pgshift::pg::PgError& e) {
+            CHECK(e.sqlstate() == "25006");
+        }
+    };
+    refused("during the cutover");
+    // The session that was writing when the fence came was ended; its write never committed.
+    CHECK_THROWS(open_txn.exec("COMMIT"));
+    REQUIRE(wait_for([&] { return field(http("GET", fx.daemon().control_url() + "/v1/cutover"), "phase") == "done"; },
+                     30s));
+    refused("after the cutover");
+    CHECK(fx.source().value("SELECT count(*) FROM orders WHERE writer = -2") == "0");
+    // The new primary takes the same role's writes.
+    auto t = as_app(fx.target());
+    t.exec("INSERT INTO orders (writer, seq, note) VALUES (-2, 3, 'on the new primary')");
+    CHECK(wait_for([&] { return fx.source().value("SELECT count(*) FROM orders WHERE writer = -2") == "1"; }, 20s));
+}
+
+TEST_CASE("cutover refuses lag (412); a drain that cannot finish in time aborts, the old primary takes writes again",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 4, max_lag_seconds: 2}"));
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    auto url = fx.daemon().control_url();
+    // Apply blocked behind a lock on the target: lag builds up.
+    auto blocker = fx.target().connect();
+    blocker.exec("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (1, 1)");
+    REQUIRE(wait_for([&] { return std::stod(field(http("GET", url + "/v1/lag"), "seconds")) > 2.5; }, 20s));
+    auto r = run_command({"/usr/bin/curl", "-s", "-w", "\n%{http_code}", "-X", "POST", url + "/v1/cutover"});
+    INFO(r.output);
+    CHECK(r.output.find("\n412") != std::string::npos);
+    CHECK(r.output.find("above cutover.max_lag_seconds") != std::string::npos);
+    blocker.exec("ROLLBACK");
+    REQUIRE(fx.converged(k_tables, 30s));
+
+    // Now lag is low when it starts, but apply cannot reach the final position.
+    blocker.exec("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (1, 2)");
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    CHECK(code == 1);
+    CHECK(field(json, "phase") == "aborted");
+    CHECK(json.find("cutover.timeout_seconds") != std::string::npos);
+    CHECK(json.find("draining") != std::string::npos);
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (1, 3)"); // writable again
+    blocker.exec("ROLLBACK");
+    REQUIRE(fx.converged(k_tables, 30s));
+    CHECK(field(http("GET", url + "/v1/status"), "direction") == "forward");
+    CHECK(fx.target().value("SELECT count(*) FROM pg_replication_slots") == "0"); // no reverse slot left
+}
+
+TEST_CASE("kill -9 in every phase of a cutover: undone before the new primary is ready, completed after, nothing lost",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 60}"));
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    FollowingWriters writers(fx);
+    REQUIRE(wait_for([&] { return writers.committed() > 100; }, 30s));
+    fx.daemon().kill(SIGKILL);
+    auto url = fx.daemon().control_url();
+    for (std::string point : {"fencing", "draining", "syncing_sequences", "verifying", "switching", "switching_ready"}) {
+        INFO("killed at " << point);
+        setenv("PGSHIFT_TEST_CUTOVER_STALL", (point + ":30").c_str(), 1);
+        fx.daemon().start();
+        unsetenv("PGSHIFT_TEST_CUTOVER_STALL");
+        REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 60s));
+        const int before = writers.committed_on(0);
+        REQUIRE(wait_for([&] { return writers.committed_on(0) > before + 20; }, 30s));
+        auto post = http("POST", url + "/v1/cutover");
+        INFO(post);
+        REQUIRE(field(post, "id").rfind("cutover-", 0) == 0);
+        REQUIRE(wait_for(
+            [&] {
+                if (point == "switching_ready")
+                    return fx.target().value("SELECT coalesce(bool_or(ready), false) FROM pgshift.switchover") == "t";
+                return field(http("GET", url + "/v1/cutover"), "phase") == point;
+            },
+            30s));
+        fx.daemon().kill(SIGKILL);
+        fx.daemon().start();
+        REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 60s));
+        auto op = http("GET", url + "/v1/cutover");
+        INFO(op);
+        const bool completed = point == "switching_ready";
+        CHECK(field(op, "phase") == (completed ? "done" : "aborted"));
+        CHECK(field(http("GET", url + "/v1/status"), "direction") == (completed ? "reverse" : "forward"));
+        // Exactly one server takes writes, and the writers keep committing there.
+        auto& primary = completed ? fx.target() : fx.source();
+        auto& fenced = completed ? fx.source() : fx.target();
+        CHECK_NOTHROW(primary.exec("UPDATE accounts SET balance = balance WHERE id = 0"));
+        if (completed)
+            CHECK_THROWS_WITH(fenced.exec("UPDATE accounts SET balance = balance WHERE id = 0"),
+                              Catch::Contains("fenced by pgshift"));
+        const int on = writers.committed_on(completed ? 1 : 0);
+        CHECK(wait_for([&] { return writers.committed_on(completed ? 1 : 0) > on + 20; }, 30s));
+        if (completed) {
+            auto [code, json] = operation(fx.daemon(), "rollback");
+            INFO(json);
+            REQUIRE(code == 0);
+        }
+        fx.daemon().kill(SIGKILL);
+    }
+    fx.daemon().start();
+    REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 60s));
+    writers.stop();
+    INFO("unexpected writer errors: " << writers.unexpected_errors());
+    CHECK(writers.unexpected_errors().empty());
+    REQUIRE(fx.converged(k_tables, 60s));
+    check_ledger(fx.source(), writers, "source");
+    check_ledger(fx.target(), writers, "target");
+}
+
+TEST_CASE("the drain waits for a backlog: writes committed before the fence but not applied yet reach the new "
+          "primary before it takes over",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 60, verify: none, max_lag_seconds: 30}", 1));
+    seed(fx);
+    // Apply on the target is slow (3 ms a ledger row, a trigger that fires in replica mode too),
+    // so a backlog builds up behind the writers.
+    fx.target().exec("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(0.003); RETURN NEW; END $$; "
+                     "CREATE TRIGGER slow BEFORE INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION slow(); "
+                     "ALTER TABLE ledger ENABLE ALWAYS TRIGGER slow");
+    REQUIRE(fx.start_and_wait_streaming());
+    REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 30s));
+    FollowingWriters writers(fx);
+    REQUIRE(wait_for([&] { return writers.committed_on(0) > 600; }, 30s));
+    auto behind = std::stoll(fx.source().value("SELECT count(*) FROM ledger")) -
+                  std::stoll(fx.target().value("SELECT count(*) FROM ledger"));
+    INFO("ledger rows not applied yet when the cutover starts: " << behind);
+    CHECK(behind > 100);
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    REQUIRE(code == 0);
+    REQUIRE(wait_for([&] { return writers.committed_on(1) > 50; }, 30s));
+    writers.stop();
+    REQUIRE(fx.converged(k_tables, 60s));
+    check_ledger(fx.source(), writers, "source");
+    check_ledger(fx.target(), writers, "target");
+}
