@@ -3,7 +3,9 @@
 # data (pgbench, scale DEMO_SCALE) and the target is empty; a pgbench write load runs on the source
 # the whole time; pgshift creates the tables on the target (schema: copy), copies the existing rows
 # under one snapshot in parallel sessions while the load goes on, then streams every change,
-# showing copy progress and then lag; both sides are compared at the end.
+# showing copy progress and then lag; both sides are compared. Then a cutover while pgbench writes
+# (the target becomes the primary and its writes stream back to the source), a rollback, and
+# `pgshift finish`.
 # Cleans up after itself. Options: DEMO_SECONDS (default 30), DEMO_CLIENTS (default 4),
 # DEMO_SCALE (default 10, 1,000,000 accounts, about 150 MB).
 set -euo pipefail
@@ -107,3 +109,45 @@ if [ "$a" = "$b" ]; then
 else
   echo "== NOT converged; pgshift log:"; tail -50 "$work/pgshift.log"; exit 1
 fi
+
+# converge WHY: waits until both servers hold the same rows (ordered digests), else fails.
+converge() {
+  for _ in $(seq 1 120); do
+    a=$(psql_src "$digest"); b=$(psql_dst "$digest")
+    [ "$a" = "$b" ] && { echo "   converged: $1"; return 0; }
+    sleep 0.5
+  done
+  echo "== NOT converged ($1); pgshift log:"; tail -50 "$work/pgshift.log"; exit 1
+}
+# One line out of the operation's JSON: phase, write downtime, each phase's duration.
+summary() {
+  tail -1 | /usr/bin/python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+print("   %s %s: write downtime %.3f s (%s)" % (o["id"], o["phase"], o["write_downtime_seconds"] or 0,
+      ", ".join("%s %.0f ms" % (p["phase"], p["seconds"] * 1000) for p in o["phases"])))
+if o.get("error"): print("   error:", o["error"])'
+}
+direction() { curl -s "$api/v1/status" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["direction"])'; }
+
+echo "== cutover while pgbench writes to the source: fence the source, drain, copy sequences, verify,"
+echo "   reverse stream (pgshift cutover --wait)"
+"$pgbin/pgbench" -n -c 2 -T 4 -d "$src" >"$work/pgbench-cutover.log" 2>&1 &
+cutover_load=$!
+sleep 2
+"$bin" cutover --wait --url "$api" | summary
+wait "$cutover_load" || true  # pgbench's clients stop at the fence's error: the application moves
+echo "   direction: $(direction)"
+echo "   a write on the old primary now: $(psql_src "UPDATE pgbench_branches SET bbalance = 0 WHERE bid = 1" 2>&1 | head -1)"
+echo "== the application writes to the target (pgbench 5 s there); pgshift streams it back to the source"
+"$pgbin/pgbench" -n -c "$clients" -j 2 -T 5 -d "$dst" 2>&1 | grep -E "^tps" | sed 's/^/   pgbench on the target: /'
+converge "the source has every write made on the target"
+echo "== rollback (pgshift rollback --wait): the source is the primary again"
+"$bin" rollback --wait --url "$api" | summary
+echo "   direction: $(direction)"
+"$pgbin/pgbench" -n -c "$clients" -j 2 -T 3 -d "$src" 2>&1 | grep -E "^tps" | sed 's/^/   pgbench on the source: /'
+converge "the target has every write made on the source again"
+echo "== finish (pgshift finish): slots, publications and origins dropped on both servers"
+"$bin" finish --url "$api" | sed 's/^/   /'
+wait "$daemon_pid" && echo "   pgshift exited 0"
+echo "   slots left: source $(psql_src "SELECT count(*) FROM pg_replication_slots"), target $(psql_dst "SELECT count(*) FROM pg_replication_slots")"

@@ -229,6 +229,16 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
     out.gauge("pgshift_cutover_write_downtime_seconds",
               "Write downtime of the last cutover or rollback, from fence to the new primary being writable.",
               s.cutover_write_downtime_seconds);
+    auto& phases = out.family("pgshift_cutover_phase_seconds",
+                              "Seconds each phase of the last cutover or rollback took (0: not reached).",
+                              MetricType::Gauge);
+    for (const char* name : k_switch_phases) {
+        double secs = 0;
+        for (const auto& p : s.cutover.phases)
+            if (p.name == name)
+                secs = p.seconds;
+        Exposition::add_value(phases, {{"phase", name}}, secs);
+    }
 
     return out.serialize();
 }

@@ -189,6 +189,24 @@ json::object initial_copy_json(const decltype(StatusSnapshot::initial_copy)& cop
             {"tables", std::move(tables)}};
 }
 
+json::object switch_json(const SwitchReport& r)
+{
+    json::array phases;
+    for (const auto& p : r.phases)
+        phases.emplace_back(json::object{{"phase", p.name}, {"seconds", number_or_null(p.seconds)}});
+    auto text_or_null = [](const std::string& v) { return v.empty() ? json::value(nullptr) : json::value(valid_utf8(v)); };
+    return json::object{{"id", text_or_null(r.id)},
+                        {"kind", text_or_null(r.kind)},
+                        {"phase", text_or_null(r.phase)},
+                        {"started_at", text_or_null(r.started_at)},
+                        {"fenced_at", text_or_null(r.fenced_at)},
+                        {"finished_at", text_or_null(r.finished_at)},
+                        {"write_downtime_seconds", number_or_null(r.write_downtime_seconds)},
+                        {"final_lsn", text_or_null(r.final_lsn)},
+                        {"error", text_or_null(r.error)},
+                        {"phases", std::move(phases)}};
+}
+
 json::object status_json(const StatusSnapshot& s, const std::string& build_version)
 {
     json::array reasons;
@@ -234,6 +252,7 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
           {"tables_error", s.verify.tables_error},
           {"rows_compared", s.verify.rows_compared},
           {"rows_per_second", s.verify.rows_per_second}}},
+        {"cutover", switch_json(s.cutover)},
         {"current_error", valid_utf8(s.current_error)},
         {"last_error", string_or_null(s.last_error)},
         {"last_error_at", string_or_null(s.last_error_at)},
@@ -325,24 +344,6 @@ Reply on_resume(Context& c)
     spdlog::info("control: resume requested by {}", c.peer);
     c.shared.provider.resume();
     return on_status(c);
-}
-
-json::object switch_json(const SwitchReport& r)
-{
-    json::array phases;
-    for (const auto& p : r.phases)
-        phases.emplace_back(json::object{{"phase", p.name}, {"seconds", number_or_null(p.seconds)}});
-    auto text_or_null = [](const std::string& v) { return v.empty() ? json::value(nullptr) : json::value(valid_utf8(v)); };
-    return json::object{{"id", text_or_null(r.id)},
-                        {"kind", text_or_null(r.kind)},
-                        {"phase", text_or_null(r.phase)},
-                        {"started_at", text_or_null(r.started_at)},
-                        {"fenced_at", text_or_null(r.fenced_at)},
-                        {"finished_at", text_or_null(r.finished_at)},
-                        {"write_downtime_seconds", number_or_null(r.write_downtime_seconds)},
-                        {"final_lsn", text_or_null(r.final_lsn)},
-                        {"error", text_or_null(r.error)},
-                        {"phases", std::move(phases)}};
 }
 
 /// 202 with the operation, or the 409/412 of OperationStart with its reasons.

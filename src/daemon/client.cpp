@@ -249,6 +249,18 @@ void print_status_table(const json::value& s)
         row("apply workers", str(at(s, {"apply", "workers"})) + " [" + states + "], " +
                                  str(at(s, {"apply", "batches_in_flight"})) + " batch(es) in flight");
     }
+    if (at(s, {"cutover", "id"}).is_string()) {
+        std::string op = str(at(s, {"cutover", "id"})) + ": " + str(at(s, {"cutover", "phase"}));
+        const auto& d = at(s, {"cutover", "write_downtime_seconds"});
+        if (d.is_number() && num(d) > 0) {
+            char buf[64];
+            std::snprintf(buf, sizeof buf, ", write downtime %.3f s", num(d));
+            op += buf;
+        }
+        if (at(s, {"cutover", "error"}).is_string())
+            op += " (" + str(at(s, {"cutover", "error"})) + ")";
+        row("last cutover/rollback", op);
+    }
     // The current error (failed, or retrying) apart from a resolved one kept for the record.
     if (auto current = str(at(s, {"current_error"})); !current.empty())
         row("error", current);

@@ -118,6 +118,7 @@ control::StatusSnapshot DaemonState::snapshot() const
             s.current_error = last_error_;
         s.tables_not_replicated = unreplicated_;
         s.cutover_write_downtime_seconds = switch_.write_downtime_seconds;
+        s.cutover = switch_;
     }
     s.name = name_;
     s.version = version_;

@@ -15,6 +15,10 @@ namespace pgshift::control {
 inline constexpr std::array<const char*, 8> k_states = {"starting",     "copying", "streaming", "paused",
                                                         "cutting_over", "rolling_back", "failed", "stopping"};
 
+/// Phases of a cutover or rollback before it ends, in the order pgshift_cutover_phase_seconds lists them.
+inline constexpr std::array<const char*, 6> k_switch_phases = {"checking",          "fencing",   "draining",
+                                                               "syncing_sequences", "verifying", "switching"};
+
 /// States of an apply worker, in the order pgshift_apply_workers lists them.
 inline constexpr std::array<const char*, 4> k_worker_states = {"idle", "waiting_dependency", "executing",
                                                                "waiting_commit"};
@@ -122,6 +126,8 @@ struct StatusSnapshot {
     std::uint64_t queue_changes = 0, queue_bytes = 0;
     std::uint64_t slot_retained_wal_bytes = 0;
     double cutover_write_downtime_seconds = 0;
+    /// The last (or running) cutover or rollback: id, kind, phase and each phase's duration.
+    SwitchReport cutover;
 
     /// Errors by stage: source, decode, apply, copy, control.
     std::uint64_t errors_source = 0, errors_decode = 0, errors_apply = 0, errors_copy = 0, errors_control = 0;

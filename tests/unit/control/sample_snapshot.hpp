@@ -37,6 +37,9 @@ inline StatusSnapshot busy_snapshot()
     s.queue_bytes = 22;
     s.slot_retained_wal_bytes = 23;
     s.cutover_write_downtime_seconds = 0.75;
+    s.cutover.id = "cutover-1";
+    s.cutover.phase = "done";
+    s.cutover.phases = {{"checking", 0.01}, {"fencing", 0.125}};
     s.errors_source = 31;
     s.errors_decode = 32;
     s.errors_apply = 33;

@@ -84,6 +84,7 @@ TEST_CASE("every SPEC section 4 metric is present with its type", "[control][met
         {"pgshift_copy_bytes_total", "counter"},
         {"pgshift_slot_retained_wal_bytes", "gauge"},
         {"pgshift_cutover_write_downtime_seconds", "gauge"},
+        {"pgshift_cutover_phase_seconds", "gauge"},
         {"pgshift_tables_not_replicated", "gauge"},
         {"pgshift_spill_errors_total", "counter"},
         {"pgshift_apply_workers", "gauge"},
@@ -171,6 +172,8 @@ TEST_CASE("plain gauges and counters carry the snapshot's values", "[control][me
     CHECK(e.value("pgshift_copy_bytes_total") == 1000002.0);
     CHECK(e.value("pgshift_slot_retained_wal_bytes") == 23.0);
     CHECK(e.value("pgshift_cutover_write_downtime_seconds") == 0.75);
+    CHECK(e.value(R"(pgshift_cutover_phase_seconds{phase="fencing"})") == 0.125);
+    CHECK(e.value(R"(pgshift_cutover_phase_seconds{phase="verifying"})") == 0.0);
 }
 
 TEST_CASE("the apply latency histogram has every bucket, +Inf equal to the count", "[control][metrics]")
