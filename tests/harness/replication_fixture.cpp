@@ -24,8 +24,8 @@ ReplicationFixture::ReplicationFixture(FixtureOptions options) : work_("pgshift-
         source_->exec(options.schema_sql);
 
     DaemonOptions d = options.daemon;
-    d.source_conninfo = source_->conninfo();
-    d.target_conninfo = target_->conninfo();
+    d.source_conninfo = source_->conninfo() + options.daemon_conninfo_suffix;
+    d.target_conninfo = target_->conninfo() + options.daemon_conninfo_suffix;
     daemon_ = std::make_unique<DaemonProcess>(work_.path(), d);
 }
 

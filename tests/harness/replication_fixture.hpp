@@ -20,6 +20,8 @@ struct FixtureOptions {
     std::vector<std::string> source_settings;
     std::vector<std::string> target_settings;
     DaemonOptions daemon; ///< conninfos are filled in by the fixture
+    /// Appended to both conninfos the daemon uses, e.g. " user=mig" (a role schema_sql created).
+    std::string daemon_conninfo_suffix;
 };
 
 /// Members are destroyed daemon first, clusters last, also during exception unwinding.

@@ -508,3 +508,47 @@ TEST_CASE("the drain waits for a backlog: writes committed before the fence but 
     check_ledger(fx.source(), writers, "source");
     check_ledger(fx.target(), writers, "target");
 }
+
+TEST_CASE("cutover, rollback and finish as a non-superuser role holding the documented grants",
+          "[integration][cutover]")
+{
+    auto o = options("{timeout_seconds: 30, verify: checksums}");
+    o.schema_sql = std::string(k_schema) + R"sql(
+CREATE ROLE mig LOGIN REPLICATION;
+GRANT CREATE ON DATABASE postgres TO mig;
+GRANT pg_signal_backend TO mig;
+GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_oid(text),
+  pg_replication_origin_advance(text, pg_lsn), pg_replication_origin_progress(text, boolean),
+  pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz),
+  pg_replication_origin_drop(text) TO mig;
+GRANT SET ON PARAMETER session_replication_role TO mig;
+ALTER TABLE ledger OWNER TO mig; ALTER TABLE orders OWNER TO mig; ALTER TABLE accounts OWNER TO mig;
+)sql";
+    o.daemon_conninfo_suffix = " user=mig";
+    ReplicationFixture fx(o);
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 30s));
+    CHECK(fx.source().value("SELECT rolsuper FROM pg_roles WHERE rolname = 'mig'") == "f");
+    fx.source().exec("INSERT INTO orders (writer, seq) SELECT 1, g FROM generate_series(1, 100) g");
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    REQUIRE(code == 0);
+    fx.target().exec("INSERT INTO orders (writer, seq) VALUES (2, 1)");
+    CHECK(wait_for([&] { return fx.source().value("SELECT count(*) FROM orders WHERE writer = 2") == "1"; }, 20s));
+    CHECK_THROWS_WITH(fx.source().exec("INSERT INTO orders (writer, seq) VALUES (3, 1)"),
+                      Catch::Contains("fenced by pgshift"));
+    auto [code2, json2] = operation(fx.daemon(), "rollback");
+    INFO(json2);
+    REQUIRE(code2 == 0);
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (3, 1)");
+    CHECK(wait_for([&] { return fx.target().value("SELECT count(*) FROM orders WHERE writer = 3") == "1"; }, 20s));
+    REQUIRE(fx.converged(k_tables, 30s));
+    auto r = run_command({pgshift_binary().string(), "finish", "--config", fx.daemon().config_path().string()});
+    REQUIRE(r.exit_code == 0);
+    auto exit = fx.daemon().wait_exit(60s);
+    REQUIRE(exit);
+    CHECK(*exit == 0);
+    for (auto* server : {&fx.source(), &fx.target()})
+        CHECK(server->value("SELECT count(*) FROM pg_replication_slots") == "0");
+}
