@@ -180,6 +180,27 @@ bool Reader::drop_change(const protocol::Message& msg, std::string& rewritten) c
     return false;
 }
 
+bool Reader::own_origin_change(const queue::Transaction& txn, const protocol::Message& msg)
+{
+    // Loop prevention (rule 12): the row changes of a transaction pgshift itself applied on this
+    // server (tagged with one of this migration's origins, either direction) never go back.
+    // PostgreSQL 16+ filters them at the source in the reverse direction (origin 'none'); this is
+    // the filter for 15 and older, and a second line everywhere. Relation and Type messages are
+    // kept (the source sends each relation's once per session, later transactions rely on it),
+    // and the transaction itself stays in the stream, empty, so its position is applied and
+    // confirmed like any other.
+    if (txn.origin.empty() || !cfg_.is_own_origin(txn.origin))
+        return false;
+    auto type = protocol::type_of(msg);
+    if (type == protocol::MsgType::relation || type == protocol::MsgType::type)
+        return false;
+    if (own_origin_skipped_++ == 0)
+        spdlog::info("dropping the changes of transactions tagged with origin {}: pgshift wrote them (loop "
+                     "prevention)",
+                     txn.origin);
+    return true;
+}
+
 std::unique_ptr<queue::Transaction> Reader::new_transaction(std::size_t memory_limit) const
 {
     auto t = std::make_unique<queue::Transaction>(queue::MessageLog(spill_dir_, memory_limit));
@@ -189,16 +210,6 @@ std::unique_ptr<queue::Transaction> Reader::new_transaction(std::size_t memory_l
 
 void Reader::complete(std::unique_ptr<queue::Transaction> txn)
 {
-    // Loop prevention (rule 12): a transaction pgshift itself applied on this server (tagged
-    // with one of this migration's origins) never goes back. PostgreSQL 16+ filters them at the
-    // source in the reverse direction (origin 'none'); this is the filter for 15 and older, and
-    // a second line everywhere. It stays in the stream as an empty transaction, so its position
-    // is applied and confirmed like any other.
-    if (!txn->origin.empty() && cfg_.is_own_origin(txn->origin)) {
-        ++own_origin_skipped_;
-        spdlog::debug("dropped xid {} (origin {}): pgshift wrote it", txn->xid.value, txn->origin);
-        txn->messages.truncate(0);
-    }
     txn->messages.seal();
     // A spilled transaction holds little memory but a file descriptor: charge it enough that
     // the queue bound also bounds the number of open spill files.
@@ -272,6 +283,8 @@ void Reader::handle_xlogdata(std::string_view payload)
                 std::none_of(st.subxacts.begin(), st.subxacts.end(),
                              [&](const auto& p) { return p.first == sub->value; }))
                 st.subxacts.emplace_back(sub->value, st.txn->messages.position());
+            if (own_origin_change(*st.txn, msg))
+                return;
             st.txn->messages.append(payload);
         } else if (current_) {
             if (auto* rel = std::get_if<protocol::Relation>(&msg); rel && !skip_below_.empty()) {
@@ -282,6 +295,8 @@ void Reader::handle_xlogdata(std::string_view payload)
                 else
                     skip_relids_.erase(rel->relid.value);
             }
+            if (own_origin_change(*current_, msg))
+                return;
             std::string rewritten;
             if (drop_change(msg, rewritten)) {
                 ++dropped_changes_;

@@ -552,3 +552,27 @@ ALTER TABLE ledger OWNER TO mig; ALTER TABLE orders OWNER TO mig; ALTER TABLE ac
     for (auto* server : {&fx.source(), &fx.target()})
         CHECK(server->value("SELECT count(*) FROM pg_replication_slots") == "0");
 }
+
+TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{}"));
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    // What the reverse stream's apply leaves on the source: writes under origin pgshift_co_rev_w0.
+    fx.source().exec("SELECT pg_replication_origin_create('pgshift_co_rev_w0')");
+    auto tagged = fx.source().connect();
+    tagged.exec("SELECT pg_replication_origin_session_setup('pgshift_co_rev_w0')");
+    tagged.exec("INSERT INTO orders (writer, seq, note) VALUES (7, 1, 'applied by pgshift: must not go back')");
+    tagged.exec("SELECT pg_replication_origin_session_reset()");
+    // A foreign origin (another replication feeding the source) is replicated as usual.
+    fx.source().exec("SELECT pg_replication_origin_create('someone_else')");
+    tagged.exec("SELECT pg_replication_origin_session_setup('someone_else')");
+    tagged.exec("INSERT INTO orders (writer, seq, note) VALUES (7, 2, 'from another replication')");
+    tagged.exec("SELECT pg_replication_origin_session_reset()");
+    fx.source().exec("INSERT INTO orders (writer, seq, note) VALUES (7, 3, 'an application write')");
+    REQUIRE(wait_for([&] { return fx.target().value("SELECT count(*) FROM orders WHERE seq = 3 AND writer = 7") == "1"; },
+                     20s));
+    CHECK(fx.target().value("SELECT count(*) FROM orders WHERE writer = 7 AND seq = 1") == "0");
+    CHECK(fx.target().value("SELECT count(*) FROM orders WHERE writer = 7 AND seq = 2") == "1");
+}

@@ -112,7 +112,9 @@ private:
     std::map<std::string, Lsn> skip_below_;           ///< table -> sync LSN (reader thread after stream())
     std::map<std::uint32_t, Lsn> skip_relids_;        ///< relid -> sync LSN, from Relation messages
     std::uint64_t dropped_changes_ = 0;
-    std::uint64_t own_origin_skipped_ = 0; ///< transactions pgshift wrote itself, dropped (rule 12)
+    /// Whether `msg` is a row change of a transaction pgshift itself wrote (loop prevention).
+    [[nodiscard]] bool own_origin_change(const queue::Transaction& txn, const protocol::Message& msg);
+    std::uint64_t own_origin_skipped_ = 0; ///< row changes pgshift wrote itself, dropped (rule 12)
 };
 
 } // namespace pgshift::reader
