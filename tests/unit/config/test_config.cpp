@@ -1,6 +1,8 @@
 // Unit tests for the configuration loader: schema, positions in messages, ${VAR}, secrets, redaction.
 #include "pgshift/config/config.hpp"
 
+#include "config_test_support.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -18,56 +20,9 @@
 #include <vector>
 
 using namespace pgshift::config;
+using namespace pgshift::config::test;
 using Catch::Matchers::Contains;
 
-namespace {
-
-const std::string k_origin = "t.yaml";
-
-// Lines 1-5; tests append sections after it, so their line numbers start at 6.
-const std::string k_minimal = "name: shop\n"
-                              "source:\n"
-                              "  conninfo: \"host=old-db dbname=shop user=migrator\"\n"
-                              "target:\n"
-                              "  conninfo: \"postgresql://migrator@new-db:5432/shop\"\n";
-
-EnvLookup env_of(std::map<std::string, std::string> vars) {
-    return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
-        const auto it = vars.find(name);
-        if (it == vars.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    };
-}
-
-EnvLookup no_env() { return env_of({}); }
-
-Config load(const std::string& yaml, const EnvLookup& env = no_env()) { return load_from_string(yaml, k_origin, env); }
-
-// The problems of a document that must fail to load.
-std::vector<std::string> problems_of(const std::string& yaml, const EnvLookup& env = no_env()) {
-    try {
-        (void)load_from_string(yaml, k_origin, env);
-    } catch (const ConfigErrors& e) {
-        REQUIRE_FALSE(e.problems().empty());
-        return e.problems();
-    }
-    FAIL("expected ConfigErrors for:\n" << yaml);
-    return {};
-}
-
-// The single problem of a document that must fail with exactly one.
-std::string problem_of(const std::string& yaml, const EnvLookup& env = no_env()) {
-    const auto problems = problems_of(yaml, env);
-    INFO("problems: " << Catch::Detail::stringify(problems));
-    REQUIRE(problems.size() == 1);
-    return problems.front();
-}
-
-bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
-
-} // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Valid documents

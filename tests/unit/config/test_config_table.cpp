@@ -2,6 +2,8 @@
 // unknown-key messages the table drives.
 #include "pgshift/config/config.hpp"
 
+#include "config_test_support.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <vector>
 
 using namespace pgshift::config;
+using namespace pgshift::config::test;
 using Catch::Matchers::Contains;
 
 namespace Catch {
@@ -23,46 +26,6 @@ template <> struct StringMaker<ConfigChange> {
 } // namespace Catch
 
 namespace {
-
-const std::string k_origin = "t.yaml";
-
-// Lines 1-5, as in test_config.cpp: appended sections start at line 6.
-const std::string k_minimal = "name: shop\n"
-                              "source:\n"
-                              "  conninfo: \"host=old-db dbname=shop user=migrator\"\n"
-                              "target:\n"
-                              "  conninfo: \"postgresql://migrator@new-db:5432/shop\"\n";
-
-EnvLookup env_of(std::map<std::string, std::string> vars) {
-    return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
-        const auto it = vars.find(name);
-        if (it == vars.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    };
-}
-
-Config load(const std::string& yaml, const EnvLookup& env = env_of({})) {
-    return load_from_string(yaml, k_origin, env);
-}
-
-std::vector<std::string> problems_of(const std::string& yaml) {
-    try {
-        (void)load(yaml);
-    } catch (const ConfigErrors& e) {
-        return e.problems();
-    }
-    FAIL("expected ConfigErrors for:\n" << yaml);
-    return {};
-}
-
-std::string problem_of(const std::string& yaml) {
-    const auto problems = problems_of(yaml);
-    INFO("problems: " << Catch::Detail::stringify(problems));
-    REQUIRE(problems.size() == 1);
-    return problems.front();
-}
 
 // A document as dotted key -> YAML value, written as nested maps.
 using Values = std::map<std::string, std::string>;
@@ -125,8 +88,6 @@ const Values k_other_values = {
     {"log.level", "debug"},
     {"log.format", "json"},
 };
-
-bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
 const KeyInfo* info_of(const std::string& key) {
     const auto all = keys();
