@@ -127,34 +127,14 @@ echo "ok: a conninfo on port 6543 is reported as a pooler, and the failed connec
 # A PgBouncer (transaction pooling) in front of the source on an ordinary port: noticed once
 # connected (the backend pid it announces is its own), and the replication connection fails.
 if command -v pgbouncer >/dev/null; then
-  bouncer_port=$(free_port)
-  mkdir "$work/bouncer"
-  [ "$EUID" = 0 ] && chown postgres: "$work/bouncer"
-  cat > "$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$src_port dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer_port
-unix_socket_dir =
-auth_type = trust
-auth_file = $work/bouncer/users.txt
-pool_mode = transaction
-logfile = $work/bouncer/pgbouncer.log
-pidfile = $work/bouncer/pgbouncer.pid
-INI
-  echo '"postgres" ""' > "$work/bouncer/users.txt"
-  as_bouncer() { if [ "$EUID" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-  as_bouncer pgbouncer -d "$work/bouncer/pgbouncer.ini" || fail "pgbouncer does not start"
-  on_exit '[ -f "$work/bouncer/pgbouncer.pid" ] && kill "$(cat "$work/bouncer/pgbouncer.pid")"'
-  for _ in $(seq 1 50); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" && break; sleep 0.1; done
+  start_pgbouncer postgres "$src_port"
   write_config "host=127.0.0.1 port=$bouncer_port dbname=postgres user=postgres"
   check_expect 1
   has "warning: source: " "source.conninfo reaches the server through a connection pooler" "PgBouncer in front of the source not noticed"
   has "error: source: " "cannot open a replication connection (replication=database) as pgshift run does" \
     "the replication connection through PgBouncer is not reported"
   [ "$(errors)" = 1 ] || fail "expected only the replication connection error, got $(errors)"
-  kill "$(cat "$work/bouncer/pgbouncer.pid")"
+  kill "$bouncer"
   echo "ok: a PgBouncer in front of the source is noticed, and its refused replication connection is an error"
 else
   echo "skipped: pgbouncer not installed (the pooler behind an ordinary port)"

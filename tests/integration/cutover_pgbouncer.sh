@@ -8,41 +8,14 @@
 # write downtime pgshift reports for each operation.
 # Usage: cutover_pgbouncer.sh PGSHIFT_BINARY
 set -euo pipefail
-pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-[ -x "$pgbouncer" ] || { echo "pgbouncer not installed: skipped"; exit 77; }
+command -v pgbouncer >/dev/null || { echo "pgbouncer not installed: skipped"; exit 77; }
 command -v python3 >/dev/null || { echo "python3 not installed: skipped"; exit 77; }
 source "$(dirname "$0")/daemon-test.sh"
 [ -x "$pgbin/pgbench" ] || { echo "pgbench not installed: skipped"; exit 77; }
 
 # --- PgBouncer in front of the source: database app, admin user postgres, trust auth.
-bouncer_port=$(free_port)
-bdir="$work/bouncer"
-mkdir "$bdir"
-[ "$EUID" = 0 ] && chown postgres: "$bdir"
-cat > "$bdir/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$src_port dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer_port
-unix_socket_dir =
-auth_type = trust
-auth_file = $bdir/users.txt
-admin_users = postgres
-pool_mode = transaction
-query_wait_timeout = 15
-default_pool_size = 10
-logfile = $bdir/pgbouncer.log
-pidfile = $bdir/pgbouncer.pid
-INI
-echo '"postgres" ""' > "$bdir/users.txt"
-chmod 644 "$bdir/pgbouncer.ini" "$bdir/users.txt"
-as_bouncer() { if [ "$EUID" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
-as_bouncer "$pgbouncer" -d "$bdir/pgbouncer.ini" || fail "pgbouncer does not start"
-for _ in $(seq 1 50); do [ -s "$bdir/pgbouncer.pid" ] && break; sleep 0.1; done
-bouncer=$(cat "$bdir/pgbouncer.pid") || fail "pgbouncer wrote no pid file: $(tail -5 "$bdir/pgbouncer.log")"
-on_exit 'kill -TERM "$bouncer" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$bouncer" 2>/dev/null || break; sleep 0.1; done'
-for _ in $(seq 1 50); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" -d app && break; sleep 0.1; done
+start_pgbouncer app "$src_port" "query_wait_timeout = 15
+default_pool_size = 10"
 app="host=127.0.0.1 port=$bouncer_port dbname=app user=postgres"
 admin="$pgbin/psql -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $bouncer_port -U postgres -d pgbouncer"
 [ "$("$pgbin/psql" -X -A -t -d "$app" -c "SELECT inet_server_port()")" = "$src_port" ] ||

@@ -16,3 +16,38 @@ wait_ready() {
   done
   fail "$3: $(curl -s "$1/readyz")"
 }
+# start_pgbouncer DB PORT [INI_LINES]: a real PgBouncer (transaction pooling, trust auth, admin
+# user postgres) on $bouncer_port, with one database entry DB -> 127.0.0.1:PORT (dbname postgres);
+# config, users and log in $bdir; $bouncer is its pid; stopped on exit. It refuses to run as root,
+# so it runs as postgres then. Extra [pgbouncer] settings go in INI_LINES.
+start_pgbouncer() {
+  bouncer_port=$(free_port)
+  bdir="$work/bouncer"
+  mkdir -p "$bdir"
+  [ "$EUID" = 0 ] && chown postgres: "$bdir"
+  cat > "$bdir/pgbouncer.ini" <<INI
+[databases]
+$1 = host=127.0.0.1 port=$2 dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $bdir/users.txt
+admin_users = postgres
+pool_mode = transaction
+logfile = $bdir/pgbouncer.log
+pidfile = $bdir/pgbouncer.pid
+${3:-}
+INI
+  echo '"postgres" ""' > "$bdir/users.txt"
+  chmod 644 "$bdir/pgbouncer.ini" "$bdir/users.txt"
+  local exe
+  exe=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  if [ "$EUID" = 0 ]; then (cd / && runuser -u postgres -- "$exe" -d "$bdir/pgbouncer.ini"); else
+    "$exe" -d "$bdir/pgbouncer.ini"; fi || fail "pgbouncer does not start"
+  for _ in $(seq 1 50); do [ -s "$bdir/pgbouncer.pid" ] && break; sleep 0.1; done
+  bouncer=$(cat "$bdir/pgbouncer.pid") || fail "pgbouncer wrote no pid file: $(tail -5 "$bdir/pgbouncer.log")"
+  on_exit 'kill -TERM "$bouncer" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$bouncer" 2>/dev/null || break; sleep 0.1; done'
+  for _ in $(seq 1 50); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" -d "$1" && break; sleep 0.1; done
+}
