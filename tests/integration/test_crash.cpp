@@ -11,6 +11,7 @@
 // target, so that "N apply workers" is checked, not assumed; distinct names, because a
 // killed daemon's old sessions may linger next to the new ones for a moment.
 // Daemon restarts always happen on the main thread (see DaemonProcess).
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 #include "harness/target_sampler.hpp"
 
@@ -42,77 +43,54 @@ const std::vector<std::string> k_tables = {"public.ledger", "public.accounts", "
 
 constexpr int k_writers = 4;
 
-/// Writer threads committing numbered transactions until stopped. The destructor stops
-/// and joins them, so a failing REQUIRE on the main thread never leaves a joinable thread.
+/// Writer threads committing numbered transactions until stopped (LoadThreads joins them).
 class WriterPool {
 public:
-    WriterPool(std::string conninfo, std::chrono::milliseconds pause) : conninfo_(std::move(conninfo)), pause_(pause)
+    WriterPool(std::string conninfo, std::chrono::milliseconds pause)
+        : conninfo_(std::move(conninfo)), pause_(pause),
+          threads_(k_writers, [this](int client, const auto& stop) { run(client, stop); })
     {
-        for (int client = 0; client < k_writers; ++client)
-            threads_.emplace_back([this, client] { run(client); });
     }
-    WriterPool(const WriterPool&) = delete;
-    WriterPool& operator=(const WriterPool&) = delete;
-    ~WriterPool() { stop(); }
-
-    void stop()
-    {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-    }
+    void stop() { threads_.stop(); }
     [[nodiscard]] int committed() const { return committed_; }
-    [[nodiscard]] std::string errors() const
-    {
-        std::lock_guard lock(mutex_);
-        return errors_;
-    }
+    [[nodiscard]] std::string errors() const { return threads_.errors(); }
 
 private:
-    void run(int client)
+    void run(int client, const std::atomic<bool>& stop)
     {
-        try {
-            pgshift::pg::Connection conn(conninfo_);
-            std::mt19937 rng(static_cast<unsigned>(client * 7919 + 1));
-            int seq = 0;
-            while (!stop_) {
-                const int next = seq + 1;
-                const auto account = std::to_string(std::uniform_int_distribution<int>(0, 49)(rng));
-                const auto amount = std::to_string(std::uniform_int_distribution<int>(-100, 100)(rng));
-                try {
-                    conn.exec("BEGIN");
-                    conn.exec_params("INSERT INTO ledger VALUES ($1, $2)", {std::to_string(client), std::to_string(next)});
-                    conn.exec_params("UPDATE accounts SET balance = balance + $2, txns = txns + 1, touched_by = $3 "
-                                     "WHERE id = $1",
-                                     {account, amount, std::to_string(client)});
-                    conn.exec_params("INSERT INTO client_state VALUES ($1, $2, $3) ON CONFLICT (client) DO UPDATE "
-                                     "SET last_seq = excluded.last_seq, payload = excluded.payload",
-                                     {std::to_string(client), std::to_string(next),
-                                      "client " + std::to_string(client) + " seq " + std::to_string(next)});
-                    conn.exec("COMMIT");
-                    seq = next;
-                    ++committed_;
-                } catch (const pgshift::pg::PgError& e) {
-                    if (e.sqlstate() != "40P01" && e.sqlstate() != "40001")
-                        throw;
-                    conn.exec("ROLLBACK"); // retried with the same seq
-                }
-                std::this_thread::sleep_for(pause_);
+        pgshift::pg::Connection conn(conninfo_);
+        std::mt19937 rng(static_cast<unsigned>(client * 7919 + 1));
+        int seq = 0;
+        while (!stop) {
+            const int next = seq + 1;
+            const auto account = std::to_string(std::uniform_int_distribution<int>(0, 49)(rng));
+            const auto amount = std::to_string(std::uniform_int_distribution<int>(-100, 100)(rng));
+            try {
+                conn.exec("BEGIN");
+                conn.exec_params("INSERT INTO ledger VALUES ($1, $2)", {std::to_string(client), std::to_string(next)});
+                conn.exec_params("UPDATE accounts SET balance = balance + $2, txns = txns + 1, touched_by = $3 "
+                                 "WHERE id = $1",
+                                 {account, amount, std::to_string(client)});
+                conn.exec_params("INSERT INTO client_state VALUES ($1, $2, $3) ON CONFLICT (client) DO UPDATE "
+                                 "SET last_seq = excluded.last_seq, payload = excluded.payload",
+                                 {std::to_string(client), std::to_string(next),
+                                  "client " + std::to_string(client) + " seq " + std::to_string(next)});
+                conn.exec("COMMIT");
+                seq = next;
+                ++committed_;
+            } catch (const pgshift::pg::PgError& e) {
+                if (e.sqlstate() != "40P01" && e.sqlstate() != "40001")
+                    throw;
+                conn.exec("ROLLBACK"); // retried with the same seq
             }
-        } catch (const std::exception& e) {
-            std::lock_guard lock(mutex_);
-            errors_ += "writer " + std::to_string(client) + ": " + e.what() + "\n";
+            std::this_thread::sleep_for(pause_);
         }
     }
 
     std::string conninfo_;
     std::chrono::milliseconds pause_;
-    std::atomic<bool> stop_{false};
     std::atomic<int> committed_{0};
-    mutable std::mutex mutex_;
-    std::string errors_; // guarded by mutex_
-    std::vector<std::thread> threads_;
+    LoadThreads threads_; // last: its threads stop before the members they use go
 };
 
 /// Reads the target every 250 ms and records any snapshot that is not a whole-transaction state.

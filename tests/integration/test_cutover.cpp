@@ -8,6 +8,7 @@
 // - `orders` takes its key from a sequence (DEFAULT nextval) on whichever server is the primary:
 //   without the sequence sync of cutover the new primary's inserts collide with existing keys.
 // - The follower polls GET /v1/status and points the writers at the server `direction` names.
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 
 #include <catch2/catch.hpp>
@@ -84,30 +85,21 @@ bool ready(DaemonProcess& d)
 /// retries the same number on the other one when the write is refused there.
 class FollowingWriters {
 public:
-    FollowingWriters(ReplicationFixture& fx) : fx_(fx)
+    FollowingWriters(ReplicationFixture& fx)
+        : fx_(fx), follower_(1, [this](int, const auto& stop) { follow(stop); })
     {
-        follower_ = std::thread([this] { follow(); });
         for (int i = 0; i < 500 && direction_.load() < 0; ++i)
             std::this_thread::sleep_for(20ms);
-        if (direction_.load() < 0) {
-            stop();
+        if (direction_.load() < 0)
             throw std::runtime_error("GET /v1/status names no direction");
-        }
-        for (int w = 0; w < k_writers; ++w)
-            threads_.emplace_back([this, w] { run(w); });
+        writers_ = std::make_unique<LoadThreads>(k_writers, [this](int w, const auto& stop) { run(w, stop); });
     }
-    FollowingWriters(const FollowingWriters&) = delete;
-    FollowingWriters& operator=(const FollowingWriters&) = delete;
-    ~FollowingWriters() { stop(); }
 
     void stop()
     {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-        if (follower_.joinable())
-            follower_.join();
+        if (writers_)
+            writers_->stop();
+        follower_.stop();
     }
     /// Commits so far on the source (0) and the target (1).
     [[nodiscard]] int committed_on(int server) const { return on_[server].load(); }
@@ -117,14 +109,14 @@ public:
     [[nodiscard]] std::string unexpected_errors() const
     {
         std::lock_guard lk(mutex_);
-        return unexpected_;
+        return unexpected_ + (writers_ ? writers_->errors() : "");
     }
     [[nodiscard]] int refused() const { return refused_.load(); }
 
 private:
-    void follow()
+    void follow(const std::atomic<bool>& stop)
     {
-        while (!stop_) {
+        while (!stop) {
             auto s = http("GET", fx_.daemon().control_url() + "/v1/status");
             auto d = field(s, "direction");
             if (d == "forward" || d == "reverse")
@@ -133,12 +125,12 @@ private:
         }
     }
 
-    void run(int writer)
+    void run(int writer, const std::atomic<bool>& stop)
     {
         std::unique_ptr<pgshift::pg::Connection> conn;
         int server = -1;
         int seq = 0;
-        while (!stop_) {
+        while (!stop) {
             const int next = seq + 1;
             try {
                 int want = direction_.load();
@@ -190,15 +182,14 @@ private:
     }
 
     ReplicationFixture& fx_;
-    std::atomic<bool> stop_{false};
     std::atomic<int> direction_{-1};
     std::atomic<int> on_[2] = {0, 0};
     std::atomic<int> last_[k_writers] = {};
     std::atomic<int> refused_{0};
     mutable std::mutex mutex_;
     std::string unexpected_;
-    std::thread follower_;
-    std::vector<std::thread> threads_;
+    LoadThreads follower_; // last: threads stop before the members they use go
+    std::unique_ptr<LoadThreads> writers_;
 };
 
 /// Every writer's numbers 1..last exactly once in `server`'s ledger (no duplicate, none missing).

@@ -1,5 +1,6 @@
 // Integration: connection trouble under load — source and target restarts, a killed walsender,
 // and apply blocked longer than wal_sender_timeout — ends with identical tables.
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 
 #include <catch2/catch.hpp>
@@ -27,27 +28,19 @@ const std::vector<std::string> k_tables = {"public.acct", "public.events"};
 /// that fails ambiguously is fine: the source's final state is what must be replicated).
 class Load {
 public:
-    Load(std::string conninfo, int threads) : conninfo_(std::move(conninfo))
+    Load(std::string conninfo, int threads)
+        : conninfo_(std::move(conninfo)), threads_(threads, [this](int t, const auto& stop) { run(t, stop); })
     {
-        for (int t = 0; t < threads; ++t)
-            threads_.emplace_back([this, t] { run(t); });
     }
-    ~Load() { stop(); }
-    void stop()
-    {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-    }
+    void stop() { threads_.stop(); }
     [[nodiscard]] long committed() const { return committed_; }
 
 private:
-    void run(int seed)
+    void run(int seed, const std::atomic<bool>& stop)
     {
         std::mt19937 rng(static_cast<unsigned>(seed + 1));
         std::unique_ptr<pgshift::pg::Connection> conn;
-        while (!stop_) {
+        while (!stop) {
             try {
                 if (!conn || !conn->is_ok())
                     conn = std::make_unique<pgshift::pg::Connection>(conninfo_);
@@ -67,9 +60,8 @@ private:
     }
 
     std::string conninfo_;
-    std::atomic<bool> stop_{false};
     std::atomic<long> committed_{0};
-    std::vector<std::thread> threads_;
+    LoadThreads threads_; // last: its threads stop before the members they use go
 };
 
 FixtureOptions fixture_options(const std::string& name, std::vector<std::string> source_settings = {})

@@ -1,5 +1,6 @@
 // Integration: verify (SPEC section 5) compares source and target at one common LSN while a write
 // load keeps streaming, and names exactly what differs.
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 #include "harness/type_schema.hpp"
 
@@ -52,58 +53,39 @@ INSERT INTO load_u SELECT g, g, g FROM generate_series(0, 99) g;
 class Load {
 public:
     explicit Load(std::string conninfo)
+        : conninfo_(std::move(conninfo)), threads_(2, [this](int k, const auto& stop) { run(k, stop); })
     {
-        for (int i = 0; i < 2; ++i)
-            threads_.emplace_back([this, conninfo, i] { run(conninfo, i); });
     }
-    ~Load() { stop(); }
-    void stop()
-    {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-    }
+    void stop() { threads_.stop(); }
     [[nodiscard]] int committed() const { return committed_.load(); }
-    [[nodiscard]] std::string error() const
-    {
-        std::lock_guard lk(mutex_);
-        return error_;
-    }
+    [[nodiscard]] std::string error() const { return threads_.errors(); }
 
 private:
-    void run(const std::string& conninfo, int thread_no)
+    void run(int thread_no, const std::atomic<bool>& stop)
     {
-        try {
-            pgshift::pg::Connection c(conninfo);
-            std::mt19937 rng(static_cast<unsigned>(thread_no + 7));
-            auto pick = [&](int lo, int hi) { return std::to_string(std::uniform_int_distribution<int>(lo, hi)(rng)); };
-            for (int n = 0; !stop_; ++n) {
-                c.exec("BEGIN");
-                c.exec_params("UPDATE load_a SET v = v + 1, s = $2 WHERE id = $1", {pick(0, 999), "u" + std::to_string(n)});
-                c.exec_params("INSERT INTO load_log VALUES ($1, $2, 'n')", {std::to_string(thread_no), std::to_string(n)});
-                c.exec_params("UPDATE t_numbers SET n = n + 1, f8 = f8 * -1 WHERE id = 3", {});
-                c.exec_params("INSERT INTO load_b VALUES ($1, $2, 'x', $3) ON CONFLICT (k1, k2) DO UPDATE SET n = "
-                              "load_b.n + 1",
-                              {pick(0, 19), pick(0, 50), pick(-5, 5)});
-                if (n % 5 == 0)
-                    c.exec_params("DELETE FROM load_b WHERE k1 = $1 AND k2 = $2", {pick(0, 19), pick(0, 50)});
-                c.exec_params("UPDATE t_toast SET counter = counter + 1 WHERE id = 1", {});
-                c.exec("COMMIT");
-                ++committed_;
-                std::this_thread::sleep_for(2ms);
-            }
-        } catch (const std::exception& e) {
-            std::lock_guard lk(mutex_);
-            error_ = e.what();
+        pgshift::pg::Connection c(conninfo_);
+        std::mt19937 rng(static_cast<unsigned>(thread_no + 7));
+        auto pick = [&](int lo, int hi) { return std::to_string(std::uniform_int_distribution<int>(lo, hi)(rng)); };
+        for (int n = 0; !stop; ++n) {
+            c.exec("BEGIN");
+            c.exec_params("UPDATE load_a SET v = v + 1, s = $2 WHERE id = $1", {pick(0, 999), "u" + std::to_string(n)});
+            c.exec_params("INSERT INTO load_log VALUES ($1, $2, 'n')", {std::to_string(thread_no), std::to_string(n)});
+            c.exec_params("UPDATE t_numbers SET n = n + 1, f8 = f8 * -1 WHERE id = 3", {});
+            c.exec_params("INSERT INTO load_b VALUES ($1, $2, 'x', $3) ON CONFLICT (k1, k2) DO UPDATE SET n = "
+                          "load_b.n + 1",
+                          {pick(0, 19), pick(0, 50), pick(-5, 5)});
+            if (n % 5 == 0)
+                c.exec_params("DELETE FROM load_b WHERE k1 = $1 AND k2 = $2", {pick(0, 19), pick(0, 50)});
+            c.exec_params("UPDATE t_toast SET counter = counter + 1 WHERE id = 1", {});
+            c.exec("COMMIT");
+            ++committed_;
+            std::this_thread::sleep_for(2ms);
         }
     }
 
-    std::atomic<bool> stop_{false};
+    std::string conninfo_;
     std::atomic<int> committed_{0};
-    mutable std::mutex mutex_;
-    std::string error_;
-    std::vector<std::thread> threads_;
+    LoadThreads threads_; // last: its threads stop before the members they use go
 };
 
 /// `pgshift verify --wait`: exit code and the final JSON document (the last line).
