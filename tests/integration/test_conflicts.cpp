@@ -30,6 +30,7 @@
 // - The seed (PGSHIFT_CONFLICT_SEED, else random) is printed; it reproduces each thread's
 //   sequence of operations, not the interleaving of the threads, which the servers decide.
 //   PGSHIFT_CONFLICT_SECONDS sets the load's duration (default 15).
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 #include "harness/target_sampler.hpp"
 
@@ -114,45 +115,29 @@ enum Op { op_hot, op_swap_now, op_swap_deferred, op_token, op_rekey, op_churn, o
 const char* const k_op_names[op_kinds] = {"hot transfer", "unique swap",      "deferred unique swap", "token move",
                                           "key change",   "delete/re-insert", "parent+child",         "truncate"};
 
-/// The writer threads. The destructor stops and joins them, so a failed REQUIRE on the main
-/// thread never leaves a joinable thread behind.
+/// The writer threads (LoadThreads joins them, also when a REQUIRE fails on the main thread).
 class ConflictLoad {
 public:
     ConflictLoad(std::string conninfo, unsigned seed, int workers, unsigned counted_percent)
-        : conninfo_(std::move(conninfo)), counted_percent_(counted_percent)
+        : conninfo_(std::move(conninfo)), counted_percent_(counted_percent),
+          threads_(k_writers, [this, seed, workers](int t, const auto& stop) { run(seed, workers, t, stop); })
     {
-        for (int t = 0; t < k_writers; ++t)
-            threads_.emplace_back([this, seed, workers, t] { run(seed, workers, t); });
     }
-    ConflictLoad(const ConflictLoad&) = delete;
-    ConflictLoad& operator=(const ConflictLoad&) = delete;
-    ~ConflictLoad() { stop(); }
-
-    void stop()
-    {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-    }
+    void stop() { threads_.stop(); }
     [[nodiscard]] long committed() const { return committed_; }
     [[nodiscard]] long counted() const { return counted_; }
     [[nodiscard]] long rolled_back() const { return rolled_back_; }
     [[nodiscard]] long ops(Op op) const { return ops_[op]; }
-    [[nodiscard]] std::string errors() const
-    {
-        std::lock_guard lock(mutex_);
-        return errors_;
-    }
+    [[nodiscard]] std::string errors() const { return threads_.errors(); }
 
 private:
-    void run(unsigned seed, int workers, int thread_no)
+    void run(unsigned seed, int workers, int thread_no, const std::atomic<bool>& stop)
     {
-        try {
+        {
             pgshift::pg::Connection conn(conninfo_);
             conn.exec("SET client_min_messages = warning"); // no NOTICE per TRUNCATE ... CASCADE
             long long local = 0;
-            while (!stop_) {
+            while (!stop) {
                 ++local;
                 // A generator per transaction: what transaction k of this thread does depends on
                 // the seed only, not on how many choices a rolled-back predecessor used up.
@@ -193,9 +178,6 @@ private:
                     ++rolled_back_;
                 }
             }
-        } catch (const std::exception& e) {
-            std::lock_guard lock(mutex_);
-            errors_ += "writer " + std::to_string(thread_no) + ": " + e.what() + "\n";
         }
     }
 
@@ -319,12 +301,9 @@ private:
 
     std::string conninfo_;
     unsigned counted_percent_;
-    std::atomic<bool> stop_{false};
     std::atomic<long> committed_{0}, counted_{0}, rolled_back_{0};
     std::atomic<long> ops_[op_kinds] = {};
-    mutable std::mutex mutex_;
-    std::string errors_; // guarded by mutex_
-    std::vector<std::thread> threads_;
+    LoadThreads threads_; // last: its threads stop before the members they use go
 };
 
 /// Reads the target every 100 ms, one REPEATABLE READ snapshot per sample, and records any
