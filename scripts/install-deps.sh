@@ -8,6 +8,8 @@ packages=(
   prometheus-cpp-dev libcli11-dev libsystemd-dev catch2
   postgresql-15 postgresql-client-15 postgresql-contrib curl prometheus bc pgbouncer
   clang libclang-rt-14-dev xxd
+  # schema: copy of a table of an extension's type (PostGIS geometry, GiST index): integration test
+  postgresql-15-postgis-3
   # deploy tests: the Debian package (tests/deploy/package.sh) and the Kubernetes renderer
   lintian python3-yaml
 )

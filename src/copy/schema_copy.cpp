@@ -173,6 +173,13 @@ std::vector<reader::SourceTable> missing_tables(pg::Connection& target, const st
 /// The source objects `tables` need (themselves, their partitions, defaults, owned sequences,
 /// indexes, constraints, triggers, and recursively the types, functions, sequences, schemas and
 /// extensions those use), each with its existence probe for the target.
+///
+/// A probe answers false for what the target lacks and never fails. PostgreSQL 15's
+/// to_regprocedure() raises an error, rather than returning NULL, when an argument type does not
+/// exist (e.g. public.geometry_send(public.geometry) of an extension not yet created on the
+/// target), and it does not accept argument names, which pg_get_function_identity_arguments()
+/// prints: a function is probed by its arguments' qualified type names, and only once each of
+/// those types exists.
 std::vector<Needed> needed_objects(pg::Connection& source, const std::vector<reader::SourceTable>& tables)
 {
     std::vector<std::string> names;
@@ -212,7 +219,7 @@ SELECT o.classid::regclass::text, o.classid, o.objid,
   CASE o.classid
     WHEN 'pg_class'::regclass THEN (SELECT format('to_regclass(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(c.relname)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = o.objid)
     WHEN 'pg_type'::regclass THEN (SELECT format('to_regtype(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(t.typname)) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = o.objid)
-    WHEN 'pg_proc'::regclass THEN (SELECT format('to_regprocedure(%L) IS NOT NULL', quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = o.objid)
+    WHEN 'pg_proc'::regclass THEN (SELECT format('CASE WHEN %s THEN to_regprocedure(%L) IS NOT NULL ELSE false END', coalesce(string_agg(format('to_regtype(%L) IS NOT NULL', a.typ), ' AND ') FILTER (WHERE a.typ IS NOT NULL), 'true'), quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || coalesce(string_agg(a.typ, ', ' ORDER BY a.i), '') || ')') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace LEFT JOIN LATERAL (SELECT quote_ident(tn.nspname) || '.' || quote_ident(t.typname) AS typ, u.i FROM unnest(p.proargtypes) WITH ORDINALITY AS u(oid, i) JOIN pg_type t ON t.oid = u.oid JOIN pg_namespace tn ON tn.oid = t.typnamespace) a ON true WHERE p.oid = o.objid GROUP BY n.nspname, p.proname)
     WHEN 'pg_namespace'::regclass THEN (SELECT format('to_regnamespace(%L) IS NOT NULL', quote_ident(nspname)) FROM pg_namespace WHERE oid = o.objid)
     WHEN 'pg_extension'::regclass THEN (SELECT format('EXISTS (SELECT 1 FROM pg_extension WHERE extname = %L)', extname) FROM pg_extension WHERE oid = o.objid)
     WHEN 'pg_constraint'::regclass THEN (SELECT format('EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%L) AND conname = %L)', quote_ident(n.nspname) || '.' || quote_ident(c.relname), k.conname) FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.oid = o.objid)

@@ -64,6 +64,12 @@ std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tab
         ") leaf ON true "
         "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
         "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
+        // An extension's own tables (PostGIS's spatial_ref_sys) belong to the extension, as pg_dump
+        // treats them: CREATE EXTENSION creates and fills them on the target (schema: copy creates
+        // the extension), so copying their rows would collide with the extension's (duplicate
+        // key), and emptying them for a recopy would delete the extension's rows.
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+        "                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') "
         "ORDER BY 1, 2, leaf.is_root DESC, 3");
     std::vector<SourceTable> out;
     for (int i = 0; i < r.rows(); ++i) {

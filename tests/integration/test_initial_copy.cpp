@@ -1,8 +1,9 @@
 // Integration: the initial copy. Rows already on the source reach an empty target under one
 // snapshot in N parallel sessions while the application keeps writing, and streaming takes over
 // without gap or overlap; a kill -9 in the middle of the copy is followed by a clean restart
-// from a new slot with no duplicate row; schema: copy creates the type-coverage schema on an
-// empty target; schema: verify names every difference and creates nothing.
+// from a new slot with no duplicate row; schema: copy creates the type-coverage schema, and a
+// table of an extension's type (PostGIS geometry with a GiST index), on an empty target;
+// schema: verify names every difference and creates nothing.
 //
 // Design notes: the write load runs from before the daemon starts until after the copy ended,
 // and stamps every row it writes with clock_timestamp(), so the test can show (from the target's
@@ -484,6 +485,107 @@ TEST_CASE("initial copy: schema: copy creates the type-coverage schema on an emp
     CHECK(log.find("schema: copy: created") != std::string::npos);
     INFO(join_lines(error_lines(log)));
     CHECK(error_lines(log).empty());
+}
+
+namespace {
+
+/// PostGIS (Debian's postgresql-15-postgis-3, which scripts/install-deps.sh installs) on this machine.
+const char* const k_postgis_control = "/usr/share/postgresql/15/extension/postgis.control";
+
+/// A table of an extension's types: points with a typmod (type and SRID), polygons of mixed
+/// SRIDs and NULLs in an unconstrained geometry column, a GiST index on the points.
+const char* const k_postgis_schema = R"sql(
+CREATE EXTENSION postgis;
+CREATE TABLE places (id int PRIMARY KEY, name text NOT NULL, pt geometry(Point, 4326) NOT NULL, area geometry);
+CREATE INDEX places_pt_gist ON places USING gist (pt);
+INSERT INTO places SELECT g, 'place ' || g,
+  ST_SetSRID(ST_MakePoint(-180 + (g * 7919 % 36000) / 100.0, -90 + (g * 104729 % 18000) / 100.0), 4326),
+  CASE WHEN g % 10 = 0 THEN NULL
+       WHEN g % 3 = 0 THEN ST_SetSRID(ST_Buffer(ST_MakePoint(g, -g), 1 + g % 5, 4), 3857)
+       ELSE ST_MakeEnvelope(g, g, g + 1.5, g + 2.5) END
+FROM generate_series(1, 5000) g;
+ANALYZE places;
+)sql";
+
+/// Count and md5 of every row as its key and the EWKB (geometry and SRID, exact bytes) of both
+/// geometry columns, ordered by key.
+std::string places_digest(pgshift::pg::Connection& c)
+{
+    return c.exec("SELECT count(*) || ' ' || md5(coalesce(string_agg(id || ' ' || name || ' ' || "
+                  "encode(ST_AsEWKB(pt), 'hex') || ' ' || coalesce(encode(ST_AsEWKB(area), 'hex'), '-'), "
+                  "E'\\n' ORDER BY id), '')) FROM places")
+        .str(0, 0);
+}
+
+} // namespace
+
+TEST_CASE("initial copy: schema: copy creates an extension type's table (PostGIS geometry, GiST index) on an empty target",
+          "[integration][initial_copy][postgis]")
+{
+    if (!std::filesystem::exists(k_postgis_control)) {
+        WARN("skipped: PostGIS is not installed (no " << k_postgis_control
+                                                      << "); scripts/install-deps.sh installs postgresql-15-postgis-3");
+        SUCCEED();
+        return;
+    }
+    FixtureOptions o;
+    o.schema_sql = k_postgis_schema;
+    o.schema_on_target = false; // not even the extension
+    o.daemon.name = "copypostgis";
+    o.daemon.initial_copy = true;
+    o.daemon.copy_workers = 2;
+    o.daemon.schema = "copy";
+    ReplicationFixture fx(o);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    auto s = fx.source().connect();
+    auto t = fx.target().connect();
+
+    // The extension, the table with its typmods and the GiST index were created on the target.
+    // The extension's own table (spatial_ref_sys) is not replicated: CREATE EXTENSION filled it.
+    CHECK(t.exec("SELECT count(*) FROM pg_extension WHERE extname = 'postgis'").get(0, 0) == "1");
+    CHECK(fx.source().value("SELECT string_agg(schemaname || '.' || tablename, ',') FROM pg_publication_tables "
+                            "WHERE pubname = 'pgshift_copypostgis'") == "public.places");
+    CHECK(table_digest(s, "public.spatial_ref_sys") == table_digest(t, "public.spatial_ref_sys"));
+    auto same = [&](const std::string& sql) { CHECK(s.exec(sql).str(0, 0) == t.exec(sql).str(0, 0)); };
+    same("SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN "
+         "' NOT NULL' ELSE '' END, ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.places'::regclass "
+         "AND attnum > 0 AND NOT attisdropped");
+    same("SELECT string_agg(indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public' AND "
+         "tablename = 'places'");
+    CHECK(fx.target().value("SELECT coalesce((SELECT am.amname || CASE WHEN i.indisvalid THEN ' valid' ELSE ' invalid' END "
+                            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+                            "WHERE i.indexrelid = to_regclass('public.places_pt_gist')), 'missing')") == "gist valid");
+    // The copied rows, byte for byte.
+    CHECK(places_digest(s) == places_digest(t));
+
+    // Geometry values changed, inserted and deleted while streaming arrive identical.
+    fx.source().exec(
+        "UPDATE places SET pt = ST_SetSRID(ST_MakePoint(ST_X(pt) / 2, ST_Y(pt) / 3), 4326), "
+        "area = ST_Translate(coalesce(area, ST_MakeEnvelope(0, 0, 1, 1)), 10, -10) WHERE id % 7 = 0;"
+        "UPDATE places SET area = NULL WHERE id BETWEEN 100 AND 120;"
+        "INSERT INTO places SELECT g, 'late ' || g, ST_SetSRID(ST_MakePoint(g / 1000.0, g / 2000.0), 4326), "
+        "ST_SetSRID(ST_Buffer(ST_MakePoint(g, g), 2), 3857) FROM generate_series(5001, 5500) g;"
+        "DELETE FROM places WHERE id % 97 = 0");
+    REQUIRE(fx.converged({"public.places"}, 60s));
+    CHECK(places_digest(s) == places_digest(t));
+    CHECK(t.exec("SELECT count(*) FROM places WHERE name LIKE 'late %'").get(0, 0) == "495"); // 500 less 5 x 97
+    // The GiST index answers a bounding-box query on the target as on the source.
+    const std::string near = "SET enable_seqscan = off; "
+                             "SELECT count(*) FROM places WHERE pt && ST_MakeEnvelope(-50, -30, 50, 30, 4326)";
+    CHECK(s.exec(near).str(0, 0) == t.exec(near).str(0, 0));
+    auto plan = to_rows(t.exec("EXPLAIN (COSTS OFF) " + near.substr(near.find("SELECT"))));
+    std::string plan_text;
+    for (const auto& row : plan)
+        plan_text += row.at(0).value_or("") + "\n";
+    INFO(plan_text);
+    CHECK(plan_text.find("places_pt_gist") != std::string::npos);
+
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("schema: copy: created") != std::string::npos);
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+    CHECK(fx.daemon().running());
 }
 
 TEST_CASE("initial copy: schema: verify names every difference and creates nothing and an old pg_dump is refused clearly",

@@ -39,8 +39,8 @@ struct SourceTable {
 };
 
 /// The tables `tables.include` / `tables.exclude` select on the source: ordinary and partitioned
-/// tables outside system schemas (partitions travel with their root), each with its replica
-/// identity checked, ordered by name.
+/// tables outside system schemas that belong to no extension (partitions travel with their root),
+/// each with its replica identity checked, ordered by name.
 [[nodiscard]] std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tables& selection);
 
 /// Fails with SourceError unless the source's wal_level is logical.
