@@ -163,7 +163,8 @@ void Engine::advance_origin(Lsn lsn)
 void Engine::begin_session(Lsn resume)
 {
     resume_ = resume;
-    context_ = std::make_unique<WorkerContext>(WorkerContext{cfg_, order_, progress_, stats_, resume, stopping_});
+    context_ = std::make_unique<WorkerContext>(
+        WorkerContext{cfg_, order_, progress_, stats_, resume, stopping_, cancelled_});
     stats_.workers.store(workers_count_);
     for (auto& s : stats_.worker_state)
         s.store(static_cast<std::uint8_t>(WorkerState::idle));
@@ -320,6 +321,26 @@ void Engine::worker_main(Worker& w)
             w.abandon();
     }
     w.set_state(WorkerState::idle);
+}
+
+std::size_t Engine::cancel_statements()
+{
+    // Before any request goes out, so that the worker sees the error as the stop it is.
+    cancelled_.store(true, std::memory_order_release);
+    std::size_t sent = 0;
+    // workers_ was filled by begin_session() before run() started, and stays as it is until
+    // the engine is destroyed: reading it from this thread is safe.
+    for (const auto& w : workers_) {
+        const auto k = static_cast<std::size_t>(w->index());
+        if (k < stats_.worker_state.size() &&
+            stats_.worker_state[k].load(std::memory_order_relaxed) == static_cast<std::uint8_t>(WorkerState::idle))
+            continue;
+        if (auto why = w->cancel_statement(); why.empty())
+            ++sent;
+        else
+            spdlog::warn("apply: could not cancel the statement of worker {}: {}", w->index(), why);
+    }
+    return sent;
 }
 
 void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)

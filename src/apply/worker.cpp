@@ -30,6 +30,9 @@ std::string change_context(const queue::Transaction& txn)
     return "while applying xid " + std::to_string(txn.xid.value) + " (commit " + txn.commit_lsn.str() + ")";
 }
 
+/// query_canceled: what the server answers a cancel request with (Worker::cancel_statement()).
+constexpr const char* k_query_canceled = "57014";
+
 /// Errors that mean "a conflict the keys did not see": retried once every earlier batch committed.
 bool conflict_sqlstate(const std::string& s)
 {
@@ -60,6 +63,7 @@ void Worker::connect()
                                                                  {"client_encoding", "UTF8"}});
     try {
         conn_ = std::make_unique<pg::Connection>(conninfo);
+        canceller_ = conn_->canceller();
         writer_.forget_prepared();
         setup_name_.clear();
         conn_->exec_params("SELECT pg_replication_origin_session_setup($1)", {origin_});
@@ -68,6 +72,27 @@ void Worker::connect()
                               ": " + e.what(),
                           e.retryable());
     }
+}
+
+std::string Worker::cancel_statement() const
+{
+    return canceller_ ? canceller_->cancel() : "not connected";
+}
+
+bool Worker::cancelled_by_stop(const std::string& sqlstate) const
+{
+    return sqlstate == k_query_canceled && ctx_.cancelled.load(std::memory_order_acquire);
+}
+
+void Worker::note_cancel(const char* where)
+{
+    // No later batch may commit; this one's transaction is rolled back (here or by abandon()):
+    // nothing of it is committed, its origin progress neither, so the next start receives it
+    // again.
+    ctx_.order.abort();
+    spdlog::info("worker {}: stop: its target statement ({}) was cancelled; the transaction is rolled back and "
+                 "applied again at the next start",
+                 index_, where);
 }
 
 std::string Worker::describe(const pg::Pipeline::Failure& f) const
@@ -188,6 +213,10 @@ bool Worker::process(Batch& batch)
             // COMMIT only once every result was checked and every earlier batch committed.
             conn_->exec("COMMIT");
         } catch (const pg::PgError& e) {
+            if (cancelled_by_stop(e.sqlstate())) {
+                note_cancel("COMMIT");
+                return false;
+            }
             throw TargetError("COMMIT " + change_context(*batch.txns.back().txn) + ": " + e.what(), e.retryable());
         }
         stats.changes_insert.fetch_add(counts.inserts, std::memory_order_relaxed);
@@ -251,6 +280,10 @@ bool Worker::wait_turn(const Batch& batch, bool written, bool& blocking)
                 return false;
             }
         } catch (const pg::PgError& e) {
+            if (cancelled_by_stop(e.sqlstate())) {
+                note_cancel("the lock check at the commit gate");
+                throw Interrupted();
+            }
             throw TargetError("worker " + std::to_string(index_) + ": watchdog query failed: " + e.what(),
                               e.retryable());
         }
@@ -299,6 +332,11 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, C
             writer_.forget_prepared();
             setup_name_.clear();
             auto what = describe(*f);
+            if (cancelled_by_stop(f->sqlstate)) {
+                rollback(pl);
+                note_cancel(f->at.op);
+                throw Interrupted();
+            }
             bool retryable = f->retryable;
             bool conflict = (!serial || compact) && conflict_sqlstate(f->sqlstate);
             if (compact && conflict)
@@ -329,6 +367,10 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, C
         }
         pl.leave();
     } catch (const pg::PgError& e) {
+        if (cancelled_by_stop(e.sqlstate())) {
+            note_cancel("executing a batch");
+            throw Interrupted();
+        }
         throw TargetError(change_context(last) + ": " + e.what(), e.retryable());
     }
     return Outcome::written;

@@ -53,11 +53,14 @@ public:
 
 } // namespace
 
-void setup_logging(const std::string& level, LogFormatKind format)
+void set_log_level(const std::string& level)
 {
-    spdlog::drop("pgshift");
-    auto logger = spdlog::stderr_logger_mt("pgshift");
-    spdlog::set_default_logger(logger);
+    spdlog::default_logger()->set_level(spdlog::level::from_str(level));
+}
+
+void set_log_format(LogFormatKind format)
+{
+    auto logger = spdlog::default_logger();
     if (format == LogFormatKind::json) {
         auto f = std::make_unique<spdlog::pattern_formatter>();
         f->add_flag<JsonMessageFlag>('*').set_pattern(
@@ -66,7 +69,15 @@ void setup_logging(const std::string& level, LogFormatKind format)
     } else {
         logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%t] %v");
     }
-    logger->set_level(spdlog::level::from_str(level));
+}
+
+void setup_logging(const std::string& level, LogFormatKind format)
+{
+    spdlog::drop("pgshift");
+    auto logger = spdlog::stderr_logger_mt("pgshift");
+    spdlog::set_default_logger(logger);
+    set_log_format(format);
+    set_log_level(level);
     logger->flush_on(spdlog::level::trace);
 }
 

@@ -48,6 +48,7 @@
 #include <atomic>
 #include <charconv>
 #include <cmath>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -77,17 +78,32 @@ class Session;
 /// State shared by the acceptor and the sessions. Outlives the io_context (see Impl).
 struct Shared {
     Shared(std::string token_in, StatusProvider& provider_in, std::string version_in, ServerLimits limits_in)
-        : token(std::move(token_in)), provider(provider_in), version(std::move(version_in)), limits(limits_in)
+        : provider(provider_in), version(std::move(version_in)), limits(limits_in), token_(std::move(token_in))
     {
     }
 
-    const std::string token;
+    /// The bearer token now (a copy: set_token() may replace it from another thread).
+    [[nodiscard]] std::string token() const
+    {
+        std::lock_guard lock(token_mutex_);
+        return token_;
+    }
+    void set_token(std::string token)
+    {
+        std::lock_guard lock(token_mutex_);
+        token_ = std::move(token);
+    }
+
     StatusProvider& provider;
     const std::string version;
     const ServerLimits limits;
     std::atomic<std::size_t> active{0};
     /// Open sessions, so that stop() can close them. Server thread only.
     std::unordered_set<Session*> sessions;
+
+private:
+    mutable std::mutex token_mutex_;
+    std::string token_; // guarded by token_mutex_
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -512,7 +528,7 @@ Reply route(Context& c)
         return r;
     }
 
-    if (method == http::verb::post && !authorized(c.shared.token, req[http::field::authorization])) {
+    if (method == http::verb::post && !authorized(c.shared.token(), req[http::field::authorization])) {
         const bool sent = !req[http::field::authorization].empty();
         auto r = error_reply(http::status::unauthorized,
                              sent ? "invalid bearer token" : "missing bearer token",
@@ -996,7 +1012,7 @@ void ControlServer::start()
 
     m.port = m.acceptor.local_endpoint().port();
     spdlog::info("control: listening on {} port {}{}", m.acceptor.local_endpoint().address().to_string(),
-                 m.port.load(), m.shared.token.empty() ? " (no token: POST requests are not authenticated)" : "");
+                 m.port.load(), m.shared.token().empty() ? " (no token: POST requests are not authenticated)" : "");
     m.do_accept();
     m.thread = std::thread([&m] { m.run(); });
 }
@@ -1024,6 +1040,11 @@ void ControlServer::stop() noexcept
 std::uint16_t ControlServer::port() const
 {
     return impl_->port.load();
+}
+
+void ControlServer::set_token(std::string token)
+{
+    impl_->shared.set_token(std::move(token));
 }
 
 std::size_t ControlServer::connections() const

@@ -15,18 +15,6 @@ using namespace pgshift;
 
 namespace {
 
-const char* level_name(config::LogLevel l)
-{
-    switch (l) {
-    case config::LogLevel::trace: return "trace";
-    case config::LogLevel::debug: return "debug";
-    case config::LogLevel::info: return "info";
-    case config::LogLevel::warn: return "warn";
-    case config::LogLevel::error: return "err";
-    }
-    return "info";
-}
-
 int cmd_run(const std::string& path)
 {
     config::Config cfg;
@@ -37,9 +25,9 @@ int cmd_run(const std::string& path)
             std::cerr << p << "\n";
         return daemon::k_exit_config;
     }
-    setup_logging(level_name(cfg.log.level),
+    setup_logging(daemon::log_level_name(cfg.log.level),
                   cfg.log.format == config::LogFormat::json ? LogFormatKind::json : LogFormatKind::text);
-    return daemon::run(cfg);
+    return daemon::run(cfg, path);
 }
 
 /// `pgshift check`: every problem at once; exit 0 only when `run` would succeed.

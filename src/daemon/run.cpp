@@ -6,9 +6,27 @@
 //   sigtimedwait, so no handler runs in a random thread) and the session lifecycle; each session
 //   has one reader thread (the replication connection) and one apply thread (the target
 //   connection); the monitor thread lives as long as the daemon (source WAL position, both
-//   servers' reachability, tables that appear on the source). No detached threads.
+//   servers' reachability, whether the walsender sees the reader's replies, tables that appear
+//   on the source). No detached threads, except the one that waits for a second SIGTERM after
+//   the first (it ends the process).
 // - Signals are taken on every path: while streaming, while backing off (whatever the delay),
 //   between the blocking steps of a session's start-up, and while waiting for `resume`.
+// - SIGHUP reloads the file on the main thread, between operations (a cutover holds it back
+//   until it ended): all or nothing. A file with any problem changes nothing; otherwise the
+//   reloadable keys are applied to the daemon's two Config objects (forward and reverse),
+//   member by member, and the other changed keys are named as needing a restart. A session
+//   works on a copy of its direction's Config taken when it starts, so its threads never read
+//   a value that changes under them (apply.on_missing_row waits for the next session); what the
+//   main thread reads between operations (cutover.*, reconnect.*), the token and the log
+//   settings change at once. Streaming is never interrupted.
+// - Stop: apply finishes the batches it started; a statement still running on the target
+//   k_cancel_after later (a lock another session holds) is cancelled with PQcancel, and the
+//   worker treats the cancel as the stop (rollback, no error). A second SIGTERM exits at once.
+// - systemd: READY=1 once streaming (or copying), STATUS= lines (every k_status_interval while
+//   streaming), RELOADING=1/READY=1 around a reload, STOPPING=1, and WATCHDOG=1 from the main
+//   thread's loops only while Liveness (state.hpp) finds the reader and apply healthy. Steps
+//   that block the main thread on a server for long (start-up, index builds, a cutover) ping
+//   from a Watchdog::Busy helper thread meanwhile, which also keeps /livez alive.
 // - Do no harm: a session starts with read-only checks on both servers (wal_level, every
 //   selected table's replica identity, the slot, the origin); pgshift's first side effect (the
 //   publication, then the origin, then the slot) comes only once they all passed. A selected
@@ -37,6 +55,7 @@
 #include "pgshift/verify/runner.hpp"
 
 #include "pgshift/apply/engine.hpp"
+#include "pgshift/common/logging.hpp"
 #include "pgshift/copy/copy_state.hpp"
 #include "pgshift/copy/schema_copy.hpp"
 #include "pgshift/copy/snapshot_copy.hpp"
@@ -55,8 +74,12 @@
 #include <systemd/sd-daemon.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <csignal>
 #include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -75,10 +98,17 @@ using std::chrono::milliseconds;
 /// `finished` = the migration is over (pgshift finish, now or earlier): exit 0.
 enum class SessionEnd { stopped, retry, blocked, fatal, config, switched, finished };
 
+/// How long a stop lets apply finish the batches it started before it cancels their statements.
+constexpr auto k_cancel_after = std::chrono::seconds(5);
+/// How often a STATUS= line for `systemctl status` is sent while streaming.
+constexpr auto k_status_interval = std::chrono::seconds(5);
+
 /// Free space below which the spill directory earns a warning at start.
 constexpr std::uint64_t k_spill_free_warning = std::uint64_t(1) << 30;
 
-/// The daemon's termination signals: blocked in every thread, taken here.
+/// The daemon's signals: blocked in every thread, taken on the main thread only. SIGTERM and
+/// SIGINT stop; SIGHUP reloads the configuration (on_reload()), at once, or when the last Defer
+/// ends if one holds reloads back (a cutover must not see its settings change half-way).
 class Signals {
 public:
     Signals()
@@ -89,8 +119,16 @@ public:
         // Blocked before any thread starts, so every thread inherits the mask.
         pthread_sigmask(SIG_BLOCK, &set_, nullptr);
     }
-    /// Waits up to `timeout` for a termination signal; true when one arrived.
-    bool wait(milliseconds timeout) const
+    /// What a SIGHUP runs (on the main thread, from wait()). A SIGHUP taken before it is set
+    /// runs it now.
+    void on_reload(std::function<void()> reload)
+    {
+        reload_ = std::move(reload);
+        run_pending_reload();
+    }
+    /// Waits up to `timeout` for a termination signal; true when one arrived. A SIGHUP meanwhile
+    /// runs the reload and the wait goes on.
+    bool wait(milliseconds timeout)
     {
         auto deadline = std::chrono::steady_clock::now() + timeout;
         for (;;) {
@@ -103,12 +141,31 @@ public:
                 watch_second();
                 return true;
             }
-            if (sig == SIGHUP)
-                spdlog::info("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+            if (sig == SIGHUP) {
+                hup_pending_ = true;
+                if (defer_ > 0)
+                    spdlog::info("SIGHUP: the configuration is reloaded when the running operation ends");
+                run_pending_reload();
+            }
             if (left.count() == 0 || (sig < 0 && errno == EAGAIN))
                 return false;
         }
     }
+    /// While one exists, a SIGHUP is only recorded; the reload runs when the last one ends.
+    class Defer {
+    public:
+        explicit Defer(Signals& s) : s_(s) { ++s_.defer_; }
+        Defer(const Defer&) = delete;
+        Defer& operator=(const Defer&) = delete;
+        ~Defer()
+        {
+            if (--s_.defer_ == 0)
+                s_.run_pending_reload();
+        }
+
+    private:
+        Signals& s_;
+    };
     /// After the first termination signal, a second one ends the process at once, without
     /// waiting for apply (e.g. stuck on a lock): what a kill -9 would do, which loses nothing
     /// (the next start resumes from the target's origin progress). Exit code 0: a stop was asked.
@@ -119,24 +176,28 @@ public:
         std::thread([set = set_] {
             for (;;) {
                 int sig = 0;
-                if (sigwait(&set, &sig) == 0 && (sig == SIGTERM || sig == SIGINT)) {
-                    spdlog::warn("received a second {}: exiting now without waiting for apply (nothing is "
-                                 "lost: the next start resumes from the target's origin progress)",
-                                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
-                    spdlog::default_logger()->flush();
-                    std::_Exit(0);
+                if (sigwait(&set, &sig) != 0)
+                    continue;
+                if (sig == SIGHUP) {
+                    spdlog::info("SIGHUP while stopping: ignored");
+                    continue;
                 }
+                spdlog::warn("received a second {}: exiting now without waiting for apply (nothing is "
+                             "lost: the next start resumes from the target's origin progress)",
+                             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                spdlog::default_logger()->flush();
+                std::_Exit(0);
             }
         }).detach();
     }
     /// A termination signal is pending (taken, without waiting).
-    bool pending() const { return wait(milliseconds(0)); }
-    /// Waits `delay` in slices, beating the heartbeat; true when a termination signal arrived.
-    bool sleep(milliseconds delay, DaemonState& state) const
+    bool pending() { return wait(milliseconds(0)); }
+    /// Waits `delay` in slices, calling `beat` before each; true when a termination signal arrived.
+    bool sleep(milliseconds delay, const std::function<void()>& beat)
     {
         auto until = std::chrono::steady_clock::now() + delay;
         do {
-            state.beat();
+            beat();
             auto left = std::chrono::duration_cast<milliseconds>(until - std::chrono::steady_clock::now());
             if (wait(std::clamp(left, milliseconds(0), milliseconds(200))))
                 return true;
@@ -145,8 +206,118 @@ public:
     }
 
 private:
+    void run_pending_reload()
+    {
+        if (!hup_pending_ || defer_ > 0 || !reload_)
+            return;
+        hup_pending_ = false;
+        reload_();
+    }
+
     sigset_t set_;
     mutable std::atomic<bool> watching_{false};
+    std::function<void()> reload_;
+    int defer_ = 0;
+    bool hup_pending_ = false;
+};
+
+/// systemd's watchdog (WatchdogSec= in the unit): WATCHDOG=1 from the main thread's loops
+/// (Daemon::beat), at half the timeout, and only while the session's reader and apply threads
+/// make progress or are legitimately idle (Liveness). Nothing is sent when systemd did not ask
+/// for it (sd_watchdog_enabled), e.g. outside systemd. Once STOPPING=1 is sent, systemd no
+/// longer watches, so a long stop is not cut short by it.
+class Watchdog {
+public:
+    Watchdog()
+    {
+        std::uint64_t usec = 0;
+        enabled_ = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
+        interval_ms_ = std::max<std::int64_t>(static_cast<std::int64_t>(usec / 2000), 100);
+        if (enabled_)
+            spdlog::info("systemd watchdog: {:.0f} s; WATCHDOG=1 every {} ms while the reader and apply make "
+                         "progress or are idle",
+                         static_cast<double>(usec) / 1e6, interval_ms_);
+    }
+    [[nodiscard]] bool enabled() const { return enabled_; }
+
+    /// Main thread. `sample` reads the running session's threads (empty between sessions).
+    void tick(const std::function<SessionSample()>& sample)
+    {
+        if (!enabled_)
+            return;
+        const auto now = steady_ms();
+        if (now < next_check_ms_)
+            return;
+        next_check_ms_ = now + 1000;
+        auto why = liveness_.check(sample ? sample() : SessionSample{}, now);
+        if (!why.empty() && healthy_.exchange(false)) {
+            spdlog::error("watchdog: {}: no more WATCHDOG=1 to systemd, which restarts pgshift when WatchdogSec "
+                          "passes without one (nothing is lost: the next start resumes from the target's origin "
+                          "progress)",
+                          why);
+            sd_notify(0, ("STATUS=wedged: " + why).c_str());
+        } else if (why.empty() && !healthy_.exchange(true)) {
+            spdlog::info("watchdog: the reader and apply make progress again; WATCHDOG=1 resumes");
+        }
+        ping(now);
+    }
+
+    /// For a step that blocks the main thread longer than the watchdog allows (a session's
+    /// start-up checks, index builds after the initial copy, a cutover's commands): a thread
+    /// pings and beats the heartbeat (/livez) on the main thread's behalf while the step runs,
+    /// as long as the last verdict on the session's threads was healthy. Joined on destruction.
+    class Busy {
+    public:
+        Busy(Watchdog& w, DaemonState& state) : w_(w), state_(state)
+        {
+            thread_ = std::thread([this] {
+                std::unique_lock lock(mutex_);
+                while (!done_) {
+                    state_.beat();
+                    w_.ping(steady_ms());
+                    cv_.wait_for(lock, std::chrono::milliseconds(std::min<std::int64_t>(w_.interval_ms_, 1000)));
+                }
+            });
+        }
+        Busy(const Busy&) = delete;
+        Busy& operator=(const Busy&) = delete;
+        ~Busy()
+        {
+            {
+                std::lock_guard lock(mutex_);
+                done_ = true;
+            }
+            cv_.notify_all();
+            thread_.join();
+        }
+
+    private:
+        Watchdog& w_;
+        DaemonState& state_;
+        std::mutex mutex_;
+        std::condition_variable cv_;
+        bool done_ = false; // guarded by mutex_
+        std::thread thread_;
+    };
+
+private:
+    /// Sends WATCHDOG=1 when due and healthy; from the main thread or a Busy thread.
+    void ping(std::int64_t now)
+    {
+        if (!enabled_ || !healthy_.load())
+            return;
+        auto last = last_ping_ms_.load();
+        if (now - last < interval_ms_ || !last_ping_ms_.compare_exchange_strong(last, now))
+            return;
+        sd_notify(0, "WATCHDOG=1");
+    }
+
+    bool enabled_ = false;
+    std::int64_t interval_ms_ = 0;
+    std::int64_t next_check_ms_ = 0; // main thread only
+    Liveness liveness_;              // main thread only
+    std::atomic<bool> healthy_{true};
+    std::atomic<std::int64_t> last_ping_ms_{0};
 };
 
 /// Classifies an exception that ended a session, counts it and logs it once. `source_side`
@@ -201,16 +372,18 @@ SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool sourc
 }
 
 /// Every few seconds, on ordinary connections of its own: the upstream's WAL position and the
-/// slot's retained WAL (keepalives only carry what was sent), whether each server answers, and
-/// (once the publication exists) tables that appeared on the upstream. The upstream is the
-/// source, or the target after a cutover (`base` and `reversed` are the two directions'
-/// configurations). Failures here never end a session: the reader and apply notice real
+/// slot's retained WAL (keepalives only carry what was sent), whether the reader's standby
+/// replies reach the upstream's walsender (for the watchdog, Liveness), whether each server
+/// answers, and (once the publication exists) tables that appeared on the upstream. The
+/// upstream is the source, or the target after a cutover (`base` and `reversed` are the two
+/// directions' configurations; only keys a reload never changes are read here). Failures here never end a session: the reader and apply notice real
 /// connection loss themselves.
 void monitor(const config::Config& base, const config::Config& reversed, DaemonState& state,
              const std::atomic<bool>& publication_ready, const std::atomic<bool>& stop)
 {
     std::unique_ptr<pg::Connection> source, target;
     TableWatch forward_watch(base, state), reverse_watch(reversed, state);
+    std::string last_reply; // "<walsender pid>/<its last reply time>" at the last look
     auto probe = [&](std::unique_ptr<pg::Connection>& conn, const std::string& conninfo, bool is_source) {
         try {
             if (!conn || !conn->is_ok())
@@ -241,13 +414,27 @@ void monitor(const config::Config& base, const config::Config& reversed, DaemonS
         auto& up = reverse ? target : source;
         if (up && (reverse ? target_up : source_up)) {
             try {
+                // reply_time is the client's send time of the last standby reply the walsender
+                // processed: only whether it changes is used (the two clocks may differ).
+                const std::string reply_sql =
+                    up->server_version() >= 120000
+                        ? "(SELECT r.pid || '/' || coalesce(r.reply_time::text, '') FROM pg_replication_slots s "
+                          " JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)"
+                        : "NULL::text";
                 auto r = up->exec_params(
                     "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, "
                     "coalesce((SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
-                    "          WHERE slot_name = $1), 0)",
+                    "          WHERE slot_name = $1), 0), " +
+                        reply_sql,
                     {active.slot_name()});
-                if (state.reverse() == reverse) // positions of the two servers do not compare
+                if (state.reverse() == reverse) { // positions of the two servers do not compare
                     state.set_source_position(std::stoull(r.str(0, 0)), std::stoull(r.str(0, 1)));
+                    if (!r.is_null(0, 2)) {
+                        auto reply = r.str(0, 2);
+                        state.observe_stream_reply(reply != last_reply);
+                        last_reply = std::move(reply);
+                    }
+                }
                 if (publication_ready.load())
                     (reverse ? reverse_watch : forward_watch).poll(*up);
             } catch (const std::exception& e) {
@@ -431,17 +618,38 @@ void log_copy_progress(const copy::CopyProgress& p)
     sd_notify(0, status.c_str());
 }
 
+/// "streaming (forward), lag 0.3 s, 1234 txns applied": the STATUS= line `systemctl status` shows.
+std::string status_line(const DaemonState& state)
+{
+    auto s = state.snapshot();
+    return fmt::format("{} ({}), lag {:.1f} s, {} txns applied", s.state, s.direction, s.lag_seconds,
+                       s.transactions_applied);
+}
+
 /// Everything one session shares with the daemon's lifetime.
 struct Daemon {
-    const config::Config& base;     ///< as loaded: the forward direction
-    const config::Config& reversed; ///< the reverse direction (after a cutover)
-    const Signals& signals;
+    /// The forward direction's configuration. Owned by run(); a SIGHUP changes its reloadable
+    /// keys, on the main thread, never during a cutover (Signals::Defer): a session works on a
+    /// copy taken when it starts, so only what is read here, between operations, changes live.
+    const config::Config& base;
+    const config::Config& reversed; ///< the reverse direction (after a cutover); idem
+    Signals& signals;
     DaemonState& state;
     std::atomic<bool>& publication_ready;
     verify::Runner& forward_verifier;
     verify::Runner& reverse_verifier;
+    Watchdog& watchdog;
     bool notified_ready = false;
     bool recovered = false; ///< the persisted direction was read (and an interrupted operation settled)
+    /// Reads the running session's threads for the watchdog; empty between sessions.
+    std::function<SessionSample()> session_sample{};
+
+    /// The main thread's loops call this often (at least every 200 ms): /livez and the watchdog.
+    void beat()
+    {
+        state.beat();
+        watchdog.tick(session_sample);
+    }
 
     [[nodiscard]] bool reverse() const { return state.reverse(); }
     [[nodiscard]] const config::Config& active() const { return reverse() ? reversed : base; }
@@ -458,6 +666,7 @@ struct Daemon {
 /// threads have stopped.
 SessionEnd finish_migration(Daemon& d)
 {
+    Watchdog::Busy finishing(d.watchdog, d.state);
     d.state.set_state(State::stopping);
     spdlog::info("finish: the migration is final; dropping pgshift's slots, publications and origins on both "
                  "servers");
@@ -479,6 +688,9 @@ SessionEnd finish_migration(Daemon& d)
 SessionEnd run_session(Daemon& d)
 {
     auto& state = d.state;
+    // The start-up below blocks on both servers, step after step (each bounded by its
+    // timeouts, all together not by the watchdog's).
+    std::optional<Watchdog::Busy> starting(std::in_place, d.watchdog, state);
     if (!d.recovered) {
         // Which way to stream, and the outcome of an operation a crash interrupted, before anything else.
         try {
@@ -495,7 +707,9 @@ SessionEnd run_session(Daemon& d)
             return classify(std::current_exception(), state, false);
         }
     }
-    const auto& cfg = d.active();
+    // A copy: a SIGHUP may change the live configuration's reloadable keys while this
+    // session's threads read theirs (apply.on_missing_row takes effect with the next session).
+    const config::Config cfg = d.active();
     state.set_verifier(&d.verifier());
     // Entries are capped too (a transaction costs at least a few hundred bytes of accounting).
     auto max_entries = std::clamp<std::size_t>(cfg.apply.max_queue_bytes / 1024, 1024, std::size_t(1) << 20);
@@ -642,10 +856,14 @@ SessionEnd run_session(Daemon& d)
         return classify(std::current_exception(), state, source_side);
     }
 
+    starting.reset();
+
     std::atomic<bool> stop_apply{false}, stop_reader{false}, failed{false};
+    std::atomic<bool> reader_running{false}, apply_running{false};
     std::exception_ptr apply_error, reader_error;
     std::thread apply_thread, reader_thread;
     auto start_reader = [&] {
+        reader_running.store(true);
         reader_thread = std::thread([&] {
             try {
                 reader.stream(start, stop_reader);
@@ -653,9 +871,11 @@ SessionEnd run_session(Daemon& d)
                 reader_error = std::current_exception();
                 failed.store(true);
             }
+            reader_running.store(false);
         });
     };
     auto start_apply = [&] {
+        apply_running.store(true);
         apply_thread = std::thread([&] {
             try {
                 engine.run(stop_apply, state.paused_flag());
@@ -663,13 +883,57 @@ SessionEnd run_session(Daemon& d)
                 apply_error = std::current_exception();
                 failed.store(true);
             }
+            apply_running.store(false);
         });
     };
-    // Apply first, so that its final durable position is what the reader reports.
+    // What the watchdog looks at while this session runs (atomics only).
+    d.session_sample = [&] {
+        SessionSample s;
+        s.reader_running = reader_running.load();
+        s.apply_running = apply_running.load();
+        s.received = progress.received.load();
+        s.pushed_seq = progress.pushed_seq.load();
+        s.applied_seq = progress.applied_seq.load();
+        auto& stats = state.stats();
+        s.batches_committed = stats.batches_committed.load();
+        const auto workers = std::min(static_cast<std::size_t>(std::max(stats.workers.load(), 0)),
+                                      stats.worker_state.size());
+        constexpr auto executing = static_cast<std::uint8_t>(apply::WorkerState::executing);
+        for (std::size_t k = 0; k < workers; ++k)
+            s.statement_on_target = s.statement_on_target || stats.worker_state[k].load() == executing;
+        s.apply_on_hold = state.paused_flag().load() || state.hold().at.load() != 0;
+        s.reply_sampled_ms = state.stream_reply_sampled_ms();
+        s.reply_changed_ms = state.stream_reply_changed_ms();
+        return s;
+    };
+    struct ClearSample {
+        Daemon& d;
+        ~ClearSample() { d.session_sample = nullptr; }
+    } clear_sample{d};
+    // Apply first, so that its final durable position is what the reader reports. Apply
+    // finishes the batches it has started; one that still runs after k_cancel_after (waiting
+    // for a lock another session holds on the target, or just long) has its statement
+    // cancelled, is rolled back and is received again at the next start: a stop never waits
+    // for systemd's SIGKILL.
     auto stop_threads = [&] {
         stop_apply.store(true);
-        if (apply_thread.joinable())
+        if (apply_thread.joinable()) {
+            const auto cancel_at = std::chrono::steady_clock::now() + k_cancel_after;
+            bool cancelled = false;
+            while (apply_running.load()) {
+                state.beat();
+                if (!cancelled && std::chrono::steady_clock::now() >= cancel_at) {
+                    cancelled = true;
+                    auto n = engine.cancel_statements();
+                    spdlog::warn("stop: apply is still busy on the target {} s after the stop was asked (waiting for "
+                                 "a lock another session holds?); cancelled {} running statement(s): their "
+                                 "transactions are rolled back and applied again at the next start",
+                                 std::chrono::duration_cast<std::chrono::seconds>(k_cancel_after).count(), n);
+                }
+                std::this_thread::sleep_for(milliseconds(20));
+            }
             apply_thread.join();
+        }
         stop_reader.store(true);
         if (reader_thread.joinable())
             reader_thread.join();
@@ -717,7 +981,7 @@ SessionEnd run_session(Daemon& d)
                 copy_side_source = false;
                 auto last_log = std::chrono::steady_clock::now();
                 while (!copier.finished() && !failed.load()) {
-                    state.beat();
+                    d.beat();
                     if (d.signals.wait(milliseconds(200))) {
                         stop_requested = true;
                         sd_notify(0, "STOPPING=1");
@@ -743,6 +1007,8 @@ SessionEnd run_session(Daemon& d)
                         start_reader(); // every session imported (they all finished without error)
                     report_finished();
                     log_copy_progress(*copy_progress);
+                    // Index builds on large tables take as long as they take.
+                    Watchdog::Busy indexing(d.watchdog, state);
                     copy::set_run_state(*copy_target, cfg.name, "indexing");
                     {
                         pg::Connection source(cfg.source.conninfo);
@@ -786,12 +1052,17 @@ SessionEnd run_session(Daemon& d)
         sd_notify(0, "READY=1\nSTATUS=streaming");
         d.notified_ready = true;
     }
+    auto last_status = std::chrono::steady_clock::now();
     while (!failed.load()) {
-        state.beat();
+        d.beat();
         if (d.signals.wait(milliseconds(50))) {
             stop_requested = true;
             sd_notify(0, "STOPPING=1");
             break;
+        }
+        if (std::chrono::steady_clock::now() - last_status >= k_status_interval) {
+            last_status = std::chrono::steady_clock::now();
+            sd_notify(0, ("STATUS=" + status_line(state)).c_str());
         }
         auto request = state.take_request();
         if (request == "finish") {
@@ -805,6 +1076,10 @@ SessionEnd run_session(Daemon& d)
         if (request != "cutover" && request != "rollback")
             continue;
         // Cutover or rollback, on this thread while the session keeps streaming (switchover.hpp).
+        // Its steps may block longer than the watchdog allows (fence and switch commands), and
+        // a SIGHUP waits until it ended: it reads the cutover settings all along.
+        Signals::Defer no_reload(d.signals);
+        Watchdog::Busy switching(d.watchdog, state);
         state.set_state(request == "cutover" ? State::cutting_over : State::rolling_back);
         sd_notify(0, ("STATUS=" + request + " running").c_str());
         cutover::Hooks hooks{[&]() -> std::string {
@@ -818,7 +1093,7 @@ SessionEnd run_session(Daemon& d)
                              },
                              state.hold(),
                              d.verifier(),
-                             [&state] { state.beat(); },
+                             [&d] { d.beat(); },
                              d.report(),
                              [&state] {
                                  state.set_source_position(0, 0); // the other server's positions from now on
@@ -841,6 +1116,7 @@ SessionEnd run_session(Daemon& d)
         }
         state.set_state(State::streaming);
         sd_notify(0, "STATUS=streaming");
+        last_status = std::chrono::steady_clock::now();
     }
     stop_threads();
     if (apply_error || reader_error)
@@ -874,12 +1150,186 @@ void log_notice(std::string_view severity, std::string_view message)
     spdlog::log(level, "server {}: {}", severity, message);
 }
 
+/// How each key of the configuration shows in a reload's log lines, and how the daemon takes on
+/// a new value at runtime (null: only a restart can). One row per key of config::keys(); a
+/// unit test holds the two lists together.
+struct KeyView {
+    std::string_view key;
+    std::string (*show)(const config::Config&); ///< null: never logged (a secret may be in it)
+    void (*reload)(config::Config& to, const config::Config& from);
+    const char* when = nullptr; ///< when a reloaded value takes effect, if not at once
+};
+
+std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
+std::string yes_no(bool b) { return b ? "true" : "false"; }
+std::string number(double v) { return fmt::format("{}", v); }
+std::string globs(const std::vector<std::string>& v)
+{
+    std::string out = "[";
+    for (std::size_t i = 0; i < v.size(); ++i)
+        out += (i ? ", " : "") + in_quotes(v[i]);
+    return out + "]";
+}
+/// The name of an enum value among a choice key's names (config::keys() order = enum order).
+template <typename E> std::string choice_name(std::string_view key, E value)
+{
+    for (const auto& k : config::keys())
+        if (k.key == key && static_cast<std::size_t>(value) < k.choices.size())
+            return std::string(k.choices[static_cast<std::size_t>(value)]);
+    return std::to_string(static_cast<int>(value));
+}
+
+#define PGSHIFT_SHOW(expr) [](const config::Config& c) -> std::string { return expr; }
+#define PGSHIFT_COPY(member) [](config::Config& to, const config::Config& from) { to.member = from.member; }
+
+const KeyView k_key_views[] = {
+    {"name", PGSHIFT_SHOW(in_quotes(c.name)), nullptr},
+    {"source.conninfo", nullptr, nullptr},
+    {"target.conninfo", nullptr, nullptr},
+    {"tables.include", PGSHIFT_SHOW(globs(c.tables.include)), nullptr},
+    {"tables.exclude", PGSHIFT_SHOW(globs(c.tables.exclude)), nullptr},
+    {"initial_copy.enabled", PGSHIFT_SHOW(yes_no(c.initial_copy.enabled)), nullptr},
+    {"initial_copy.workers", PGSHIFT_SHOW(std::to_string(c.initial_copy.workers)), nullptr},
+    {"schema", PGSHIFT_SHOW(choice_name("schema", c.schema)), nullptr},
+    {"apply.workers", PGSHIFT_SHOW(std::to_string(c.apply.workers)), nullptr},
+    // Apply workers read it while they run: the running session keeps its value (a session's
+    // configuration is a copy), the next one (after `pgshift resume`, a reconnect, a restart)
+    // takes the new one.
+    {"apply.on_missing_row", PGSHIFT_SHOW(choice_name("apply.on_missing_row", c.apply.on_missing_row)),
+     PGSHIFT_COPY(apply.on_missing_row),
+     "from the next streaming session, e.g. after `pgshift resume`; the running one keeps its value"},
+    {"apply.max_queue_bytes", PGSHIFT_SHOW(std::to_string(c.apply.max_queue_bytes)), nullptr},
+    {"apply.spill_dir", PGSHIFT_SHOW(in_quotes(c.apply.spill_dir)), nullptr},
+    {"control.listen", PGSHIFT_SHOW(in_quotes(c.control.listen)), nullptr},
+    {"control.token_file", PGSHIFT_SHOW(in_quotes(c.control.token_file)), PGSHIFT_COPY(control.token_file)},
+    {"reconnect.min_delay_seconds", PGSHIFT_SHOW(number(c.reconnect.min_delay_seconds)),
+     PGSHIFT_COPY(reconnect.min_delay_seconds), "from the next reconnect"},
+    {"reconnect.max_delay_seconds", PGSHIFT_SHOW(number(c.reconnect.max_delay_seconds)),
+     PGSHIFT_COPY(reconnect.max_delay_seconds), "from the next reconnect"},
+    {"reconnect.factor", PGSHIFT_SHOW(number(c.reconnect.factor)), PGSHIFT_COPY(reconnect.factor),
+     "from the next reconnect"},
+    {"cutover.fence", PGSHIFT_SHOW(choice_name("cutover.fence", c.cutover.fence)), PGSHIFT_COPY(cutover.fence)},
+    // Commands may carry credentials: never logged.
+    {"cutover.fence_command", nullptr, PGSHIFT_COPY(cutover.fence_command)},
+    {"cutover.unfence_command", nullptr, PGSHIFT_COPY(cutover.unfence_command)},
+    {"cutover.switch_command", nullptr, PGSHIFT_COPY(cutover.switch_command)},
+    {"cutover.max_lag_seconds", PGSHIFT_SHOW(number(c.cutover.max_lag_seconds)),
+     PGSHIFT_COPY(cutover.max_lag_seconds)},
+    {"cutover.timeout_seconds", PGSHIFT_SHOW(number(c.cutover.timeout_seconds)),
+     PGSHIFT_COPY(cutover.timeout_seconds)},
+    {"cutover.sync_sequences", PGSHIFT_SHOW(yes_no(c.cutover.sync_sequences)), PGSHIFT_COPY(cutover.sync_sequences)},
+    {"cutover.verify", PGSHIFT_SHOW(choice_name("cutover.verify", c.cutover.verify)), PGSHIFT_COPY(cutover.verify)},
+    {"log.level", PGSHIFT_SHOW(choice_name("log.level", c.log.level)), PGSHIFT_COPY(log.level)},
+    {"log.format", PGSHIFT_SHOW(choice_name("log.format", c.log.format)), PGSHIFT_COPY(log.format)},
+};
+
+#undef PGSHIFT_SHOW
+#undef PGSHIFT_COPY
+
+const KeyView* key_view(std::string_view key)
+{
+    for (const auto& k : k_key_views)
+        if (k.key == key)
+            return &k;
+    return nullptr;
+}
+
+/// What a reload may change at runtime, all owned by run() (main thread).
+struct Live {
+    config::Config& base;
+    config::Config& reversed;
+    std::string& token; ///< the bearer token the control plane checks now
+    control::ControlServer& server;
+    DaemonState& state;
+    Backoff& backoff;
+    bool notified_ready;
+};
+
+/// SIGHUP: loads `path` again. A file with any problem (or a token file that cannot be read)
+/// changes nothing: every problem is logged and the running configuration stays as it was.
+/// Otherwise the reloadable keys that changed are applied and logged, and each other changed
+/// key is named as needing a restart. Streaming goes on throughout: sessions work on a copy of
+/// the configuration, and a cutover holds reloads back until it ended (Signals::Defer).
+void reload_configuration(const std::string& path, Live& live)
+{
+    spdlog::info("SIGHUP: reloading the configuration from {}", path);
+    auto keep = [&](std::size_t problems) {
+        spdlog::error("reload failed ({} problem(s) above); keeping the running configuration, unchanged", problems);
+    };
+    config::Config fresh;
+    try {
+        fresh = config::load_from_file(path, config::process_env());
+    } catch (const config::ConfigErrors& e) {
+        for (const auto& p : e.problems())
+            spdlog::error("reload: {}", p);
+        keep(e.problems().size());
+        return;
+    }
+    auto plan = plan_reload(live.base, fresh);
+    // Read before anything changes, so that a token file that cannot be read changes nothing.
+    std::string token = live.token;
+    const bool token_key = std::find(plan.keys.begin(), plan.keys.end(), "control.token_file") != plan.keys.end();
+    try {
+        token = config::read_token_file(token_key ? fresh.control.token_file : live.base.control.token_file);
+    } catch (const ConfigError& e) {
+        spdlog::error("reload: {}", e.what());
+        keep(1);
+        return;
+    }
+    if (live.notified_ready)
+        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                   static_cast<unsigned long long>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                       std::chrono::steady_clock::now().time_since_epoch())
+                                                       .count()));
+    for (const auto& line : plan.applied)
+        spdlog::info("reloaded: {}", line);
+    const bool token_changed = token != live.token;
+    if (token_changed && !token_key)
+        spdlog::info("reloaded: the control token (control.token_file {} was read again)",
+                     in_quotes(live.base.control.token_file));
+    for (const auto& line : plan.kept)
+        spdlog::warn("{}", line);
+
+    const auto old_log = live.base.log;
+    const auto old_reconnect = live.base.reconnect;
+    // The reverse direction's configuration differs from the forward one in keys that are
+    // never reloadable (reversed()), so both take the same values.
+    apply_reload(plan.keys, live.base, fresh);
+    apply_reload(plan.keys, live.reversed, fresh);
+    if (token_changed) {
+        live.token = token;
+        live.server.set_token(token);
+    }
+    live.state.set_max_lag_seconds(live.base.cutover.max_lag_seconds);
+    if (live.base.reconnect.min_delay_seconds != old_reconnect.min_delay_seconds ||
+        live.base.reconnect.max_delay_seconds != old_reconnect.max_delay_seconds ||
+        live.base.reconnect.factor != old_reconnect.factor)
+        live.backoff = Backoff(live.base.reconnect);
+    if (live.base.log.format != old_log.format)
+        set_log_format(live.base.log.format == config::LogFormat::json ? LogFormatKind::json : LogFormatKind::text);
+    if (live.base.log.level != old_log.level)
+        set_log_level(log_level_name(live.base.log.level));
+
+    const auto applied = plan.applied.size() + (token_changed && !token_key ? 1 : 0);
+    auto summary = applied == 0 && plan.kept.empty()
+                       ? std::string("configuration reloaded: no change")
+                       : fmt::format("configuration reloaded: {} change(s) applied, {} need a restart", applied,
+                                     plan.kept.size());
+    spdlog::info("{}", summary);
+    if (live.notified_ready)
+        sd_notify(0, ("READY=1\nSTATUS=" + summary).c_str());
+}
+
 } // namespace
 
-int run(const config::Config& cfg)
+int run(const config::Config& loaded, const std::string& config_path)
 {
-    const Signals signals;
+    Signals signals;
     std::signal(SIGPIPE, SIG_IGN);
+    // The daemon's configuration (the forward direction) and the reverse direction's: owned
+    // here; a SIGHUP changes their reloadable keys (reload_configuration, main thread only).
+    config::Config cfg = loaded;
+    config::Config reversed = cfg.reversed();
     pg::set_notice_sink(log_notice);
 
     spdlog::info("pgshift {} starting: migration '{}', source {}, target {}", PGSHIFT_VERSION, cfg.name,
@@ -887,7 +1337,6 @@ int run(const config::Config& cfg)
     DaemonState state(cfg.name, PGSHIFT_VERSION);
     state.beat();
     state.set_max_lag_seconds(cfg.cutover.max_lag_seconds);
-    const config::Config reversed = cfg.reversed();
     auto applied = [&state] { return state.snapshot().applied_lsn; };
     verify::Runner forward_verifier(cfg, state.hold(), applied), reverse_verifier(reversed, state.hold(), applied);
     state.set_verifier(&forward_verifier);
@@ -927,8 +1376,13 @@ int run(const config::Config& cfg)
         }
     } join_monitor{stop_monitor, monitor_thread};
 
-    Daemon d{cfg, reversed, signals, state, publication_ready, forward_verifier, reverse_verifier};
+    Watchdog watchdog;
+    Daemon d{cfg, reversed, signals, state, publication_ready, forward_verifier, reverse_verifier, watchdog};
     Backoff backoff(cfg.reconnect);
+    signals.on_reload([&] {
+        Live live{cfg, reversed, token, *server, state, backoff, d.notified_ready};
+        reload_configuration(config_path, live);
+    });
     for (;;) {
         auto started = std::chrono::steady_clock::now();
         state.set_state(State::starting);
@@ -968,7 +1422,7 @@ int run(const config::Config& cfg)
             spdlog::error("apply stopped; the slot keeps every change. Fix the target, then run `pgshift resume` "
                           "(POST /v1/resume) or restart pgshift");
             while (state.paused_flag().load()) {
-                if (signals.sleep(milliseconds(200), state)) {
+                if (signals.sleep(milliseconds(200), [&d] { d.beat(); })) {
                     state.set_state(State::stopping);
                     return k_exit_ok;
                 }
@@ -989,11 +1443,70 @@ int run(const config::Config& cfg)
             backoff.reset(); // the last session ran long enough to count as healthy
         auto delay = backoff.next();
         spdlog::info("reconnecting in {} ms", delay.count());
-        if (signals.sleep(delay, state)) {
+        if (signals.sleep(delay, [&d] { d.beat(); })) {
             state.set_state(State::stopping);
             return k_exit_ok;
         }
     }
+}
+
+const char* log_level_name(config::LogLevel level)
+{
+    switch (level) {
+    case config::LogLevel::trace: return "trace";
+    case config::LogLevel::debug: return "debug";
+    case config::LogLevel::info: return "info";
+    case config::LogLevel::warn: return "warn";
+    case config::LogLevel::error: return "err";
+    }
+    return "info";
+}
+
+bool reload_applies(std::string_view key)
+{
+    const auto* k = key_view(key);
+    return k && k->reload;
+}
+
+ReloadPlan plan_reload(const config::Config& live, const config::Config& fresh)
+{
+    ReloadPlan plan;
+    const auto changes = config::diff(live, fresh);
+    const bool listen_changed = std::any_of(changes.begin(), changes.end(),
+                                            [](const config::ConfigChange& c) { return c.key == "control.listen"; });
+    for (const auto& change : changes) {
+        const auto* k = key_view(change.key);
+        const bool secret = !k || !k->show;
+        // A new file may drop the token together with a move to a loopback address; the address
+        // only changes at a restart, so until then the token stays.
+        const bool drops_token =
+            change.key == "control.token_file" && fresh.control.token_file.empty() && listen_changed;
+        if (change.reloadable && k && k->reload && !drops_token) {
+            plan.keys.push_back(change.key);
+            std::string line = change.key + (secret ? " changed (not logged: it may hold a secret)"
+                                                    : " " + k->show(live) + " -> " + k->show(fresh));
+            if (k->when)
+                line += std::string(" (") + k->when + ")";
+            plan.applied.push_back(std::move(line));
+        } else if (drops_token) {
+            plan.kept.push_back(change.key +
+                                " changed to none together with control.listen: needs a restart, keeping " +
+                                k->show(live) + " (the running control plane still listens on " +
+                                in_quotes(live.control.listen) + ")");
+        } else {
+            plan.kept.push_back(change.key + " changed: needs a restart, keeping " +
+                                (secret ? std::string("the running value (not logged: it may hold a secret)")
+                                        : k->show(live)));
+        }
+    }
+    return plan;
+}
+
+void apply_reload(const std::vector<std::string>& keys, config::Config& to, const config::Config& fresh)
+{
+    for (const auto& key : keys)
+        if (const auto* k = key_view(key); k && k->reload)
+            k->reload(to, fresh);
 }
 
 } // namespace pgshift::daemon

@@ -6,6 +6,7 @@
 #include "pgshift/apply/worker.hpp"
 #include "pgshift/common/clock.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -20,12 +21,6 @@ std::string version_string(int v)
     if (v == 0)
         return "";
     return std::to_string(v / 10000) + "." + std::to_string(v % 100);
-}
-
-std::int64_t steady_ms()
-{
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
 }
 
 constexpr bool same_buckets()
@@ -47,6 +42,40 @@ constexpr bool same_worker_states()
 static_assert(same_worker_states(), "apply's worker states and the ones /metrics lists must agree");
 
 } // namespace
+
+std::int64_t steady_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string Liveness::check(const SessionSample& s, std::int64_t now_ms)
+{
+    const bool first = !have_last_;
+    // Apply.
+    if (!s.apply_running || first || !last_.apply_running || s.applied_seq != last_.applied_seq ||
+        s.batches_committed != last_.batches_committed || s.applied_seq >= s.pushed_seq || s.apply_on_hold ||
+        s.statement_on_target)
+        apply_progress_ms_ = now_ms;
+    // Reader: a new stream, WAL received, or an answer the source saw arrive.
+    if (!s.reader_running || first || !last_.reader_running || s.received != last_.received)
+        reader_progress_ms_ = now_ms;
+    reader_progress_ms_ = std::max(reader_progress_ms_, s.reply_changed_ms);
+    last_ = s;
+    have_last_ = true;
+
+    std::string why;
+    if (now_ms - apply_progress_ms_ > k_stall_ms)
+        why = "apply has committed nothing for " + std::to_string((now_ms - apply_progress_ms_) / 1000) + " s while " +
+              std::to_string(s.pushed_seq - s.applied_seq) + " transaction(s) wait and no statement runs on the target";
+    const bool monitor_looked = s.reply_sampled_ms > 0 && now_ms - s.reply_sampled_ms <= k_sample_fresh_ms;
+    if (s.reader_running && monitor_looked && now_ms - reader_progress_ms_ > k_stall_ms)
+        why += std::string(why.empty() ? "" : "; ") +
+               "the stream is stuck: nothing received from the upstream, and none of the reader's status replies "
+               "seen there, for " +
+               std::to_string((now_ms - reader_progress_ms_) / 1000) + " s";
+    return why;
+}
 
 void DaemonState::set_session(SessionView v)
 {

@@ -47,6 +47,26 @@ std::uint64_t Result::affected() const
 
 void Connection::Finish::operator()(pg_conn* c) const { PQfinish(c); }
 
+Canceller::~Canceller() { PQfreeCancel(cancel_); }
+
+std::string Canceller::cancel() const
+{
+    // PQcancel is documented as safe to call from another thread (even a signal handler) with
+    // a PGcancel object: it uses only the object and its own socket.
+    char err[256] = {};
+    if (PQcancel(cancel_, err, sizeof err))
+        return "";
+    return err[0] ? err : "PQcancel failed";
+}
+
+std::unique_ptr<Canceller> Connection::canceller() const
+{
+    pg_cancel* c = conn_ ? PQgetCancel(conn_.get()) : nullptr;
+    if (!c)
+        throw PgError("could not make a cancel handle: the connection is not open", "", true);
+    return std::unique_ptr<Canceller>(new Canceller(c));
+}
+
 namespace {
 
 /// Timeouts every pgshift connection needs unless the operator chose otherwise: a connection

@@ -68,6 +68,13 @@ public:
     /// batches finish and records the final durable position. While `paused` is set nothing
     /// new is dispatched. Rethrows the first worker error.
     void run(const std::atomic<bool>& stop, const std::atomic<bool>& paused);
+    /// For a stop that run() has not finished after a while (a worker blocked on a lock another
+    /// session holds on the target): asks the target to cancel the statement of every worker
+    /// that is not idle (PQcancel). Each cancelled worker rolls back and ends as for a stop, no
+    /// later batch commits, and run() returns without an error; the rolled-back transactions
+    /// are received again at the next start. Called from another thread than run()'s (the
+    /// session's owner), after `stop` was set. Returns the number of cancel requests sent.
+    std::size_t cancel_statements();
 
 private:
     struct Scheduled; // a transaction being added to the open batch
@@ -91,6 +98,7 @@ private:
     CommitOrder order_;
     Lsn resume_;
     std::atomic<bool> stopping_{false}; ///< long transactions are rolled back (set by run() on stop)
+    std::atomic<bool> cancelled_{false}; ///< cancel_statements() was called
     std::unique_ptr<WorkerContext> context_;
     std::vector<std::unique_ptr<Worker>> workers_;
 

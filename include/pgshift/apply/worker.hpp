@@ -75,6 +75,10 @@ struct WorkerContext {
     queue::Stats& stats;
     Lsn resume;                    ///< transactions with commit_lsn below this are skipped (rule 4)
     const std::atomic<bool>& stop; ///< a stop request: long transactions are rolled back
+    /// Set (before the cancel requests go out) when a stop cancelled the workers' statements
+    /// (Engine::cancel_statements): an error "canceling statement due to user request" is then
+    /// the stop, not a failure.
+    const std::atomic<bool>& cancelled;
 };
 
 class Worker {
@@ -88,6 +92,13 @@ public:
     bool process(Batch& batch);
     /// Rolls back whatever transaction is open (after an exception), quietly.
     void abandon() noexcept;
+
+    /// Asks the target to cancel the statement this worker's connection runs now (PQcancel).
+    /// Called from the thread that stops the session while the worker may be blocked on the
+    /// connection (a lock held by another session); the worker then rolls back and returns as
+    /// for a stop. Returns "" when the request was sent, else why not. The handle it uses is
+    /// made by connect(), before the worker thread starts, and never replaced afterwards.
+    [[nodiscard]] std::string cancel_statement() const;
 
     [[nodiscard]] int index() const { return index_; }
     [[nodiscard]] const std::string& origin() const { return origin_; }
@@ -117,11 +128,17 @@ private:
     /// the watchdog); sets `blocking` when an earlier batch waits for one of our locks.
     bool wait_turn(const Batch& batch, bool written, bool& blocking);
     [[nodiscard]] std::string describe(const pg::Pipeline::Failure& f) const;
+    /// Whether an error with `sqlstate` is the cancel of a stop (cancel_statement()).
+    [[nodiscard]] bool cancelled_by_stop(const std::string& sqlstate) const;
+    /// After such a cancel: no later batch may commit; logs it. The caller then unwinds as for
+    /// a stop (Interrupted, or returns false from process()).
+    void note_cancel(const char* where);
 
     WorkerContext& ctx_;
     int index_;
     std::string origin_;
     std::unique_ptr<pg::Connection> conn_;
+    std::unique_ptr<pg::Canceller> canceller_; ///< for conn_; see cancel_statement()
     Writer writer_;
     std::string setup_name_; ///< the prepared origin/xid statement that ends every batch ("": none)
     std::uint64_t setup_counter_ = 0;

@@ -62,6 +62,11 @@ public:
     /// The bound port (useful with port 0); 0 before start().
     [[nodiscard]] std::uint16_t port() const;
 
+    /// Replaces the bearer token POST requests need ("" disables authentication): a SIGHUP
+    /// reload of control.token_file. Safe from any thread; requests already authorized are not
+    /// affected, the next one is checked against the new token.
+    void set_token(std::string token);
+
     /// Connections currently open (for tests and diagnostics); safe from any thread.
     [[nodiscard]] std::size_t connections() const;
 

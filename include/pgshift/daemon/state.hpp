@@ -13,6 +13,7 @@
 #include "pgshift/queue/txn_queue.hpp"
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,53 @@ class Runner;
 namespace pgshift::daemon {
 
 enum class State : int { starting, copying, streaming, paused, cutting_over, rolling_back, failed, stopping };
+
+/// Milliseconds of the steady clock (the time base of the heartbeat and of Liveness).
+[[nodiscard]] std::int64_t steady_ms();
+
+/// What the watchdog knows of a session's threads at one instant, read by the main thread from
+/// atomics (Progress, Stats, the pause and hold switches, DaemonState::stream_reply_*).
+struct SessionSample {
+    bool reader_running = false;   ///< the reader thread is streaming
+    bool apply_running = false;    ///< the apply thread runs (not yet during the initial copy)
+    std::uint64_t received = 0;    ///< Progress::received
+    std::uint64_t pushed_seq = 0;  ///< Progress::pushed_seq: transactions queued
+    std::uint64_t applied_seq = 0; ///< Progress::applied_seq: transactions applied or skipped
+    std::uint64_t batches_committed = 0;
+    bool statement_on_target = false; ///< a worker is executing a batch (WorkerState::executing)
+    bool apply_on_hold = false;       ///< paused by the operator, or held for a comparison
+    std::int64_t reply_sampled_ms = 0; ///< when the monitor last found the upstream's walsender
+    std::int64_t reply_changed_ms = 0; ///< when it last saw that walsender's reply time change
+};
+
+/// Whether a session's reader and apply threads make progress or are legitimately idle: the
+/// condition for systemd's WATCHDOG=1 (issue 12). Main thread only; pure (time is passed in).
+///
+/// - Apply is fine while it commits, while nothing waits for it (every queued transaction
+///   applied), while it is paused or held, and while a worker runs a statement on the target:
+///   a long batch or a lock another session holds is the server's time, and a restart would
+///   not make it shorter (`pgshift status` and the lag alerts show it). What is left is a
+///   wedge of our own: transactions wait, no statement runs, nothing commits.
+/// - The reader answers the source at least every second, also when the source is idle; the
+///   monitor thread sees those answers arrive (pg_stat_replication.reply_time of our
+///   walsender). The reader is wedged when the monitor could look recently, no answer arrived
+///   and no WAL was received for k_stall_ms. When the monitor cannot look (source unreachable,
+///   server older than 12) the reader is not judged: the session's own timeouts end it.
+class Liveness {
+public:
+    static constexpr std::int64_t k_stall_ms = 20000;
+    /// How recent the monitor's last look must be for the reader to be judged.
+    static constexpr std::int64_t k_sample_fresh_ms = 10000;
+
+    /// Feeds a sample taken at `now_ms`; "" when healthy, else what is wedged and for how long.
+    [[nodiscard]] std::string check(const SessionSample& s, std::int64_t now_ms);
+
+private:
+    SessionSample last_;
+    bool have_last_ = false;
+    std::int64_t apply_progress_ms_ = 0;
+    std::int64_t reader_progress_ms_ = 0;
+};
 
 /// One session's moving parts, as far as status is concerned.
 struct SessionView {
@@ -100,6 +148,17 @@ public:
     void count_copy_error() { errors_copy_.fetch_add(1); }
     /// Heartbeat of the main loop, for /livez.
     void beat();
+    /// Monitor thread: it found the upstream's walsender for our slot; `changed` when that
+    /// walsender (or the last standby reply it got from the reader) differs from its last look.
+    void observe_stream_reply(bool changed)
+    {
+        auto now = steady_ms();
+        stream_reply_sampled_ms_.store(now);
+        if (changed)
+            stream_reply_changed_ms_.store(now);
+    }
+    [[nodiscard]] std::int64_t stream_reply_sampled_ms() const { return stream_reply_sampled_ms_.load(); }
+    [[nodiscard]] std::int64_t stream_reply_changed_ms() const { return stream_reply_changed_ms_.load(); }
 
     [[nodiscard]] const std::atomic<bool>& paused_flag() const { return paused_; }
     [[nodiscard]] queue::Stats& stats() { return stats_; }
@@ -113,6 +172,7 @@ private:
     std::atomic<int> source_version_{0}, target_version_{0};
     std::atomic<std::uint64_t> source_lsn_{0}, slot_retained_{0};
     std::atomic<std::int64_t> heartbeat_{0};
+    std::atomic<std::int64_t> stream_reply_sampled_ms_{0}, stream_reply_changed_ms_{0};
     std::atomic<std::uint64_t> copy_rows_{0}, copy_bytes_{0}, errors_copy_{0};
     queue::Stats stats_;
     apply::Hold hold_;

@@ -15,6 +15,7 @@
 
 struct pg_conn;
 struct pg_result;
+struct pg_cancel;
 
 namespace pgshift::pg {
 
@@ -63,6 +64,26 @@ private:
     std::unique_ptr<pg_result, Free> res_;
 };
 
+/// Asks the server to cancel the statement a connection is running now (PQcancel). Made by
+/// Connection::canceller() on the connection's owner thread; cancel() may then be called from
+/// any thread, also while the owner is blocked on that connection (that is its purpose). A
+/// cancel that arrives when nothing runs is ignored by the server; one that arrives during the
+/// next statement cancels that one, so callers only cancel when they are stopping anyway.
+class Canceller {
+public:
+    Canceller(const Canceller&) = delete;
+    Canceller& operator=(const Canceller&) = delete;
+    ~Canceller();
+    /// Sends the cancel request (a new short connection to the server, blocking up to its
+    /// connect). Returns "" when it was sent, else libpq's reason. Safe from any thread.
+    [[nodiscard]] std::string cancel() const;
+
+private:
+    friend class Connection;
+    explicit Canceller(pg_cancel* c) : cancel_(c) {}
+    pg_cancel* cancel_;
+};
+
 /// Owns a PGconn.
 class Connection {
 public:
@@ -85,6 +106,9 @@ public:
     [[nodiscard]] int backend_pid() const;
     [[nodiscard]] bool is_ok() const;
     [[nodiscard]] pg_conn* raw() const { return conn_.get(); }
+    /// A handle another thread can use to cancel this connection's running statement (see
+    /// Canceller). Throws PgError when libpq cannot make one (connection not open).
+    [[nodiscard]] std::unique_ptr<Canceller> canceller() const;
 
     /// Throws a PgError describing the connection's current error (what = context + libpq message).
     [[noreturn]] void fail(const std::string& context, pg_result* res = nullptr) const;
