@@ -33,6 +33,8 @@
 //   0.5 ms spins, a factor of 1e300 overflows the next delay.
 #include "pgshift/config/config.hpp"
 
+#include "pgshift/common/address.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -308,50 +310,31 @@ bool is_hostname(std::string_view host) {
 // host:port with host an IPv4 address, a bracketed IPv6 address or a hostname. Returns the
 // reason on failure; hostnames are not resolved here (DNS may not be up when the config is checked).
 std::optional<ListenAddress> parse_listen(std::string_view text, std::string& why) {
-    std::string_view host;
-    std::string_view port;
+    const auto split = parse_host_port(text, why);
+    if (!split) {
+        return std::nullopt;
+    }
+    if (split->port == 0) {
+        why = "the port must be a number from 1 to 65535";
+        return std::nullopt;
+    }
+    const std::string& host = split->host;
     ListenAddress address;
-    if (!text.empty() && text.front() == '[') {
-        const std::size_t close = text.find(']');
-        if (close == std::string_view::npos) {
-            why = "missing ']' after the IPv6 address";
-            return std::nullopt;
-        }
-        if (close + 1 >= text.size() || text[close + 1] != ':') {
-            why = "expected ':' and a port after ']'";
-            return std::nullopt;
-        }
-        host = text.substr(1, close - 1);
-        port = text.substr(close + 2);
+    if (split->bracketed) {
         in6_addr v6{};
-        if (inet_pton(AF_INET6, std::string(host).c_str(), &v6) != 1) {
+        if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) {
             why = "not a valid IPv6 address between [ and ]";
             return std::nullopt;
         }
         const bool mapped_loopback = IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
         address.loopback = IN6_IS_ADDR_LOOPBACK(&v6) || mapped_loopback;
     } else {
-        const std::size_t colon = text.rfind(':');
-        if (colon == std::string_view::npos) {
-            why = "expected host:port";
-            return std::nullopt;
-        }
-        host = text.substr(0, colon);
-        port = text.substr(colon + 1);
-        if (host.empty()) {
-            why = "missing host before ':' (use 0.0.0.0 to listen on every IPv4 address)";
-            return std::nullopt;
-        }
-        if (host.find(':') != std::string_view::npos) {
-            why = "an IPv6 address must be written in brackets, e.g. [::1]:8187";
-            return std::nullopt;
-        }
         const bool dotted_numbers = std::all_of(host.begin(), host.end(), [](char c) {
             return std::isdigit(static_cast<unsigned char>(c)) != 0 || c == '.';
         });
         if (dotted_numbers) {
             in_addr v4{};
-            if (inet_pton(AF_INET, std::string(host).c_str(), &v4) != 1) {
+            if (inet_pton(AF_INET, host.c_str(), &v4) != 1) {
                 why = "not a valid IPv4 address";
                 return std::nullopt;
             }
@@ -366,34 +349,9 @@ std::optional<ListenAddress> parse_listen(std::string_view text, std::string& wh
             return std::nullopt;
         }
     }
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    const bool digits_only =
-        std::all_of(port.begin(), port.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
-    if (port.empty() || !digits_only || ec != std::errc() || end != port.data() + port.size() || value < 1 ||
-        value > 65535) {
-        why = "the port must be a number from 1 to 65535";
-        return std::nullopt;
-    }
     return address;
 }
 
-// libpq's conninfo quoting: single quotes, with \ and ' escaped by a backslash.
-std::string conninfo_value(std::string_view value) {
-    const bool plain = !value.empty() && value.find_first_of(" \t\n\r\f\v'\\") == std::string_view::npos;
-    if (plain) {
-        return std::string(value);
-    }
-    std::string out = "'";
-    for (const char c : value) {
-        if (c == '\'' || c == '\\') {
-            out += '\\';
-        }
-        out += c;
-    }
-    out += '\'';
-    return out;
-}
 
 // Shortest text that reads back as the same double: 0.5, 30, 3600.
 std::string format_number(double value) {
@@ -1431,7 +1389,7 @@ std::string redact_conninfo(const std::string& conninfo) {
         }
         out += keyword;
         out += '=';
-        out += secret ? std::string(k_redacted) : conninfo_value(option->val);
+        out += secret ? std::string(k_redacted) : conninfo_quote(option->val);
     }
     PQconninfoFree(options);
     return out;

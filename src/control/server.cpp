@@ -31,6 +31,7 @@
 //   A provider exception becomes a 500 for that request only.
 #include "pgshift/control/server.hpp"
 
+#include "pgshift/common/address.hpp"
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
 #include "pgshift/common/utf8.hpp"
@@ -849,31 +850,11 @@ ListenAddress split_listen(const std::string& listen)
     auto bad = [&](const std::string& why) {
         return ConfigError("control.listen \"" + listen + "\": " + why + " (expected host:port)");
     };
-    ListenAddress out;
-    std::string_view rest;
-    if (!listen.empty() && listen.front() == '[') {
-        auto close = listen.find(']');
-        if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':')
-            throw bad("unterminated IPv6 address");
-        out.host = listen.substr(1, close - 1);
-        rest = std::string_view(listen).substr(close + 2);
-    } else {
-        auto colon = listen.rfind(':');
-        if (colon == std::string::npos)
-            throw bad("missing port");
-        out.host = listen.substr(0, colon);
-        if (out.host.find(':') != std::string::npos)
-            throw bad("IPv6 addresses must be written in brackets");
-        rest = std::string_view(listen).substr(colon + 1);
-    }
-    if (out.host.empty())
-        throw bad("missing host");
-    unsigned port = 0;
-    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), port);
-    if (rest.empty() || ec != std::errc{} || end != rest.data() + rest.size() || port > 65535)
-        throw bad("invalid port");
-    out.port = std::to_string(port);
-    return out;
+    std::string why;
+    auto a = parse_host_port(listen, why);
+    if (!a)
+        throw bad(why);
+    return ListenAddress{a->host, std::to_string(a->port)};
 }
 
 } // namespace

@@ -1,6 +1,8 @@
 // CLI client commands: talks to the daemon's HTTP control plane (Boost.Beast, synchronous).
 #include "pgshift/daemon/client.hpp"
 
+#include "pgshift/common/address.hpp"
+
 #include "pgshift/config/config.hpp"
 #include "pgshift/daemon/run.hpp"
 
@@ -52,19 +54,14 @@ void check(beast::error_code ec, const char* step)
         throw ReachError(std::string(step) + ": " + ec.message());
 }
 
-/// Splits "host:port" or "[v6]:port".
+/// Splits "host:port" or "[v6]:port" (parse_host_port), as strings.
 std::pair<std::string, std::string> split_host_port(const std::string& hp)
 {
-    if (!hp.empty() && hp[0] == '[') {
-        auto close = hp.find(']');
-        if (close == std::string::npos || close + 1 >= hp.size() || hp[close + 1] != ':')
-            throw UsageError("invalid address " + hp);
-        return {hp.substr(1, close - 1), hp.substr(close + 2)};
-    }
-    auto colon = hp.rfind(':');
-    if (colon == std::string::npos)
-        throw UsageError("invalid address " + hp + " (expected host:port)");
-    return {hp.substr(0, colon), hp.substr(colon + 1)};
+    std::string why;
+    auto a = parse_host_port(hp, why);
+    if (!a)
+        throw UsageError("invalid address " + hp + ": " + why);
+    return {a->host, std::to_string(a->port)};
 }
 
 Endpoint resolve_endpoint(const ClientOptions& o)

@@ -1,6 +1,8 @@
 // libpq RAII wrappers, quoting and SQLSTATE classification.
 #include "pgshift/pg/connection.hpp"
 
+#include "pgshift/common/address.hpp"
+
 #include <libpq-fe.h>
 
 #include <atomic>
@@ -277,25 +279,16 @@ std::string conninfo_with(const std::string& conninfo, const std::vector<std::pa
 {
     // PQconnectdbParams with expand_dbname would also work, but a single string keeps every
     // caller (replication and ordinary connections) on one code path. Rebuild as key=value.
-    auto quote = [](const std::string& v) {
-        std::string q = "'";
-        for (char c : v) {
-            if (c == '\'' || c == '\\')
-                q.push_back('\\');
-            q.push_back(c);
-        }
-        return q + "'";
-    };
     std::string out;
     for (const auto& [keyword, value] : parse_conninfo(conninfo)) {
         bool overridden = false;
         for (const auto& [k, v] : extra)
             overridden = overridden || k == keyword;
         if (!overridden)
-            out += keyword + "=" + quote(value) + " ";
+            out += keyword + "=" + conninfo_quote(value) + " ";
     }
     for (const auto& [k, v] : extra)
-        out += k + "=" + quote(v) + " ";
+        out += k + "=" + conninfo_quote(v) + " ";
     if (!out.empty())
         out.pop_back();
     return out;
