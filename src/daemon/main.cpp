@@ -3,6 +3,7 @@
 #include "pgshift/common/logging.hpp"
 #include "pgshift/config/config.hpp"
 #include "pgshift/daemon/client.hpp"
+#include "pgshift/daemon/reload.hpp"
 #include "pgshift/daemon/run.hpp"
 
 #include <CLI/CLI.hpp>

@@ -1,4 +1,5 @@
 // SIGHUP reloads (plan_reload, apply_reload) and the watchdog's verdict (Liveness): pure logic.
+#include "pgshift/daemon/reload.hpp"
 #include "pgshift/daemon/run.hpp"
 #include "pgshift/daemon/state.hpp"
 
