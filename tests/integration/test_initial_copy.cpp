@@ -9,6 +9,7 @@
 // and stamps every row it writes with clock_timestamp(), so the test can show (from the target's
 // pgshift.copy_runs) that rows were committed on the source while the copy ran. Tables without a
 // key (REPLICA IDENTITY FULL) make a duplicate visible as an extra row rather than a key error.
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 #include "harness/type_schema.hpp"
 
@@ -61,34 +62,22 @@ void load_rows(TestCluster& src, int big_rows)
 /// partition parted_b); until stopped.
 class Load {
 public:
-    Load(std::string conninfo, int threads) : conninfo_(std::move(conninfo))
+    Load(std::string conninfo, int threads)
+        : conninfo_(std::move(conninfo)), threads_(threads, [this](int k, const auto& stop) { run(k, stop); })
     {
-        for (int k = 0; k < threads; ++k)
-            threads_.emplace_back([this, k] { run(k); });
     }
-    ~Load() { stop(); }
-    void stop()
-    {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-    }
+    void stop() { threads_.stop(); }
     [[nodiscard]] int committed() const { return committed_; }
-    [[nodiscard]] std::string errors() const
-    {
-        std::lock_guard lk(mutex_);
-        return errors_;
-    }
+    [[nodiscard]] std::string errors() const { return threads_.errors(); }
 
 private:
-    void run(int client)
+    void run(int client, const std::atomic<bool>& stop)
     {
-        try {
+        {
             pgshift::pg::Connection c(conninfo_);
             std::mt19937 rng(static_cast<unsigned>(client * 31 + 7));
             int seq = 0;
-            while (!stop_) {
+            while (!stop) {
                 auto r = [&](int lo, int hi) { return std::to_string(std::uniform_int_distribution<int>(lo, hi)(rng)); };
                 try {
                     c.exec("BEGIN");
@@ -118,18 +107,12 @@ private:
                 }
                 std::this_thread::sleep_for(2ms);
             }
-        } catch (const std::exception& e) {
-            std::lock_guard lk(mutex_);
-            errors_ += "writer " + std::to_string(client) + ": " + e.what() + "\n";
         }
     }
 
     std::string conninfo_;
-    std::atomic<bool> stop_{false};
     std::atomic<int> committed_{0};
-    mutable std::mutex mutex_;
-    std::string errors_; // guarded by mutex_
-    std::vector<std::thread> threads_;
+    LoadThreads threads_; // last: its threads stop before the members they use go
 };
 
 std::string read_all(const std::filesystem::path& p)

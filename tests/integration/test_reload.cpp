@@ -7,6 +7,7 @@
 // session throughout: no reconnect, no restart) and every committed transaction arrives exactly
 // once. The log level is checked in the daemon's log: debug lines ("confirmed flush ...") appear
 // after a reload to debug and stop after a reload to info.
+#include "harness/load_threads.hpp"
 #include "harness/replication_fixture.hpp"
 
 #include <catch2/catch.hpp>
@@ -29,59 +30,36 @@ ALTER TABLE ledger REPLICA IDENTITY FULL;
 CREATE TABLE client_state (client int PRIMARY KEY, last_seq int NOT NULL);
 )sql";
 
-/// Writer threads committing numbered transactions until stopped (joined by the destructor).
+/// Writer threads committing numbered transactions until stopped (LoadThreads joins them).
 class Writers {
 public:
-    Writers(std::string conninfo, int count) : conninfo_(std::move(conninfo))
+    Writers(std::string conninfo, int count)
+        : conninfo_(std::move(conninfo)), threads_(count, [this](int client, const auto& stop) { run(client, stop); })
     {
-        for (int client = 0; client < count; ++client)
-            threads_.emplace_back([this, client] { run(client); });
     }
-    Writers(const Writers&) = delete;
-    Writers& operator=(const Writers&) = delete;
-    ~Writers() { stop(); }
-
-    void stop()
-    {
-        stop_ = true;
-        for (auto& t : threads_)
-            if (t.joinable())
-                t.join();
-    }
+    void stop() { threads_.stop(); }
     [[nodiscard]] int committed() const { return committed_; }
-    [[nodiscard]] std::string errors() const
-    {
-        std::lock_guard lock(mutex_);
-        return errors_;
-    }
+    [[nodiscard]] std::string errors() const { return threads_.errors(); }
 
 private:
-    void run(int client)
+    void run(int client, const std::atomic<bool>& stop)
     {
-        try {
-            pgshift::pg::Connection conn(conninfo_);
-            for (int seq = 1; !stop_; ++seq) {
-                conn.exec("BEGIN");
-                conn.exec_params("INSERT INTO ledger VALUES ($1, $2)", {std::to_string(client), std::to_string(seq)});
-                conn.exec_params("INSERT INTO client_state VALUES ($1, $2) ON CONFLICT (client) DO UPDATE "
-                                 "SET last_seq = excluded.last_seq",
-                                 {std::to_string(client), std::to_string(seq)});
-                conn.exec("COMMIT");
-                ++committed_;
-                std::this_thread::sleep_for(3ms);
-            }
-        } catch (const std::exception& e) {
-            std::lock_guard lock(mutex_);
-            errors_ += "writer " + std::to_string(client) + ": " + e.what() + "\n";
+        pgshift::pg::Connection conn(conninfo_);
+        for (int seq = 1; !stop; ++seq) {
+            conn.exec("BEGIN");
+            conn.exec_params("INSERT INTO ledger VALUES ($1, $2)", {std::to_string(client), std::to_string(seq)});
+            conn.exec_params("INSERT INTO client_state VALUES ($1, $2) ON CONFLICT (client) DO UPDATE "
+                             "SET last_seq = excluded.last_seq",
+                             {std::to_string(client), std::to_string(seq)});
+            conn.exec("COMMIT");
+            ++committed_;
+            std::this_thread::sleep_for(3ms);
         }
     }
 
     std::string conninfo_;
-    std::atomic<bool> stop_{false};
     std::atomic<int> committed_{0};
-    mutable std::mutex mutex_;
-    std::string errors_; // guarded by mutex_
-    std::vector<std::thread> threads_;
+    LoadThreads threads_; // last: its threads stop before the members they use go
 };
 
 std::string read_file(const std::filesystem::path& path)
