@@ -7,7 +7,7 @@
 //   before it returns. The scheduler also owns one plain target connection for the catalog
 //   (resolving relations and unique indexes) and for the durable watermark.
 // - Batching: the scheduler keeps one open batch and adds queued transactions to it while no
-//   worker is free or while the batch it depends on has not committed (up to 256 transactions
+//   worker is free or while the batch it depends on has not committed (up to 1,024 transactions
 //   or 8 MiB), and hands it over as soon as it could start: with one worker this is the grouping
 //   of consecutive transactions into one target transaction; with several, independent batches
 //   are as small as the workers are fast (64 when more is queued), and a chain of dependent
