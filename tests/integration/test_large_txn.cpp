@@ -52,7 +52,9 @@ public:
         if (thread_.joinable())
             thread_.join();
     }
-    /// The first spill file seen open (its /proc link target), empty when none was.
+    /// A spill file seen open (its /proc link target): the first one seen already unlinked, else
+    /// the last one seen (the daemon creates and then unlinks it: a sample may fall in between);
+    /// empty when none was.
     [[nodiscard]] std::string seen() const
     {
         std::lock_guard lock(mutex_);
@@ -62,7 +64,7 @@ public:
 private:
     void run()
     {
-        while (!stop_ && seen().empty()) {
+        while (!stop_ && !seen().ends_with(" (deleted)")) {
             std::error_code ec;
             for (std::filesystem::directory_iterator it(fd_dir_, ec), end; !ec && it != end; it.increment(ec)) {
                 std::error_code link_ec;
