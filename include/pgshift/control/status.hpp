@@ -188,15 +188,11 @@ public:
     [[nodiscard]] virtual VerifyReport verify_report() const { return {}; }
     /// Checks the preconditions of a cutover or rollback (`kind`) from the status alone and, when
     /// they hold, starts it in the background.
-    virtual OperationStart start_switch(const std::string& kind)
-    {
-        (void)kind;
-        return {501, "not implemented", {}, {}};
-    }
-    [[nodiscard]] virtual SwitchReport switch_report() const { return {}; }
+    virtual OperationStart start_switch(const std::string& kind) = 0;
+    [[nodiscard]] virtual SwitchReport switch_report() const = 0;
     /// Ends the migration in the background: drops pgshift's slots, publications and origins,
     /// then the daemon exits 0.
-    virtual OperationStart start_finish() { return {501, "not implemented", {}, {}}; }
+    virtual OperationStart start_finish() = 0;
 };
 
 } // namespace pgshift::control

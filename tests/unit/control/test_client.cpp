@@ -82,6 +82,13 @@ struct FixedProvider : pgshift::control::StatusProvider {
     bool alive() const override { return true; }
     void pause() override {}
     void resume() override {}
+    // The client's cutover and finish paths are not what these cases test: an operation runs.
+    pgshift::control::OperationStart start_switch(const std::string&) override
+    {
+        return {409, "another operation is running", {}, {}};
+    }
+    pgshift::control::SwitchReport switch_report() const override { return {}; }
+    pgshift::control::OperationStart start_finish() override { return {409, "another operation is running", {}, {}}; }
 };
 
 } // namespace
