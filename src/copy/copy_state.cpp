@@ -69,8 +69,7 @@ void begin_run(pg::Connection& target, const std::string& migration, const std::
         names.push_back(display);
         sqls.push_back(sql);
     }
-    target.exec("BEGIN");
-    try {
+    pg::in_transaction(target, [&] {
         target.exec(k_ddl);
         target.exec_params("INSERT INTO pgshift.copy_runs (migration, state, slot) VALUES ($1, 'copying', $2) "
                            "ON CONFLICT (migration) DO UPDATE SET state = 'copying', slot = excluded.slot, "
@@ -81,12 +80,7 @@ void begin_run(pg::Connection& target, const std::string& migration, const std::
         target.exec_params("INSERT INTO pgshift.copy_tables (migration, table_name, table_sql, state) "
                            "SELECT $1, n, s, 'pending' FROM unnest($2::text[], $3::text[]) AS t(n, s)",
                            {migration, pg::text_array(names), pg::text_array(sqls)});
-        target.exec("COMMIT");
-    } catch (...) {
-        if (target.is_ok())
-            target.exec("ROLLBACK");
-        throw;
-    }
+    });
 }
 
 void resume_run(pg::Connection& target, const std::string& migration,
@@ -97,8 +91,7 @@ void resume_run(pg::Connection& target, const std::string& migration,
         names.push_back(display);
         sqls.push_back(sql);
     }
-    target.exec("BEGIN");
-    try {
+    pg::in_transaction(target, [&] {
         target.exec_params("UPDATE pgshift.copy_runs SET state = 'copying', attempts = attempts + 1, "
                            "finished_at = NULL WHERE migration = $1",
                            {migration});
@@ -106,12 +99,7 @@ void resume_run(pg::Connection& target, const std::string& migration,
                            "SELECT $1, n, s, 'pending' FROM unnest($2::text[], $3::text[]) AS t(n, s) "
                            "ON CONFLICT (migration, table_name) DO NOTHING",
                            {migration, pg::text_array(names), pg::text_array(sqls)});
-        target.exec("COMMIT");
-    } catch (...) {
-        if (target.is_ok())
-            target.exec("ROLLBACK");
-        throw;
-    }
+    });
 }
 
 void set_consistent_point(pg::Connection& target, const std::string& migration, Lsn lsn)
@@ -132,18 +120,12 @@ void set_run_state(pg::Connection& target, const std::string& migration, const s
 {
     // The copy sessions commit asynchronously; this commit is synchronous and therefore flushes
     // the WAL of all of them first (see the header).
-    target.exec("BEGIN");
-    try {
+    pg::in_transaction(target, [&] {
         target.exec("SET LOCAL synchronous_commit = on");
         target.exec_params("UPDATE pgshift.copy_runs SET state = $2, "
                            "finished_at = CASE WHEN $2 = 'done' THEN now() END WHERE migration = $1",
                            {migration, state});
-        target.exec("COMMIT");
-    } catch (...) {
-        if (target.is_ok())
-            target.exec("ROLLBACK");
-        throw;
-    }
+    });
 }
 
 } // namespace pgshift::copy

@@ -197,6 +197,16 @@ Result Connection::exec_params(const std::string& sql, const std::vector<std::op
 std::string Connection::quote_ident(std::string_view ident) const { return pg::quote_ident(ident); }
 std::string Connection::quote_literal(std::string_view lit) const { return pg::quote_literal(lit); }
 
+void rollback_after_error(Connection& conn) noexcept
+{
+    try {
+        if (conn.is_ok())
+            conn.exec("ROLLBACK");
+    } catch (...) {
+        // The error being handled says more than this one; the caller rethrows that.
+    }
+}
+
 std::string quote_ident(std::string_view ident)
 {
     std::string out;

@@ -1,7 +1,8 @@
 # Sourced by the shell integration tests (after `set -euo pipefail`, with the pgshift binary as
 # $1): the binary (PGSHIFT_BINARY overrides it, e.g. a sanitizer build), two throwaway clusters
-# (scripts/cluster-pair.sh), `daemon` (a pid the exit hook kills), fail() with the log tail, and
-# wait_ready. Skips the test (exit 77) when curl is missing.
+# (scripts/cluster-pair.sh), `daemon` (a pid the exit hook kills), fail() with the log tail,
+# wait_ready, block_apply/unblock_apply and start_pgbouncer. Skips the test (exit 77) when curl is
+# missing.
 bin=${PGSHIFT_BINARY:-$1}
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/cluster-pair.sh"
@@ -15,6 +16,25 @@ wait_ready() {
     sleep 0.2
   done
   fail "$3: $(curl -s "$1/readyz")"
+}
+# block_apply NAME ROW SQL: blocks apply of migration NAME on a row lock. A session on the target
+# locks ROW (e.g. "items WHERE id = 7") FOR UPDATE and holds it for up to 120 s ($locker is its
+# psql, killed on exit); SQL, which changes that row, then runs on the source; fails unless one of
+# NAME's apply workers waits on the lock within 5 s. unblock_apply ends the holder.
+block_apply() {
+  "$pgbin/psql" -X -q -d "$dst" -c "BEGIN; SELECT * FROM $2 FOR UPDATE; SELECT pg_sleep(120)" >/dev/null 2>&1 &
+  locker=$!
+  on_exit 'kill "$locker" 2>/dev/null'
+  sleep 0.5
+  psql_src "$3"
+  local waiting="SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pgshift_$1_w%'"
+  for _ in $(seq 1 50); do [ "$(psql_dst "$waiting")" = 1 ] && break; sleep 0.1; done
+  [ "$(psql_dst "$waiting")" = 1 ] || fail "apply is not waiting on the row lock"
+}
+# unblock_apply: ends block_apply's lock holder (its transaction rolls back); apply goes on.
+unblock_apply() {
+  psql_dst "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()" >/dev/null
+  wait "$locker" 2>/dev/null || true
 }
 # start_pgbouncer DB PORT [INI_LINES]: a real PgBouncer (transaction pooling, trust auth, admin
 # user postgres) on $bouncer_port, with one database entry DB -> 127.0.0.1:PORT (dbname postgres);

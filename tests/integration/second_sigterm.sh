@@ -24,17 +24,7 @@ start
 wait_ready "http://127.0.0.1:$port" 30 "pgshift did not become ready"
 
 # A session on the target holds row 7; the next change to it blocks apply.
-"$pgbin/psql" -X -q -d "$dst" -c "BEGIN; SELECT * FROM items WHERE id = 7 FOR UPDATE; SELECT pg_sleep(120)" >/dev/null 2>&1 &
-locker=$!
-on_exit 'kill "$locker" 2>/dev/null'
-sleep 0.5
-psql_src "UPDATE items SET v = v + 1 WHERE id = 7; INSERT INTO items VALUES (101, 1)"
-for _ in $(seq 1 50); do
-  [ "$(psql_dst "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pgshift_sigterm2_w%'")" = 1 ] && break
-  sleep 0.1
-done
-[ "$(psql_dst "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pgshift_sigterm2_w%'")" = 1 ] ||
-  fail "apply is not waiting on the row lock"
+block_apply sigterm2 "items WHERE id = 7" "UPDATE items SET v = v + 1 WHERE id = 7; INSERT INTO items VALUES (101, 1)"
 
 kill -TERM "$daemon"
 sleep 2
@@ -50,8 +40,7 @@ echo "exited $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-4) s after the second 
 grep -q "received a second SIGTERM" "$work/pgshift.log" || fail "the fast exit was not logged"
 
 # Nothing lost: release the lock, restart, the blocked changes arrive exactly once.
-psql_dst "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()" >/dev/null
-wait "$locker" 2>/dev/null || true
+unblock_apply
 start
 for _ in $(seq 1 100); do
   [ "$(psql_dst "SELECT count(*) || ':' || sum(v) FROM items")" = "101:2" ] && break

@@ -28,16 +28,9 @@ start() { "$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & 
 start
 wait_ready "http://127.0.0.1:$port" 30 "pgshift did not become ready"
 
-# A session on the target holds row 7; the next change to it blocks apply.
-"$pgbin/psql" -X -q -d "$dst" -c "BEGIN; SELECT * FROM items WHERE id = 7 FOR UPDATE; SELECT pg_sleep(120)" >/dev/null 2>&1 &
-locker=$!
-on_exit 'kill "$locker" 2>/dev/null'
-sleep 0.5
-# One source transaction: the blocked update and a ledger row.
-psql_src "UPDATE items SET v = v + 1 WHERE id = 7; INSERT INTO ledger VALUES (1)"
-waiting() { psql_dst "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pgshift_stopcancel_w%'"; }
-for _ in $(seq 1 50); do [ "$(waiting)" = 1 ] && break; sleep 0.1; done
-[ "$(waiting)" = 1 ] || fail "apply is not waiting on the row lock"
+# A session on the target holds row 7; one source transaction, the blocked update and a ledger
+# row, waits for it in apply.
+block_apply stopcancel "items WHERE id = 7" "UPDATE items SET v = v + 1 WHERE id = 7; INSERT INTO ledger VALUES (1)"
 log_lines=$(wc -l <"$work/pgshift.log")
 
 kill -TERM "$daemon"
@@ -59,8 +52,7 @@ echo "$after" | grep -q "^.*stopped$" || fail "the daemon did not end with 'stop
 [ "$(psql_dst "SELECT count(*) FROM ledger")" = 0 ] || fail "the cancelled transaction was committed"
 
 # Nothing lost, nothing doubled: release the lock, restart, the blocked transaction arrives once.
-psql_dst "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()" >/dev/null
-wait "$locker" 2>/dev/null || true
+unblock_apply
 start
 wait_ready "http://127.0.0.1:$port" 30 "pgshift did not become ready after the restart"
 for _ in $(seq 1 100); do

@@ -417,18 +417,34 @@ const std::vector<std::string> k_types_tables = {
     "public.parted",
 };
 
+/// schema: copy onto an empty target: `schema_sql` runs on the source only (on the target not
+/// even its extensions exist), and the initial copy, in 2 sessions, creates it there.
+FixtureOptions schema_copy_options(const std::string& name, const std::string& schema_sql)
+{
+    FixtureOptions o;
+    o.schema_sql = schema_sql;
+    o.schema_on_target = false;
+    o.daemon.name = name;
+    o.daemon.initial_copy = true;
+    o.daemon.copy_workers = 2;
+    o.daemon.schema = "copy";
+    return o;
+}
+
+/// The daemon's log says schema: copy created objects on the target, and holds no error line.
+void check_log_created_without_errors(ReplicationFixture& fx)
+{
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("schema: copy: created") != std::string::npos);
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+}
+
 } // namespace
 
 TEST_CASE("initial copy: schema: copy creates the type-coverage schema on an empty target", "[integration][initial_copy]")
 {
-    FixtureOptions o;
-    o.schema_sql = k_types_schema;
-    o.schema_on_target = false;
-    o.daemon.name = "copyschema";
-    o.daemon.initial_copy = true;
-    o.daemon.copy_workers = 2;
-    o.daemon.schema = "copy";
-    ReplicationFixture fx(o);
+    ReplicationFixture fx(schema_copy_options("copyschema", k_types_schema));
     exec_statements(fx.source(), k_types_rows);
     fx.daemon().start();
     REQUIRE(wait_copy_done(fx, 60s));
@@ -464,10 +480,7 @@ TEST_CASE("initial copy: schema: copy creates the type-coverage schema on an emp
     same("partitions", "SELECT inhrelid::regclass::text, inhparent::regclass::text FROM pg_inherits ORDER BY 1");
     // The trigger exists but did not fire on copied or applied rows (session_replication_role).
     CHECK(t.exec("SELECT count(*) FROM t_parent WHERE v LIKE '%!!'").get(0, 0) == "0");
-    auto log = read_all(fx.daemon().log_path());
-    CHECK(log.find("schema: copy: created") != std::string::npos);
-    INFO(join_lines(error_lines(log)));
-    CHECK(error_lines(log).empty());
+    check_log_created_without_errors(fx);
 }
 
 namespace {
@@ -511,14 +524,7 @@ TEST_CASE("initial copy: schema: copy creates an extension type's table (PostGIS
         SUCCEED();
         return;
     }
-    FixtureOptions o;
-    o.schema_sql = k_postgis_schema;
-    o.schema_on_target = false; // not even the extension
-    o.daemon.name = "copypostgis";
-    o.daemon.initial_copy = true;
-    o.daemon.copy_workers = 2;
-    o.daemon.schema = "copy";
-    ReplicationFixture fx(o);
+    ReplicationFixture fx(schema_copy_options("copypostgis", k_postgis_schema));
     fx.daemon().start();
     REQUIRE(wait_copy_done(fx, 60s));
     auto s = fx.source().connect();
@@ -564,10 +570,7 @@ TEST_CASE("initial copy: schema: copy creates an extension type's table (PostGIS
     INFO(plan_text);
     CHECK(plan_text.find("places_pt_gist") != std::string::npos);
 
-    auto log = read_all(fx.daemon().log_path());
-    CHECK(log.find("schema: copy: created") != std::string::npos);
-    INFO(join_lines(error_lines(log)));
-    CHECK(error_lines(log).empty());
+    check_log_created_without_errors(fx);
     CHECK(fx.daemon().running());
 }
 

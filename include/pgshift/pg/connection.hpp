@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 struct pg_conn;
@@ -122,6 +123,27 @@ private:
     };
     std::unique_ptr<pg_conn, Finish> conn_;
 };
+
+/// Rolls back the transaction `conn` is in because an error ends it. Nothing is sent when the
+/// connection is gone (the server rolled back already); a ROLLBACK that fails is ignored, so
+/// that it cannot replace the error the caller is handling.
+void rollback_after_error(Connection& conn) noexcept;
+
+/// Runs `body()` in one transaction on `conn`: BEGIN, the body, COMMIT. When the body or the
+/// COMMIT throws, the transaction is rolled back (rollback_after_error) and the exception goes
+/// on unchanged. A failing BEGIN throws before the body runs.
+template <typename F>
+void in_transaction(Connection& conn, F&& body)
+{
+    conn.exec("BEGIN");
+    try {
+        std::forward<F>(body)();
+        conn.exec("COMMIT");
+    } catch (...) {
+        rollback_after_error(conn);
+        throw;
+    }
+}
 
 /// Where server notices (NOTICE, WARNING, ...) and libpq's own warnings go: their severity and
 /// primary message. libpq's default prints them raw to stderr, which breaks `log.format: json`;
