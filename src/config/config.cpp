@@ -93,6 +93,8 @@ template <typename E> struct EnumName {
 };
 
 constexpr EnumName<SchemaMode> k_schema_modes[] = {{"copy", SchemaMode::copy}, {"verify", SchemaMode::verify}};
+constexpr EnumName<SplitTables> k_split_tables[] = {
+    {"auto", SplitTables::automatic}, {"always", SplitTables::always}, {"never", SplitTables::never}};
 constexpr EnumName<MissingRowPolicy> k_missing_row_policies[] = {{"error", MissingRowPolicy::error},
                                                                  {"skip", MissingRowPolicy::skip}};
 constexpr EnumName<FenceMode> k_fence_modes[] = {
@@ -595,6 +597,8 @@ constexpr Key k_keys[] = {
     {"initial_copy.enabled", defaulted, restart, Flag{at<&Config::initial_copy, &InitialCopy::enabled>()}},
     {"initial_copy.workers", defaulted, restart,
      Integer{at<&Config::initial_copy, &InitialCopy::workers>(), k_min_workers, k_max_workers}},
+    {"initial_copy.split_tables", defaulted, restart,
+     choice<k_split_tables, &Config::initial_copy, &InitialCopy::split_tables>()},
     {"schema", defaulted, restart, choice<k_schema_modes, &Config::schema>()},
     {"apply.workers", defaulted, restart, Integer{at<&Config::apply, &Apply::workers>(), k_min_workers, k_max_workers}},
     {"apply.on_missing_row", defaulted, reload,

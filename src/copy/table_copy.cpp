@@ -3,6 +3,8 @@
 
 #include <libpq-fe.h>
 
+#include <map>
+
 namespace pgshift::copy {
 
 namespace {
@@ -37,21 +39,69 @@ void expect_copy(pg::Connection& conn, pg_result* res, ExecStatusType want, cons
     conn.fail(context, res);
 }
 
+/// The binary format's last message: the field count -1 alone, or after the 19-byte file header
+/// when the copy has no row ("PGCOPY\n\377\r\n\0", flags, extension length). A row's field
+/// count is never negative, and the header travels with the first row when there is one.
+bool is_binary_trailer(const char* data, int n)
+{
+    constexpr int k_header = 19;
+    auto ends_with_trailer = [&] {
+        return static_cast<unsigned char>(data[n - 2]) == 0xff && static_cast<unsigned char>(data[n - 1]) == 0xff;
+    };
+    return (n == 2 || (n == k_header + 2 && data[0] == 'P')) && ends_with_trailer();
+}
+
 } // namespace
 
-std::vector<std::string> copy_columns(pg::Connection& source, const std::string& table_sql)
+CopyFormat plan_copy(pg::Connection& source, pg::Connection& target, const std::string& table_sql)
 {
-    auto r = source.exec_params("SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = $1::regclass "
-                                "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-                                {table_sql});
-    std::vector<std::string> out;
-    for (int i = 0; i < r.rows(); ++i)
-        out.push_back(r.str(i, 0));
-    return out;
+    // Per column: its name, its type and whether that type's binary form is safe to carry, that
+    // is a built-in type (below FirstNormalObjectId, 16384) with send and receive functions, and
+    // so is its element type for arrays and the like.
+    auto src = source.exec_params(
+        "SELECT quote_ident(a.attname), a.atttypid::bigint, "
+        "       a.atttypid < 16384 AND t.typsend <> 0 AND t.typreceive <> 0 AND "
+        "       (t.typelem = 0 OR EXISTS (SELECT 1 FROM pg_type e WHERE e.oid = t.typelem AND e.oid < 16384 "
+        "                                 AND e.typsend <> 0 AND e.typreceive <> 0)) "
+        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+        "ORDER BY a.attnum",
+        {table_sql});
+    auto dst = target.exec_params("SELECT quote_ident(attname), atttypid::bigint FROM pg_attribute "
+                                  "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+                                  {table_sql});
+    std::map<std::string, std::string> target_types;
+    for (int i = 0; i < dst.rows(); ++i)
+        target_types[dst.str(i, 0)] = dst.str(i, 1);
+    CopyFormat f;
+    f.binary = src.rows() > 0;
+    for (int i = 0; i < src.rows(); ++i) {
+        const auto name = src.str(i, 0);
+        f.columns += (f.columns.empty() ? "" : ", ") + name;
+        auto it = target_types.find(name);
+        if (src.str(i, 2) != "t" || it == target_types.end() || it->second != src.str(i, 1))
+            f.binary = false;
+    }
+    f.can_freeze =
+        target
+            .exec_params("SELECT c.relkind = 'r' AND has_table_privilege(c.oid, 'TRUNCATE') "
+                         "       AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = c.oid) "
+                         "       AND NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = c.oid) "
+                         "FROM pg_class c WHERE c.oid = $1::regclass",
+                         {table_sql})
+            .get(0, 0) == "t";
+    return f;
+}
+
+std::string copy_options(const CopyFormat& format, bool freeze)
+{
+    if (format.binary)
+        return freeze ? " (FORMAT binary, FREEZE)" : " (FORMAT binary)";
+    return freeze ? " (FREEZE)" : "";
 }
 
 CopyStats copy_rows(pg::Connection& source, pg::Connection& target, const std::string& copy_out,
-                    const std::string& copy_in, const std::string& label, const CopyTick& tick)
+                    const std::string& copy_in, bool binary, const std::string& label, const CopyTick& tick)
 {
     CopyStats stats;
     CopyStats reported; // what `tick` was told so far
@@ -71,8 +121,9 @@ CopyStats copy_rows(pg::Connection& source, pg::Connection& target, const std::s
             in_source = false;
             if (PQputCopyData(target.raw(), buf.data, n) != 1)
                 target.fail("sending COPY data");
+            if (!(binary && is_binary_trailer(buf.data, n)))
+                ++stats.rows; // one row per message
             buf.release();
-            ++stats.rows; // text format: one row per message
             stats.bytes += static_cast<std::uint64_t>(n);
             if (tick && stats.bytes - reported.bytes >= k_tick_bytes) {
                 tick(stats.rows - reported.rows, stats.bytes - reported.bytes);
@@ -98,19 +149,12 @@ CopyStats copy_rows(pg::Connection& source, pg::Connection& target, const std::s
 }
 
 CopyStats copy_table(pg::Connection& source, pg::Connection& target, const std::string& table_sql,
-                     const std::vector<std::string>& columns)
+                     const CopyFormat& format)
 {
-    auto list = column_list(columns);
-    return copy_rows(source, target, "COPY " + table_sql + " (" + list + ") TO STDOUT",
-                     "COPY " + table_sql + " (" + list + ") FROM STDIN", table_sql, {});
-}
-
-std::string column_list(const std::vector<std::string>& columns)
-{
-    std::string list;
-    for (const auto& c : columns)
-        list += (list.empty() ? "" : ", ") + c;
-    return list;
+    const auto options = copy_options(format, false);
+    return copy_rows(source, target, "COPY " + table_sql + " (" + format.columns + ") TO STDOUT" + options,
+                     "COPY " + table_sql + " (" + format.columns + ") FROM STDIN" + options, format.binary, table_sql,
+                     {});
 }
 
 } // namespace pgshift::copy

@@ -57,6 +57,8 @@ const KeyView k_key_views[] = {
     {"tables.exclude", PGSHIFT_SHOW(globs(c.tables.exclude)), nullptr},
     {"initial_copy.enabled", PGSHIFT_SHOW(yes_no(c.initial_copy.enabled)), nullptr},
     {"initial_copy.workers", PGSHIFT_SHOW(std::to_string(c.initial_copy.workers)), nullptr},
+    {"initial_copy.split_tables", PGSHIFT_SHOW(choice_name("initial_copy.split_tables", c.initial_copy.split_tables)),
+     nullptr},
     {"schema", PGSHIFT_SHOW(choice_name("schema", c.schema)), nullptr},
     {"apply.workers", PGSHIFT_SHOW(std::to_string(c.apply.workers)), nullptr},
     // Apply workers read it while they run: the running session keeps its value (a session's

@@ -96,7 +96,7 @@ std::string TableWatch::join(pg::Connection& source, const reader::SourceTable& 
         source.exec("SET LOCAL lock_timeout = '2s'");
         source.exec("LOCK TABLE " + sql + " IN EXCLUSIVE MODE");
         source.exec("ALTER PUBLICATION " + pg::quote_ident(cfg_.publication_name()) + " ADD TABLE " + sql);
-        auto stats = copy::copy_table(source, *dst, sql, copy::copy_columns(source, sql));
+        auto stats = copy::copy_table(source, *dst, sql, copy::plan_copy(source, *dst, sql));
         partial_.insert(name);
         dst->exec("COMMIT");
         source.exec("COMMIT");

@@ -79,6 +79,8 @@ std::string daemon_config_yaml(const DaemonOptions& o)
     y += std::string("initial_copy:\n  enabled: ") + (o.initial_copy ? "true" : "false") + "\n";
     if (o.copy_workers)
         y += "  workers: " + std::to_string(o.copy_workers) + "\n";
+    if (!o.split_tables.empty())
+        y += "  split_tables: " + o.split_tables + "\n";
     if (!o.schema.empty())
         y += "schema: " + o.schema + "\n";
     y += "apply:\n  workers: " + std::to_string(o.workers) + "\n";

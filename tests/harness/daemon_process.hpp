@@ -29,6 +29,7 @@ struct DaemonOptions {
     std::string target_conninfo;
     bool initial_copy = false;
     int copy_workers = 0;  ///< initial_copy.workers; 0: the default
+    std::string split_tables; ///< initial_copy.split_tables; empty: the default (auto)
     std::string schema;    ///< schema: copy | verify; empty: the default
     int workers = 1;
     std::uint64_t max_queue_bytes = 0; ///< 0: the default

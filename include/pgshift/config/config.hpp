@@ -28,6 +28,8 @@
 namespace pgshift::config {
 
 enum class SchemaMode { copy, verify };
+/// Whether the initial copy splits a large table into page ranges copied by several sessions.
+enum class SplitTables { automatic, always, never };
 enum class MissingRowPolicy { error, skip };
 enum class FenceMode { read_only, command, none };
 enum class VerifyMode { none, counts, checksums };
@@ -46,6 +48,10 @@ struct Tables {
 struct InitialCopy {
     bool enabled = true;
     int workers = 4;
+    /// automatic: split when the target is PostgreSQL 16 or later (it extends a table by many
+    /// pages at once, so sessions loading one table do not queue on its extension lock); on older
+    /// targets each table is copied whole by one session and loaded frozen.
+    SplitTables split_tables = SplitTables::automatic;
 };
 
 struct Apply {

@@ -73,6 +73,11 @@ struct CopyProgress {
     [[nodiscard]] Totals totals() const;
 };
 
+/// Whether large tables are split into page ranges (initial_copy.split_tables), given the number
+/// of sessions and both servers' versions (server_version_num).
+[[nodiscard]] bool should_split(config::SplitTables mode, std::uint64_t sessions, int source_version,
+                                int target_version);
+
 /// One range of heap pages [first, end); end == 0 means "to the end of the relation".
 struct PageRange {
     std::uint64_t first = 0, end = 0;
@@ -126,6 +131,7 @@ private:
         std::uint64_t first_page = 0, end_page = 0; ///< [first, end); end 0 = to the end
         bool whole = true;    ///< no ctid condition
         std::uint64_t pages = 0;
+        bool freeze = false; ///< TRUNCATE ONLY the table, then COPY ... FREEZE (CopyFormat::can_freeze)
     };
     void plan();
     void session_main(int k);
@@ -136,7 +142,7 @@ private:
     std::string snapshot_;
     std::shared_ptr<CopyProgress> progress_;
     CopyTick on_copied_;
-    std::vector<std::string> columns_by_table_; ///< column lists, by index in progress_->tables
+    std::vector<CopyFormat> formats_; ///< how each table travels, by index in progress_->tables
     std::vector<Unit> units_;
     std::atomic<std::size_t> next_{0};
     std::atomic<bool> stop_{false}, failed_{false};

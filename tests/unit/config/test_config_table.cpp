@@ -67,6 +67,7 @@ const Values k_other_values = {
     {"tables.exclude", "[public.tmp_*]"},
     {"initial_copy.enabled", "false"},
     {"initial_copy.workers", "8"},
+    {"initial_copy.split_tables", "always"},
     {"schema", "verify"},
     {"apply.workers", "8"},
     {"apply.on_missing_row", "skip"},

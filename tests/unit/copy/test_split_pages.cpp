@@ -42,3 +42,17 @@ TEST_CASE("split_pages: every page is covered once, and no range is far from the
         }
     }
 }
+
+TEST_CASE("should_split: split on PostgreSQL 16+ targets by default, never with one session or an old source",
+          "[copy]")
+{
+    using pgshift::config::SplitTables;
+    using pgshift::copy::should_split;
+    CHECK_FALSE(should_split(SplitTables::automatic, 4, 150000, 150000)); // one page at a time: whole
+    CHECK(should_split(SplitTables::automatic, 4, 150000, 160000));
+    CHECK(should_split(SplitTables::automatic, 4, 140000, 170000));
+    CHECK(should_split(SplitTables::always, 4, 150000, 150000));
+    CHECK_FALSE(should_split(SplitTables::never, 4, 170000, 170000));
+    CHECK_FALSE(should_split(SplitTables::always, 1, 170000, 170000));  // one session: nothing to share
+    CHECK_FALSE(should_split(SplitTables::always, 4, 130000, 170000));  // no TID range scans before 14
+}
