@@ -270,7 +270,15 @@ psql_dst postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE 
 # 3. pgshift end to end per worker count vs 4. the native subscription, then 3b. through the proxy.
 apply_run() { # run
   checkpoint; cpu_begin; t0=$(now); start_daemon "$1"
-  t=$(time_until_caught_up "pgshift_$1"); cpu_end "$1" "$t" "$daemon"; stop_daemon
+  t=$(time_until_caught_up "pgshift_$1"); cpu_end "$1" "$t" "$daemon"
+  # How apply spent it: batches (source transactions per target commit), statements, and where
+  # batches waited (for a worker, for an earlier conflicting batch, at the commit gate).
+  curl -s "http://127.0.0.1:$ctl_port/metrics" | awk -v run="$1" '
+    /^pgshift_apply_batches_total / { b = $2 } /^pgshift_apply_statements_total / { st = $2 }
+    /^pgshift_apply_retries_total/ { r += $2 }
+    /^pgshift_apply_wait_seconds_total/ { match($0, /stage="[a-z_]+"/); w = w " " substr($0, RSTART + 7, RLENGTH - 8) " " sprintf("%.2f s", $2) }
+    END { printf "   %s: %d batches, %d statements, %d retries; waits:%s\n", run, b, st, r, w }'
+  stop_daemon
   settle "$(target_db "$1")"
 }
 for n in $workers; do apply_run "bw$n"; done

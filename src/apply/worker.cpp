@@ -67,6 +67,10 @@ void Worker::connect()
         writer_.forget_prepared();
         setup_name_.clear();
         conn_->exec_params("SELECT pg_replication_origin_session_setup($1)", {origin_});
+        const auto rtt = conn_->round_trip();
+        writer_.set_round_trip(rtt);
+        spdlog::debug("worker {}: round trip to the target {} µs; inserts of {} rows or more go as COPY", index_,
+                      rtt.count(), writer_.copy_min_rows());
     } catch (const pg::PgError& e) {
         throw TargetError("worker " + std::to_string(index_) + ": could not set up replication origin " + origin_ +
                               ": " + e.what(),

@@ -73,6 +73,12 @@ void Writer::add(pg::Pipeline& pl, RowOp op)
 
 void Writer::flush(pg::Pipeline& pl) { send_run(pl); }
 
+void Writer::set_round_trip(std::chrono::microseconds rtt)
+{
+    const auto worth = static_cast<std::size_t>(2 * std::chrono::nanoseconds(rtt) / k_copy_saving_per_row);
+    copy_min_rows_ = std::max(k_copy_min_rows, worth);
+}
+
 void Writer::send_run(pg::Pipeline& pl)
 {
     if (run_.empty())
@@ -81,7 +87,7 @@ void Writer::send_run(pg::Pipeline& pl)
     const auto& m = rel.mapping;
     auto kind = run_.front().kind;
     auto n = run_.size();
-    if (kind == OpKind::insert && n >= k_copy_min_rows) {
+    if (kind == OpKind::insert && n >= copy_min_rows_) {
         send_copy(pl, rel);
     } else {
         std::size_t per_row = m.columns.size();

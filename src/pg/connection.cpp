@@ -183,6 +183,22 @@ Result Connection::exec(const std::string& sql)
     return check(PQexec(conn_.get(), sql.c_str()), "query failed");
 }
 
+std::chrono::microseconds Connection::round_trip(int samples)
+{
+    auto best = std::chrono::microseconds::max();
+    for (int i = 0; i < samples; ++i) {
+        auto started = std::chrono::steady_clock::now();
+        PGresult* res = PQexec(conn_.get(), "");
+        const bool answered = PQresultStatus(res) == PGRES_EMPTY_QUERY;
+        PQclear(res);
+        if (!answered)
+            fail("measuring the round trip to the server");
+        best = std::min(best, std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                                     started));
+    }
+    return best;
+}
+
 Result Connection::exec_params(const std::string& sql, const std::vector<std::optional<std::string>>& params)
 {
     std::vector<const char*> values;

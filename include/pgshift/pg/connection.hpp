@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -105,6 +106,9 @@ public:
 
     [[nodiscard]] int server_version() const;
     [[nodiscard]] int backend_pid() const;
+    /// The network round trip to the server: the fastest of `samples` empty queries (the server
+    /// answers one without parsing or planning anything). Throws PgError.
+    [[nodiscard]] std::chrono::microseconds round_trip(int samples = 3);
     [[nodiscard]] bool is_ok() const;
     [[nodiscard]] pg_conn* raw() const { return conn_.get(); }
     /// A handle another thread can use to cancel this connection's running statement (see

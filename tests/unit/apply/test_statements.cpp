@@ -154,3 +154,18 @@ TEST_CASE("COPY rows escape backslash, tab, newline and carriage return; NULL is
     append_copy_row(out, tuple({v("2"), null_}));
     REQUIRE(out == "1\ta\\\\b\\tc\\nd\\re\\\\.\n2\t\\N\n");
 }
+
+#include "pgshift/apply/writer.hpp"
+
+TEST_CASE("writer: inserts go as COPY from 48 rows nearby, only from thousands across a slow network", "[apply]")
+{
+    using std::chrono::microseconds;
+    Writer w;
+    CHECK(w.copy_min_rows() == 48); // before any measurement: the nearby rule
+    w.set_round_trip(microseconds(40)); // loopback
+    CHECK(w.copy_min_rows() == 48);
+    w.set_round_trip(microseconds(5000)); // 5 ms: two round trips cost 10 ms, 2 µs saved per row
+    CHECK(w.copy_min_rows() == 5000);
+    w.set_round_trip(microseconds(300));
+    CHECK(w.copy_min_rows() == 300);
+}
