@@ -204,9 +204,11 @@ void SnapshotCopy::plan()
     auto frozen = std::count_if(units_.begin(), units_.end(), [](const auto& u) { return u.freeze; });
     reported_.assign(progress_->tables.size(), false);
     progress_->planned.store(true, std::memory_order_release);
-    spdlog::info("initial copy: {} table(s), {} unit(s) of at most {} MiB, {} page(s) ({} MiB) in all, {} session(s); "
+    spdlog::info("initial copy: {} table(s), {} unit(s) {}, {} page(s) ({} MiB) in all, {} session(s); "
                  "{} table(s) in binary format, {} loaded frozen",
-                 tables_.size(), units_.size(), can_split ? range_pages * 8 / 1024 : total_pages * 8 / 1024,
+                 tables_.size(), units_.size(),
+                 can_split ? "of at most " + std::to_string(range_pages * 8 / 1024) + " MiB"
+                           : std::string("(each table or partition whole)"),
                  total_pages, total_pages * 8 / 1024, sessions, binary, frozen);
 }
 
