@@ -100,13 +100,19 @@ apply: {workers: $workers}
 control: {listen: "127.0.0.1:$ctl_port"}
 log: {level: warn}
 YAML
-  "$bin" run --config "$work/p$rate.yaml" >>"$work/p$rate.log" 2>&1 & daemon=$!
+  ${PGSHIFT_NICE:+nice -n "$PGSHIFT_NICE"} "$bin" run --config "$work/p$rate.yaml" >>"$work/p$rate.log" 2>&1 & daemon=$!
   for _ in $(seq 1 200); do
     [ "$(psql_src "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_p$rate'")" = "t" ] && break
     sleep 0.1
   done
   psql_dst "CHECKPOINT"; psql_src "CHECKPOINT"
   measure "$key" "$db" "pgshift_p$rate" "$daemon"
+  # Where apply's time went: batches (source transactions per target commit) and the waits of
+  # batches (for a worker, for an earlier conflicting batch, at the commit gate).
+  curl -s "http://127.0.0.1:$ctl_port/metrics" | awk -v run="pgshift@$rate" '
+    /^pgshift_apply_batches_total / { b = $2 } /^pgshift_apply_statements_total / { st = $2 }
+    /^pgshift_apply_wait_seconds_total/ { match($0, /stage="[a-z_]+"/); w = w " " substr($0, RSTART + 7, RLENGTH - 8) " " sprintf("%.2f s", $2) }
+    END { printf "   %s: %d batches, %d statements; waits:%s\n", run, b, st, w }'
   kill -TERM "$daemon"; wait "$daemon" || true; daemon=""
   psql_src "SELECT pg_drop_replication_slot('pgshift_p$rate')" >/dev/null
   psql_src "DROP PUBLICATION pgshift_p$rate"
