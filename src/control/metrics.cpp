@@ -182,6 +182,10 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
     out.counter("pgshift_apply_batches_total",
                 "Batches (consecutive source transactions applied as one target transaction) committed.",
                 as_double(s.apply.batches_committed));
+    out.counter("pgshift_apply_batches_chained_total",
+                "Batches handed straight to the worker running the batch they wait for (a chain of dependent "
+                "batches stays on one worker).",
+                as_double(s.apply.batches_chained));
     auto& waits = out.family("pgshift_apply_wait_seconds_total",
                              "Time batches waited: for a free worker (dispatch), for a conflicting earlier batch "
                              "(dependency), for their turn to commit (commit).",

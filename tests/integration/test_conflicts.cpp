@@ -442,10 +442,16 @@ TEST_CASE("conflicts: a randomized conflicting load converges and the target sho
         const double rows = fx.daemon().metric("pgshift_apply_rows_written_total").value_or(-1);
         const double statements = fx.daemon().metric("pgshift_apply_statements_total").value_or(-1);
         const double fallbacks = fx.daemon().metric("pgshift_apply_compaction_fallbacks_total").value_or(-1);
+        const double batches = fx.daemon().metric("pgshift_apply_batches_total").value_or(-1);
+        const double chained = fx.daemon().metric("pgshift_apply_batches_chained_total").value_or(-1);
         WARN("apply: " << changes << " row changes received, " << rows << " row operations after compaction, "
-                       << statements << " statements, " << fallbacks << " compacted batches replayed uncompacted");
+                       << statements << " statements, " << fallbacks << " compacted batches replayed uncompacted, "
+                       << batches << " batches, " << chained << " handed to the worker of the batch they waited for");
         CHECK(rows > 0);
         CHECK(rows < changes);
+        // Batches that waited for the one just before them ran on its worker (Engine::Handoff).
+        if (workers > 1)
+            CHECK(chained > 0);
         CHECK(statements < rows);
         auto src = fx.source().connect();
         auto dst = fx.target().connect();
