@@ -511,6 +511,7 @@ using TextCheck = std::string (*)(const std::string& value);
 struct Text { // any scalar; then `check`, when there is one
     Slot<std::string> slot;
     TextCheck check = nullptr;
+    bool secret = false; // may hold a credential (a shell command): never shown (shown_value)
 };
 struct Conninfo { // not empty and accepted by PQconninfoParse; secret, never echoed
     Slot<std::string> slot;
@@ -615,9 +616,9 @@ constexpr Key k_keys[] = {
     {"reconnect.factor", defaulted, reload,
      Number{at<&Config::reconnect, &Reconnect::factor>(), "a number", k_reconnect_factor_range}},
     {"cutover.fence", defaulted, reload, choice<k_fence_modes, &Config::cutover, &Cutover::fence>()},
-    {"cutover.fence_command", defaulted, reload, Text{at<&Config::cutover, &Cutover::fence_command>()}},
-    {"cutover.unfence_command", defaulted, reload, Text{at<&Config::cutover, &Cutover::unfence_command>()}},
-    {"cutover.switch_command", defaulted, reload, Text{at<&Config::cutover, &Cutover::switch_command>()}},
+    {"cutover.fence_command", defaulted, reload, Text{.slot = at<&Config::cutover, &Cutover::fence_command>(), .secret = true}},
+    {"cutover.unfence_command", defaulted, reload, Text{.slot = at<&Config::cutover, &Cutover::unfence_command>(), .secret = true}},
+    {"cutover.switch_command", defaulted, reload, Text{.slot = at<&Config::cutover, &Cutover::switch_command>(), .secret = true}},
     {"cutover.max_lag_seconds", defaulted, reload,
      Number{at<&Config::cutover, &Cutover::max_lag_seconds>(), "a number of seconds", k_cutover_seconds_range}},
     {"cutover.timeout_seconds", defaulted, reload,
@@ -1426,6 +1427,71 @@ std::string read_token_file(const std::string& path) {
 }
 
 std::span<const KeyInfo> keys() { return k_key_infos; }
+
+namespace {
+
+const Key* find_key(std::string_view path) {
+    for (const Key& key : k_keys) {
+        if (key.path == path) {
+            return &key;
+        }
+    }
+    return nullptr;
+}
+
+std::string in_quotes(const std::string& text) { return "\"" + text + "\""; }
+
+// A rule's value in `config` as shown_value() prints it.
+struct Show {
+    const Config& config;
+    std::optional<std::string> operator()(const Text& rule) const {
+        return rule.secret ? std::nullopt : std::optional(in_quotes(rule.slot.get(config)));
+    }
+    std::optional<std::string> operator()(const Conninfo& /*rule*/) const { return std::nullopt; }
+    std::optional<std::string> operator()(const Flag& rule) const { return rule.slot.get(config) ? "true" : "false"; }
+    std::optional<std::string> operator()(const Integer& rule) const { return std::to_string(rule.slot.get(config)); }
+    std::optional<std::string> operator()(const ByteSize& rule) const { return std::to_string(rule.slot.get(config)); }
+    std::optional<std::string> operator()(const Number& rule) const {
+        std::array<char, 32> text{}; // shortest form that reads back the same: 0.5, 30, 1e-05
+        auto [end, ec] = std::to_chars(text.data(), text.data() + text.size(), rule.slot.get(config));
+        return ec == std::errc() ? std::string(text.data(), end) : std::string("?");
+    }
+    std::optional<std::string> operator()(const Choice& rule) const {
+        const std::size_t index = rule.get(config);
+        return index < rule.names.size() ? std::string(rule.names[index]) : std::string("?");
+    }
+    std::optional<std::string> operator()(const Globs& rule) const {
+        std::string out = "[";
+        for (const auto& glob : rule.slot.get(config)) {
+            out += (out.size() > 1 ? ", " : "") + in_quotes(glob);
+        }
+        return out + "]";
+    }
+};
+
+} // namespace
+
+std::optional<std::string> shown_value(std::string_view key, const Config& config) {
+    const Key* row = find_key(key);
+    return row != nullptr ? std::visit(Show{config}, row->rule) : std::nullopt;
+}
+
+bool copy_value(std::string_view key, Config& to, const Config& from) {
+    const Key* row = find_key(key);
+    if (row == nullptr) {
+        return false;
+    }
+    std::visit(
+        [&](const auto& typed) {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(typed)>, Choice>) {
+                typed.set(to, typed.get(from));
+            } else {
+                typed.slot.ref(to) = typed.slot.get(from);
+            }
+        },
+        row->rule);
+    return true;
+}
 
 std::vector<ConfigChange> diff(const Config& before, const Config& after) {
     std::vector<ConfigChange> changes;

@@ -17,91 +17,32 @@ namespace pgshift::daemon {
 
 namespace {
 
-/// How each key of the configuration shows in a reload's log lines, and how the daemon takes on
-/// a new value at runtime (null: only a restart can). One row per key of config::keys(); a
-/// unit test holds the two lists together.
-struct KeyView {
+/// When a reloaded value takes effect, for the reloadable keys that do not take it at once.
+/// Which keys a SIGHUP applies, how a value shows in the log (never a secret's) and how it is
+/// copied are the configuration table's (config::keys(), shown_value(), copy_value()).
+struct TakesEffect {
     std::string_view key;
-    std::string (*show)(const config::Config&); ///< null: never logged (a secret may be in it)
-    void (*reload)(config::Config& to, const config::Config& from);
-    const char* when = nullptr; ///< when a reloaded value takes effect, if not at once
+    const char* when;
 };
-
-std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
-std::string yes_no(bool b) { return b ? "true" : "false"; }
-std::string number(double v) { return fmt::format("{}", v); }
-std::string globs(const std::vector<std::string>& v)
-{
-    std::string out = "[";
-    for (std::size_t i = 0; i < v.size(); ++i)
-        out += (i ? ", " : "") + in_quotes(v[i]);
-    return out + "]";
-}
-/// The name of an enum value among a choice key's names (config::keys() order = enum order).
-template <typename E> std::string choice_name(std::string_view key, E value)
-{
-    for (const auto& k : config::keys())
-        if (k.key == key && static_cast<std::size_t>(value) < k.choices.size())
-            return std::string(k.choices[static_cast<std::size_t>(value)]);
-    return std::to_string(static_cast<int>(value));
-}
-
-#define PGSHIFT_SHOW(expr) [](const config::Config& c) -> std::string { return expr; }
-#define PGSHIFT_COPY(member) [](config::Config& to, const config::Config& from) { to.member = from.member; }
-
-const KeyView k_key_views[] = {
-    {"name", PGSHIFT_SHOW(in_quotes(c.name)), nullptr},
-    {"source.conninfo", nullptr, nullptr},
-    {"target.conninfo", nullptr, nullptr},
-    {"tables.include", PGSHIFT_SHOW(globs(c.tables.include)), nullptr},
-    {"tables.exclude", PGSHIFT_SHOW(globs(c.tables.exclude)), nullptr},
-    {"initial_copy.enabled", PGSHIFT_SHOW(yes_no(c.initial_copy.enabled)), nullptr},
-    {"initial_copy.workers", PGSHIFT_SHOW(std::to_string(c.initial_copy.workers)), nullptr},
-    {"initial_copy.split_tables", PGSHIFT_SHOW(choice_name("initial_copy.split_tables", c.initial_copy.split_tables)),
-     nullptr},
-    {"schema", PGSHIFT_SHOW(choice_name("schema", c.schema)), nullptr},
-    {"apply.workers", PGSHIFT_SHOW(std::to_string(c.apply.workers)), nullptr},
+constexpr TakesEffect k_takes_effect[] = {
     // Apply workers read it while they run: the running session keeps its value (a session's
     // configuration is a copy), the next one (after `pgshift resume`, a reconnect, a restart)
     // takes the new one.
-    {"apply.on_missing_row", PGSHIFT_SHOW(choice_name("apply.on_missing_row", c.apply.on_missing_row)),
-     PGSHIFT_COPY(apply.on_missing_row),
-     "from the next streaming session, e.g. after `pgshift resume`; the running one keeps its value"},
-    {"apply.max_queue_bytes", PGSHIFT_SHOW(std::to_string(c.apply.max_queue_bytes)), nullptr},
-    {"apply.spill_dir", PGSHIFT_SHOW(in_quotes(c.apply.spill_dir)), nullptr},
-    {"control.listen", PGSHIFT_SHOW(in_quotes(c.control.listen)), nullptr},
-    {"control.token_file", PGSHIFT_SHOW(in_quotes(c.control.token_file)), PGSHIFT_COPY(control.token_file)},
-    {"reconnect.min_delay_seconds", PGSHIFT_SHOW(number(c.reconnect.min_delay_seconds)),
-     PGSHIFT_COPY(reconnect.min_delay_seconds), "from the next reconnect"},
-    {"reconnect.max_delay_seconds", PGSHIFT_SHOW(number(c.reconnect.max_delay_seconds)),
-     PGSHIFT_COPY(reconnect.max_delay_seconds), "from the next reconnect"},
-    {"reconnect.factor", PGSHIFT_SHOW(number(c.reconnect.factor)), PGSHIFT_COPY(reconnect.factor),
-     "from the next reconnect"},
-    {"cutover.fence", PGSHIFT_SHOW(choice_name("cutover.fence", c.cutover.fence)), PGSHIFT_COPY(cutover.fence)},
-    // Commands may carry credentials: never logged.
-    {"cutover.fence_command", nullptr, PGSHIFT_COPY(cutover.fence_command)},
-    {"cutover.unfence_command", nullptr, PGSHIFT_COPY(cutover.unfence_command)},
-    {"cutover.switch_command", nullptr, PGSHIFT_COPY(cutover.switch_command)},
-    {"cutover.max_lag_seconds", PGSHIFT_SHOW(number(c.cutover.max_lag_seconds)),
-     PGSHIFT_COPY(cutover.max_lag_seconds)},
-    {"cutover.timeout_seconds", PGSHIFT_SHOW(number(c.cutover.timeout_seconds)),
-     PGSHIFT_COPY(cutover.timeout_seconds)},
-    {"cutover.sync_sequences", PGSHIFT_SHOW(yes_no(c.cutover.sync_sequences)), PGSHIFT_COPY(cutover.sync_sequences)},
-    {"cutover.verify", PGSHIFT_SHOW(choice_name("cutover.verify", c.cutover.verify)), PGSHIFT_COPY(cutover.verify)},
-    {"log.level", PGSHIFT_SHOW(choice_name("log.level", c.log.level)), PGSHIFT_COPY(log.level)},
-    {"log.format", PGSHIFT_SHOW(choice_name("log.format", c.log.format)), PGSHIFT_COPY(log.format)},
+    {"apply.on_missing_row", "from the next streaming session, e.g. after `pgshift resume`; the running one keeps its value"},
+    {"reconnect.min_delay_seconds", "from the next reconnect"},
+    {"reconnect.max_delay_seconds", "from the next reconnect"},
+    {"reconnect.factor", "from the next reconnect"},
 };
 
-#undef PGSHIFT_SHOW
-#undef PGSHIFT_COPY
-
-const KeyView* key_view(std::string_view key)
+const char* takes_effect(std::string_view key)
 {
-    for (const auto& k : k_key_views)
-        if (k.key == key)
-            return &k;
+    for (const auto& t : k_takes_effect)
+        if (t.key == key)
+            return t.when;
     return nullptr;
 }
+
+std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 
 } // namespace
 
@@ -190,8 +131,8 @@ const char* log_level_name(config::LogLevel level)
 
 bool reload_applies(std::string_view key)
 {
-    const auto* k = key_view(key);
-    return k && k->reload;
+    const auto keys = config::keys();
+    return std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k.key == key && k.reloadable; });
 }
 
 ReloadPlan plan_reload(const config::Config& live, const config::Config& fresh)
@@ -201,28 +142,29 @@ ReloadPlan plan_reload(const config::Config& live, const config::Config& fresh)
     const bool listen_changed = std::any_of(changes.begin(), changes.end(),
                                             [](const config::ConfigChange& c) { return c.key == "control.listen"; });
     for (const auto& change : changes) {
-        const auto* k = key_view(change.key);
-        const bool secret = !k || !k->show;
+        const auto before = config::shown_value(change.key, live);
+        const auto after = config::shown_value(change.key, fresh);
+        const bool secret = !before || !after;
         // A new file may drop the token together with a move to a loopback address; the address
         // only changes at a restart, so until then the token stays.
         const bool drops_token =
             change.key == "control.token_file" && fresh.control.token_file.empty() && listen_changed;
-        if (change.reloadable && k && k->reload && !drops_token) {
+        if (change.reloadable && !drops_token) {
             plan.keys.push_back(change.key);
             std::string line = change.key + (secret ? " changed (not logged: it may hold a secret)"
-                                                    : " " + k->show(live) + " -> " + k->show(fresh));
-            if (k->when)
-                line += std::string(" (") + k->when + ")";
+                                                    : " " + *before + " -> " + *after);
+            if (const char* when = takes_effect(change.key))
+                line += std::string(" (") + when + ")";
             plan.applied.push_back(std::move(line));
         } else if (drops_token) {
             plan.kept.push_back(change.key +
                                 " changed to none together with control.listen: needs a restart, keeping " +
-                                k->show(live) + " (the running control plane still listens on " +
+                                before.value_or("?") + " (the running control plane still listens on " +
                                 in_quotes(live.control.listen) + ")");
         } else {
             plan.kept.push_back(change.key + " changed: needs a restart, keeping " +
                                 (secret ? std::string("the running value (not logged: it may hold a secret)")
-                                        : k->show(live)));
+                                        : *before));
         }
     }
     return plan;
@@ -231,8 +173,8 @@ ReloadPlan plan_reload(const config::Config& live, const config::Config& fresh)
 void apply_reload(const std::vector<std::string>& keys, config::Config& to, const config::Config& fresh)
 {
     for (const auto& key : keys)
-        if (const auto* k = key_view(key); k && k->reload)
-            k->reload(to, fresh);
+        if (reload_applies(key))
+            (void)config::copy_value(key, to, fresh);
 }
 
 } // namespace pgshift::daemon

@@ -203,4 +203,13 @@ struct ConfigChange {
 /// Config that are not keys of the file are not compared.
 [[nodiscard]] std::vector<ConfigChange> diff(const Config& before, const Config& after);
 
+/// The value of `key` in `config` as a log line shows it: a string in double quotes, a number,
+/// true or false, a choice's name, a list of quoted globs. nullopt for a key whose value may
+/// hold a secret (a conninfo, a cutover command), and for a key the table does not have.
+[[nodiscard]] std::optional<std::string> shown_value(std::string_view key, const Config& config);
+
+/// Copies the value of `key` from `from` into `to` (a SIGHUP applying a reloadable key); false
+/// for a key the table does not have.
+bool copy_value(std::string_view key, Config& to, const Config& from);
+
 } // namespace pgshift::config

@@ -222,7 +222,20 @@ TEST_CASE("config table: every key is read into its own field and named by diff 
         changed[key] = other->second;
         const Config changed_config = load(render(changed));
         CHECK(diff(base_config, changed_config) == std::vector<ConfigChange>{{key, info.reloadable}});
+        // copy_value carries exactly that key's value (what a SIGHUP does for reloadable ones).
+        Config copied = base_config;
+        CHECK(copy_value(key, copied, changed_config));
+        CHECK(diff(copied, changed_config).empty());
+        // shown_value shows it, except where a secret may be (conninfos, cutover commands).
+        const bool secret = info.type == ValueType::conninfo || key.ends_with("_command");
+        CHECK(shown_value(key, base_config).has_value() == !secret);
+        if (!secret) {
+            CHECK(shown_value(key, base_config) != shown_value(key, changed_config));
+        }
     }
+    Config unchanged = base_config;
+    CHECK_FALSE(copy_value("no.such_key", unchanged, base_config));
+    CHECK_FALSE(shown_value("no.such_key", base_config).has_value());
     // And no value is kept for a key that is gone.
     for (const auto& [key, value] : k_other_values) {
         CHECK(table_keys.count(key) == 1);

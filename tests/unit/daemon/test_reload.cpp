@@ -11,7 +11,6 @@
 using namespace pgshift;
 using daemon::apply_reload;
 using daemon::plan_reload;
-using daemon::reload_applies;
 
 namespace {
 
@@ -39,15 +38,6 @@ std::string joined(const std::vector<std::string>& lines)
 }
 
 } // namespace
-
-TEST_CASE("reload: every key the table marks reloadable is applied at runtime, and no other",
-          "[daemon][reload]")
-{
-    for (const auto& k : config::keys()) {
-        INFO("key " << k.key);
-        CHECK(reload_applies(k.key) == k.reloadable);
-    }
-}
 
 TEST_CASE("reload: reloadable changes are applied and logged, the others named with the value kept",
           "[daemon][reload]")
