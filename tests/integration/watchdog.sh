@@ -66,19 +66,14 @@ applied=$(echo "$status" | sed -E 's/.* ([0-9]+) txns applied$/\1/')
 [ "$applied" -ge 30 ] || fail "STATUS says $applied txns applied, expected at least 30"
 
 # Apply waits on a lock another session holds: the server's time, pings go on.
-"$pgbin/psql" -X -q -d "$dst" -c "BEGIN; SELECT * FROM items WHERE id = 7 FOR UPDATE; SELECT pg_sleep(120)" >/dev/null 2>&1 &
-locker=$!
-on_exit 'kill "$locker" 2>/dev/null'
-sleep 0.5
-psql_src "UPDATE items SET v = v + 1 WHERE id = 7"
+block_apply wd "items WHERE id = 7" "UPDATE items SET v = v + 1 WHERE id = 7"
 t=$(now); sleep 25
 [ "$(psql_dst "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pgshift_wd_w%'")" = 1 ] ||
   fail "apply is not waiting on the row lock"
 pings=$(count_since "$t" '^WATCHDOG=1$')
 echo "apply waiting on a lock for 25 s: $pings WATCHDOG=1"
 [ "$pings" -ge 20 ] || fail "only $pings WATCHDOG=1 in 25 s while apply waits on a lock"
-psql_dst "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()" >/dev/null
-wait "$locker" 2>/dev/null || true
+unblock_apply
 for _ in $(seq 1 50); do [ "$(psql_dst "SELECT v FROM items WHERE id = 7")" = 2 ] && break; sleep 0.2; done
 
 # The stream wedges: the walsender stops. WATCHDOG=1 must stop, then resume once it moves again.
