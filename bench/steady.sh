@@ -15,7 +15,15 @@
 # consumer is not running), into its own copy of the target database.
 #
 # Usage: bench/steady.sh [SECONDS] [RATES]   (defaults 30, "1000 3000"). Needs a built pgshift.
-# Environment: WORKERS=4 (pgshift's apply.workers), SCALE=10 (pgbench scale).
+# Environment: WORKERS=4 (pgshift's apply.workers), SCALE=10 (pgbench scale), PGSHIFT_NICE=N (start
+# pgshift under nice -n N), TIMELINE=1 (also print each run's probe delays per 250 ms).
+#
+# pgshift runs in a session of its own (setsid), as it does under systemd: Linux's scheduler
+# (autogroup, on by default) shares the CPU between sessions first, so as a child of this script
+# pgshift would share one session's share with the pgbench clients, while both servers (started
+# by pg_ctl, each in its own session) and built-in replication's apply worker (a target backend)
+# do not. On this 2-core machine at saturation that alone tripled pgshift's p99 (27-62 ms against
+# 12 ms in its own session, 2026-12-01).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
@@ -84,6 +92,14 @@ measure() { # key db slot consumer_pid
            round(max(d)::numeric, 2), count(*)
     FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS d FROM probe) s" |
     tr '|' ' ')"
+  if [ -n "${TIMELINE:-}" ]; then # per 250 ms of the run: probe rows, their p99 and max delay
+    psql_db "$db" "
+      SELECT to_char(b, 'MI:SS.MS'), count(*), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 1),
+             round(max(d)::numeric, 1)
+      FROM (SELECT date_bin('250 ms', created_at, 'epoch') AS b,
+                   extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS d FROM probe) s
+      GROUP BY b ORDER BY b" | awk -F'|' -v k="$key" '{ printf "%s %s rows %s p99 %s max %s\n", k, $1, $2, $3, $4 }'
+  fi
 }
 
 for rate in $rates; do
@@ -100,7 +116,8 @@ apply: {workers: $workers}
 control: {listen: "127.0.0.1:$ctl_port"}
 log: {level: warn}
 YAML
-  ${PGSHIFT_NICE:+nice -n "$PGSHIFT_NICE"} "$bin" run --config "$work/p$rate.yaml" >>"$work/p$rate.log" 2>&1 & daemon=$!
+  # Its own session, as under systemd (see the top of this file).
+  setsid ${PGSHIFT_NICE:+nice -n "$PGSHIFT_NICE"} "$bin" run --config "$work/p$rate.yaml" >>"$work/p$rate.log" 2>&1 & daemon=$!
   for _ in $(seq 1 200); do
     [ "$(psql_src "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_p$rate'")" = "t" ] && break
     sleep 0.1
