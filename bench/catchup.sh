@@ -276,9 +276,10 @@ apply_run() { # run
   curl -s "http://127.0.0.1:$ctl_port/metrics" | awk -v run="$1" '
     /^pgshift_apply_batches_total / { b = $2 } /^pgshift_apply_statements_total / { st = $2 }
     /^pgshift_apply_batches_chained_total / { ch = $2 }
+    /^pgshift_apply_batches_one_round_trip_total / { one = $2 }
     /^pgshift_apply_retries_total/ { r += $2 }
     /^pgshift_apply_wait_seconds_total/ { match($0, /stage="[a-z_]+"/); w = w " " substr($0, RSTART + 7, RLENGTH - 8) " " sprintf("%.2f s", $2) }
-    END { printf "   %s: %d batches (%d chained), %d statements, %d retries; waits:%s\n", run, b, ch, st, r, w }'
+    END { printf "   %s: %d batches (%d chained, %d in one round trip), %d statements, %d retries; waits:%s\n", run, b, ch, one, st, r, w }'
   stop_daemon
   settle "$(target_db "$1")"
 }

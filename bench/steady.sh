@@ -128,8 +128,9 @@ YAML
   # batches (for a worker, for an earlier conflicting batch, at the commit gate).
   curl -s "http://127.0.0.1:$ctl_port/metrics" | awk -v run="pgshift@$rate" '
     /^pgshift_apply_batches_total / { b = $2 } /^pgshift_apply_statements_total / { st = $2 }
+    /^pgshift_apply_batches_one_round_trip_total / { one = $2 }
     /^pgshift_apply_wait_seconds_total/ { match($0, /stage="[a-z_]+"/); w = w " " substr($0, RSTART + 7, RLENGTH - 8) " " sprintf("%.2f s", $2) }
-    END { printf "   %s: %d batches, %d statements; waits:%s\n", run, b, st, w }'
+    END { printf "   %s: %d batches (%d in one round trip), %d statements; waits:%s\n", run, b, one, st, w }'
   kill -TERM "$daemon"; wait "$daemon" || true; daemon=""
   psql_src "SELECT pg_drop_replication_slot('pgshift_p$rate')" >/dev/null
   psql_src "DROP PUBLICATION pgshift_p$rate"

@@ -162,6 +162,16 @@ Statement build_delete(const RelationMapping& m, const protocol::TupleData& old_
     return st;
 }
 
+std::string guarded(const std::string& sql, std::size_t rows)
+{
+    // A cast that fails names the shortfall: 'invalid input syntax for type integer: "pgshift:
+    // 1 of 1 row(s) to change not found"'. count(*) keeps the ELSE branch from being folded.
+    const auto n = std::to_string(rows);
+    return "WITH pgshift_w AS (" + sql + " RETURNING 1) SELECT CASE WHEN count(*) >= " + n +
+           " THEN 0 ELSE ('pgshift: ' || (" + n + " - count(*)) || ' of " + n +
+           " row(s) to change not found')::int END FROM pgshift_w";
+}
+
 namespace {
 
 /// ` AS pgshift_t ... (VALUES ...) AS pgshift_v(p1, ...)`: the VALUES list of `rows` rows of

@@ -157,19 +157,35 @@ bool Worker::process(Batch& batch)
     Counts counts;
     Outcome outcome;
     bool compact = true;
+    // When every earlier batch has committed, the gate is open: COMMIT goes in the same round
+    // trip as the statements (one wake-up of the target and of this worker instead of two).
+    // Tried once; if that attempt fails, the ordinary way runs it again and handles the error.
+    bool pipelined = true;
+    auto attempt = [&](bool serial) {
+        counts = {};
+        const bool commit = pipelined && order.committed() + 1 >= batch.seq;
+        outcome = execute(batch, serial, compact, commit, counts);
+    };
     try {
-        outcome = execute(batch, batch.after + 1 >= batch.seq, compact, counts);
+        attempt(batch.after + 1 >= batch.seq);
         // Runs the batch again once every earlier batch committed (then nothing can conflict).
         auto rerun = [&] {
             set_state(WorkerState::waiting_dependency);
             if (order.wait_committed(batch.seq - 1, std::chrono::hours(24)) != CommitOrder::Wait::ready)
                 return false;
             set_state(WorkerState::executing);
-            counts = {};
-            outcome = execute(batch, true, compact, counts);
+            attempt(true);
             return true;
         };
         for (;;) {
+            if (outcome == Outcome::committed)
+                break;
+            if (outcome == Outcome::unpipelined) {
+                // The gate is open (it was when COMMIT went out): no wait.
+                pipelined = false;
+                attempt(true);
+                continue;
+            }
             if (outcome == Outcome::fallback) {
                 // The compacted batch's transient states differed from the source's.
                 stats.compaction_fallbacks.fetch_add(1, std::memory_order_relaxed);
@@ -223,6 +239,11 @@ bool Worker::process(Batch& batch)
             }
             throw TargetError("COMMIT " + change_context(*batch.txns.back().txn) + ": " + e.what(), e.retryable());
         }
+    }
+    const bool wrote = outcome == Outcome::written || outcome == Outcome::committed;
+    if (wrote) {
+        if (outcome == Outcome::committed)
+            stats.batches_one_round_trip.fetch_add(1, std::memory_order_relaxed);
         stats.changes_insert.fetch_add(counts.inserts, std::memory_order_relaxed);
         stats.changes_update.fetch_add(counts.updates, std::memory_order_relaxed);
         stats.changes_delete.fetch_add(counts.deletes, std::memory_order_relaxed);
@@ -234,7 +255,7 @@ bool Worker::process(Batch& batch)
     // Progress, in source order (only the batch whose turn it is gets here).
     auto& progress = ctx_.progress;
     const auto& last = *batch.txns.back().txn;
-    if (outcome == Outcome::written) {
+    if (wrote) {
         // written_end before handled_end: Progress::confirmable_flush() relies on this order.
         progress.written_end.store(last.end_lsn.value());
         progress.handled_end.store(last.end_lsn.value());
@@ -294,13 +315,14 @@ bool Worker::wait_turn(const Batch& batch, bool written, bool& blocking)
     }
 }
 
-Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, Counts& counts)
+Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, bool commit, Counts& counts)
 {
     pg::Pipeline pl(*conn_);
     bool began = false;
     const auto& last = *batch.txns.back().txn;
     Compactor compactor;
     released_.clear();
+    writer_.set_guard(commit);
     auto statements_before = writer_.statements();
     auto rows_before = writer_.rows();
     try {
@@ -330,6 +352,8 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, C
         }
         setup_values_ = {end.c_str(), ts.c_str()};
         pl.send_prepared(setup_name_, setup_values_, {"pg_replication_origin_xact_setup", &last});
+        if (commit)
+            pl.send_query("COMMIT", {}, {"COMMIT", &last});
         pl.sync();
         if (const auto& f = pl.failure()) {
             // A failed PREPARE leaves its key unprepared: forget this session's statements.
@@ -340,6 +364,13 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, C
                 rollback(pl);
                 note_cancel(f->at.op);
                 throw Interrupted();
+            }
+            if (commit) {
+                // Nothing committed (the COMMIT was skipped, or failed): run it again without.
+                spdlog::debug("worker {}: batch {} with COMMIT in the pipeline failed ({}); runs again without",
+                              index_, batch.seq, what);
+                rollback(pl);
+                return Outcome::unpipelined;
             }
             bool retryable = f->retryable;
             bool conflict = (!serial || compact) && conflict_sqlstate(f->sqlstate);
@@ -377,7 +408,7 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, C
         }
         throw TargetError(change_context(last) + ": " + e.what(), e.retryable());
     }
-    return Outcome::written;
+    return commit ? Outcome::committed : Outcome::written;
 }
 
 void Worker::pause_compaction(const void* rel)

@@ -131,15 +131,20 @@ void append_mask(std::string& key, const Row& r)
 } // namespace
 
 template <typename Build>
-const Writer::Prepared& Writer::prepared(pg::Pipeline& pl, const std::string& key, const RowOp& tag,
-                                         const RelationInfo& rel, Build&& build)
+const Writer::Prepared& Writer::prepared(pg::Pipeline& pl, const RowOp& tag, const RelationInfo& rel,
+                                         std::uint32_t must_affect, Build&& build)
 {
-    auto it = prepared_.find(key);
+    const bool guard = guard_ && must_affect > 0;
+    if (guard)
+        key_.push_back('g');
+    auto it = prepared_.find(key_);
     if (it == prepared_.end()) {
-        Prepared p{build(), "s" + std::to_string(++statement_counter_)};
+        Prepared p{build(), "s" + std::to_string(++statement_counter_), guard};
+        if (guard)
+            p.statement.sql = guarded(p.statement.sql, must_affect);
         pl.send_prepare(p.name, p.statement.sql, static_cast<int>(p.statement.params.size() * p.statement.rows),
                         {"PREPARE", tag.txn, &rel});
-        it = prepared_.emplace(key, std::move(p)).first;
+        it = prepared_.emplace(key_, std::move(p)).first;
     }
     return it->second;
 }
@@ -153,7 +158,7 @@ void Writer::send_single(pg::Pipeline& pl, const RowOp& op, const RelationInfo& 
     key_.push_back(static_cast<char>(op.old_kind) + 'a');
     switch (op.kind) {
     case OpKind::insert:
-        send(pl, prepared(pl, key_, op, rel, [&] { return build_insert(m, view(op.row)); }), &op, 1, "INSERT", rel, 0);
+        send(pl, prepared(pl, op, rel, 0, [&] { return build_insert(m, view(op.row)); }), &op, 1, "INSERT", rel, 0);
         break;
     case OpKind::update: {
         append_mask(key_, op.row);
@@ -164,14 +169,14 @@ void Writer::send_single(pg::Pipeline& pl, const RowOp& op, const RelationInfo& 
             return op.old_kind != protocol::OldKind::none ? build_update(m, row, view(op.old), true, full)
                                                           : build_update(m, row, row, false, false);
         };
-        send(pl, prepared(pl, key_, op, rel, build), &op, 1, "UPDATE", rel, 1);
+        send(pl, prepared(pl, op, rel, 1, build), &op, 1, "UPDATE", rel, 1);
         break;
     }
     case OpKind::del:
         if (full)
             append_mask(key_, op.old);
-        send(pl, prepared(pl, key_, op, rel, [&] { return build_delete(m, view(op.old), full); }), &op, 1, "DELETE",
-             rel, 1);
+        send(pl, prepared(pl, op, rel, 1, [&] { return build_delete(m, view(op.old), full); }), &op, 1, "DELETE", rel,
+             1);
         break;
     }
 }
@@ -186,16 +191,16 @@ void Writer::send_rows(pg::Pipeline& pl, std::size_t first, std::size_t count, c
     key_ += std::to_string(m.generation) + ":" + std::to_string(count) + ":";
     switch (ops->kind) {
     case OpKind::insert:
-        send(pl, prepared(pl, key_, *ops, rel, [&] { return build_insert_rows(m, count); }), ops, count, "INSERT", rel,
+        send(pl, prepared(pl, *ops, rel, 0, [&] { return build_insert_rows(m, count); }), ops, count, "INSERT", rel,
              0);
         break;
     case OpKind::update:
         key_ += run_shape_;
-        send(pl, prepared(pl, key_, *ops, rel, [&] { return build_update_rows(m, view(ops->row), count); }), ops,
-             count, "UPDATE", rel, n);
+        send(pl, prepared(pl, *ops, rel, n, [&] { return build_update_rows(m, view(ops->row), count); }), ops, count,
+             "UPDATE", rel, n);
         break;
     case OpKind::del:
-        send(pl, prepared(pl, key_, *ops, rel, [&] { return build_delete_rows(m, count); }), ops, count, "DELETE", rel,
+        send(pl, prepared(pl, *ops, rel, n, [&] { return build_delete_rows(m, count); }), ops, count, "DELETE", rel,
              n);
         break;
     }
@@ -235,7 +240,8 @@ void Writer::send(pg::Pipeline& pl, const Prepared& p, const RowOp* ops, std::si
     values_.assign(offsets_.size(), nullptr);
     for (std::size_t p = 0; p < offsets_.size(); ++p)
         values_[p] = offsets_[p] == SIZE_MAX ? nullptr : scratch_.data() + offsets_[p];
-    pl.send_prepared(p.name, values_, {op, txn, &rel, must_affect}, scratch_.size());
+    // A guarded statement checks its rows itself (and returns one row, not a row count).
+    pl.send_prepared(p.name, values_, {op, txn, &rel, p.guarded ? 0 : must_affect}, scratch_.size());
     ++statements_;
     rows_ += count;
 }

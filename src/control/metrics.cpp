@@ -186,6 +186,10 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
                 "Batches handed straight to the worker running the batch they wait for (a chain of dependent "
                 "batches stays on one worker).",
                 as_double(s.apply.batches_chained));
+    out.counter("pgshift_apply_batches_one_round_trip_total",
+                "Batches committed in the same round trip as their statements (every earlier batch had "
+                "committed).",
+                as_double(s.apply.batches_one_round_trip));
     auto& waits = out.family("pgshift_apply_wait_seconds_total",
                              "Time batches waited: for a free worker (dispatch), for a conflicting earlier batch "
                              "(dependency), for their turn to commit (commit).",

@@ -10,6 +10,8 @@
 //   are compared as text, which both sides render identically under the apply session settings;
 //   PostgreSQL 15's own apply fails on such tables ("could not identify an equality operator").
 //   NULL old values become IS NULL, so the statement shape includes the null set.
+// - A missing row is found from the affected-row count by the client, or, when the worker sends
+//   COMMIT in the same round trip, by the server: guarded() makes the statement fail.
 // - Pure: builds strings only, no I/O. Parameters are numbered in the order params_of() returns.
 #pragma once
 
@@ -84,6 +86,10 @@ struct Statement {
 /// `new_row` gives the shape: its unchanged-TOAST columns stay out of SET, as do key columns.
 [[nodiscard]] Statement build_update_rows(const RelationMapping& m, const protocol::TupleData& new_row, std::size_t rows);
 [[nodiscard]] Statement build_delete_rows(const RelationMapping& m, std::size_t rows);
+/// `sql` (an UPDATE or DELETE) as a query that fails when it changed fewer than `rows` rows, so
+/// that a missing row aborts the transaction on the server, before a COMMIT sent in the same
+/// round trip: SQLSTATE 22P02 with the message "... pgshift: N of M row(s) to change not found".
+[[nodiscard]] std::string guarded(const std::string& sql, std::size_t rows);
 /// COPY ... FROM STDIN (text format) of every column, and one row in that format.
 [[nodiscard]] std::string build_copy(const RelationMapping& m);
 void append_copy_row(std::string& out, const protocol::TupleData& row);

@@ -105,16 +105,19 @@ public:
     void set_state(WorkerState s);
 
 private:
-    /// conflict: a unique violation or deadlock; fallback: the compacted batch failed (run it
-    /// again uncompacted).
-    enum class Outcome { empty, written, conflict, fallback };
+    /// written: executed, the transaction open for COMMIT; committed: executed and committed in
+    /// the same round trip; conflict: a unique violation or deadlock; fallback: the compacted
+    /// batch failed (run it again uncompacted); unpipelined: the attempt with COMMIT in the
+    /// pipeline failed and was rolled back (run it again without, to learn and handle why).
+    enum class Outcome { empty, written, committed, conflict, fallback, unpipelined };
     struct Counts {
         std::uint64_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
         std::uint64_t statements = 0, rows = 0; ///< sent to the target
     };
     /// Sends the batch (compacted or not) and checks every result, leaving the transaction
-    /// open for COMMIT.
-    Outcome execute(const Batch& batch, bool serial, bool compact, Counts& counts);
+    /// open for COMMIT; with `commit` (only when every earlier batch committed), sends COMMIT
+    /// in the same round trip, its statements guarded (Writer::set_guard()).
+    Outcome execute(const Batch& batch, bool serial, bool compact, bool commit, Counts& counts);
     void execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, Compactor* compactor, bool& began, Counts& counts);
     void send_change(pg::Pipeline& pl, const queue::Transaction& txn, const protocol::Message& msg,
                      const std::unordered_map<RelId, const RelationInfo*>& rels, Compactor* compactor, bool& began,

@@ -11,7 +11,8 @@
 //   few fixed sizes (64, 16, 4), so a handful of statements serve every run; parameters stay
 //   under PostgreSQL's limit. A run is bounded (1,024 operations or 1 MiB) before it is sent.
 // - Missing rows: an UPDATE or DELETE of n rows that affected fewer is reported by the pipeline
-//   as a missing row; the worker decides what it means.
+//   as a missing row; the worker decides what it means. Guarded (set_guard()), the statement
+//   fails on the server instead, so that nothing of the transaction can commit.
 // - Owned by one worker (one connection); not thread-safe.
 #pragma once
 
@@ -36,6 +37,11 @@ public:
     void flush(pg::Pipeline& pl);
     /// Forgets prepared statements (after a failed PREPARE, or on a new connection).
     void forget_prepared() { prepared_.clear(); }
+
+    /// Guarded statements: an UPDATE or DELETE that finds fewer rows than it must fails on the
+    /// server (statements.hpp guarded()) instead of being reported as a missing row, so that a
+    /// COMMIT may follow in the same round trip. Off by default.
+    void set_guard(bool on) { guard_ = on; }
 
     /// Statements sent (a COPY counts as one) and rows they carried, since construction.
     [[nodiscard]] std::uint64_t statements() const { return statements_; }
@@ -62,10 +68,12 @@ private:
     struct Prepared {
         Statement statement;
         std::string name;
+        bool guarded = false; ///< fails on a missing row (statements.hpp guarded())
     };
-    /// The prepared statement of shape `key`, built by `build` and prepared on first use.
+    /// The prepared statement of shape key_ (guarded when set_guard() is on and the statement
+    /// must affect rows), built by `build` and prepared on first use.
     template <typename Build>
-    const Prepared& prepared(pg::Pipeline& pl, const std::string& key, const RowOp& tag, const RelationInfo& rel,
+    const Prepared& prepared(pg::Pipeline& pl, const RowOp& tag, const RelationInfo& rel, std::uint32_t must_affect,
                              Build&& build);
     /// Sends `p` with the parameters of `ops`.
     void send(pg::Pipeline& pl, const Prepared& p, const RowOp* ops, std::size_t count, const char* op,
@@ -86,6 +94,7 @@ private:
     std::vector<protocol::TupleData> views_;
     std::uint64_t statements_ = 0, rows_ = 0;
     std::size_t copy_min_rows_ = k_copy_min_rows;
+    bool guard_ = false;
 };
 
 } // namespace pgshift::apply

@@ -36,6 +36,8 @@ struct Stats {
     std::atomic<std::uint64_t> batches_dispatched{0}, batches_committed{0};
     /// Batches handed straight to the worker running the batch they wait for (a chain).
     std::atomic<std::uint64_t> batches_chained{0};
+    /// Batches whose COMMIT went in the same round trip as their statements (the gate was open).
+    std::atomic<std::uint64_t> batches_one_round_trip{0};
     /// Microseconds batches spent: closed but no worker free (dispatch), waiting for a
     /// conflicting earlier batch (dependency), executed and waiting for their turn (commit).
     std::atomic<std::uint64_t> wait_dispatch_micros{0}, wait_dependency_micros{0}, wait_commit_micros{0};
