@@ -48,7 +48,10 @@ constexpr std::size_t k_prune_keys_at = 1 << 20;
 /// being woken for it: on a chain (pgbench's ten branch rows) that hand-off is all that
 /// several workers add, and under CPU contention each one waits for a core.
 struct Engine::Handoff {
-    explicit Handoff(int workers) : own(static_cast<std::size_t>(workers)), tail(own.size(), 0) {}
+    explicit Handoff(int workers)
+        : own(static_cast<std::size_t>(workers)), tail(own.size(), 0), waiting(own.size(), false)
+    {
+    }
 
     std::mutex mutex;
     std::condition_variable work;  ///< a batch was added, or closed
@@ -59,6 +62,8 @@ struct Engine::Handoff {
     /// Per worker: the seq of the last batch it took from `pending` or was given (guarded by mutex).
     std::vector<std::uint64_t> tail;
     int idle = 0;                               // guarded by mutex: workers waiting in take()
+    std::vector<bool> waiting;                  // guarded by mutex: per worker, asleep in take()
+    int borrowed = -1;                          // guarded by mutex: the worker borrow() lent out
     bool closed = false;                        // guarded by mutex
     std::exception_ptr error;                   // guarded by mutex: the first worker error
 
@@ -67,8 +72,12 @@ struct Engine::Handoff {
         std::unique_lock lk(mutex);
         if (own[k].empty()) {
             ++idle;
+            waiting[k] = true;
             taken.notify_all();
-            work.wait(lk, [&] { return closed || !pending.empty() || !own[k].empty(); });
+            work.wait(lk, [&] {
+                return closed || (borrowed != static_cast<int>(k) && (!pending.empty() || !own[k].empty()));
+            });
+            waiting[k] = false;
             --idle;
         }
         std::unique_ptr<Batch> b;
@@ -92,6 +101,26 @@ struct Engine::Handoff {
             if (tail[k] == seq)
                 return static_cast<int>(k);
         return -1;
+    }
+    /// A worker asleep in take() with nothing queued, lent to the scheduler until give_back():
+    /// its thread takes nothing meanwhile, so the scheduler may use the Worker itself. -1 when
+    /// none is (or a batch waits to be taken).
+    int borrow()
+    {
+        std::lock_guard lk(mutex);
+        if (!pending.empty())
+            return -1;
+        for (std::size_t k = 0; k < waiting.size(); ++k)
+            if (waiting[k] && own[k].empty()) {
+                borrowed = static_cast<int>(k);
+                return borrowed;
+            }
+        return -1;
+    }
+    void give_back()
+    {
+        std::lock_guard lk(mutex);
+        borrowed = -1;
     }
     /// A worker is free for one more batch.
     bool worker_free()
@@ -151,21 +180,61 @@ Lsn Engine::connect()
     return Lsn(progress_.durable.load());
 }
 
+namespace {
+// flush = true: XLogFlush up to each origin's last commit, so this is a durable watermark
+// (rule 3); commits are in source order, so the maximum is a prefix (rule 2).
+constexpr const char* k_durable_query = "SELECT max(pg_replication_origin_progress(roname, true)) "
+                                        "FROM pg_replication_origin WHERE roname ~ $1";
+} // namespace
+
+void Engine::take_durable(const pg::Result& r)
+{
+    if (!r.is_null(0, 0))
+        if (auto l = Lsn::parse(r.get(0, 0)); l && l->value() > progress_.durable.load())
+            progress_.durable.store(l->value());
+    last_durable_check_ = std::chrono::steady_clock::now();
+}
+
 void Engine::refresh_durable()
 {
     try {
-        // flush = true: XLogFlush up to each origin's last commit, so this is a durable
-        // watermark (rule 3); commits are in source order, so the maximum is a prefix (rule 2).
-        auto r = catalog_->exec_params("SELECT max(pg_replication_origin_progress(roname, true)) "
-                                       "FROM pg_replication_origin WHERE roname ~ $1",
-                                       {cfg_.origin_pattern()});
-        if (!r.is_null(0, 0))
-            if (auto l = Lsn::parse(r.get(0, 0)); l && l->value() > progress_.durable.load())
-                progress_.durable.store(l->value());
+        take_durable(catalog().exec_params(k_durable_query, {cfg_.origin_pattern()}));
     } catch (const pg::PgError& e) {
         throw_target("could not read origin progress", e);
     }
-    last_durable_check_ = std::chrono::steady_clock::now();
+}
+
+void Engine::poll_durable(bool behind)
+{
+    // The query (a WAL flush on the target) can take milliseconds on a busy server: the
+    // scheduler sends it and collects the answer on a later pass instead of waiting.
+    try {
+        if (durable_pending_) {
+            if (catalog_->result_ready()) {
+                durable_pending_ = false;
+                take_durable(catalog_->result());
+            }
+        } else if (behind && std::chrono::steady_clock::now() - last_durable_check_ >= k_durable_interval) {
+            catalog_->send_params(k_durable_query, {cfg_.origin_pattern()});
+            durable_pending_ = true;
+        }
+    } catch (const pg::PgError& e) {
+        durable_pending_ = false;
+        throw_target("could not read origin progress", e);
+    }
+}
+
+pg::Connection& Engine::catalog()
+{
+    if (durable_pending_) {
+        durable_pending_ = false;
+        try {
+            take_durable(catalog_->result());
+        } catch (const pg::PgError& e) {
+            throw_target("could not read origin progress", e);
+        }
+    }
+    return *catalog_;
 }
 
 void Engine::ensure_origins()
@@ -226,7 +295,7 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
         auto& known = it->second;
         if (!known.info) {
             try {
-                known.info = resolve_relation(*catalog_, known.payload, known.decode, ++generation_);
+                known.info = resolve_relation(catalog(), known.payload, known.decode, ++generation_);
             } catch (const pg::PgError& e) {
                 throw_target("while resolving a relation on the target", e);
             }
@@ -322,6 +391,24 @@ void Engine::dispatch(const std::atomic<bool>& stop)
     }
     batch->closed_at = std::chrono::steady_clock::now();
     stats_.batches_dispatched.fetch_add(1, std::memory_order_relaxed);
+    // Nothing in flight (every earlier batch committed) and nothing queued: no worker could run
+    // in parallel with this batch, so the scheduler applies it itself on an idle worker's
+    // connection. The worker's thread is not woken: one hand-off fewer per transaction when
+    // the target keeps up, which is most of a transaction's latency then. (The scheduler sees
+    // the queue again right after: a backlog is dispatched to the pool as before.)
+    // Only a batch too short to check for a stop request (Worker::k_stop_check_messages): the
+    // scheduler, busy with it, would not pass a stop on to a long one.
+    std::uint64_t messages = 0;
+    for (const auto& st : batch->txns)
+        messages += st.txn->messages.count();
+    if (batch->seq == order_.committed() + 1 && queue_.entries() == 0 && messages < Worker::k_stop_check_messages) {
+        if (const int k = handoff_->borrow(); k >= 0) {
+            stats_.batches_inline.fetch_add(1, std::memory_order_relaxed);
+            run_batch(*workers_[static_cast<std::size_t>(k)], *batch);
+            handoff_->give_back();
+            return;
+        }
+    }
     std::unique_lock lk(handoff_->mutex);
     // A batch that waits for the commit of the one just before it continues that one's worker
     // (see Handoff); one that waits for nothing uncommitted, or for an earlier batch, goes to
@@ -346,27 +433,28 @@ void Engine::dispatch(const std::atomic<bool>& stop)
     }
 }
 
+void Engine::run_batch(Worker& w, Batch& batch)
+{
+    try {
+        w.process(batch);
+    } catch (...) {
+        {
+            std::lock_guard lk(handoff_->mutex);
+            if (!handoff_->error)
+                handoff_->error = std::current_exception();
+        }
+        order_.abort();
+        w.abandon();
+    }
+    // A stop or an error rolled back this batch: the ones after it cannot commit either.
+    if (order_.aborted())
+        w.abandon();
+}
+
 void Engine::worker_main(Worker& w)
 {
-    for (;;) {
-        auto batch = handoff_->take(static_cast<std::size_t>(w.index()));
-        if (!batch)
-            break;
-        try {
-            w.process(*batch);
-        } catch (...) {
-            {
-                std::lock_guard lk(handoff_->mutex);
-                if (!handoff_->error)
-                    handoff_->error = std::current_exception();
-            }
-            order_.abort();
-            w.abandon();
-        }
-        // A stop or an error rolled back this batch: the ones after it cannot commit either.
-        if (order_.aborted())
-            w.abandon();
-    }
+    while (auto batch = handoff_->take(static_cast<std::size_t>(w.index())))
+        run_batch(w, *batch);
     w.set_state(WorkerState::idle);
 }
 
@@ -402,10 +490,7 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
     std::vector<std::uint64_t> keys;
     try {
         while (!stop.load(std::memory_order_acquire) && !order_.aborted()) {
-            auto now = std::chrono::steady_clock::now();
-            bool behind = progress_.durable.load() < progress_.written_end.load();
-            if (behind && now - last_durable_check_ >= k_durable_interval)
-                refresh_durable();
+            poll_durable(progress_.durable.load() < progress_.written_end.load());
             if (paused.load(std::memory_order_acquire)) {
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
                 continue;

@@ -443,7 +443,7 @@ void Worker::execute_txn(pg::Pipeline& pl, const ScheduledTxn& st, Compactor* co
     while (cursor.next(payload)) {
         // A large transaction can take minutes: a stop request rolls it back instead of
         // waiting (nothing of it is committed, so it is simply received again later).
-        if (++seen % 4096 == 0 && ctx_.stop.load(std::memory_order_acquire)) {
+        if (++seen % k_stop_check_messages == 0 && ctx_.stop.load(std::memory_order_acquire)) {
             if (began)
                 rollback(pl);
             else if (pl.active())

@@ -190,6 +190,10 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
                 "Batches committed in the same round trip as their statements (every earlier batch had "
                 "committed).",
                 as_double(s.apply.batches_one_round_trip));
+    out.counter("pgshift_apply_batches_inline_total",
+                "Batches the scheduler applied itself on an idle worker's connection (nothing in flight, nothing "
+                "queued: no hand-off to a worker thread).",
+                as_double(s.apply.batches_inline));
     auto& waits = out.family("pgshift_apply_wait_seconds_total",
                              "Time batches waited: for a free worker (dispatch), for a conflicting earlier batch "
                              "(dependency), for their turn to commit (commit).",

@@ -218,6 +218,7 @@ control::StatusSnapshot DaemonState::snapshot() const
     a.batches_committed = x.batches_committed.load();
     a.batches_chained = x.batches_chained.load();
     a.batches_one_round_trip = x.batches_one_round_trip.load();
+    a.batches_inline = x.batches_inline.load();
     a.wait_dispatch_seconds = static_cast<double>(x.wait_dispatch_micros.load()) / 1e6;
     a.wait_dependency_seconds = static_cast<double>(x.wait_dependency_micros.load()) / 1e6;
     a.wait_commit_seconds = static_cast<double>(x.wait_commit_micros.load()) / 1e6;

@@ -199,15 +199,50 @@ std::chrono::microseconds Connection::round_trip(int samples)
     return best;
 }
 
-Result Connection::exec_params(const std::string& sql, const std::vector<std::optional<std::string>>& params)
+namespace {
+
+std::vector<const char*> param_values(const std::vector<std::optional<std::string>>& params)
 {
     std::vector<const char*> values;
     values.reserve(params.size());
     for (const auto& p : params)
         values.push_back(p ? p->c_str() : nullptr);
+    return values;
+}
+
+} // namespace
+
+Result Connection::exec_params(const std::string& sql, const std::vector<std::optional<std::string>>& params)
+{
+    auto values = param_values(params);
     return check(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
                               nullptr, nullptr, 0),
                  "query failed");
+}
+
+void Connection::send_params(const std::string& sql, const std::vector<std::optional<std::string>>& params)
+{
+    auto values = param_values(params);
+    if (!PQsendQueryParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                           nullptr, nullptr, 0))
+        fail("could not send query");
+}
+
+bool Connection::result_ready()
+{
+    if (!PQconsumeInput(conn_.get()))
+        fail("could not read a query result");
+    return PQisBusy(conn_.get()) == 0;
+}
+
+Result Connection::result()
+{
+    PGresult* res = PQgetResult(conn_.get());
+    // A statement's results end with a NULL one: the connection is then free again.
+    if (res)
+        while (PGresult* extra = PQgetResult(conn_.get()))
+            PQclear(extra);
+    return check(res, "query failed");
 }
 
 std::string Connection::quote_ident(std::string_view ident) const { return pg::quote_ident(ident); }

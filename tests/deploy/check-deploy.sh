@@ -81,6 +81,7 @@ SPEC = {
     "pgshift_apply_batches_total": {},
     "pgshift_apply_batches_chained_total": {},
     "pgshift_apply_batches_one_round_trip_total": {},
+    "pgshift_apply_batches_inline_total": {},
     "pgshift_apply_wait_seconds_total": {"stage": {"dispatch", "dependency", "commit"}},
     "pgshift_apply_retries_total": {"reason": {"conflict", "blocked"}},
     "pgshift_apply_statements_total": {},

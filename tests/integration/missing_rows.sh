@@ -45,6 +45,8 @@ wait_equal "$logs" "logs not replicated"
 one_trip=$(curl -s "$api/metrics" | awk '/^pgshift_apply_batches_one_round_trip_total / { print $2 }')
 [ "${one_trip%.*}" -ge 1 ] || fail "no batch committed in one round trip (pgshift_apply_batches_one_round_trip_total $one_trip)"
 echo "ok: $one_trip batch(es) committed in one round trip"
+inline=$(curl -s "$api/metrics" | awk '/^pgshift_apply_batches_inline_total / { print $2 }')
+[ "${inline%.*}" -ge 1 ] || fail "no batch applied by the scheduler itself (pgshift_apply_batches_inline_total $inline)"
 
 # The target diverges: rows 2 and 4 of items and row 2 of logs are gone there.
 psql_dst "DELETE FROM items WHERE id IN (2, 4); DELETE FROM logs WHERE a = 2"

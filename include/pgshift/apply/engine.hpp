@@ -6,6 +6,9 @@
 //   it starts apply.workers worker threads (Worker, one target connection each) and joins them
 //   before it returns. The scheduler also owns one plain target connection for the catalog
 //   (resolving relations and unique indexes) and for the durable watermark.
+// - When nothing is in flight and nothing queued (the target keeps up), the scheduler applies a
+//   batch itself, on the connection of a worker asleep in the hand-off (Handoff::borrow()):
+//   the worker's thread is not woken, one hand-off fewer in each transaction's latency.
 // - Batching: the scheduler keeps one open batch and adds queued transactions to it while no
 //   worker is free or while the batch it depends on has not committed (up to 1,024 transactions
 //   or 8 MiB), and hands it over as soon as it could start: with one worker this is the grouping
@@ -21,7 +24,8 @@
 //   scheduler first meets them, so workers never query the catalog and never see a definition
 //   newer than the one their transaction was decoded with.
 // - Progress (rule 3): batches commit in order (CommitOrder), so the durable watermark is the
-//   maximum of the workers' flushed origin progress, read by the scheduler every 500 ms.
+//   maximum of the workers' flushed origin progress, read by the scheduler every 500 ms without
+//   waiting for the answer (the query flushes the target's WAL, which can take milliseconds).
 //   Resume (rule 4) starts from the maximum over every pgshift_<name>_w<k> origin, whatever the
 //   worker count of earlier runs.
 // - Pause stops dispatching; in-flight batches finish. Stop does the same and then joins.
@@ -78,7 +82,14 @@ public:
 
 private:
     struct Scheduled; // a transaction being added to the open batch
+    /// Reads the durable watermark now (catalog connection).
     void refresh_durable();
+    /// The same without waiting: sends the query when `behind` and due, or collects its answer
+    /// when it has arrived (a later call).
+    void poll_durable(bool behind);
+    void take_durable(const pg::Result& r);
+    /// The catalog connection, free for a query (an answer poll_durable() awaits is collected).
+    pg::Connection& catalog();
     /// Scans a transaction: registers its Relation messages, resolves the relations its changes
     /// use, collects its conflict keys. Returns whether it must be a barrier.
     bool scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed);
@@ -88,6 +99,8 @@ private:
     /// Hands the open batch to a worker (waits for a free one).
     void dispatch(const std::atomic<bool>& stop);
     void worker_main(Worker& w);
+    /// Runs one batch on `w`; a failure is kept for run() to rethrow and stops every later batch.
+    void run_batch(Worker& w, Batch& batch);
 
     const config::Config& cfg_;
     queue::TxnQueue& queue_;
@@ -126,6 +139,7 @@ private:
     Hold* hold_ = nullptr;
     std::unique_ptr<queue::Transaction> held_; ///< received at or after the hold point
     std::chrono::steady_clock::time_point last_durable_check_;
+    bool durable_pending_ = false; ///< poll_durable() sent the query, its answer is not read yet
 };
 
 } // namespace pgshift::apply

@@ -100,6 +100,10 @@ public:
     /// made by connect(), before the worker thread starts, and never replaced afterwards.
     [[nodiscard]] std::string cancel_statement() const;
 
+    /// A batch checks for a stop request (WorkerContext::stop) every this many messages: a long
+    /// transaction is rolled back on stop instead of finished.
+    static constexpr std::uint64_t k_stop_check_messages = 4096;
+
     [[nodiscard]] int index() const { return index_; }
     [[nodiscard]] const std::string& origin() const { return origin_; }
     void set_state(WorkerState s);

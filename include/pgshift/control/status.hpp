@@ -144,7 +144,8 @@ struct StatusSnapshot {
         int workers = 0;
         std::vector<std::string> worker_states;           ///< per worker, one of k_worker_states
         std::array<std::uint64_t, k_worker_states.size()> by_state{}; ///< workers per state
-        std::uint64_t batches_dispatched = 0, batches_committed = 0, batches_chained = 0, batches_one_round_trip = 0;
+        std::uint64_t batches_dispatched = 0, batches_committed = 0, batches_chained = 0, batches_one_round_trip = 0,
+                      batches_inline = 0;
         double wait_dispatch_seconds = 0, wait_dependency_seconds = 0, wait_commit_seconds = 0;
         std::uint64_t retries_conflict = 0, retries_blocked = 0;
         /// Target statements and the rows they carried, and compacted batches replayed

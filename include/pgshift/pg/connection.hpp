@@ -100,6 +100,14 @@ public:
     /// Runs one statement with text parameters ($1...). nullopt = NULL. Throws PgError.
     Result exec_params(const std::string& sql, const std::vector<std::optional<std::string>>& params);
 
+    /// The same in two steps, for a caller that has other work meanwhile: send_params() sends
+    /// the statement without waiting; result_ready() reads what the socket holds and tells
+    /// whether the result is complete (never blocks); result() returns it, waiting if needed.
+    /// Between send_params() and result(), nothing else may run on the connection. Throw PgError.
+    void send_params(const std::string& sql, const std::vector<std::optional<std::string>>& params);
+    [[nodiscard]] bool result_ready();
+    Result result();
+
     /// Quotes an identifier ("my ""table""") / a literal ('it''s') for this connection's encoding.
     [[nodiscard]] std::string quote_ident(std::string_view ident) const;
     [[nodiscard]] std::string quote_literal(std::string_view lit) const;

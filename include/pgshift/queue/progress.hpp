@@ -36,6 +36,8 @@ struct Stats {
     std::atomic<std::uint64_t> batches_dispatched{0}, batches_committed{0};
     /// Batches handed straight to the worker running the batch they wait for (a chain).
     std::atomic<std::uint64_t> batches_chained{0};
+    /// Batches the scheduler applied itself (nothing in flight, nothing queued: no hand-off).
+    std::atomic<std::uint64_t> batches_inline{0};
     /// Batches whose COMMIT went in the same round trip as their statements (the gate was open).
     std::atomic<std::uint64_t> batches_one_round_trip{0};
     /// Microseconds batches spent: closed but no worker free (dispatch), waiting for a

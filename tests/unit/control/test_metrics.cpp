@@ -92,6 +92,7 @@ TEST_CASE("every SPEC section 4 metric is present with its type", "[control][met
         {"pgshift_apply_batches_total", "counter"},
         {"pgshift_apply_batches_chained_total", "counter"},
         {"pgshift_apply_batches_one_round_trip_total", "counter"},
+        {"pgshift_apply_batches_inline_total", "counter"},
         {"pgshift_apply_wait_seconds_total", "counter"},
         {"pgshift_apply_retries_total", "counter"},
         {"pgshift_apply_statements_total", "counter"},
