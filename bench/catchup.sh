@@ -28,6 +28,8 @@
 #   DELAY_MS=2.5             one-way delay of the proxy in milliseconds
 #   DELAY_WORKERS="1 2 4 8"  apply.workers of the runs through the proxy
 #   CONTROL=0                skips the control-plane overhead runs
+#   TIMELINE=1               also prints, for each pgshift run, WAL received and transactions
+#                            applied every 250 ms (from /metrics), to see where a run loses time
 #   PROBE=1                  also prints what the target's sessions waited on during each catch-up
 #                            (its queries run on the target: they inflate the target CPU column)
 set -euo pipefail
@@ -206,7 +208,15 @@ checkpoint() { psql_dst postgres "CHECKPOINT"; psql_src "CHECKPOINT"; }
 # for does not land in the next consumer's run (a run's own autovacuum counts in its target CPU).
 settle() { psql_dst "$1" "VACUUM ANALYZE"; } # DB
 time_until_caught_up() { # slot -> seconds since $t0
+  local next_sample=0
   while ! caught_up "$1"; do
+    if [ -n "${TIMELINE:-}" ] && [ "${1#pgshift_}" != "$1" ] && [ "$(echo "$(now) >= $next_sample" | bc)" = 1 ]; then
+      curl -s "http://127.0.0.1:$ctl_port/metrics" | awk -v t="$(echo "$(now) - $t0" | bc)" -v run="$1" '
+        /^pgshift_received_lsn_bytes / { r = $2 } /^pgshift_transactions_applied_total / { a = $2 }
+        /^pgshift_queue_bytes / { q = $2 }
+        END { printf "   %s %5.2f s: received %.1f MB of WAL, applied %d transactions, queue %.1f MB\n", run, t, r / 1048576, a, q / 1048576 }' >&2
+      next_sample=$(echo "$(now) + 0.25" | bc)
+    fi
     [ -n "${PROBE:-}" ] && psql_dst postgres "select datname, state, wait_event_type, wait_event, left(query, 40) from pg_stat_activity where backend_type = 'client backend' and state <> 'idle'" >> "$work/waits"
     sleep 0.05; done
   [ -n "${PROBE:-}" ] && sort "$work/waits" | uniq -c | sort -rn | head -12 >&2 && rm -f "$work/waits"
