@@ -17,6 +17,11 @@ namespace pgshift::apply {
 namespace {
 
 constexpr auto k_durable_interval = std::chrono::milliseconds(500);
+/// Once apply has caught up (nothing queued, open or in flight for this long), the durable
+/// watermark is read at once instead of at the next interval, so that the source learns
+/// promptly that everything was applied. A steady load never pauses this long, so it costs no
+/// extra WAL flushes there.
+constexpr auto k_durable_when_quiet = std::chrono::milliseconds(20);
 constexpr std::size_t k_batch_max_bytes = 8 << 20;
 /// Source transactions per batch: at most 1,024 (and k_batch_max_bytes); with several workers, a
 /// batch that can start at once is handed over at 64, so that a backlog spreads over the workers.
@@ -204,7 +209,7 @@ void Engine::refresh_durable()
     }
 }
 
-void Engine::poll_durable(bool behind)
+void Engine::poll_durable(bool behind, bool quiet)
 {
     // The query (a WAL flush on the target) can take milliseconds on a busy server: the
     // scheduler sends it and collects the answer on a later pass instead of waiting.
@@ -214,7 +219,8 @@ void Engine::poll_durable(bool behind)
                 durable_pending_ = false;
                 take_durable(catalog_->result());
             }
-        } else if (behind && std::chrono::steady_clock::now() - last_durable_check_ >= k_durable_interval) {
+        } else if (const auto since = std::chrono::steady_clock::now() - last_durable_check_;
+                   behind && (since >= k_durable_interval || (quiet && since >= k_durable_when_quiet))) {
             catalog_->send_params(k_durable_query, {cfg_.origin_pattern()});
             durable_pending_ = true;
         }
@@ -490,7 +496,9 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
     std::vector<std::uint64_t> keys;
     try {
         while (!stop.load(std::memory_order_acquire) && !order_.aborted()) {
-            poll_durable(progress_.durable.load() < progress_.written_end.load());
+            const bool behind = progress_.durable.load() < progress_.written_end.load();
+            const bool settled = (!open_ || open_->txns.empty()) && order_.committed() + 1 == next_seq_;
+            poll_durable(behind, settled && std::chrono::steady_clock::now() - last_received_ >= k_durable_when_quiet);
             if (paused.load(std::memory_order_acquire)) {
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
                 continue;
@@ -511,7 +519,14 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
                 handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
                 continue;
             } else {
-                txn = queue_.pop(open_empty ? std::chrono::milliseconds(100) : std::chrono::milliseconds(0));
+                // Caught up but not durable yet: wake up in time to read the watermark.
+                const bool awaiting_durable = open_empty && progress_.durable.load() < progress_.written_end.load();
+                txn = queue_.pop(!open_empty         ? std::chrono::milliseconds(0)
+                                 : awaiting_durable ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          k_durable_when_quiet)
+                                                    : std::chrono::milliseconds(100));
+                if (txn)
+                    last_received_ = std::chrono::steady_clock::now();
                 // Read again: the pop may have waited, and the hold may have been set meanwhile.
                 const std::uint64_t now_at = hold_ ? hold_->at.load(std::memory_order_acquire) : 0;
                 if (txn && now_at != 0 && txn->commit_lsn.value() >= now_at) {

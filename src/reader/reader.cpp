@@ -15,6 +15,12 @@ namespace {
 
 constexpr auto k_status_interval = std::chrono::seconds(1);
 constexpr auto k_poll_timeout = std::chrono::milliseconds(100);
+/// While something received is not confirmed yet, the reader looks at the apply side's
+/// watermark this often even when the source sends nothing, and status updates may follow each
+/// other this closely: when apply catches up, the source learns it within milliseconds (its
+/// slot releases WAL, lag reads 0), not after the next keepalive.
+constexpr auto k_confirm_poll = std::chrono::milliseconds(20);
+constexpr auto k_status_min_gap = std::chrono::milliseconds(50);
 
 } // namespace
 
@@ -107,7 +113,8 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
             continue;
         }
         std::string_view data;
-        auto st = conn_->receive(data, k_poll_timeout);
+        const bool unconfirmed = progress_.received.load() > last_flush_sent_.value();
+        auto st = conn_->receive(data, unconfirmed ? k_confirm_poll : k_poll_timeout);
         if (st == pg::ReplicationConnection::RecvStatus::end)
             throw SourceError("the source ended the replication stream", true);
         if (st == pg::ReplicationConnection::RecvStatus::data) {
@@ -427,7 +434,7 @@ void Reader::maybe_send_status(bool force, bool reply_requested)
     Lsn flush = std::max(progress_.confirmable_flush(), last_flush_sent_);
     if (!force && flush == last_flush_sent_ && now - last_status_ < k_status_interval)
         return;
-    if (!force && now - last_status_ < std::chrono::milliseconds(200))
+    if (!force && now - last_status_ < k_status_min_gap)
         return; // bound the rate of updates while the watermark moves
     protocol::StandbyStatus s;
     s.write = Lsn(progress_.received.load());

@@ -84,9 +84,9 @@ private:
     struct Scheduled; // a transaction being added to the open batch
     /// Reads the durable watermark now (catalog connection).
     void refresh_durable();
-    /// The same without waiting: sends the query when `behind` and due, or collects its answer
-    /// when it has arrived (a later call).
-    void poll_durable(bool behind);
+    /// The same without waiting: sends the query when `behind` and due (every 500 ms, or at
+    /// once when apply is `quiet`: caught up), or collects its answer when it has arrived.
+    void poll_durable(bool behind, bool quiet);
     void take_durable(const pg::Result& r);
     /// The catalog connection, free for a query (an answer poll_durable() awaits is collected).
     pg::Connection& catalog();
@@ -140,6 +140,7 @@ private:
     std::unique_ptr<queue::Transaction> held_; ///< received at or after the hold point
     std::chrono::steady_clock::time_point last_durable_check_;
     bool durable_pending_ = false; ///< poll_durable() sent the query, its answer is not read yet
+    std::chrono::steady_clock::time_point last_received_; ///< the last transaction taken from the queue
 };
 
 } // namespace pgshift::apply
