@@ -123,7 +123,12 @@ void Reader::stream(Lsn start, const std::atomic<bool>& stop)
             if (auto* k = std::get_if<protocol::Keepalive>(&frame)) {
                 progress_.server_end.store(std::max(progress_.server_end.load(), k->wal_end.value()));
                 progress_.received.store(std::max(progress_.received.load(), k->wal_end.value()));
-                if (k->reply_requested)
+                // A keepalive past the write position we last reported: the walsender sends one
+                // each time it goes idle while our reported write position lags what it sent
+                // (WalSndWaitForWal), i.e. after every transaction of a steady load. Answer it,
+                // as PostgreSQL's own apply worker does, so that it stops: one short status
+                // instead of a keepalive per transaction and a wake-up of this thread for it.
+                if (k->reply_requested || Lsn(progress_.received.load()) > last_write_sent_)
                     maybe_send_status(true);
             } else {
                 auto& w = std::get<protocol::XLogData>(frame);
@@ -445,6 +450,7 @@ void Reader::maybe_send_status(bool force, bool reply_requested)
     s.client_time = pg_now();
     s.reply_requested = reply_requested;
     conn_->send(protocol::encode_standby_status(s));
+    last_write_sent_ = s.write;
     if (flush != last_flush_sent_)
         spdlog::debug("confirmed flush {}", flush.str());
     last_flush_sent_ = flush;

@@ -104,6 +104,7 @@ private:
     std::optional<std::uint32_t> stream_xid_;     ///< inside Stream Start ... Stream Stop
     std::unique_ptr<queue::Transaction> pending_; ///< complete, waiting for queue space
     Lsn last_flush_sent_;
+    Lsn last_write_sent_; ///< the write position of the last status update
     std::chrono::steady_clock::time_point last_status_;
 
     /// Whether a non-streamed row change must be dropped (skip_changes_below); may rewrite a
