@@ -519,12 +519,12 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
                 handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
                 continue;
             } else {
-                // Caught up but not durable yet: wake up in time to read the watermark.
-                const bool awaiting_durable = open_empty && progress_.durable.load() < progress_.written_end.load();
-                txn = queue_.pop(!open_empty         ? std::chrono::milliseconds(0)
-                                 : awaiting_durable ? std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          k_durable_when_quiet)
-                                                    : std::chrono::milliseconds(100));
+                // With nothing open, wait for the queue, but while the watermark is behind, wake up
+                // in time to read it once quiet.
+                const auto wait = !open_empty                                              ? std::chrono::milliseconds(0)
+                                  : progress_.durable.load() < progress_.written_end.load() ? k_durable_when_quiet
+                                                                                            : std::chrono::milliseconds(100);
+                txn = queue_.pop(wait);
                 if (txn)
                     last_received_ = std::chrono::steady_clock::now();
                 // Read again: the pop may have waited, and the hold may have been set meanwhile.
