@@ -215,10 +215,8 @@ void Engine::poll_durable(bool behind, bool quiet)
     // scheduler sends it and collects the answer on a later pass instead of waiting.
     try {
         if (durable_pending_) {
-            if (catalog_->result_ready()) {
-                durable_pending_ = false;
-                take_durable(catalog_->result());
-            }
+            if (catalog_->result_ready())
+                collect_durable();
         } else if (const auto since = std::chrono::steady_clock::now() - last_durable_check_;
                    behind && (since >= k_durable_interval || (quiet && since >= k_durable_when_quiet))) {
             catalog_->send_params(k_durable_query, {cfg_.origin_pattern()});
@@ -230,16 +228,20 @@ void Engine::poll_durable(bool behind, bool quiet)
     }
 }
 
+void Engine::collect_durable()
+{
+    durable_pending_ = false;
+    try {
+        take_durable(catalog_->result());
+    } catch (const pg::PgError& e) {
+        throw_target("could not read origin progress", e);
+    }
+}
+
 pg::Connection& Engine::catalog()
 {
-    if (durable_pending_) {
-        durable_pending_ = false;
-        try {
-            take_durable(catalog_->result());
-        } catch (const pg::PgError& e) {
-            throw_target("could not read origin progress", e);
-        }
-    }
+    if (durable_pending_)
+        collect_durable();
     return *catalog_;
 }
 

@@ -88,6 +88,8 @@ private:
     /// once when apply is `quiet`: caught up), or collects its answer when it has arrived.
     void poll_durable(bool behind, bool quiet);
     void take_durable(const pg::Result& r);
+    /// Reads the answer poll_durable() awaits (waiting for it if needed).
+    void collect_durable();
     /// The catalog connection, free for a query (an answer poll_durable() awaits is collected).
     pg::Connection& catalog();
     /// Scans a transaction: registers its Relation messages, resolves the relations its changes
