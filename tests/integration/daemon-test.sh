@@ -1,8 +1,8 @@
 # Sourced by the shell integration tests (after `set -euo pipefail`, with the pgshift binary as
 # $1): the binary (PGSHIFT_BINARY overrides it, e.g. a sanitizer build), two throwaway clusters
 # (scripts/cluster-pair.sh), `daemon` (a pid the exit hook kills), fail() with the log tail,
-# wait_ready, block_apply/unblock_apply and start_pgbouncer. Skips the test (exit 77) when curl is
-# missing.
+# wait_ready, wait_failed, block_apply/unblock_apply and start_pgbouncer. Skips the test (exit 77)
+# when curl is missing.
 bin=${PGSHIFT_BINARY:-$1}
 command -v curl >/dev/null || { echo "curl not installed: skipped"; exit 77; }
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/cluster-pair.sh"
@@ -16,6 +16,17 @@ wait_ready() {
     sleep 0.2
   done
   fail "$3: $(curl -s "$1/readyz")"
+}
+# wait_failed API: waits up to 20 s until API/v1/status says state "failed" and leaves that answer
+# in $status (for the caller to check last_error), else fails with the last answer.
+wait_failed() {
+  status=""
+  for _ in $(seq 1 100); do
+    status=$(curl -s "$1/v1/status")
+    echo "$status" | grep -q '"state":"failed"' && return 0
+    sleep 0.2
+  done
+  fail "state did not become failed: $status"
 }
 # block_apply NAME ROW SQL: blocks apply of migration NAME on a row lock. A session on the target
 # locks ROW (e.g. "items WHERE id = 7") FOR UPDATE and holds it for up to 120 s ($locker is its

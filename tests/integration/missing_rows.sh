@@ -53,13 +53,7 @@ psql_dst "DELETE FROM items WHERE id IN (2, 4); DELETE FROM logs WHERE a = 2"
 
 # 1. on_missing_row: error.
 psql_src "BEGIN; UPDATE items SET v = v + 1 WHERE id IN (1, 2); INSERT INTO items VALUES (6, 0); COMMIT"
-status=""
-for _ in $(seq 1 100); do
-  status=$(curl -s "$api/v1/status")
-  echo "$status" | grep -q '"state":"failed"' && break
-  sleep 0.2
-done
-echo "$status" | grep -q '"state":"failed"' || fail "state did not become failed: $status"
+wait_failed "$api"
 echo "$status" | grep -q 'UPDATE on public.items found no row' || fail "last_error does not name the table: $status"
 [ "$(psql_dst "$items")" = "1:0 3:0 5:0" ] || fail "part of the failed transaction reached the target: $(psql_dst "$items")"
 echo "ok: a missing row stops apply (public.items named), nothing of its transaction committed"

@@ -26,13 +26,7 @@ wait_ready "$api" 20 "not streaming"
 psql_src "INSERT INTO orders VALUES (1, 10)"
 psql_src "ALTER TABLE orders ADD COLUMN note text"
 psql_src "INSERT INTO orders VALUES (2, 20, 'after the change'); UPDATE orders SET note = 'x' WHERE id = 1"
-status=""
-for _ in $(seq 1 100); do
-  status=$(curl -s "$api/v1/status")
-  echo "$status" | grep -q '"state":"failed"' && break
-  sleep 0.2
-done
-echo "$status" | grep -q '"state":"failed"' || fail "state did not become failed: $status"
+wait_failed "$api"
 echo "$status" | grep -q 'column \\"note\\" of source table public.orders does not exist on the target' ||
   fail "last_error does not name the table and column: $status"
 kill -0 "$daemon" || fail "the daemon exited"
