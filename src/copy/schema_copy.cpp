@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -114,7 +115,7 @@ int tool_major(const std::string& version_output)
 /// pg_dump to use for a source of major version `source_major`: $PGSHIFT_PG_DUMP, else the
 /// newest /usr/lib/postgresql/<N>/bin/pg_dump, else pg_dump on the PATH. Throws ConfigError
 /// with the fix when none is new enough.
-std::string find_pg_dump(int source_major, const std::string& source_version)
+std::string find_pg_dump_uncached(int source_major, const std::string& source_version)
 {
     std::vector<std::string> candidates;
     if (const char* e = std::getenv("PGSHIFT_PG_DUMP"); e && *e) {
@@ -158,6 +159,26 @@ std::string find_pg_dump(int source_major, const std::string& source_version)
                       "use schema: verify");
 }
 
+/// find_pg_dump_uncached(), remembered per source major version and $PGSHIFT_PG_DUMP: every
+/// candidate's `--version` costs a process start, and a run asks up to three times (the check,
+/// then each step). Only a pg_dump that was found is remembered.
+std::string find_pg_dump(int source_major, const std::string& source_version)
+{
+    static std::mutex mutex;
+    static std::map<std::pair<int, std::string>, std::string> found;
+    const char* e = std::getenv("PGSHIFT_PG_DUMP");
+    const std::pair<int, std::string> key{source_major, e ? e : ""};
+    {
+        std::lock_guard lk(mutex);
+        if (auto it = found.find(key); it != found.end())
+            return it->second;
+    }
+    auto bin = find_pg_dump_uncached(source_major, source_version);
+    std::lock_guard lk(mutex);
+    found.emplace(key, bin);
+    return bin;
+}
+
 std::string version_text(int v) { return std::to_string(v / 10000) + "." + std::to_string(v % 100); }
 
 /// The selected tables the target lacks (by schema and name).
@@ -189,13 +210,17 @@ std::vector<Needed> needed_objects(pg::Connection& source, const std::vector<rea
     // never another table: a foreign key does not pull its referenced table in); a relation
     // owns its defaults, sequences, indexes, constraints and triggers (they depend on it, 'a'
     // or 'i'); a composite type's attributes hang off its pg_class row.
+    // The edges are computed once (MATERIALIZED), not at every step of the recursion. The
+    // planner's estimates for the recursion are far off (thousands of rows for a handful),
+    // enough to JIT-compile the query: 70-200 ms of compiling for a few ms of running.
+    source.exec("SET jit = off");
     auto r = source.exec_params(R"sql(
 WITH RECURSIVE
 roots AS (
   SELECT t.name::regclass::oid AS oid FROM unnest($1::text[]) AS t(name)
   UNION
   SELECT p.relid::oid FROM unnest($1::text[]) AS t(name) CROSS JOIN LATERAL pg_partition_tree(t.name::regclass) p),
-edges(fc, fo, tc, tob) AS (
+edges(fc, fo, tc, tob) AS MATERIALIZED (
   SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_depend d
   WHERE d.deptype IN ('n', 'a', 'i', 'e') AND d.refobjid >= 16384
     AND NOT (d.refclassid = 'pg_class'::regclass AND
@@ -234,6 +259,7 @@ SELECT o.classid::regclass::text, o.classid, o.objid,
 FROM objs o
 )sql",
                                 {pg::text_array(names)});
+    source.exec("RESET jit");
     std::vector<Needed> out;
     for (int i = 0; i < r.rows(); ++i) {
         if (r.is_null(i, 3))
@@ -243,52 +269,92 @@ FROM objs o
     return out;
 }
 
-/// One pg_restore run of the entries of `section` (pre-data | post-data) that the selected
-/// tables need and the target lacks, executed on the target in one transaction.
-int restore_section(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
-                    const std::vector<reader::SourceTable>& tables, const std::string& section)
+/// Which of `needed` the target lacks: every probe in one query (a few hundred per statement).
+std::vector<const Needed*> lacking(pg::Connection& target, const std::vector<Needed>& needed)
+{
+    constexpr std::size_t k_probes_per_query = 500;
+    std::vector<const Needed*> out;
+    for (std::size_t from = 0; from < needed.size(); from += k_probes_per_query) {
+        const auto to = std::min(needed.size(), from + k_probes_per_query);
+        std::string sql = "SELECT ";
+        for (auto i = from; i < to; ++i)
+            sql += (i > from ? ", " : "") + needed[i].probe;
+        auto r = target.exec(sql);
+        for (auto i = from; i < to; ++i)
+            if (r.get(0, static_cast<int>(i - from)) != "t")
+                out.push_back(&needed[i]);
+    }
+    return out;
+}
+
+/// The error for a tool that failed: its exit code and what it wrote to `dir`/err.
+[[noreturn]] void tool_failed(const fs::path& dir, const std::string& step, int rc)
+{
+    throw SourceError(step + " failed (exit " + std::to_string(rc) + "): " + read_file(dir / "err"), false);
+}
+
+} // namespace
+
+/// The source's schema as `pg_dump --schema-only --format=custom` wrote it, with pg_restore's
+/// table of contents of it.
+struct SchemaCopy::Dump {
+    WorkDir dir;
+    std::string restore_bin;
+    fs::path file;
+    std::string toc;
+};
+
+SchemaCopy::SchemaCopy(const config::Config& cfg) : cfg_(cfg) {}
+SchemaCopy::~SchemaCopy() = default;
+
+int SchemaCopy::restore_section(pg::Connection& source, pg::Connection& target,
+                                const std::vector<reader::SourceTable>& tables, const std::string& section)
 {
     auto needed = needed_objects(source, tables);
     std::set<std::pair<std::string, std::string>> want;
     std::vector<std::string> want_names;
-    for (const auto& n : needed) {
-        if (target.exec("SELECT " + n.probe).get(0, 0) == "t")
-            continue;
-        want.insert({n.classid, n.objid});
-        if (!n.toc_name.empty())
-            want_names.push_back(n.toc_name);
+    for (const auto* n : lacking(target, needed)) {
+        want.insert({n->classid, n->objid});
+        if (!n->toc_name.empty())
+            want_names.push_back(n->toc_name);
     }
     if (want.empty())
         return 0;
 
-    auto dump_bin = find_pg_dump(source.server_version() / 10000, version_text(source.server_version()));
-    auto restore_bin = (fs::path(dump_bin).parent_path() / "pg_restore").string();
-    WorkDir dir;
-    std::string password;
-    std::vector<std::pair<std::string, std::string>> keys;
-    for (auto& [k, v] : pg::parse_conninfo(cfg.source.conninfo)) {
-        if (k == "password")
-            password = v;
-        else
-            keys.emplace_back(k, v);
+    if (!dump_) {
+        auto dump = std::make_unique<Dump>();
+        auto dump_bin = find_pg_dump(source.server_version() / 10000, version_text(source.server_version()));
+        dump->restore_bin = (fs::path(dump_bin).parent_path() / "pg_restore").string();
+        std::string password;
+        std::vector<std::pair<std::string, std::string>> keys;
+        for (auto& [k, v] : pg::parse_conninfo(cfg_.source.conninfo)) {
+            if (k == "password")
+                password = v;
+            else
+                keys.emplace_back(k, v);
+        }
+        std::string conninfo;
+        for (auto& [k, v] : keys)
+            conninfo += (conninfo.empty() ? "" : " ") + k + "=" + pg::quote_literal(v);
+        dump->file = dump->dir.path() / "schema.dump";
+        const auto& dir = dump->dir;
+        if (int rc = run_tool({dump_bin, "--schema-only", "--format=custom", "--no-owner", "--no-privileges", "--file",
+                               dump->file.string(), "--dbname", conninfo},
+                              dir.path() / "out", dir.path() / "err", password);
+            rc != 0)
+            tool_failed(dir.path(), dump_bin + " --schema-only", rc);
+        if (int rc = run_tool({dump->restore_bin, "--list", dump->file.string()}, dir.path() / "toc", dir.path() / "err",
+                              "");
+            rc != 0)
+            tool_failed(dir.path(), dump->restore_bin + " --list", rc);
+        dump->toc = read_file(dir.path() / "toc");
+        dump_ = std::move(dump);
     }
-    std::string conninfo;
-    for (auto& [k, v] : keys)
-        conninfo += (conninfo.empty() ? "" : " ") + k + "=" + pg::quote_literal(v);
-    auto dump = dir.path() / "schema.dump";
-    auto fail = [&](const std::string& step, int rc) {
-        auto err = read_file(dir.path() / "err");
-        throw SourceError(step + " failed (exit " + std::to_string(rc) + "): " + err, false);
-    };
-    if (int rc = run_tool({dump_bin, "--schema-only", "--format=custom", "--no-owner", "--no-privileges", "--file",
-                           dump.string(), "--dbname", conninfo},
-                          dir.path() / "out", dir.path() / "err", password);
-        rc != 0)
-        fail(dump_bin + " --schema-only", rc);
-    if (int rc = run_tool({restore_bin, "--list", dump.string()}, dir.path() / "toc", dir.path() / "err", ""); rc != 0)
-        fail(restore_bin + " --list", rc);
+    const auto& dir = dump_->dir;
+    const auto& restore_bin = dump_->restore_bin;
+    const auto& dump = dump_->file;
     // Keep the table-of-contents lines of the wanted objects: "id; classid objid DESC ...".
-    std::istringstream toc(read_file(dir.path() / "toc"));
+    std::istringstream toc(dump_->toc);
     std::string list;
     int entries = 0;
     for (std::string l; std::getline(toc, l);) {
@@ -323,7 +389,7 @@ int restore_section(const config::Config& cfg, pg::Connection& source, pg::Conne
                            (dir.path() / "list").string(), "--file", "-", dump.string()},
                           dir.path() / "sql", dir.path() / "err", "");
         rc != 0)
-        fail(restore_bin, rc);
+        tool_failed(dir.path(), restore_bin, rc);
     // psql meta-commands (\restrict, newer releases) are for psql; the rest is plain SQL.
     std::istringstream sql_in(read_file(dir.path() / "sql"));
     std::string sql;
@@ -348,8 +414,6 @@ int restore_section(const config::Config& cfg, pg::Connection& source, pg::Conne
     return entries;
 }
 
-} // namespace
-
 std::vector<std::string> check_schema(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
                                       const std::vector<reader::SourceTable>& tables)
 {
@@ -372,10 +436,10 @@ std::vector<std::string> check_schema(const config::Config& cfg, pg::Connection&
     return out;
 }
 
-void create_schema_before_data(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
-                               const std::vector<reader::SourceTable>& tables)
+void SchemaCopy::before_data(pg::Connection& source, pg::Connection& target,
+                             const std::vector<reader::SourceTable>& tables)
 {
-    if (cfg.schema != config::SchemaMode::copy)
+    if (cfg_.schema != config::SchemaMode::copy)
         return;
     auto missing = missing_tables(target, tables);
     if (missing.empty())
@@ -383,7 +447,7 @@ void create_schema_before_data(const config::Config& cfg, pg::Connection& source
     std::string names;
     for (const auto& t : missing)
         names += (names.empty() ? "" : ", ") + t.display();
-    int n = restore_section(cfg, source, target, missing, "pre-data");
+    int n = restore_section(source, target, missing, "pre-data");
     spdlog::info("schema: copy: created {} object(s) on the target for {} missing table(s): {}", n, missing.size(),
                  names);
     // What was created must now match, or apply would fail later: say it now.
@@ -395,13 +459,14 @@ void create_schema_before_data(const config::Config& cfg, pg::Connection& source
                           false);
 }
 
-void create_schema_after_data(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
-                              const std::vector<reader::SourceTable>& tables)
+void SchemaCopy::after_data(pg::Connection& source, pg::Connection& target,
+                            const std::vector<reader::SourceTable>& tables)
 {
-    if (cfg.schema != config::SchemaMode::copy)
+    if (cfg_.schema != config::SchemaMode::copy)
         return;
     auto started = std::chrono::steady_clock::now();
-    int n = restore_section(cfg, source, target, tables, "post-data");
+    int n = restore_section(source, target, tables, "post-data");
+    dump_.reset(); // the last step that needs it: its temporary directory goes now
     if (n > 0)
         spdlog::info("schema: copy: created {} index(es), constraint(s) and trigger(s) on the target in {:.1f} s", n,
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

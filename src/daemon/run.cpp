@@ -725,6 +725,7 @@ SessionEnd run_session(Daemon& d)
     bool source_side = false;
     CopyDecision copy_plan;
     std::unique_ptr<pg::Connection> copy_target; // the copy's state and schema work on the target
+    copy::SchemaCopy schema_copy(cfg);            // schema: copy's one dump of the source's schema
     std::string snapshot;
     std::vector<reader::SourceTable> tables;      // selected
     std::vector<reader::SourceTable> copy_tables; // to copy in this session
@@ -779,7 +780,7 @@ SessionEnd run_session(Daemon& d)
             empty_copied_tables(cfg, *copy_target, prev, {prev.done_sql.begin(), prev.done_sql.end()});
             {
                 pg::Connection source(cfg.source.conninfo);
-                copy::create_schema_before_data(cfg, source, *copy_target, copy_tables);
+                schema_copy.before_data(source, *copy_target, copy_tables);
             }
             std::vector<std::pair<std::string, std::string>> names;
             for (const auto& t : plan.tables)
@@ -801,7 +802,7 @@ SessionEnd run_session(Daemon& d)
             }
             {
                 pg::Connection source(cfg.source.conninfo);
-                copy::create_schema_before_data(cfg, source, *copy_target, plan.tables);
+                schema_copy.before_data(source, *copy_target, plan.tables);
             }
             std::vector<std::pair<std::string, std::string>> names;
             for (const auto& t : plan.tables)
@@ -1013,7 +1014,7 @@ SessionEnd run_session(Daemon& d)
                     copy::set_run_state(*copy_target, cfg.name, "indexing");
                     {
                         pg::Connection source(cfg.source.conninfo);
-                        copy::create_schema_after_data(cfg, source, *copy_target, tables);
+                        schema_copy.after_data(source, *copy_target, tables);
                     }
                     copy::set_run_state(*copy_target, cfg.name, "done");
                     auto t = copy_progress->totals();

@@ -78,8 +78,9 @@ std::string TableWatch::join(pg::Connection& source, const reader::SourceTable& 
                        "its rows and replicates it";
             // schema: copy (with the initial copy): created from the source's definition, with
             // its indexes at once (a new table is usually small, and apply needs its keys).
-            copy::create_schema_before_data(cfg_, source, *dst, {table});
-            copy::create_schema_after_data(cfg_, source, *dst, {table});
+            copy::SchemaCopy schema(cfg_);
+            schema.before_data(source, *dst, {table});
+            schema.after_data(source, *dst, {table});
             spdlog::info("table {} appeared on the source: created it on the target (schema: copy)", name);
         }
         dst->exec("BEGIN");

@@ -16,6 +16,9 @@
 //   (by name). pg_dump must be at least the source's major version: an older one cannot read
 //   a newer server, and that is said before anything is created. PGSHIFT_PG_DUMP names a
 //   pg_dump binary explicitly (pg_restore is taken from the same directory).
+// - The schema is dumped once per run and serves both steps (an index added on the source
+//   during the copy is not picked up, as with pg_dump | psql); existence probes on the target
+//   go out as one query.
 // - Existing tables are never altered: with schema: copy a table that exists but differs is
 //   reported like with verify.
 #pragma once
@@ -24,6 +27,7 @@
 #include "pgshift/pg/connection.hpp"
 #include "pgshift/reader/catalog.hpp"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,14 +39,33 @@ namespace pgshift::copy {
                                                     pg::Connection& target,
                                                     const std::vector<reader::SourceTable>& tables);
 
-/// schema: copy, before the rows: creates what the selected tables need and the target lacks,
-/// without indexes and constraints. No-op with schema: verify. Throws TargetError/SourceError.
-void create_schema_before_data(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
-                               const std::vector<reader::SourceTable>& tables);
+/// schema: copy for one run: the source's schema is dumped once (pg_dump --schema-only, on
+/// first need) and both steps restore from that dump, as `pg_dump | psql` does with its one
+/// dump. A restart dumps again. With schema: verify both steps do nothing.
+class SchemaCopy {
+public:
+    explicit SchemaCopy(const config::Config& cfg);
+    ~SchemaCopy();
+    SchemaCopy(const SchemaCopy&) = delete;
+    SchemaCopy& operator=(const SchemaCopy&) = delete;
 
-/// schema: copy, after the rows: the indexes, constraints and triggers of the selected tables
-/// that the target lacks. Idempotent (a restart runs it again). No-op with schema: verify.
-void create_schema_after_data(const config::Config& cfg, pg::Connection& source, pg::Connection& target,
-                              const std::vector<reader::SourceTable>& tables);
+    /// Before the rows: creates what the selected tables need and the target lacks, without
+    /// indexes and constraints. Throws TargetError/SourceError.
+    void before_data(pg::Connection& source, pg::Connection& target, const std::vector<reader::SourceTable>& tables);
+    /// After the rows: the indexes, constraints and triggers of the selected tables that the
+    /// target lacks. Idempotent (a restart runs it again).
+    void after_data(pg::Connection& source, pg::Connection& target, const std::vector<reader::SourceTable>& tables);
+
+    struct Dump; ///< the dump file and its table of contents (schema_copy.cpp)
+
+private:
+    /// Restores the entries of `section` (pre-data | post-data) that `tables` need and the
+    /// target lacks, in one target transaction. Returns how many.
+    int restore_section(pg::Connection& source, pg::Connection& target,
+                        const std::vector<reader::SourceTable>& tables, const std::string& section);
+
+    const config::Config& cfg_;
+    std::unique_ptr<Dump> dump_;
+};
 
 } // namespace pgshift::copy
