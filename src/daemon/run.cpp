@@ -1018,9 +1018,9 @@ SessionEnd run_session(Daemon& d)
                     }
                     copy::set_run_state(*copy_target, cfg.name, "done");
                     auto t = copy_progress->totals();
-                    spdlog::info("initial copy done in {:.1f} s: {} table(s), {} rows, {}; applying the changes "
-                                 "made since {}",
-                                 t.seconds, t.tables, t.rows, mib(t.bytes), start.str());
+                    spdlog::info("initial copy done: {} table(s), {} rows, {} copied in {:.1f} s, then the index "
+                                 "step; applying the changes made since {}",
+                                 t.tables, t.rows, mib(t.bytes), t.seconds, start.str());
                     engine.begin_session(start);
                     start_apply();
                 }
