@@ -4,12 +4,17 @@
 # built-in logical replication in the same run.
 #
 # Each transaction (pgbench, paced with --rate) updates one pgbench account and inserts one probe
-# row whose created_at is clock_timestamp() on the source. The target runs with
-# track_commit_timestamp = on, so each probe row's delay is exactly
-#   pg_xact_commit_timestamp(xmin) - created_at
-# on the target (one machine, one clock): from the row's creation on the source to the commit that
-# made it visible on the target. Printed: p50, p99 and max per consumer and rate, and the CPU
-# seconds of the source cluster, the target cluster and pgshift during the run (bench/cpu.sh).
+# row whose created_at is clock_timestamp() on the source. A sampler on the target (a procedure in
+# its own session) reads max(probe.id) about once a millisecond and records the time each new
+# maximum became visible; a probe row's delay is the time of the first sample that saw its id (or a
+# later one), minus its created_at (one machine, one clock): from the row's creation on the source to
+# its visibility on the target, to within a sample interval (about 1 ms, the same for every
+# consumer; ids are taken in creation order and four clients commit them in nearly that order).
+# The target's commit timestamps cannot serve: both consumers record the source's commit time
+# with their replication origin (pg_replication_origin_xact_setup), so they would show the
+# source's own commit latency, not replication's (what this script measured until 2026-12-02).
+# Printed: p50, p99 and max per consumer and rate, and the CPU seconds of the source cluster, the
+# target cluster (sampler included) and pgshift during the run (bench/cpu.sh).
 #
 # Consumers run one at a time, each from its own slot created just before its load (the other
 # consumer is not running), into its own copy of the target database.
@@ -36,7 +41,7 @@ bin="${PGSHIFT_BUILD_DIR:-$root/build}/src/daemon/pgshift"
 for r in $rates; do [[ "$r" =~ ^[0-9]+$ ]] || { echo "rates are numbers, got '$r'"; exit 1; }; done
 
 PAIR_SOURCE_SETTINGS=(max_wal_size=4GB max_replication_slots=20 max_wal_senders=20 checkpoint_timeout=1h)
-PAIR_TARGET_SETTINGS=(max_wal_size=4GB max_replication_slots=100 checkpoint_timeout=1h track_commit_timestamp=on)
+PAIR_TARGET_SETTINGS=(max_wal_size=4GB max_replication_slots=100 checkpoint_timeout=1h)
 source "$root/scripts/cluster-pair.sh"
 daemon=""
 on_exit '[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null'
@@ -51,6 +56,23 @@ psql_src "$probe_sql"
 psql_dst "CREATE DATABASE t_base"
 "$pgbin/pgbench" -i -q -s "$scale" -d "$dst_base dbname=t_base" >/dev/null 2>&1
 psql_db t_base "$probe_sql"
+# The sampler (see the top of this file): runs until a row appears in sampler_stop.
+psql_db t_base "CREATE UNLOGGED TABLE seen (at timestamptz NOT NULL, max_id bigint NOT NULL);
+  CREATE INDEX ON seen (max_id);
+  CREATE UNLOGGED TABLE sampler_stop (at timestamptz);
+  CREATE PROCEDURE sample() LANGUAGE plpgsql AS \$\$
+  DECLARE m bigint; last bigint := 0; stop boolean;
+  BEGIN
+    SET synchronous_commit = off;
+    LOOP
+      stop := EXISTS (SELECT FROM sampler_stop); -- then one last sample, after the stop
+      SELECT coalesce(max(id), 0) INTO m FROM probe;
+      IF m > last THEN INSERT INTO seen VALUES (clock_timestamp(), m); last := m; END IF;
+      EXIT WHEN stop;
+      COMMIT; -- no long transaction holding back the target's horizon
+      PERFORM pg_sleep(0.001);
+    END LOOP;
+  END \$\$"
 psql_src "VACUUM ANALYZE"
 
 cat > "$work/load.sql" <<'SQL'
@@ -68,11 +90,15 @@ dst_pm=$(head -n 1 "$work/target/postmaster.pid")
 ctl_port=$(free_port)
 declare -A p50 p99 pmax rows tps cpu_s cpu_t cpu_o
 
+# Each probe row's delay in ms, and its created_at: the first sample that saw its id.
+delays="SELECT p.created_at, extract(epoch FROM v.at - p.created_at) * 1000 AS d FROM probe p
+  CROSS JOIN LATERAL (SELECT at FROM seen WHERE max_id >= p.id ORDER BY max_id LIMIT 1) v"
 caught_up() { # slot end_lsn
   [ "$(psql_src "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = "t" ]
 }
 measure() { # key db slot consumer_pid
   local key=$1 db=$2 slot=$3 pid=$4 c0 c1 out end
+  "$pgbin/psql" -X -q -d "$dst_base dbname=$db" -c "CALL sample()" & local sampler=$!
   read -r -a c0 <<< "$("$root/bench/cpu.sh" ticks "$src_pm" "$dst_pm" "$pid")"
   out=$("$pgbin/pgbench" -n -c 4 -j 2 -T "$seconds" -R "$rate" -f "$work/load.sql" -D scale="$scale" -d "$src" 2>&1)
   tps[$key]=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -1)
@@ -80,6 +106,8 @@ measure() { # key db slot consumer_pid
   for _ in $(seq 1 600); do caught_up "$slot" "$end" && break; sleep 0.1; done
   caught_up "$slot" "$end" || { echo "$key did not catch up"; exit 1; }
   read -r -a c1 <<< "$("$root/bench/cpu.sh" ticks "$src_pm" "$dst_pm" "$pid")"
+  psql_db "$db" "INSERT INTO sampler_stop VALUES (now())"
+  wait "$sampler" || { echo "$key: the sampler failed"; exit 1; }
   cpu_s[$key]=$(printf %.2f "$(echo "scale=4; (${c1[0]} - ${c0[0]}) / $hz" | bc)")
   cpu_t[$key]=$(printf %.2f "$(echo "scale=4; (${c1[1]} - ${c0[1]}) / $hz" | bc)")
   cpu_o[$key]=$([ "$pid" = 0 ] && echo "(in target)" || printf %.2f "$(echo "scale=4; (${c1[2]} - ${c0[2]}) / $hz" | bc)")
@@ -90,14 +118,15 @@ measure() { # key db slot consumer_pid
     SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric, 2),
            round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 2),
            round(max(d)::numeric, 2), count(*)
-    FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS d FROM probe) s" |
+    FROM ($delays) s" |
     tr '|' ' ')"
+  [ "${rows[$key]}" = "$want" ] || { echo "$key: the sampler saw ${rows[$key]} of $want probe rows"; exit 1; }
   if [ -n "${TIMELINE:-}" ]; then # per 250 ms of the run: probe rows, their p99 and max delay
     psql_db "$db" "
       SELECT to_char(b, 'MI:SS.MS'), count(*), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 1),
              round(max(d)::numeric, 1)
       FROM (SELECT date_bin('250 ms', created_at, 'epoch') AS b,
-                   extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS d FROM probe) s
+                   d FROM ($delays) s0) s
       GROUP BY b ORDER BY b" | awk -F'|' -v k="$key" '{ printf "%s %s rows %s p99 %s max %s\n", k, $1, $2, $3, $4 }'
   fi
 }
