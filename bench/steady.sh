@@ -3,7 +3,8 @@
 # from each source row's creation to its commit on the target, for pgshift and for PostgreSQL's
 # built-in logical replication in the same run.
 #
-# Each transaction (pgbench, paced with --rate) updates one pgbench account and inserts one probe
+# Each transaction (pgbench, paced with --rate; one statement, prepared, so that the source's own
+# backends leave CPU to the rest) updates one pgbench account and inserts one probe
 # row whose created_at is clock_timestamp() on the source. A sampler on the target (a procedure in
 # its own session) reads max(probe.id) about once a millisecond and records the time each new
 # maximum became visible; a probe row's delay is the time of the first sample that saw its id (or a
@@ -78,10 +79,8 @@ psql_src "VACUUM ANALYZE"
 cat > "$work/load.sql" <<'SQL'
 \set aid random(1, 100000 * :scale)
 \set delta random(-5000, 5000)
-BEGIN;
-UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-INSERT INTO probe (created_at) VALUES (clock_timestamp());
-END;
+WITH u AS (UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid RETURNING aid)
+INSERT INTO probe (created_at) SELECT clock_timestamp() FROM u;
 SQL
 
 hz=$(getconf CLK_TCK)
@@ -100,7 +99,7 @@ measure() { # key db slot consumer_pid
   local key=$1 db=$2 slot=$3 pid=$4 c0 c1 out end
   "$pgbin/psql" -X -q -d "$dst_base dbname=$db" -c "CALL sample()" & local sampler=$!
   read -r -a c0 <<< "$("$root/bench/cpu.sh" ticks "$src_pm" "$dst_pm" "$pid")"
-  out=$("$pgbin/pgbench" -n -c 4 -j 2 -T "$seconds" -R "$rate" -f "$work/load.sql" -D scale="$scale" -d "$src" 2>&1)
+  out=$("$pgbin/pgbench" -n -M prepared -c 4 -j 2 -T "$seconds" -R "$rate" -f "$work/load.sql" -D scale="$scale" -d "$src" 2>&1)
   tps[$key]=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -1)
   end=$(psql_src "SELECT pg_current_wal_lsn()")
   for _ in $(seq 1 600); do caught_up "$slot" "$end" && break; sleep 0.1; done
