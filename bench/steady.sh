@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Steady-state benchmark: a paced write load on the source while a consumer keeps up, and the delay
-# from each source row's creation to its commit on the target, for pgshift and for PostgreSQL's
+# from each source row's creation to its visibility on the target, for pgshift and for PostgreSQL's
 # built-in logical replication in the same run.
 #
 # Each transaction (pgbench, paced with --rate; one statement, prepared, so that the source's own
