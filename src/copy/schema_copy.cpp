@@ -4,6 +4,7 @@
 #include "pgshift/copy/schema_copy.hpp"
 
 #include "pgshift/check/schema.hpp"
+#include "pgshift/common/address.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -304,6 +305,38 @@ struct SchemaCopy::Dump {
     std::string toc;
 };
 
+namespace {
+
+/// pg_dump --schema-only of the source, and pg_restore --list of that dump. The password goes
+/// to the tools through the environment, never on their command line.
+std::unique_ptr<SchemaCopy::Dump> dump_schema(const std::string& source_conninfo, int server_version)
+{
+    auto dump = std::make_unique<SchemaCopy::Dump>();
+    const auto dump_bin = find_pg_dump(server_version / 10000, version_text(server_version));
+    dump->restore_bin = (fs::path(dump_bin).parent_path() / "pg_restore").string();
+    std::string password;
+    std::string conninfo;
+    for (auto& [k, v] : pg::parse_conninfo(source_conninfo)) {
+        if (k == "password")
+            password = v;
+        else
+            conninfo += (conninfo.empty() ? "" : " ") + k + "=" + conninfo_quote(v);
+    }
+    dump->file = dump->dir.path() / "schema.dump";
+    const auto dir = dump->dir.path();
+    if (int rc = run_tool({dump_bin, "--schema-only", "--format=custom", "--no-owner", "--no-privileges", "--file",
+                           dump->file.string(), "--dbname", conninfo},
+                          dir / "out", dir / "err", password);
+        rc != 0)
+        tool_failed(dir, dump_bin + " --schema-only", rc);
+    if (int rc = run_tool({dump->restore_bin, "--list", dump->file.string()}, dir / "toc", dir / "err", ""); rc != 0)
+        tool_failed(dir, dump->restore_bin + " --list", rc);
+    dump->toc = read_file(dir / "toc");
+    return dump;
+}
+
+} // namespace
+
 SchemaCopy::SchemaCopy(const config::Config& cfg) : cfg_(cfg) {}
 SchemaCopy::~SchemaCopy() = default;
 
@@ -321,35 +354,8 @@ int SchemaCopy::restore_section(pg::Connection& source, pg::Connection& target,
     if (want.empty())
         return 0;
 
-    if (!dump_) {
-        auto dump = std::make_unique<Dump>();
-        auto dump_bin = find_pg_dump(source.server_version() / 10000, version_text(source.server_version()));
-        dump->restore_bin = (fs::path(dump_bin).parent_path() / "pg_restore").string();
-        std::string password;
-        std::vector<std::pair<std::string, std::string>> keys;
-        for (auto& [k, v] : pg::parse_conninfo(cfg_.source.conninfo)) {
-            if (k == "password")
-                password = v;
-            else
-                keys.emplace_back(k, v);
-        }
-        std::string conninfo;
-        for (auto& [k, v] : keys)
-            conninfo += (conninfo.empty() ? "" : " ") + k + "=" + pg::quote_literal(v);
-        dump->file = dump->dir.path() / "schema.dump";
-        const auto& dir = dump->dir;
-        if (int rc = run_tool({dump_bin, "--schema-only", "--format=custom", "--no-owner", "--no-privileges", "--file",
-                               dump->file.string(), "--dbname", conninfo},
-                              dir.path() / "out", dir.path() / "err", password);
-            rc != 0)
-            tool_failed(dir.path(), dump_bin + " --schema-only", rc);
-        if (int rc = run_tool({dump->restore_bin, "--list", dump->file.string()}, dir.path() / "toc", dir.path() / "err",
-                              "");
-            rc != 0)
-            tool_failed(dir.path(), dump->restore_bin + " --list", rc);
-        dump->toc = read_file(dir.path() / "toc");
-        dump_ = std::move(dump);
-    }
+    if (!dump_)
+        dump_ = dump_schema(cfg_.source.conninfo, source.server_version());
     const auto& dir = dump_->dir;
     const auto& restore_bin = dump_->restore_bin;
     const auto& dump = dump_->file;
