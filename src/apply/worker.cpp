@@ -336,8 +336,8 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, b
         compactor.flush(released_);
         drain(pl);
         writer_.flush(pl);
-        counts.statements = writer_.statements() - statements_before;
-        counts.rows = writer_.rows() - rows_before;
+        counts.statements += writer_.statements() - statements_before; // TRUNCATEs were counted already
+        counts.rows += writer_.rows() - rows_before;
         // The batch commits as one target transaction recording the last source transaction's
         // end: the target still only ever shows states the source had at some commit.
         auto end = last.end_lsn.str();

@@ -329,7 +329,16 @@ line"})");
             INSERT INTO t_trunc_b (v) SELECT 'b' || g FROM generate_series(1, 20) g;
         )sql");
         REQUIRE(fx.converged(k_type_tables, 60s));
+        // A TRUNCATE is one statement on the target, and counted as one.
+        const auto statements = [&] { return fx.daemon().metric("pgshift_apply_statements_total").value_or(-1); };
+        const double before = statements();
+        src.exec("TRUNCATE t_trunc_single");
+        require_converged(fx);
+        for (int i = 0; i < 50 && statements() < before + 1; ++i) // counted just after the commit
+            std::this_thread::sleep_for(100ms);
+        CHECK(statements() == before + 1);
         exec_statements(src, R"sql(
+            INSERT INTO t_trunc_single SELECT g, 'old' FROM generate_series(1, 50) g;
             TRUNCATE t_trunc_single;
             INSERT INTO t_trunc_single VALUES (1, 'new after truncate');
             TRUNCATE t_trunc_a, t_trunc_b RESTART IDENTITY;
