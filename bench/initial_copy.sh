@@ -19,7 +19,9 @@
 #              ORDER (default "builtin dump pgshift") the methods and the order they run in (each
 #              later one finds more of the earlier ones' writes still in the page cache);
 #              SETTLE (default 40) seconds of idle between loading the source and the first copy;
-#              ROUNDS (default 3) copies per method, interleaved (see below).
+#              ROUNDS (default 3) copies per method, interleaved (see below);
+#              LOG_LEVEL (default info) pgshift's log level, KEEP_LOG a file to copy the log of
+#              the last pgshift run to (its start-up timeline, with LOG_LEVEL=debug).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 scale=${1:-50}
@@ -123,12 +125,12 @@ target: {conninfo: "$dst_base dbname=t_pgshift"}
 initial_copy: {enabled: true, workers: $copy_workers}
 schema: copy
 control: {listen: "127.0.0.1:$(free_port)"}
-log: {level: info}
+log: {level: ${LOG_LEVEL:-info}}
 YAML
   "$bin" run --config "$work/pgshift.yaml" >"$work/pgshift.log" 2>&1 & daemon=$!
   poll_until t_pgshift "SELECT state FROM pgshift.copy_runs" done "$daemon" ||
     { echo "pgshift exited"; tail -20 "$work/pgshift.log"; exit 1; }
-  ticks "$daemon" > "$work/client.ticks"
+  ticks "$daemon" > "$work/client.ticks"; [ -z "${KEEP_LOG:-}" ] || cp "$work/pgshift.log" "$KEEP_LOG"
 }
 
 psql_src "CREATE PUBLICATION bench_pub FOR TABLE $(echo $tables | sed 's/ /, /g')"
