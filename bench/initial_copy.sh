@@ -20,6 +20,8 @@
 #              later one finds more of the earlier ones' writes still in the page cache);
 #              SETTLE (default 40) seconds of idle between loading the source and the first copy;
 #              ROUNDS (default 3) copies per method, interleaved (see below);
+#              INDEXES (default 0) secondary indexes on pgbench_accounts, built by every method
+#              after the rows (pgshift: in initial_copy.workers sessions at once);
 #              LOG_LEVEL (default info) pgshift's log level, KEEP_LOG a file to copy the log of
 #              the last pgshift run to (its start-up timeline, with LOG_LEVEL=debug).
 set -euo pipefail
@@ -30,6 +32,7 @@ sync_workers=${SYNC_WORKERS:-2}
 order=${ORDER:-builtin dump pgshift}
 settle=${SETTLE:-40}
 rounds=${ROUNDS:-3}
+indexes=${INDEXES:-0}
 bin="${PGSHIFT_BUILD_DIR:-$root/build}/src/daemon/pgshift"
 [ -x "$bin" ] || { echo "build pgshift first (scripts/build.sh)"; exit 1; }
 [[ "$scale" =~ ^[0-9]+$ && "$scale" -ge 1 ]] || { echo "SCALE must be a positive integer, got '$scale'"; exit 1; }
@@ -51,6 +54,10 @@ echo "== source: pgbench -i -s $scale"
 "$pgbin/pgbench" -i -q -s "$scale" -d "$src" >/dev/null 2>&1
 # pgbench_history has no key; pgshift only publishes tables the source can still update.
 psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+# Secondary indexes on pgbench_accounts (INDEXES, default 0): each method builds them after the rows.
+for i in $(seq 1 "$indexes"); do
+  psql_src "CREATE INDEX pgbench_accounts_i$i ON pgbench_accounts ($(echo "bid abalance filler aid" | cut -d' ' -f$(( (i - 1) % 4 + 1 ))))"
+done
 psql_src "VACUUM ANALYZE"
 echo "   $(psql_src "SELECT count(*) FROM pgbench_accounts") accounts, database $(psql_src "SELECT pg_size_pretty(pg_database_size(current_database()))")"
 # The target's WAL is pre-allocated before anything is measured: a server creates each new
@@ -147,6 +154,8 @@ check_copy() {
   [ "$got" = "$want" ] || { echo "   $1 differs from the source: $got vs $want"; exit 1; }
   pk=$(psql_db "$1" "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname LIKE 'pgbench%' AND indisprimary AND indisvalid")
   [ "$pk" = 3 ] || { echo "   $1 has $pk of 3 primary keys"; exit 1; }
+  local ix; ix=$(psql_db "$1" "SELECT count(*) FROM pg_index WHERE indrelid = 'pgbench_accounts'::regclass AND indisvalid")
+  [ "$ix" = $((indexes + 1)) ] || { echo "   $1 has $ix of $((indexes + 1)) indexes on pgbench_accounts"; exit 1; }
 }
 
 # Then a pause: measured here, the first method timed right after the load ran its COPY about a
