@@ -21,7 +21,7 @@
 #              SETTLE (default 40) seconds of idle between loading the source and the first copy;
 #              ROUNDS (default 3) copies per method, interleaved (see below);
 #              INDEXES (default 0) secondary indexes on pgbench_accounts, built by every method
-#              after the rows (pgshift: in initial_copy.workers sessions at once);
+#              after the rows;
 #              LOG_LEVEL (default info) pgshift's log level, KEEP_LOG a file to copy the log of
 #              the last pgshift run to (its start-up timeline, with LOG_LEVEL=debug).
 set -euo pipefail
@@ -55,8 +55,9 @@ echo "== source: pgbench -i -s $scale"
 # pgbench_history has no key; pgshift only publishes tables the source can still update.
 psql_src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
 # Secondary indexes on pgbench_accounts (INDEXES, default 0): each method builds them after the rows.
-for i in $(seq 1 "$indexes"); do
-  psql_src "CREATE INDEX pgbench_accounts_i$i ON pgbench_accounts ($(echo "bid abalance filler aid" | cut -d' ' -f$(( (i - 1) % 4 + 1 ))))"
+index_columns=(bid abalance filler aid)
+for ((i = 1; i <= indexes; i++)); do
+  psql_src "CREATE INDEX pgbench_accounts_i$i ON pgbench_accounts (${index_columns[(i - 1) % 4]})"
 done
 psql_src "VACUUM ANALYZE"
 echo "   $(psql_src "SELECT count(*) FROM pgbench_accounts") accounts, database $(psql_src "SELECT pg_size_pretty(pg_database_size(current_database()))")"
@@ -137,7 +138,8 @@ YAML
   "$bin" run --config "$work/pgshift.yaml" >"$work/pgshift.log" 2>&1 & daemon=$!
   poll_until t_pgshift "SELECT state FROM pgshift.copy_runs" done "$daemon" ||
     { echo "pgshift exited"; tail -20 "$work/pgshift.log"; exit 1; }
-  ticks "$daemon" > "$work/client.ticks"; [ -z "${KEEP_LOG:-}" ] || cp "$work/pgshift.log" "$KEEP_LOG"
+  ticks "$daemon" > "$work/client.ticks"
+  [ -z "${KEEP_LOG:-}" ] || cp "$work/pgshift.log" "$KEEP_LOG"
 }
 
 psql_src "CREATE PUBLICATION bench_pub FOR TABLE $(echo $tables | sed 's/ /, /g')"
