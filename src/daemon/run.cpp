@@ -9,6 +9,11 @@
 //   servers' reachability, whether the walsender sees the reader's replies, tables that appear
 //   on the source). No detached threads, except the one that waits for a second SIGTERM after
 //   the first (it ends the process).
+// - A session (run_session) is four steps, each in one place: recover_direction (once per
+//   daemon), Startup (checks, then side effects), run_copy when an initial copy is due, and
+//   stream (the main thread's loop, with switch_over for a cutover or rollback). The session's
+//   two threads, their stop order and the classification of what they threw are
+//   SessionThreads'.
 // - Signals are taken on every path: while streaming, while backing off (whatever the delay),
 //   between the blocking steps of a session's start-up, and while waiting for `resume`.
 // - SIGHUP reloads the file on the main thread, between operations (a cutover holds it back
@@ -686,247 +691,287 @@ SessionEnd finish_migration(Daemon& d)
     return SessionEnd::finished;
 }
 
-SessionEnd run_session(Daemon& d)
+/// The direction to stream and the outcome of an operation a crash interrupted: read once per
+/// daemon, before anything else. A SessionEnd when no session may start.
+std::optional<SessionEnd> recover_direction(Daemon& d)
 {
-    auto& state = d.state;
-    // The start-up below blocks on both servers, step after step (each bounded by its
-    // timeouts, all together not by the watchdog's).
-    std::optional<Watchdog::Busy> starting(std::in_place, d.watchdog, state);
-    if (!d.recovered) {
-        // Which way to stream, and the outcome of an operation a crash interrupted, before anything else.
-        try {
-            auto reverse = cutover::Switchover::recover(d.base, d.report());
-            if (!reverse) {
-                spdlog::info("migration {} was finished (pgshift finish): nothing to do", d.base.name);
-                return SessionEnd::finished;
-            }
-            state.set_reverse(*reverse);
-            d.recovered = true;
-            if (*reverse)
-                spdlog::info("direction is reverse (after a cutover): streaming from the target to the source");
-        } catch (...) {
-            return classify(std::current_exception(), state, false);
-        }
-    }
-    // A copy: a SIGHUP may change the live configuration's reloadable keys while this
-    // session's threads read theirs (apply.on_missing_row takes effect with the next session).
-    const config::Config cfg = d.active();
-    state.set_verifier(&d.verifier());
-    // Entries are capped too (a transaction costs at least a few hundred bytes of accounting).
-    auto max_entries = std::clamp<std::size_t>(cfg.apply.max_queue_bytes / 1024, 1024, std::size_t(1) << 20);
-    auto queue_ptr = std::make_shared<queue::TxnQueue>(cfg.apply.max_queue_bytes, max_entries);
-    auto progress_ptr = std::make_shared<queue::Progress>(max_entries);
-    auto& queue = *queue_ptr;
-    auto& progress = *progress_ptr;
-    state.set_session({progress_ptr, queue_ptr});
-    apply::Engine engine(cfg, queue, progress, state.stats(), &state.hold());
-    reader::Reader reader(cfg, queue, progress, state.stats());
-    Lsn start;
-    bool source_side = false;
-    CopyDecision copy_plan;
-    std::unique_ptr<pg::Connection> copy_target; // the copy's state and schema work on the target
-    copy::SchemaCopy schema_copy(cfg);            // schema: copy's one dump of the source's schema
-    std::string snapshot;
-    std::vector<reader::SourceTable> tables;      // selected
-    std::vector<reader::SourceTable> copy_tables; // to copy in this session
-    Lsn sync_lsn;                                 // the LSN of the snapshot they are copied under
-    std::unique_ptr<pg::ReplicationConnection> exporter; // a resumed copy's temporary slot and snapshot
-    std::map<std::string, Lsn> skip;              // tables whose changes below an LSN are dropped
+    if (d.recovered)
+        return std::nullopt;
     try {
-        // Read-only checks on both servers first.
-        Lsn durable = engine.connect();
-        state.set_upstream_endpoint(false, true, engine.server_version());
-        copy_target = std::make_unique<pg::Connection>(pg::conninfo_with(
-            cfg.target.conninfo, {{"application_name", "pgshift_" + cfg.name + "_copy"}, {"client_encoding", "UTF8"}}));
-        copy_plan = decide_copy(cfg, *copy_target, durable);
-        if (d.signals.pending())
-            return SessionEnd::stopped;
-        source_side = true;
+        auto reverse = cutover::Switchover::recover(d.base, d.report());
+        if (!reverse) {
+            spdlog::info("migration {} was finished (pgshift finish): nothing to do", d.base.name);
+            return SessionEnd::finished;
+        }
+        d.state.set_reverse(*reverse);
+        d.recovered = true;
+        if (*reverse)
+            spdlog::info("direction is reverse (after a cutover): streaming from the target to the source");
+    } catch (...) {
+        return classify(std::current_exception(), d.state, false);
+    }
+    return std::nullopt;
+}
+
+/// What a session's start-up decided, for the phases after it.
+struct SessionPlan {
+    Lsn start;                                    ///< where the stream starts
+    bool copy = false;                            ///< an initial copy runs in this session
+    std::unique_ptr<pg::Connection> copy_target;  ///< the copy's state and schema work on the target
+    std::vector<reader::SourceTable> tables;      ///< selected
+    std::vector<reader::SourceTable> copy_tables; ///< to copy in this session
+    std::string snapshot;                         ///< the exported snapshot they are copied under
+    Lsn sync_lsn;                                 ///< the LSN that snapshot stands for
+    /// A resumed copy's temporary slot: its snapshot lives as long as this connection.
+    std::unique_ptr<pg::ReplicationConnection> exporter;
+};
+
+/// A session's start-up, one step after the other, each blocking on a server: read-only checks
+/// on both servers first, then the side effects in the order exactly-once needs (publication,
+/// origins, the copy's record and schema, the slot; see the design notes above). A signal is
+/// looked at between the checks. A bare PgError is blamed on the server of the step that threw
+/// it (source_side_, for classify()).
+class Startup {
+public:
+    Startup(Daemon& d, const config::Config& cfg, apply::Engine& engine, reader::Reader& reader,
+            copy::SchemaCopy& schema_copy)
+        : d_(d), cfg_(cfg), engine_(engine), reader_(reader), schema_copy_(schema_copy)
+    {
+    }
+
+    /// Fills `plan`; a SessionEnd when the session ends before streaming (a stop, an error).
+    std::optional<SessionEnd> run(SessionPlan& plan)
+    {
+        try {
+            check_target(plan);
+            if (d_.signals.pending())
+                return SessionEnd::stopped;
+            check_source_side(plan);
+            if (d_.signals.pending())
+                return SessionEnd::stopped;
+            publish();
+            engine_.ensure_origins();
+            if (plan.copy)
+                prepare_copy(plan);
+            open_stream(plan);
+        } catch (...) {
+            return classify(std::current_exception(), d_.state, source_side_);
+        }
+        return std::nullopt;
+    }
+
+private:
+    /// The target's durable progress and the copy's recorded state (read-only).
+    void check_target(SessionPlan& plan)
+    {
+        durable_ = engine_.connect();
+        d_.state.set_upstream_endpoint(false, true, engine_.server_version());
+        plan.copy_target = std::make_unique<pg::Connection>(
+            pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_copy"},
+                                                     {"client_encoding", "UTF8"}}));
+        copy_ = decide_copy(cfg_, *plan.copy_target, durable_);
+        plan.copy = copy_.needed;
+    }
+
+    /// The source (wal_level, tables, slot) and, for a copy, the schema on both servers (read-only).
+    void check_source_side(SessionPlan& plan)
+    {
+        source_side_ = true;
         // An unfinished copy's origin progress (its old consistent point) means nothing: the
         // copy starts over from a new slot.
-        auto plan = check_source(cfg, copy_plan.needed ? Lsn() : durable, d.publication_ready.load());
-        tables = plan.tables;
-        if (copy_plan.needed) {
-            source_side = false;
-            check_copy(cfg, copy_plan, plan.tables, plan.slot, *copy_target);
-        }
-        if (d.signals.pending())
-            return SessionEnd::stopped;
+        source_ = check_source(cfg_, copy_.needed ? Lsn() : durable_, d_.publication_ready.load());
+        plan.tables = source_.tables;
+        source_side_ = false;
+        if (copy_.needed)
+            check_copy(cfg_, copy_, source_.tables, source_.slot, *plan.copy_target);
+    }
 
-        // Side effects, in the order exactly-once needs.
-        source_side = true;
-        if (!d.publication_ready.load()) {
-            pg::Connection source(cfg.source.conninfo);
-            reader::prepare_publication(source, cfg.publication_name(), plan.tables);
-            d.publication_ready.store(true);
-        }
-        source_side = false;
-        engine.ensure_origins();
-        const auto& prev = copy_plan.previous;
-        // An interrupted copy whose slot and consistent point are intact keeps the tables it
-        // finished; the others are copied under a new snapshot (copy_state.hpp).
-        const bool resume = copy_plan.needed && prev.exists && !prev.consistent_point.is_zero() && plan.slot.exists &&
-                            durable == prev.consistent_point && !prev.tables_done.empty();
-        if (resume) {
-            for (const auto& t : plan.tables)
+    /// The first side effect: the publication, once per daemon.
+    void publish()
+    {
+        if (d_.publication_ready.load())
+            return;
+        source_side_ = true;
+        pg::Connection source(cfg_.source.conninfo);
+        reader::prepare_publication(source, cfg_.publication_name(), source_.tables);
+        d_.publication_ready.store(true);
+        source_side_ = false;
+    }
+
+    /// The copy's tables, schema and record on the target, before the slot (copy_state.hpp). An
+    /// interrupted copy whose slot and consistent point are intact keeps the tables it
+    /// finished, and the others are copied under a new snapshot; otherwise the copy starts over
+    /// from a new slot.
+    void prepare_copy(SessionPlan& plan)
+    {
+        const auto& prev = copy_.previous;
+        resume_ = prev.exists && !prev.consistent_point.is_zero() && source_.slot.exists &&
+                  durable_ == prev.consistent_point && !prev.tables_done.empty();
+        if (resume_) {
+            for (const auto& t : source_.tables)
                 if (!prev.tables_done.count(t.display()))
-                    copy_tables.push_back(t);
+                    plan.copy_tables.push_back(t);
             spdlog::warn("the initial copy started {} (attempt {}) was interrupted before it finished; its snapshot "
                          "is gone (an exported snapshot lives only as long as the session that exported it). The {} "
                          "table(s) it finished are kept and receive the changes from {} on; the {} other(s) are "
                          "emptied and copied under a new snapshot",
-                         prev.started_at, prev.attempts, plan.tables.size() - copy_tables.size(),
-                         prev.consistent_point.str(), copy_tables.size());
-            empty_copied_tables(cfg, *copy_target, prev, {prev.done_sql.begin(), prev.done_sql.end()});
-            {
-                pg::Connection source(cfg.source.conninfo);
-                schema_copy.before_data(source, *copy_target, copy_tables);
-            }
-            std::vector<std::pair<std::string, std::string>> names;
-            for (const auto& t : plan.tables)
-                names.emplace_back(t.display(), t.sql());
-            copy::resume_run(*copy_target, cfg.name, names);
-        } else if (copy_plan.needed) {
-            copy_tables = plan.tables;
+                         prev.started_at, prev.attempts, source_.tables.size() - plan.copy_tables.size(),
+                         prev.consistent_point.str(), plan.copy_tables.size());
+            empty_copied_tables(cfg_, *plan.copy_target, prev, {prev.done_sql.begin(), prev.done_sql.end()});
+        } else {
+            plan.copy_tables = source_.tables;
             if (prev.exists) {
                 spdlog::warn("the initial copy started {} (attempt {}) was interrupted before it finished; its "
                              "snapshot is gone (an exported snapshot lives only as long as the session that "
                              "exported it), so the copy starts over from a new slot: the {} table(s) it filled are "
                              "emptied and copied again",
                              prev.started_at, prev.attempts, prev.table_sql.size());
-                source_side = true;
-                if (plan.slot.exists)
-                    drop_slot(cfg);
-                source_side = false;
-                empty_copied_tables(cfg, *copy_target, prev);
+                if (source_.slot.exists) {
+                    source_side_ = true;
+                    drop_slot(cfg_);
+                    source_side_ = false;
+                }
+                empty_copied_tables(cfg_, *plan.copy_target, prev);
             }
-            {
-                pg::Connection source(cfg.source.conninfo);
-                schema_copy.before_data(source, *copy_target, plan.tables);
-            }
-            std::vector<std::pair<std::string, std::string>> names;
-            for (const auto& t : plan.tables)
-                names.emplace_back(t.display(), t.sql());
-            copy::begin_run(*copy_target, cfg.name, cfg.slot_name(), names);
         }
-        source_side = true;
-        reader.connect();
-        state.set_upstream_endpoint(true, true, reader.server_version());
-        if (resume) {
-            start = prev.consistent_point;
-            if (!copy_tables.empty()) {
+        {
+            pg::Connection source(cfg_.source.conninfo);
+            schema_copy_.before_data(source, *plan.copy_target, plan.copy_tables);
+        }
+        std::vector<std::pair<std::string, std::string>> names;
+        for (const auto& t : source_.tables)
+            names.emplace_back(t.display(), t.sql());
+        if (resume_)
+            copy::resume_run(*plan.copy_target, cfg_.name, names);
+        else
+            copy::begin_run(*plan.copy_target, cfg_.name, cfg_.slot_name(), names);
+    }
+
+    /// Connects the reader and decides where the stream starts: a resumed copy's consistent
+    /// point (with a temporary slot's snapshot for the tables it copies again), a new slot (with
+    /// an exported snapshot for a copy; its consistent point initialises the origin), or the
+    /// durable progress of the existing one.
+    void open_stream(SessionPlan& plan)
+    {
+        source_side_ = true;
+        reader_.connect();
+        d_.state.set_upstream_endpoint(true, true, reader_.server_version());
+        const auto& prev = copy_.previous;
+        std::map<std::string, Lsn> skip; // tables whose changes below an LSN are dropped
+        if (resume_) {
+            plan.start = prev.consistent_point;
+            if (!plan.copy_tables.empty()) {
                 // A temporary slot only for its snapshot and the LSN it stands for; it goes away
                 // with this connection, once the copy sessions imported the snapshot.
-                exporter = std::make_unique<pg::ReplicationConnection>(cfg.source.conninfo,
-                                                                       "pgshift_" + cfg.name + "_resync");
+                plan.exporter = std::make_unique<pg::ReplicationConnection>(cfg_.source.conninfo,
+                                                                            "pgshift_" + cfg_.name + "_resync");
                 // Named after this process: a killed run's temporary slot may linger for a moment.
-                auto created = exporter->create_slot("pgshift_" + cfg.name + "_rs_" + std::to_string(::getpid()),
-                                                     true, true);
-                snapshot = created.snapshot_name;
-                sync_lsn = created.consistent_point;
-                for (const auto& t : copy_tables)
-                    skip[t.display()] = sync_lsn;
+                auto created = plan.exporter->create_slot(
+                    "pgshift_" + cfg_.name + "_rs_" + std::to_string(::getpid()), true, true);
+                plan.snapshot = created.snapshot_name;
+                plan.sync_lsn = created.consistent_point;
+                for (const auto& t : plan.copy_tables)
+                    skip[t.display()] = plan.sync_lsn;
                 spdlog::info("initial copy: {} table(s) are copied under snapshot {} at {}; their changes below it "
                              "are skipped",
-                             copy_tables.size(), snapshot, sync_lsn.str());
+                             plan.copy_tables.size(), plan.snapshot, plan.sync_lsn.str());
             }
-        } else if (copy_plan.needed) {
-            auto created = reader.create_slot_with_snapshot();
-            start = created.consistent_point;
-            snapshot = created.snapshot_name;
-            sync_lsn = start;
-            source_side = false;
-            copy::set_consistent_point(*copy_target, cfg.name, start);
-            engine.advance_origin(start);
-        } else if (!plan.slot.exists) {
-            start = reader.create_slot();
-            source_side = false;
-            engine.advance_origin(start);
+        } else if (plan.copy) {
+            auto created = reader_.create_slot_with_snapshot();
+            plan.start = created.consistent_point;
+            plan.snapshot = created.snapshot_name;
+            plan.sync_lsn = plan.start;
+            source_side_ = false;
+            copy::set_consistent_point(*plan.copy_target, cfg_.name, plan.start);
+            engine_.advance_origin(plan.start);
+        } else if (!source_.slot.exists) {
+            plan.start = reader_.create_slot();
+            source_side_ = false;
+            engine_.advance_origin(plan.start);
         } else {
-            start = durable.is_zero() ? plan.slot.confirmed_flush : durable;
+            plan.start = durable_.is_zero() ? source_.slot.confirmed_flush : durable_;
         }
         // Tables copied under a later snapshot than the stream's start (a resumed copy, now or
         // in an earlier run) skip the changes their copy holds.
         for (const auto& [t, lsn] : prev.tables_done)
-            if (start < lsn)
+            if (plan.start < lsn)
                 skip.emplace(t, lsn);
-        reader.skip_changes_below(skip);
-        source_side = false;
-        if (!copy_plan.needed)
-            engine.begin_session(start);
-    } catch (...) {
-        return classify(std::current_exception(), state, source_side);
+        reader_.skip_changes_below(skip);
+        source_side_ = false;
+        if (!plan.copy)
+            engine_.begin_session(plan.start);
     }
 
-    starting.reset();
+    Daemon& d_;
+    const config::Config& cfg_;
+    apply::Engine& engine_;
+    reader::Reader& reader_;
+    copy::SchemaCopy& schema_copy_;
+    Lsn durable_;          ///< the target's durable progress (origins)
+    CopyDecision copy_;    ///< the initial copy: needed, and what an earlier run left
+    SourcePlan source_;    ///< the selected tables and the slot
+    bool resume_ = false;  ///< an interrupted copy is resumed (prepare_copy)
+    bool source_side_ = false;
+};
 
-    std::atomic<bool> stop_apply{false}, stop_reader{false}, failed{false};
-    std::atomic<bool> reader_running{false}, apply_running{false};
-    std::exception_ptr apply_error, reader_error;
-    std::thread apply_thread, reader_thread;
-    auto start_reader = [&] {
-        reader_running.store(true);
-        reader_thread = std::thread([&] {
+/// A session's reader and apply threads. Started once the start-up is done (the reader alone
+/// while a copy runs); stopped apply first, so that its final durable position is what the
+/// reader reports. Apply finishes the batches it has started; one that still runs
+/// k_cancel_after later (waiting for a lock another session holds on the target, or just
+/// long) has its statement cancelled, is rolled back and is received again at the next start:
+/// a stop never waits for systemd's SIGKILL.
+class SessionThreads {
+public:
+    SessionThreads(reader::Reader& reader, apply::Engine& engine, DaemonState& state, const queue::Progress& progress)
+        : reader_(reader), engine_(engine), state_(state), progress_(progress)
+    {
+    }
+    SessionThreads(const SessionThreads&) = delete;
+    SessionThreads& operator=(const SessionThreads&) = delete;
+    ~SessionThreads() { stop(); }
+
+    void start_reader(Lsn start)
+    {
+        reader_running_.store(true);
+        reader_thread_ = std::thread([this, start] {
             try {
-                reader.stream(start, stop_reader);
+                reader_.stream(start, stop_reader_);
             } catch (...) {
-                reader_error = std::current_exception();
-                failed.store(true);
+                reader_error_ = std::current_exception();
+                failed_.store(true);
             }
-            reader_running.store(false);
+            reader_running_.store(false);
         });
-    };
-    auto start_apply = [&] {
-        apply_running.store(true);
-        apply_thread = std::thread([&] {
+    }
+    void start_apply()
+    {
+        apply_running_.store(true);
+        apply_thread_ = std::thread([this] {
             try {
-                engine.run(stop_apply, state.paused_flag());
+                engine_.run(stop_apply_, state_.paused_flag());
             } catch (...) {
-                apply_error = std::current_exception();
-                failed.store(true);
+                apply_error_ = std::current_exception();
+                failed_.store(true);
             }
-            apply_running.store(false);
+            apply_running_.store(false);
         });
-    };
-    // What the watchdog looks at while this session runs (atomics only).
-    d.session_sample = [&] {
-        SessionSample s;
-        s.reader_running = reader_running.load();
-        s.apply_running = apply_running.load();
-        s.received = progress.received.load();
-        s.pushed_seq = progress.pushed_seq.load();
-        s.applied_seq = progress.applied_seq.load();
-        auto& stats = state.stats();
-        s.batches_committed = stats.batches_committed.load();
-        const auto workers = std::min(static_cast<std::size_t>(std::max(stats.workers.load(), 0)),
-                                      stats.worker_state.size());
-        constexpr auto executing = static_cast<std::uint8_t>(apply::WorkerState::executing);
-        for (std::size_t k = 0; k < workers; ++k)
-            s.statement_on_target = s.statement_on_target || stats.worker_state[k].load() == executing;
-        s.apply_on_hold = state.paused_flag().load() || state.hold().at.load() != 0;
-        s.reply_sampled_ms = state.stream_reply_sampled_ms();
-        s.reply_changed_ms = state.stream_reply_changed_ms();
-        return s;
-    };
-    struct ClearSample {
-        Daemon& d;
-        ~ClearSample() { d.session_sample = nullptr; }
-    } clear_sample{d};
-    // Apply first, so that its final durable position is what the reader reports. Apply
-    // finishes the batches it has started; one that still runs after k_cancel_after (waiting
-    // for a lock another session holds on the target, or just long) has its statement
-    // cancelled, is rolled back and is received again at the next start: a stop never waits
-    // for systemd's SIGKILL.
-    auto stop_threads = [&] {
-        stop_apply.store(true);
-        if (apply_thread.joinable()) {
+    }
+    [[nodiscard]] bool reader_started() const { return reader_thread_.joinable(); }
+    /// A thread ended with an error.
+    [[nodiscard]] bool failed() const { return failed_.load(); }
+
+    /// Apply first, then the reader; returns once both threads have ended. Idempotent.
+    void stop()
+    {
+        stop_apply_.store(true);
+        if (apply_thread_.joinable()) {
             const auto cancel_at = std::chrono::steady_clock::now() + k_cancel_after;
             bool cancelled = false;
-            while (apply_running.load()) {
-                state.beat();
+            while (apply_running_.load()) {
+                state_.beat();
                 if (!cancelled && std::chrono::steady_clock::now() >= cancel_at) {
                     cancelled = true;
-                    auto n = engine.cancel_statements();
+                    auto n = engine_.cancel_statements();
                     spdlog::warn("stop: apply is still busy on the target {} s after the stop was asked (waiting for "
                                  "a lock another session holds?); cancelled {} running statement(s): their "
                                  "transactions are rolled back and applied again at the next start",
@@ -934,128 +979,216 @@ SessionEnd run_session(Daemon& d)
                 }
                 std::this_thread::sleep_for(milliseconds(20));
             }
-            apply_thread.join();
+            apply_thread_.join();
         }
-        stop_reader.store(true);
-        if (reader_thread.joinable())
-            reader_thread.join();
-    };
-    auto session_errors = [&](bool stop_requested) {
+        stop_reader_.store(true);
+        if (reader_thread_.joinable())
+            reader_thread_.join();
+    }
+
+    /// After stop(): a thread threw.
+    [[nodiscard]] bool errors() const { return apply_error_ || reader_error_; }
+    /// After stop(): how the session ends, from what the threads threw (each classified and
+    /// logged once); `stopped` for a requested stop that no error overrides.
+    SessionEnd end(bool stop_requested)
+    {
         auto end = SessionEnd::retry;
-        for (auto [ep, from_source] : {std::pair{apply_error, false}, std::pair{reader_error, true}})
+        for (auto [ep, from_source] : {std::pair{apply_error_, false}, std::pair{reader_error_, true}})
             if (ep) {
-                auto e = classify(ep, state, from_source);
+                auto e = classify(ep, state_, from_source);
                 if (e != SessionEnd::retry)
                     end = e;
             }
         return stop_requested && end == SessionEnd::retry ? SessionEnd::stopped : end;
-    };
-
-    bool stop_requested = false;
-    if (copy_plan.needed) {
-        // The copy: sessions import the snapshot; then the reader streams (held back in the
-        // queue); once every table is copied and indexed, apply starts.
-        state.set_state(State::copying);
-        if (!d.notified_ready) {
-            sd_notify(0, "READY=1\nSTATUS=initial copy");
-            d.notified_ready = true;
-        }
-        auto copy_progress = std::make_shared<copy::CopyProgress>();
-        state.set_copy(copy_progress);
-        std::vector<copy::CopyTable> list;
-        for (const auto& t : copy_tables)
-            list.push_back({t.display(), t.sql()});
-        std::exception_ptr copy_error;
-        bool copy_side_source = false;
-        {
-            copy::SnapshotCopy copier(cfg, list, snapshot, copy_progress,
-                                      [&state](std::uint64_t rows, std::uint64_t bytes) { state.add_copied(rows, bytes); });
-            auto report_finished = [&] {
-                for (const auto* t : copier.take_finished_tables()) {
-                    copy::table_done(*copy_target, cfg.name, t->display, t->rows.load(), t->bytes.load(), sync_lsn);
-                    spdlog::info("initial copy: table {} done, {} rows ({})", t->display, t->rows.load(),
-                                 mib(t->bytes.load()));
-                }
-            };
-            try {
-                copy_side_source = true;
-                copier.start();
-                copy_side_source = false;
-                auto last_log = std::chrono::steady_clock::now();
-                while (!copier.finished() && !failed.load()) {
-                    d.beat();
-                    if (d.signals.wait(milliseconds(200))) {
-                        stop_requested = true;
-                        sd_notify(0, "STOPPING=1");
-                        break;
-                    }
-                    if (!reader_thread.joinable() && copier.imported()) {
-                        spdlog::info("initial copy: all {} session(s) imported the snapshot; streaming from {} "
-                                     "meanwhile, changes are held back until the copy is done",
-                                     cfg.initial_copy.workers, start.str());
-                        start_reader();
-                    }
-                    report_finished();
-                    if (std::chrono::steady_clock::now() - last_log >= std::chrono::seconds(5)) {
-                        log_copy_progress(*copy_progress);
-                        last_log = std::chrono::steady_clock::now();
-                    }
-                }
-                copier.stop();
-                copier.join();
-                exporter.reset(); // its temporary slot goes with it
-                if (!stop_requested && !failed.load()) {
-                    if (!reader_thread.joinable())
-                        start_reader(); // every session imported (they all finished without error)
-                    report_finished();
-                    log_copy_progress(*copy_progress);
-                    // Index builds on large tables take as long as they take.
-                    Watchdog::Busy indexing(d.watchdog, state);
-                    copy::set_run_state(*copy_target, cfg.name, "indexing");
-                    {
-                        pg::Connection source(cfg.source.conninfo);
-                        schema_copy.after_data(source, *copy_target, tables);
-                    }
-                    copy::set_run_state(*copy_target, cfg.name, "done");
-                    auto t = copy_progress->totals();
-                    spdlog::info("initial copy done: {} table(s), {} rows, {} copied in {:.1f} s, then the index "
-                                 "step; applying the changes made since {}",
-                                 t.tables, t.rows, mib(t.bytes), t.seconds, start.str());
-                    engine.begin_session(start);
-                    start_apply();
-                }
-            } catch (...) {
-                copy_error = std::current_exception();
-            }
-        }
-        if (copy_error || stop_requested || failed.load()) {
-            stop_threads();
-            auto end = session_errors(stop_requested);
-            if (copy_error) {
-                state.count_copy_error();
-                auto e = classify(copy_error, state, copy_side_source);
-                if (end == SessionEnd::retry || end == SessionEnd::stopped)
-                    end = e;
-            }
-            if (stop_requested && end == SessionEnd::retry)
-                end = SessionEnd::stopped;
-            if (end != SessionEnd::stopped)
-                spdlog::error("the initial copy did not finish; the next attempt starts it over from a new slot");
-            return end;
-        }
-    } else {
-        start_reader();
-        start_apply();
     }
 
+    /// What the watchdog looks at (atomics only).
+    [[nodiscard]] SessionSample sample() const
+    {
+        SessionSample s;
+        s.reader_running = reader_running_.load();
+        s.apply_running = apply_running_.load();
+        s.received = progress_.received.load();
+        s.pushed_seq = progress_.pushed_seq.load();
+        s.applied_seq = progress_.applied_seq.load();
+        auto& stats = state_.stats();
+        s.batches_committed = stats.batches_committed.load();
+        const auto workers = std::min(static_cast<std::size_t>(std::max(stats.workers.load(), 0)),
+                                      stats.worker_state.size());
+        constexpr auto executing = static_cast<std::uint8_t>(apply::WorkerState::executing);
+        for (std::size_t k = 0; k < workers; ++k)
+            s.statement_on_target = s.statement_on_target || stats.worker_state[k].load() == executing;
+        s.apply_on_hold = state_.paused_flag().load() || state_.hold().at.load() != 0;
+        s.reply_sampled_ms = state_.stream_reply_sampled_ms();
+        s.reply_changed_ms = state_.stream_reply_changed_ms();
+        return s;
+    }
+
+private:
+    reader::Reader& reader_;
+    apply::Engine& engine_;
+    DaemonState& state_;
+    const queue::Progress& progress_;
+    std::atomic<bool> stop_apply_{false}, stop_reader_{false}, failed_{false};
+    std::atomic<bool> reader_running_{false}, apply_running_{false};
+    std::exception_ptr apply_error_, reader_error_; // written by their thread, read after join
+    std::thread apply_thread_, reader_thread_;
+};
+
+/// The initial copy's phase of a session (rule 11): the sessions import the snapshot; once all
+/// did, the reader streams (its changes held back in the queue); once every table is copied and
+/// indexed, apply starts. A SessionEnd when the session ends here (a stop, an error).
+std::optional<SessionEnd> run_copy(Daemon& d, const config::Config& cfg, SessionPlan& plan,
+                                   copy::SchemaCopy& schema_copy, apply::Engine& engine, SessionThreads& threads)
+{
+    auto& state = d.state;
+    state.set_state(State::copying);
+    if (!d.notified_ready) {
+        sd_notify(0, "READY=1\nSTATUS=initial copy");
+        d.notified_ready = true;
+    }
+    auto progress = std::make_shared<copy::CopyProgress>();
+    state.set_copy(progress);
+    std::vector<copy::CopyTable> list;
+    for (const auto& t : plan.copy_tables)
+        list.push_back({t.display(), t.sql()});
+    std::exception_ptr copy_error;
+    bool copy_side_source = false;
+    bool stop_requested = false;
+    {
+        copy::SnapshotCopy copier(cfg, list, plan.snapshot, progress,
+                                  [&state](std::uint64_t rows, std::uint64_t bytes) { state.add_copied(rows, bytes); });
+        auto report_finished = [&] {
+            for (const auto* t : copier.take_finished_tables()) {
+                copy::table_done(*plan.copy_target, cfg.name, t->display, t->rows.load(), t->bytes.load(),
+                                 plan.sync_lsn);
+                spdlog::info("initial copy: table {} done, {} rows ({})", t->display, t->rows.load(),
+                             mib(t->bytes.load()));
+            }
+        };
+        try {
+            copy_side_source = true;
+            copier.start();
+            copy_side_source = false;
+            auto last_log = std::chrono::steady_clock::now();
+            while (!copier.finished() && !threads.failed()) {
+                d.beat();
+                if (d.signals.wait(milliseconds(200))) {
+                    stop_requested = true;
+                    sd_notify(0, "STOPPING=1");
+                    break;
+                }
+                if (!threads.reader_started() && copier.imported()) {
+                    spdlog::info("initial copy: all {} session(s) imported the snapshot; streaming from {} "
+                                 "meanwhile, changes are held back until the copy is done",
+                                 cfg.initial_copy.workers, plan.start.str());
+                    threads.start_reader(plan.start);
+                }
+                report_finished();
+                if (std::chrono::steady_clock::now() - last_log >= std::chrono::seconds(5)) {
+                    log_copy_progress(*progress);
+                    last_log = std::chrono::steady_clock::now();
+                }
+            }
+            copier.stop();
+            copier.join();
+            plan.exporter.reset(); // its temporary slot goes with it
+            if (!stop_requested && !threads.failed()) {
+                if (!threads.reader_started())
+                    threads.start_reader(plan.start); // every session imported (they all finished without error)
+                report_finished();
+                log_copy_progress(*progress);
+                // Index builds on large tables take as long as they take.
+                Watchdog::Busy indexing(d.watchdog, state);
+                copy::set_run_state(*plan.copy_target, cfg.name, "indexing");
+                {
+                    pg::Connection source(cfg.source.conninfo);
+                    schema_copy.after_data(source, *plan.copy_target, plan.tables);
+                }
+                copy::set_run_state(*plan.copy_target, cfg.name, "done");
+                auto t = progress->totals();
+                spdlog::info("initial copy done: {} table(s), {} rows, {} copied in {:.1f} s, then the index "
+                             "step; applying the changes made since {}",
+                             t.tables, t.rows, mib(t.bytes), t.seconds, plan.start.str());
+                engine.begin_session(plan.start);
+                threads.start_apply();
+            }
+        } catch (...) {
+            copy_error = std::current_exception();
+        }
+    }
+    if (!copy_error && !stop_requested && !threads.failed())
+        return std::nullopt;
+    threads.stop();
+    auto end = threads.end(stop_requested);
+    if (copy_error) {
+        state.count_copy_error();
+        auto e = classify(copy_error, state, copy_side_source);
+        if (end == SessionEnd::retry || end == SessionEnd::stopped)
+            end = e;
+    }
+    if (stop_requested && end == SessionEnd::retry)
+        end = SessionEnd::stopped;
+    if (end != SessionEnd::stopped)
+        spdlog::error("the initial copy did not finish; the next attempt starts it over from a new slot");
+    return end;
+}
+
+/// A cutover or rollback, on the main thread while the session keeps streaming
+/// (switchover.hpp). Its steps may block longer than the watchdog allows (fence and switch
+/// commands), and a SIGHUP waits until it ended: it reads the cutover settings all along. True
+/// when it committed: the old direction's threads have stopped (apply recorded its final
+/// progress, the reader confirmed it), its slot is gone, and the next session streams the other
+/// way. `stop_requested` is set when a stop signal arrived meanwhile.
+bool switch_over(Daemon& d, SessionThreads& threads, const std::string& request, bool& stop_requested)
+{
+    auto& state = d.state;
+    Signals::Defer no_reload(d.signals);
+    Watchdog::Busy switching(d.watchdog, state);
+    state.set_state(request == "cutover" ? State::cutting_over : State::rolling_back);
+    sd_notify(0, ("STATUS=" + request + " running").c_str());
+    cutover::Hooks hooks{[&]() -> std::string {
+                             if (!stop_requested && d.signals.pending())
+                                 stop_requested = true;
+                             if (stop_requested)
+                                 return "pgshift is stopping";
+                             if (threads.failed())
+                                 return "the streaming session failed (see the log)";
+                             return "";
+                         },
+                         state.hold(),
+                         d.verifier(),
+                         [&d] { d.beat(); },
+                         d.report(),
+                         [&state] {
+                             state.set_source_position(0, 0); // the other server's positions from now on
+                             state.set_reverse(!state.reverse());
+                         }};
+    cutover::Switchover op(d.base, d.reverse(), std::move(hooks));
+    const bool committed = op.run();
+    if (committed) {
+        threads.stop();
+        op.complete();
+        d.publication_ready.store(false);
+    }
+    state.end_operation();
+    return committed;
+}
+
+/// Streams until a stop, an error, `finish` or a committed cutover/rollback; the main thread
+/// meanwhile beats, takes signals and runs the operations asked for over HTTP.
+SessionEnd stream(Daemon& d, SessionThreads& threads)
+{
+    auto& state = d.state;
     state.set_state(State::streaming);
     state.clear_current_error();
     if (!d.notified_ready) {
         sd_notify(0, "READY=1\nSTATUS=streaming");
         d.notified_ready = true;
     }
+    bool stop_requested = false;
     auto last_status = std::chrono::steady_clock::now();
-    while (!failed.load()) {
+    while (!threads.failed()) {
         d.beat();
         if (d.signals.wait(milliseconds(50))) {
             stop_requested = true;
@@ -1068,50 +1201,17 @@ SessionEnd run_session(Daemon& d)
         }
         auto request = state.take_request();
         if (request == "finish") {
-            stop_threads();
-            if (apply_error || reader_error) {
+            threads.stop();
+            if (threads.errors()) {
                 state.end_operation();
-                return session_errors(false);
+                return threads.end(false);
             }
             return finish_migration(d);
         }
         if (request != "cutover" && request != "rollback")
             continue;
-        // Cutover or rollback, on this thread while the session keeps streaming (switchover.hpp).
-        // Its steps may block longer than the watchdog allows (fence and switch commands), and
-        // a SIGHUP waits until it ended: it reads the cutover settings all along.
-        Signals::Defer no_reload(d.signals);
-        Watchdog::Busy switching(d.watchdog, state);
-        state.set_state(request == "cutover" ? State::cutting_over : State::rolling_back);
-        sd_notify(0, ("STATUS=" + request + " running").c_str());
-        cutover::Hooks hooks{[&]() -> std::string {
-                                 if (!stop_requested && d.signals.pending())
-                                     stop_requested = true;
-                                 if (stop_requested)
-                                     return "pgshift is stopping";
-                                 if (failed.load())
-                                     return "the streaming session failed (see the log)";
-                                 return "";
-                             },
-                             state.hold(),
-                             d.verifier(),
-                             [&d] { d.beat(); },
-                             d.report(),
-                             [&state] {
-                                 state.set_source_position(0, 0); // the other server's positions from now on
-                                 state.set_reverse(!state.reverse());
-                             }};
-        cutover::Switchover op(d.base, d.reverse(), std::move(hooks));
-        if (op.run()) {
-            // Committed: the old direction's session ends (apply records its final progress,
-            // the reader confirms it), its slot goes, and the next session streams the other way.
-            stop_threads();
-            op.complete();
-            d.publication_ready.store(false);
-            state.end_operation();
+        if (switch_over(d, threads, request, stop_requested))
             return SessionEnd::switched;
-        }
-        state.end_operation();
         if (stop_requested) {
             sd_notify(0, "STOPPING=1");
             break;
@@ -1120,10 +1220,50 @@ SessionEnd run_session(Daemon& d)
         sd_notify(0, "STATUS=streaming");
         last_status = std::chrono::steady_clock::now();
     }
-    stop_threads();
-    if (apply_error || reader_error)
-        return session_errors(stop_requested);
-    return SessionEnd::stopped;
+    threads.stop();
+    return threads.errors() ? threads.end(stop_requested) : SessionEnd::stopped;
+}
+
+/// One session: start-up, the initial copy when one is due, then streaming.
+SessionEnd run_session(Daemon& d)
+{
+    auto& state = d.state;
+    // The start-up blocks on both servers, step after step (each bounded by its timeouts, all
+    // together not by the watchdog's).
+    std::optional<Watchdog::Busy> starting(std::in_place, d.watchdog, state);
+    if (auto end = recover_direction(d))
+        return *end;
+    // A copy: a SIGHUP may change the live configuration's reloadable keys while this
+    // session's threads read theirs (apply.on_missing_row takes effect with the next session).
+    const config::Config cfg = d.active();
+    state.set_verifier(&d.verifier());
+    // Entries are capped too (a transaction costs at least a few hundred bytes of accounting).
+    auto max_entries = std::clamp<std::size_t>(cfg.apply.max_queue_bytes / 1024, 1024, std::size_t(1) << 20);
+    auto queue = std::make_shared<queue::TxnQueue>(cfg.apply.max_queue_bytes, max_entries);
+    auto progress = std::make_shared<queue::Progress>(max_entries);
+    state.set_session({progress, queue});
+    apply::Engine engine(cfg, *queue, *progress, state.stats(), &state.hold());
+    reader::Reader reader(cfg, *queue, *progress, state.stats());
+    copy::SchemaCopy schema_copy(cfg); // schema: copy's one dump of the source's schema
+    SessionPlan plan;
+    if (auto end = Startup(d, cfg, engine, reader, schema_copy).run(plan))
+        return *end;
+    starting.reset();
+
+    SessionThreads threads(reader, engine, state, *progress);
+    d.session_sample = [&threads] { return threads.sample(); };
+    struct ClearSample {
+        Daemon& d;
+        ~ClearSample() { d.session_sample = nullptr; }
+    } clear_sample{d}; // before the threads go
+    if (plan.copy) {
+        if (auto end = run_copy(d, cfg, plan, schema_copy, engine, threads))
+            return *end;
+    } else {
+        threads.start_reader(plan.start);
+        threads.start_apply();
+    }
+    return stream(d, threads);
 }
 
 /// Checks the spill directory before anything else: a start that cannot spill a large
