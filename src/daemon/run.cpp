@@ -1,5 +1,5 @@
 // The daemon's main loop: checks before any side effect, sessions of (reader thread, apply
-// thread), the monitor thread, signals, backoff, shutdown.
+// thread), the monitor thread, backoff, shutdown. Signals: signals.hpp; systemd's watchdog: watchdog.hpp.
 //
 // Design notes
 // - Thread map: the main thread owns configuration, signals (blocked everywhere and taken with
@@ -66,9 +66,11 @@
 #include "pgshift/copy/snapshot_copy.hpp"
 #include "pgshift/daemon/backoff.hpp"
 #include "pgshift/daemon/reload.hpp"
+#include "pgshift/daemon/signals.hpp"
 #include "pgshift/control/server.hpp"
 #include "pgshift/daemon/state.hpp"
 #include "pgshift/daemon/table_watch.hpp"
+#include "pgshift/daemon/watchdog.hpp"
 #include "pgshift/pg/connection.hpp"
 #include "pgshift/queue/message_log.hpp"
 #include "pgshift/queue/progress.hpp"
@@ -111,220 +113,6 @@ constexpr auto k_status_interval = std::chrono::seconds(5);
 
 /// Free space below which the spill directory earns a warning at start.
 constexpr std::uint64_t k_spill_free_warning = std::uint64_t(1) << 30;
-
-/// The daemon's signals: blocked in every thread, taken on the main thread only. SIGTERM and
-/// SIGINT stop; SIGHUP reloads the configuration (on_reload()), at once, or when the last Defer
-/// ends if one holds reloads back (a cutover must not see its settings change half-way).
-class Signals {
-public:
-    Signals()
-    {
-        sigemptyset(&set_);
-        for (int s : {SIGTERM, SIGINT, SIGHUP})
-            sigaddset(&set_, s);
-        // Blocked before any thread starts, so every thread inherits the mask.
-        pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-    }
-    /// What a SIGHUP runs (on the main thread, from wait()). A SIGHUP taken before it is set
-    /// runs it now.
-    void on_reload(std::function<void()> reload)
-    {
-        reload_ = std::move(reload);
-        run_pending_reload();
-    }
-    /// Waits up to `timeout` for a termination signal; true when one arrived. A SIGHUP meanwhile
-    /// runs the reload and the wait goes on.
-    bool wait(milliseconds timeout)
-    {
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        for (;;) {
-            auto left = std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
-                                                      deadline - std::chrono::steady_clock::now()));
-            timespec ts{static_cast<time_t>(left.count() / 1000), static_cast<long>((left.count() % 1000) * 1000000)};
-            int sig = sigtimedwait(&set_, nullptr, &ts);
-            if (sig == SIGTERM || sig == SIGINT) {
-                spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-                watch_second();
-                return true;
-            }
-            if (sig == SIGHUP) {
-                hup_pending_ = true;
-                if (defer_ > 0)
-                    spdlog::info("SIGHUP: the configuration is reloaded when the running operation ends");
-                run_pending_reload();
-            }
-            if (left.count() == 0 || (sig < 0 && errno == EAGAIN))
-                return false;
-        }
-    }
-    /// While one exists, a SIGHUP is only recorded; the reload runs when the last one ends.
-    class Defer {
-    public:
-        explicit Defer(Signals& s) : s_(s) { ++s_.defer_; }
-        Defer(const Defer&) = delete;
-        Defer& operator=(const Defer&) = delete;
-        ~Defer()
-        {
-            if (--s_.defer_ == 0)
-                s_.run_pending_reload();
-        }
-
-    private:
-        Signals& s_;
-    };
-    /// After the first termination signal, a second one ends the process at once, without
-    /// waiting for apply (e.g. stuck on a lock): what a kill -9 would do, which loses nothing
-    /// (the next start resumes from the target's origin progress). Exit code 0: a stop was asked.
-    void watch_second() const
-    {
-        if (watching_.exchange(true))
-            return;
-        std::thread([set = set_] {
-            for (;;) {
-                int sig = 0;
-                if (sigwait(&set, &sig) != 0)
-                    continue;
-                if (sig == SIGHUP) {
-                    spdlog::info("SIGHUP while stopping: ignored");
-                    continue;
-                }
-                spdlog::warn("received a second {}: exiting now without waiting for apply (nothing is "
-                             "lost: the next start resumes from the target's origin progress)",
-                             sig == SIGTERM ? "SIGTERM" : "SIGINT");
-                spdlog::default_logger()->flush();
-                std::_Exit(0);
-            }
-        }).detach();
-    }
-    /// A termination signal is pending (taken, without waiting).
-    bool pending() { return wait(milliseconds(0)); }
-    /// Waits `delay` in slices, calling `beat` before each; true when a termination signal arrived.
-    bool sleep(milliseconds delay, const std::function<void()>& beat)
-    {
-        auto until = std::chrono::steady_clock::now() + delay;
-        do {
-            beat();
-            auto left = std::chrono::duration_cast<milliseconds>(until - std::chrono::steady_clock::now());
-            if (wait(std::clamp(left, milliseconds(0), milliseconds(200))))
-                return true;
-        } while (std::chrono::steady_clock::now() < until);
-        return false;
-    }
-
-private:
-    void run_pending_reload()
-    {
-        if (!hup_pending_ || defer_ > 0 || !reload_)
-            return;
-        hup_pending_ = false;
-        reload_();
-    }
-
-    sigset_t set_;
-    mutable std::atomic<bool> watching_{false};
-    std::function<void()> reload_;
-    int defer_ = 0;
-    bool hup_pending_ = false;
-};
-
-/// systemd's watchdog (WatchdogSec= in the unit): WATCHDOG=1 from the main thread's loops
-/// (Daemon::beat), at half the timeout, and only while the session's reader and apply threads
-/// make progress or are legitimately idle (Liveness). Nothing is sent when systemd did not ask
-/// for it (sd_watchdog_enabled), e.g. outside systemd. Once STOPPING=1 is sent, systemd no
-/// longer watches, so a long stop is not cut short by it.
-class Watchdog {
-public:
-    Watchdog()
-    {
-        std::uint64_t usec = 0;
-        enabled_ = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
-        interval_ms_ = std::max<std::int64_t>(static_cast<std::int64_t>(usec / 2000), 100);
-        if (enabled_)
-            spdlog::info("systemd watchdog: {:.0f} s; WATCHDOG=1 every {} ms while the reader and apply make "
-                         "progress or are idle",
-                         static_cast<double>(usec) / 1e6, interval_ms_);
-    }
-    [[nodiscard]] bool enabled() const { return enabled_; }
-
-    /// Main thread. `sample` reads the running session's threads (empty between sessions).
-    void tick(const std::function<SessionSample()>& sample)
-    {
-        if (!enabled_)
-            return;
-        const auto now = steady_ms();
-        if (now < next_check_ms_)
-            return;
-        next_check_ms_ = now + 1000;
-        auto why = liveness_.check(sample ? sample() : SessionSample{}, now);
-        if (!why.empty() && healthy_.exchange(false)) {
-            spdlog::error("watchdog: {}: no more WATCHDOG=1 to systemd, which restarts pgshift when WatchdogSec "
-                          "passes without one (nothing is lost: the next start resumes from the target's origin "
-                          "progress)",
-                          why);
-            sd_notify(0, ("STATUS=wedged: " + why).c_str());
-        } else if (why.empty() && !healthy_.exchange(true)) {
-            spdlog::info("watchdog: the reader and apply make progress again; WATCHDOG=1 resumes");
-        }
-        ping(now);
-    }
-
-    /// For a step that blocks the main thread longer than the watchdog allows (a session's
-    /// start-up checks, index builds after the initial copy, a cutover's commands): a thread
-    /// pings and beats the heartbeat (/livez) on the main thread's behalf while the step runs,
-    /// as long as the last verdict on the session's threads was healthy. Joined on destruction.
-    class Busy {
-    public:
-        Busy(Watchdog& w, DaemonState& state) : w_(w), state_(state)
-        {
-            thread_ = std::thread([this] {
-                std::unique_lock lock(mutex_);
-                while (!done_) {
-                    state_.beat();
-                    w_.ping(steady_ms());
-                    cv_.wait_for(lock, std::chrono::milliseconds(std::min<std::int64_t>(w_.interval_ms_, 1000)));
-                }
-            });
-        }
-        Busy(const Busy&) = delete;
-        Busy& operator=(const Busy&) = delete;
-        ~Busy()
-        {
-            {
-                std::lock_guard lock(mutex_);
-                done_ = true;
-            }
-            cv_.notify_all();
-            thread_.join();
-        }
-
-    private:
-        Watchdog& w_;
-        DaemonState& state_;
-        std::mutex mutex_;
-        std::condition_variable cv_;
-        bool done_ = false; // guarded by mutex_
-        std::thread thread_;
-    };
-
-private:
-    /// Sends WATCHDOG=1 when due and healthy; from the main thread or a Busy thread.
-    void ping(std::int64_t now)
-    {
-        if (!enabled_ || !healthy_.load())
-            return;
-        auto last = last_ping_ms_.load();
-        if (now - last < interval_ms_ || !last_ping_ms_.compare_exchange_strong(last, now))
-            return;
-        sd_notify(0, "WATCHDOG=1");
-    }
-
-    bool enabled_ = false;
-    std::int64_t interval_ms_ = 0;
-    std::int64_t next_check_ms_ = 0; // main thread only
-    Liveness liveness_;              // main thread only
-    std::atomic<bool> healthy_{true};
-    std::atomic<std::int64_t> last_ping_ms_{0};
-};
 
 /// Classifies an exception that ended a session, counts it and logs it once. `source_side`
 /// says which endpoint a bare PgError came from.
