@@ -340,16 +340,23 @@ std::string conninfo_with(const std::string& conninfo, const std::vector<std::pa
 {
     // PQconnectdbParams with expand_dbname would also work, but a single string keeps every
     // caller (replication and ordinary connections) on one code path. Rebuild as key=value.
+    // `options` is the exception: the operator's (a provider's endpoint=..., -c settings) are
+    // kept and ours follow them, so that for a setting both give, ours wins (the server applies
+    // the -c switches in order).
     std::string out;
+    std::string operator_options;
     for (const auto& [keyword, value] : parse_conninfo(conninfo)) {
         bool overridden = false;
         for (const auto& [k, v] : extra)
             overridden = overridden || k == keyword;
-        if (!overridden)
+        if (keyword == "options" && overridden)
+            operator_options = value;
+        else if (!overridden)
             out += keyword + "=" + conninfo_quote(value) + " ";
     }
     for (const auto& [k, v] : extra)
-        out += k + "=" + conninfo_quote(v) + " ";
+        out += k + "=" + conninfo_quote(k == "options" && !operator_options.empty() ? operator_options + " " + v : v) +
+               " ";
     if (!out.empty())
         out.pop_back();
     return out;

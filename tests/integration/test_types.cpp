@@ -544,3 +544,31 @@ TEST_CASE("types: concurrent write load from 4 connections converges", "[integra
         CHECK(fx.target().value("SELECT count(*) FROM load_log") == std::to_string(committed));
     }
 }
+
+TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshift's own settings after them",
+          "[integration][types]")
+{
+    // A provider may need `options` to route a connection (Neon's endpoint=...), an operator may
+    // set -c switches there: apply must keep them, and still have its own settings win.
+    FixtureOptions o;
+    o.schema_sql = "CREATE TABLE tagged (id int PRIMARY KEY, v text);";
+    o.daemon.name = "options";
+    o.daemon.workers = 2;
+    o.daemon_conninfo_suffix = " options='-c pgshift_test.tag=from-conninfo -c search_path=public'";
+    ReplicationFixture fx(o);
+    // Target-only columns whose defaults record the settings of the session that inserted the row.
+    fx.target().exec("ALTER TABLE tagged ADD COLUMN tag text DEFAULT current_setting('pgshift_test.tag', true), "
+                     "ADD COLUMN path text DEFAULT current_setting('search_path')");
+    REQUIRE(fx.start_and_wait_streaming(30s));
+    fx.source().exec("INSERT INTO tagged SELECT g, 'many' FROM generate_series(1, 200) g"); // a COPY
+    fx.source().exec("INSERT INTO tagged VALUES (1000, 'one')");                             // an INSERT
+    fx.source().exec("UPDATE tagged SET v = 'changed' WHERE id = 1");
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (fx.target().scalar("SELECT count(*) FROM tagged WHERE v = 'changed'") != "1" &&
+           std::chrono::steady_clock::now() < deadline && fx.daemon().running())
+        std::this_thread::sleep_for(100ms);
+    REQUIRE(fx.target().scalar("SELECT count(*) FROM tagged") == "201");
+    CHECK(fx.target().scalar("SELECT count(*) FROM tagged WHERE tag = 'from-conninfo'") == "201");
+    CHECK(fx.target().scalar("SELECT string_agg(DISTINCT path, ',') FROM tagged") == "pg_catalog");
+    CHECK(fx.daemon().running());
+}

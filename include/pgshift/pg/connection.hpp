@@ -180,7 +180,8 @@ void set_notice_sink(NoticeSink sink);
 /// Throws ConfigError("invalid conninfo: ...") when libpq cannot parse it.
 [[nodiscard]] std::vector<std::pair<std::string, std::string>> parse_conninfo(const std::string& conninfo);
 
-/// Appends `key=value` pairs to a conninfo (key=value or URI form), overriding duplicates.
+/// Appends `key=value` pairs to a conninfo (key=value or URI form), overriding duplicates,
+/// except `options`: the conninfo's own come first, the added ones after them.
 [[nodiscard]] std::string conninfo_with(const std::string& conninfo,
                                         const std::vector<std::pair<std::string, std::string>>& extra);
 
