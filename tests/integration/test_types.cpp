@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <thread>
 
@@ -570,5 +572,32 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     REQUIRE(fx.target().scalar("SELECT count(*) FROM tagged") == "201");
     CHECK(fx.target().scalar("SELECT count(*) FROM tagged WHERE tag = 'from-conninfo'") == "201");
     CHECK(fx.target().scalar("SELECT string_agg(DISTINCT path, ',') FROM tagged") == "pg_catalog");
+    CHECK(fx.daemon().running());
+}
+
+TEST_CASE("types: a statement timeout set for the target database does not cancel apply", "[integration][types]")
+{
+    // Databases often carry ALTER DATABASE ... SET statement_timeout for their applications;
+    // applying a large transaction takes longer, and a cancelled one would fail at every retry.
+    FixtureOptions o;
+    o.schema_sql = "CREATE TABLE big (id int PRIMARY KEY, v text);";
+    o.daemon.name = "timeouts";
+    ReplicationFixture fx(o);
+    fx.target().exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', "
+                     "current_database(), '10ms'); END $$");
+    REQUIRE(fx.start_and_wait_streaming(30s));
+    // One transaction whose apply (a COPY of 600,000 rows) takes well over 10 ms.
+    fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 600000) g");
+    // The timeout is in force for a new target session (so the harness's own reads stay short).
+    auto t = fx.target().connect();
+    CHECK(t.exec("SHOW statement_timeout").get(0, 0) == "10ms");
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (fx.target().scalar("SELECT count(*) FROM big") != "600000" && std::chrono::steady_clock::now() < deadline &&
+           fx.daemon().running())
+        std::this_thread::sleep_for(250ms);
+    CHECK(fx.target().scalar("SELECT count(*) FROM big") == "600000");
+    std::ifstream log(fx.daemon().log_path());
+    const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    CHECK(text.find("statement timeout") == std::string::npos);
     CHECK(fx.daemon().running());
 }
