@@ -12,14 +12,10 @@ namespace pgshift::apply {
 
 namespace {
 
-/// Session settings of rule 8, as libpq `options`. No statement or idle-in-transaction timeout
-/// set for the role or the database (or in the conninfo) applies: a large transaction's COPY
-/// can take minutes, and a worker's transaction idles at the commit gate; a timeout would
-/// cancel the same transaction at every retry. Stops and lock waits are pgshift's to handle.
+/// Session settings of rule 8, as libpq `options` (no timeouts: pg::Connection sees to that).
 constexpr const char* k_session_options = "-c session_replication_role=replica -c synchronous_commit=off "
                                           "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
-                                          "-c TimeZone=UTC -c search_path=pg_catalog -c statement_timeout=0 "
-                                          "-c idle_in_transaction_session_timeout=0";
+                                          "-c TimeZone=UTC -c search_path=pg_catalog";
 /// How long a worker waits at the gate before its watchdog looks for earlier batches blocked
 /// by its locks, and how often it looks again.
 constexpr auto k_watchdog_after = std::chrono::milliseconds(200);

@@ -308,7 +308,8 @@ struct SchemaCopy::Dump {
 namespace {
 
 /// pg_dump --schema-only of the source, and pg_restore --list of that dump. The password goes
-/// to the tools through the environment, never on their command line.
+/// to the tools through the environment, never on their command line; pg::k_no_timeouts in the
+/// conninfo, as for every pgshift session.
 std::unique_ptr<SchemaCopy::Dump> dump_schema(const std::string& source_conninfo, int server_version)
 {
     auto dump = std::make_unique<SchemaCopy::Dump>();
@@ -316,7 +317,7 @@ std::unique_ptr<SchemaCopy::Dump> dump_schema(const std::string& source_conninfo
     dump->restore_bin = (fs::path(dump_bin).parent_path() / "pg_restore").string();
     std::string password;
     std::string conninfo;
-    for (auto& [k, v] : pg::parse_conninfo(source_conninfo)) {
+    for (auto& [k, v] : pg::parse_conninfo(pg::conninfo_with(source_conninfo, {{"options", pg::k_no_timeouts}}))) {
         if (k == "password")
             password = v;
         else

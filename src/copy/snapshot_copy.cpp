@@ -23,7 +23,7 @@ constexpr std::uint64_t k_ranges_per_session = 4;
 /// Session settings shared by both sides: values travel as text, so both sides must print and
 /// parse them the same way (as apply's sessions do, correctness rule 8).
 constexpr const char* k_text_settings =
-    "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC -c statement_timeout=0";
+    "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC";
 
 } // namespace
 
@@ -253,7 +253,7 @@ void SnapshotCopy::session_main(int k)
             cfg_.source.conninfo,
             {{"application_name", app},
              {"client_encoding", "UTF8"},
-             {"options", std::string(k_text_settings) + " -c idle_in_transaction_session_timeout=0"}}));
+             {"options", k_text_settings}}));
         source.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
         try {
             source.exec("SET TRANSACTION SNAPSHOT " + pg::quote_literal(snapshot_));

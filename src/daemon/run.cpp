@@ -554,11 +554,9 @@ private:
     {
         durable_ = engine_.connect();
         d_.state.set_upstream_endpoint(false, true, engine_.server_version());
-        // It also builds the indexes after the copy: no statement timeout of the role or database.
         plan.copy_target = std::make_unique<pg::Connection>(
             pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_copy"},
-                                                     {"client_encoding", "UTF8"},
-                                                     {"options", "-c statement_timeout=0"}}));
+                                                     {"client_encoding", "UTF8"}}));
         copy_ = decide_copy(cfg_, *plan.copy_target, durable_);
         plan.copy = copy_.needed;
     }

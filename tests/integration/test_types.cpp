@@ -575,29 +575,46 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     CHECK(fx.daemon().running());
 }
 
-TEST_CASE("types: a statement timeout set for the target database does not cancel apply", "[integration][types]")
+TEST_CASE("types: timeouts set for the source and target databases cancel none of pgshift's work",
+          "[integration][types]")
 {
-    // Databases often carry ALTER DATABASE ... SET statement_timeout for their applications;
-    // applying a large transaction takes longer, and a cancelled one would fail at every retry.
+    // Databases often carry ALTER DATABASE ... SET statement_timeout for their applications. A
+    // table's copy, an index build or a large transaction's apply takes longer, and a cancelled
+    // apply would fail at every retry; at 1 ms even a catalog query is cancelled now and then.
     FixtureOptions o;
     o.schema_sql = "CREATE TABLE big (id int PRIMARY KEY, v text);";
+    o.schema_on_target = false; // schema: copy, so the primary key is built after the copy
     o.daemon.name = "timeouts";
+    o.daemon.initial_copy = true;
+    o.daemon.schema = "copy";
+    o.daemon.workers = 2;
     ReplicationFixture fx(o);
-    fx.target().exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', "
-                     "current_database(), '10ms'); END $$");
-    REQUIRE(fx.start_and_wait_streaming(30s));
-    // One transaction whose apply (a COPY of 600,000 rows) takes well over 10 ms.
-    fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 600000) g");
-    // The timeout is in force for a new target session (so the harness's own reads stay short).
-    auto t = fx.target().connect();
-    CHECK(t.exec("SHOW statement_timeout").get(0, 0) == "10ms");
-    const auto deadline = std::chrono::steady_clock::now() + 60s;
-    while (fx.target().scalar("SELECT count(*) FROM big") != "600000" && std::chrono::steady_clock::now() < deadline &&
-           fx.daemon().running())
+    fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 300000) g");
+    const char* k_timeouts = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = 1', "
+                             "current_database()); EXECUTE format('ALTER DATABASE %I SET "
+                             "idle_in_transaction_session_timeout = 1', current_database()); END $$";
+    fx.source().exec(k_timeouts);
+    fx.target().exec(k_timeouts);
+    for (auto* c : {&fx.source(), &fx.target()})
+        CHECK(c->scalar("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                        "WHERE d.datname = current_database() AND s.setconfig @> "
+                        "'{statement_timeout=1,idle_in_transaction_session_timeout=1}'") == "1");
+    REQUIRE(fx.start_and_wait_streaming(60s));
+    // One more transaction whose apply (a COPY of 600,000 rows) takes far longer than 1 ms.
+    fx.source().exec("INSERT INTO big SELECT g, repeat('y', 40) FROM generate_series(300001, 900000) g");
+    const auto deadline = std::chrono::steady_clock::now() + 90s;
+    auto applied = [&] {
+        return fx.target().scalar("SELECT count(*) FROM pg_class WHERE relname = 'big'") == "1" &&
+               fx.target().scalar("SELECT count(*) FROM big") == "900000";
+    };
+    while (!applied() && std::chrono::steady_clock::now() < deadline && fx.daemon().running())
         std::this_thread::sleep_for(250ms);
-    CHECK(fx.target().scalar("SELECT count(*) FROM big") == "600000");
+    CHECK(fx.target().scalar("SELECT count(*) FROM big") == "900000");
+    CHECK(fx.target().scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'public.big'::regclass "
+                             "AND indisprimary") == "1");
     std::ifstream log(fx.daemon().log_path());
     const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
     CHECK(text.find("statement timeout") == std::string::npos);
+    CHECK(text.find("idle-in-transaction timeout") == std::string::npos);
     CHECK(fx.daemon().running());
 }
