@@ -151,7 +151,8 @@ Lsn Engine::connect()
                                                              {"client_encoding", "UTF8"},
                                                              // format_type() then qualifies every type
                                                              // outside pg_catalog (resolve_relation)
-                                                             {"options", "-c search_path=pg_catalog"}});
+                                                             {"options", std::string("-c search_path=pg_catalog ") +
+                                                                             pg::k_no_timeouts}});
     try {
         catalog_ = std::make_unique<pg::Connection>(conninfo);
         // End backends a previous (crashed) run left behind, whatever its worker count, and wait

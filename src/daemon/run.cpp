@@ -556,7 +556,9 @@ private:
         d_.state.set_upstream_endpoint(false, true, engine_.server_version());
         plan.copy_target = std::make_unique<pg::Connection>(
             pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_copy"},
-                                                     {"client_encoding", "UTF8"}}));
+                                                     {"client_encoding", "UTF8"},
+                                                     // it also builds the indexes after the copy
+                                                     {"options", pg::k_no_timeouts}}));
         copy_ = decide_copy(cfg_, *plan.copy_target, durable_);
         plan.copy = copy_.needed;
     }

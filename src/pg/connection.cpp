@@ -74,8 +74,8 @@ namespace {
 /// Timeouts every pgshift connection needs unless the operator chose otherwise: a connection
 /// attempt to an unreachable host gives up (instead of blocking a thread for minutes), and a
 /// server that vanished without closing the socket is noticed by TCP keepalives within about a
-/// minute (otherwise a blocked read can wait for hours). And k_no_timeouts, after any `options`.
-std::string with_session_defaults(const std::string& conninfo)
+/// minute (otherwise a blocked read can wait for hours).
+std::string with_network_defaults(const std::string& conninfo)
 {
     static const std::pair<const char*, const char*> k_defaults[] = {
         {"connect_timeout", "10"}, {"keepalives", "1"}, {"keepalives_idle", "30"},
@@ -96,8 +96,7 @@ std::string with_session_defaults(const std::string& conninfo)
             missing.emplace_back(key, value);
     }
     PQconninfoFree(opts);
-    missing.emplace_back("options", k_no_timeouts);
-    return conninfo_with(conninfo, missing);
+    return missing.empty() ? conninfo : conninfo_with(conninfo, missing);
 }
 
 std::atomic<NoticeSink> g_notice_sink{nullptr};
@@ -130,7 +129,7 @@ bool severity_ends_session(const pg_result* res)
     return sev && (std::strcmp(sev, "FATAL") == 0 || std::strcmp(sev, "PANIC") == 0);
 }
 
-Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(with_session_defaults(conninfo).c_str()))
+Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(with_network_defaults(conninfo).c_str()))
 {
     if (!conn_)
         throw PgError("could not allocate a libpq connection", "", true);

@@ -9,7 +9,8 @@ namespace pgshift::pg {
 ReplicationConnection::ReplicationConnection(const std::string& conninfo, const std::string& application_name)
     : conn_(conninfo_with(conninfo, {{"replication", "database"},
                                      {"application_name", application_name},
-                                     {"options", "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"},
+                                     {"options", std::string("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 ") +
+                                                     k_no_timeouts},
                                      {"client_encoding", "UTF8"},
                                      {"keepalives", "1"}}))
 {

@@ -22,9 +22,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// Identical text renderings on both sides; every name qualified (search_path pg_catalog).
-constexpr const char* k_session_options = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
-                                          "-c TimeZone=UTC -c bytea_output=hex -c search_path=pg_catalog";
+/// Identical text renderings on both sides; every name qualified (search_path pg_catalog); a
+/// large table's checksum may take minutes (pg::k_no_timeouts).
+const std::string k_session_options = std::string("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
+                                                  "-c TimeZone=UTC -c bytea_output=hex -c search_path=pg_catalog ") +
+                                      pg::k_no_timeouts;
 constexpr std::size_t k_max_pairs = 4;
 constexpr auto k_hold_timeout = 60s;
 constexpr std::uint64_t k_list_rows = 200; ///< a differing range this small is listed key by key

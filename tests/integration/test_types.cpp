@@ -580,7 +580,9 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
 {
     // Databases often carry ALTER DATABASE ... SET statement_timeout for their applications. A
     // table's copy, an index build or a large transaction's apply takes longer, and a cancelled
-    // apply would fail at every retry; at 1 ms even a catalog query is cancelled now and then.
+    // apply would fail at every retry. 200 ms: the copy of a million rows and its primary key take
+    // longer, pgshift's short catalog queries (which send no options) do not; 1 ms idle in a
+    // transaction: a worker waiting at the commit gate, the walsender holding the snapshot.
     FixtureOptions o;
     o.schema_sql = "CREATE TABLE big (id int PRIMARY KEY, v text);";
     o.schema_on_target = false; // schema: copy, so the primary key is built after the copy
@@ -589,8 +591,8 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
     o.daemon.schema = "copy";
     o.daemon.workers = 2;
     ReplicationFixture fx(o);
-    fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 300000) g");
-    const char* k_timeouts = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = 1', "
+    fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 1000000) g");
+    const char* k_timeouts = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = 200', "
                              "current_database()); EXECUTE format('ALTER DATABASE %I SET "
                              "idle_in_transaction_session_timeout = 1', current_database()); END $$";
     fx.source().exec(k_timeouts);
@@ -598,18 +600,18 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
     for (auto* c : {&fx.source(), &fx.target()})
         CHECK(c->scalar("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
                         "WHERE d.datname = current_database() AND s.setconfig @> "
-                        "'{statement_timeout=1,idle_in_transaction_session_timeout=1}'") == "1");
+                        "'{statement_timeout=200,idle_in_transaction_session_timeout=1}'") == "1");
     REQUIRE(fx.start_and_wait_streaming(60s));
-    // One more transaction whose apply (a COPY of 600,000 rows) takes far longer than 1 ms.
-    fx.source().exec("INSERT INTO big SELECT g, repeat('y', 40) FROM generate_series(300001, 900000) g");
+    // One more transaction, of 600,000 rows.
+    fx.source().exec("INSERT INTO big SELECT g, repeat('y', 40) FROM generate_series(1000001, 1600000) g");
     const auto deadline = std::chrono::steady_clock::now() + 90s;
     auto applied = [&] {
         return fx.target().scalar("SELECT count(*) FROM pg_class WHERE relname = 'big'") == "1" &&
-               fx.target().scalar("SELECT count(*) FROM big") == "900000";
+               fx.target().scalar("SELECT count(*) FROM big") == "1600000";
     };
     while (!applied() && std::chrono::steady_clock::now() < deadline && fx.daemon().running())
         std::this_thread::sleep_for(250ms);
-    CHECK(fx.target().scalar("SELECT count(*) FROM big") == "900000");
+    CHECK(fx.target().scalar("SELECT count(*) FROM big") == "1600000");
     CHECK(fx.target().scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'public.big'::regclass "
                              "AND indisprimary") == "1");
     std::ifstream log(fx.daemon().log_path());

@@ -185,12 +185,15 @@ void set_notice_sink(NoticeSink sink);
 [[nodiscard]] std::string conninfo_with(const std::string& conninfo,
                                         const std::vector<std::pair<std::string, std::string>>& extra);
 
-/// `options` every pgshift session gets after the conninfo's own (Connection adds them; tools
-/// pgshift runs, such as pg_dump, get them in their conninfo): no statement or
+/// `options` for the sessions whose work can outlast an application's timeouts: no statement or
 /// idle-in-transaction timeout from the role, the database or the conninfo. Applications often
 /// have `ALTER DATABASE/ROLE ... SET statement_timeout`, but a table's copy, an index build, a
 /// verify or a large transaction's apply can take minutes, a cancelled apply fails again at every
-/// retry, and an apply worker's transaction idles at the commit gate. Stops and lock waits are
+/// retry, an apply worker's transaction idles at the commit gate, and the walsender that exported
+/// the copy's snapshot idles in its transaction. The replication connection, apply's sessions,
+/// the copy's, verify's and pg_dump add them; short-lived connections for checks and control
+/// queries send no `options` at all, so that `pgshift check` can still reach and name a
+/// PgBouncer in the way (it refuses the `options` startup parameter). Stops and lock waits are
 /// pgshift's to handle (cancels on stop, the fence's own `lock_timeout`).
 inline constexpr const char* k_no_timeouts = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0";
 
