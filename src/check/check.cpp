@@ -200,6 +200,7 @@ public:
             on(Side::source, "max_slot_wal_keep_size", &Checker::check_wal_keep_size);
             check(forward_, Side::source, "the role's privileges", &Checker::check_publisher_role);
             on(Side::source, "the selected tables", &Checker::check_tables);
+            on(Side::source, "what the migration does not carry", &Checker::check_not_carried);
             if (tables_)
                 check(forward_, Side::source, "ownership of the selected tables", &Checker::check_table_owners);
             on(Side::source, "the replication slot", &Checker::check_slot);
@@ -525,6 +526,13 @@ private:
         for (const auto& t : *tables_)
             if (!t.identity_problem.empty())
                 error(Side::source, "replica_identity", t.identity_problem);
+    }
+
+    /// Unlogged tables, materialized views and large objects: streaming works, but they stay behind.
+    void check_not_carried(pg::Connection& c)
+    {
+        for (auto& n : reader::not_carried(c, cfg_.tables))
+            warning(Side::source, std::move(n.code), std::move(n.message));
     }
 
     /// CREATE/ALTER PUBLICATION ... FOR TABLE needs the owner of every table (or a member of its

@@ -267,6 +267,9 @@ SourcePlan check_source(const config::Config& cfg, Lsn durable, bool publication
                               "Start the migration over (drop the target's origin and tables)",
                           false);
     if (!publication_ready) {
+        // Once per daemon, as `pgshift check` reports them: what the operator has to carry over.
+        for (const auto& n : reader::not_carried(source, cfg.tables))
+            spdlog::warn("not migrated: {}", n.message);
         // Do no harm: publishing a table without a usable replica identity makes the source
         // refuse the application's UPDATE and DELETE on it.
         std::string problems;

@@ -37,6 +37,58 @@ std::string leaf_identity_problem(char replident, bool has_pk, bool has_identity
 
 std::string SourceTable::sql() const { return pg::quote_ident(schema) + "." + pg::quote_ident(name); }
 
+std::vector<NotCarried> not_carried(pg::Connection& source, const config::Tables& selection)
+{
+    // The same system-schema and extension filters as select_tables: only what an operator could
+    // mean by a glob like "public.*".
+    auto r = source.exec(
+        "SELECT c.relkind::text, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE ((c.relkind IN ('r', 'p') AND c.relpersistence = 'u' AND NOT c.relispartition) OR c.relkind = 'm') "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+        "                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') "
+        "ORDER BY 2, 3");
+    std::vector<std::string> unlogged, matviews;
+    for (int i = 0; i < r.rows(); ++i) {
+        std::string display = r.str(i, 1) + "." + r.str(i, 2);
+        if ((!selection.include.empty() && !glob_match(selection.include, display)) ||
+            glob_match(selection.exclude, display))
+            continue;
+        (r.get(i, 0) == "m" ? matviews : unlogged).push_back(display);
+    }
+    auto some = [](const std::vector<std::string>& names) {
+        constexpr std::size_t k_named = 5;
+        std::string out;
+        for (std::size_t i = 0; i < names.size() && i < k_named; ++i)
+            out += (i ? ", " : "") + names[i];
+        if (names.size() > k_named)
+            out += " and " + std::to_string(names.size() - k_named) + " more";
+        return out;
+    };
+    std::vector<NotCarried> out;
+    if (!unlogged.empty())
+        out.push_back({"unlogged_table",
+                       std::to_string(unlogged.size()) + " unlogged table(s) match tables.include (" + some(unlogged) +
+                           "): logical decoding has no changes of unlogged tables, so their rows are not copied or "
+                           "replicated. ALTER TABLE ... SET LOGGED on the source to migrate them, or add them to "
+                           "tables.exclude"});
+    if (!matviews.empty())
+        out.push_back({"materialized_view",
+                       std::to_string(matviews.size()) + " materialized view(s) match tables.include (" +
+                           some(matviews) +
+                           "): logical replication carries tables only. Create them on the target and run "
+                           "REFRESH MATERIALIZED VIEW there before cutover"});
+    // pg_largeobject_metadata is readable by every role (pg_largeobject, with the data, is not).
+    auto lo = source.exec("SELECT count(*) FROM pg_catalog.pg_largeobject_metadata");
+    if (auto n = lo.str(0, 0); n != "0")
+        out.push_back({"large_objects",
+                       n + " large object(s) in the source database: logical replication does not carry them "
+                           "(pg_largeobject is a system catalog), and tables that reference them by oid arrive "
+                           "with dangling references. Copy them to the target yourself (lo_export/lo_import, or "
+                           "a pg_dump with --blobs) after the last change to them"});
+    return out;
+}
+
 void require_logical_wal(pg::Connection& source)
 {
     auto wal_level = source.exec("SHOW wal_level").str(0, 0);

@@ -13,7 +13,8 @@
 # wal_level=replica on the target; a target role without REPLICATION, CREATE or the tables'
 # ownership (the reverse stream); a source role without origin privileges, pg_signal_backend or
 # TRIGGER on a table (the fence); sequences without SELECT or UPDATE; fence: none and
-# sync_sequences: false skip theirs.
+# sync_sequences: false skip theirs. What logical replication does not carry (an unlogged table
+# and a materialized view the globs match, large objects) is a warning, and run logs it.
 # Usage: check.sh PGSHIFT_BINARY (CHECK_SHOW=1 prints the output of every check run)
 set -euo pipefail
 command -v python3 >/dev/null || { echo "python3 not installed: skipped"; exit 77; }
@@ -334,6 +335,31 @@ has "error: target: " "SELECT pg_replication_origin_drop('pgshift_chk_w0')" "no 
 psql_dst "SELECT pg_replication_origin_drop('pgshift_chk_w0')" >/dev/null
 echo "ok: leftovers of an earlier run are reported with the command that cleans them up"
 
+# 7b. What the migration does not carry: an unlogged table and a materialized view that the
+# globs match, and a large object. Warnings (exit 0), each naming the objects and what to do;
+# tables.exclude silences the first two.
+psql_src "CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY); CREATE MATERIALIZED VIEW order_totals AS
+  SELECT count(*) AS n FROM orders; SELECT lo_from_bytea(0, 'blob')" >/dev/null
+write_config
+check_expect 0
+no_errors "unlogged table, materialized view, large object"
+has "warning: source: " "1 unlogged table(s) match tables.include (public.scratch)" "an unlogged table not reported"
+has "warning: source: " "SET LOGGED" "no fix for an unlogged table"
+has "warning: source: " "1 materialized view(s) match tables.include (public.order_totals)" "a materialized view not reported"
+has "warning: source: " "REFRESH MATERIALIZED VIEW" "no fix for a materialized view"
+has "warning: source: " "1 large object(s) in the source database" "a large object not reported"
+check_expect 0 --json
+python3 -c 'import json,sys; d=json.load(sys.stdin); codes={p["code"] for p in d["problems"]}
+assert {"unlogged_table", "materialized_view", "large_objects"} <= codes, codes' \
+  < "$work/pgshift.log" || fail "--json lacks the codes of what is not carried"
+write_config "$src" "$dst" $'apply: {workers: 2}\ntables: {exclude: ["public.scratch", "public.order_totals"]}'
+check_expect 0
+lacks "warning: source: " "unlogged table" "an excluded unlogged table still reported"
+lacks "warning: source: " "materialized view" "an excluded materialized view still reported"
+has "warning: source: " "large object(s)" "the large object no longer reported"
+psql_src "DROP TABLE scratch; DROP MATERIALIZED VIEW order_totals"
+echo "ok: an unlogged table, a materialized view and a large object are reported as not carried (warnings, exit 0); tables.exclude silences the first two"
+
 # 8. An invalid config file exits 78 with the key named.
 echo "unknown_key: 1" >> "$work/pgshift.yaml"
 check_expect 78
@@ -350,5 +376,7 @@ for _ in $(seq 1 100); do [ "$(psql_dst "SELECT note FROM orders WHERE id = 1")"
 [ "$(psql_dst "SELECT note FROM orders WHERE id = 1")" = still ] || fail "the change did not reach the target"
 kill -TERM "$daemon"; wait "$daemon" || fail "SIGTERM exit code"
 daemon=""
-echo "ok: with the roles check passed, pgshift run streams"
+grep -q "not migrated: 1 large object(s) in the source database" "$work/pgshift.log" ||
+  fail "run does not warn about the large object"
+echo "ok: with the roles check passed, pgshift run streams, and warns about the large object"
 echo "check: all checks passed"

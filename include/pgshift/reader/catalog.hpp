@@ -43,6 +43,19 @@ struct SourceTable {
 /// each with its replica identity checked, ordered by name.
 [[nodiscard]] std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tables& selection);
 
+/// Something on the source that the selection names, or that the database holds, which the
+/// migration will not carry to the target; the operator has to take care of it before cutover.
+struct NotCarried {
+    std::string code;    ///< unlogged_table | materialized_view | large_objects
+    std::string message; ///< one line: what, why, what to do
+};
+
+/// What logical replication cannot carry (docs/protocol-notes.md, "Not replicated"): unlogged
+/// tables and materialized views that tables.include/exclude match (logical decoding has no
+/// changes for them; pgshift selects neither), and large objects (pg_largeobject is a system
+/// catalog). Read-only; one entry per kind, naming up to a few objects and the total.
+[[nodiscard]] std::vector<NotCarried> not_carried(pg::Connection& source, const config::Tables& selection);
+
 /// Fails with SourceError unless the source's wal_level is logical.
 void require_logical_wal(pg::Connection& source);
 
