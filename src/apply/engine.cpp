@@ -155,6 +155,7 @@ Lsn Engine::connect()
                                                                              pg::k_no_timeouts}});
     try {
         catalog_ = std::make_unique<pg::Connection>(conninfo);
+        pg::no_version_timeouts(*catalog_);
         // End backends a previous (crashed) run left behind, whatever its worker count, and wait
         // until they are gone: they hold our origins, and one may still be committing.
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);

@@ -64,6 +64,7 @@ void Worker::connect()
                                                                  {"client_encoding", "UTF8"}});
     try {
         conn_ = std::make_unique<pg::Connection>(conninfo);
+        pg::no_version_timeouts(*conn_);
         canceller_ = conn_->canceller();
         writer_.forget_prepared();
         setup_name_.clear();

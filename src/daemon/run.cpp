@@ -180,9 +180,13 @@ void monitor(const config::Config& base, const config::Config& reversed, DaemonS
     std::string last_reply; // "<walsender pid>/<its last reply time>" at the last look
     auto probe = [&](std::unique_ptr<pg::Connection>& conn, const std::string& conninfo, bool is_source) {
         try {
-            if (!conn || !conn->is_ok())
+            if (!conn || !conn->is_ok()) {
                 conn = std::make_unique<pg::Connection>(pg::conninfo_with(
                     conninfo, {{"application_name", "pgshift_" + base.name + "_monitor"}}));
+                // It idles between looks: a server's idle_session_timeout would end it every
+                // time and make the server look unreachable for a moment.
+                pg::no_version_timeouts(*conn);
+            }
             state.set_endpoint(is_source, true, conn->server_version());
             return true;
         } catch (const std::exception& e) {
@@ -562,6 +566,7 @@ private:
                                                      {"client_encoding", "UTF8"},
                                                      // it also builds the indexes after the copy
                                                      {"options", pg::k_no_timeouts}}));
+        pg::no_version_timeouts(*plan.copy_target);
         copy_ = decide_copy(cfg_, *plan.copy_target, durable_);
         plan.copy = copy_.needed;
     }

@@ -27,11 +27,13 @@ void rollback_quietly(pg::Connection* conn)
 
 pg::Connection& TableWatch::target()
 {
-    if (!target_ || !target_->is_ok())
+    if (!target_ || !target_->is_ok()) {
         target_ = std::make_unique<pg::Connection>(pg::conninfo_with(
             cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_tables"},
                                    {"client_encoding", "UTF8"},
                                    {"options", pg::k_no_timeouts}}));
+        pg::no_version_timeouts(*target_);
+    }
     return *target_;
 }
 

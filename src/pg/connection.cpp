@@ -336,6 +336,17 @@ std::vector<std::pair<std::string, std::string>> parse_conninfo(const std::strin
     return out;
 }
 
+void no_version_timeouts(Connection& c)
+{
+    std::string sql;
+    if (c.server_version() >= 140000)
+        sql += "SET idle_session_timeout = 0; ";
+    if (c.server_version() >= 170000)
+        sql += "SET transaction_timeout = 0; ";
+    if (!sql.empty())
+        c.exec(sql);
+}
+
 std::string conninfo_with(const std::string& conninfo, const std::vector<std::pair<std::string, std::string>>& extra)
 {
     // PQconnectdbParams with expand_dbname would also work, but a single string keeps every

@@ -231,8 +231,10 @@ private:
 
 std::unique_ptr<pg::Connection> open_session(const std::string& conninfo, const std::string& app)
 {
-    return std::make_unique<pg::Connection>(
+    auto c = std::make_unique<pg::Connection>(
         pg::conninfo_with(conninfo, {{"application_name", app}, {"options", k_session_options}, {"client_encoding", "UTF8"}}));
+    pg::no_version_timeouts(*c);
+    return c;
 }
 
 /// The published tables, their columns in source order and their key, read in the snapshot.

@@ -582,7 +582,9 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
     // table's copy, an index build or a large transaction's apply takes longer, and a cancelled
     // apply would fail at every retry. 200 ms: the copy of a million rows and its primary key take
     // longer, pgshift's short catalog queries (which send no options) do not; 1 ms idle in a
-    // transaction: a worker waiting at the commit gate, the walsender holding the snapshot.
+    // transaction: a worker waiting at the commit gate, the walsender holding the snapshot; 500 ms
+    // idle (PostgreSQL 14+): the copy's target session waiting to build the primary key, and the
+    // apply sessions while the source is quiet.
     FixtureOptions o;
     o.schema_sql = "CREATE TABLE big (id int PRIMARY KEY, v text);";
     o.schema_on_target = false; // schema: copy, so the primary key is built after the copy
@@ -594,13 +596,14 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
     fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 1000000) g");
     const char* k_timeouts = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = 200', "
                              "current_database()); EXECUTE format('ALTER DATABASE %I SET "
-                             "idle_in_transaction_session_timeout = 1', current_database()); END $$";
+                             "idle_in_transaction_session_timeout = 1', current_database()); EXECUTE "
+                             "format('ALTER DATABASE %I SET idle_session_timeout = 500', current_database()); END $$";
     fx.source().exec(k_timeouts);
     fx.target().exec(k_timeouts);
     for (auto* c : {&fx.source(), &fx.target()})
         CHECK(c->scalar("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
                         "WHERE d.datname = current_database() AND s.setconfig @> "
-                        "'{statement_timeout=200,idle_in_transaction_session_timeout=1}'") == "1");
+                        "'{statement_timeout=200,idle_in_transaction_session_timeout=1,idle_session_timeout=500}'") == "1");
     REQUIRE(fx.start_and_wait_streaming(60s));
     // One more transaction, of 600,000 rows.
     fx.source().exec("INSERT INTO big SELECT g, repeat('y', 40) FROM generate_series(1000001, 1600000) g");
@@ -614,9 +617,18 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
     CHECK(fx.target().scalar("SELECT count(*) FROM big") == "1600000");
     CHECK(fx.target().scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'public.big'::regclass "
                              "AND indisprimary") == "1");
+    // A quiet source for 4 idle timeouts, then one more row.
+    std::this_thread::sleep_for(2s);
+    fx.source().exec("INSERT INTO big VALUES (0, 'after a quiet spell')");
+    const auto again = std::chrono::steady_clock::now() + 30s;
+    while (fx.target().scalar("SELECT count(*) FROM big WHERE id = 0") != "1" && std::chrono::steady_clock::now() < again)
+        std::this_thread::sleep_for(100ms);
+    CHECK(fx.target().scalar("SELECT count(*) FROM big WHERE id = 0") == "1");
     std::ifstream log(fx.daemon().log_path());
     const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
     CHECK(text.find("statement timeout") == std::string::npos);
     CHECK(text.find("idle-in-transaction timeout") == std::string::npos);
+    CHECK(text.find("idle-session timeout") == std::string::npos);
+    CHECK(text.find("closed the connection") == std::string::npos); // how a session ended by the server shows
     CHECK(fx.daemon().running());
 }

@@ -197,4 +197,13 @@ void set_notice_sink(NoticeSink sink);
 /// pgshift's to handle (cancels on stop, the fence's own `lock_timeout`).
 inline constexpr const char* k_no_timeouts = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0";
 
+/// The timeouts k_no_timeouts cannot name, because an older server refuses an unknown setting at
+/// connection time, set to 0 on the open session for its server's version: `idle_session_timeout`
+/// (PostgreSQL 14+) would end an apply worker while the source is quiet, or the copy's target
+/// session that waits through a long copy to build the indexes; `transaction_timeout` (17+)
+/// would cancel a long transaction like `statement_timeout`. For the sessions that may sit idle:
+/// those that get k_no_timeouts, and the daemon's monitor (not the replication connection:
+/// streaming is not idle).
+void no_version_timeouts(Connection& c);
+
 } // namespace pgshift::pg
