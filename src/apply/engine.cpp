@@ -152,7 +152,8 @@ Lsn Engine::connect()
                                                              // format_type() then qualifies every type
                                                              // outside pg_catalog (resolve_relation)
                                                              {"options", std::string("-c search_path=pg_catalog ") +
-                                                                             pg::k_no_timeouts}});
+                                                                             pg::k_no_timeouts + " " +
+                                                                             pg::k_writable}});
     try {
         catalog_ = std::make_unique<pg::Connection>(conninfo);
         pg::no_version_timeouts(*catalog_);

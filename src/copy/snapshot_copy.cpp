@@ -270,8 +270,8 @@ void SnapshotCopy::session_main(int k)
             cfg_.target.conninfo,
             {{"application_name", app},
              {"client_encoding", "UTF8"},
-             {"options", std::string(k_text_settings) +
-                             " -c session_replication_role=replica -c synchronous_commit=off"}}));
+             {"options", k_text_settings + " -c session_replication_role=replica -c synchronous_commit=off " +
+                             pg::k_writable}}));
         register_cancel(target);
         auto tick = [&](std::uint64_t rows, std::uint64_t bytes, TableProgress& t) {
             t.rows.fetch_add(rows, std::memory_order_relaxed);

@@ -565,7 +565,8 @@ private:
             pg::conninfo_with(cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_copy"},
                                                      {"client_encoding", "UTF8"},
                                                      // it also builds the indexes after the copy
-                                                     {"options", pg::k_no_timeouts}}));
+                                                     {"options", std::string(pg::k_no_timeouts) + " " +
+                                                                     pg::k_writable}}));
         pg::no_version_timeouts(*plan.copy_target);
         copy_ = decide_copy(cfg_, *plan.copy_target, durable_);
         plan.copy = copy_.needed;

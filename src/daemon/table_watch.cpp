@@ -31,7 +31,7 @@ pg::Connection& TableWatch::target()
         target_ = std::make_unique<pg::Connection>(pg::conninfo_with(
             cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_tables"},
                                    {"client_encoding", "UTF8"},
-                                   {"options", pg::k_no_timeouts}}));
+                                   {"options", std::string(pg::k_no_timeouts) + " " + pg::k_writable}}));
         pg::no_version_timeouts(*target_);
     }
     return *target_;

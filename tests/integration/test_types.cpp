@@ -575,7 +575,7 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     CHECK(fx.daemon().running());
 }
 
-TEST_CASE("types: timeouts set for the source and target databases cancel none of pgshift's work",
+TEST_CASE("types: timeouts and a read-only default set for the databases stop none of pgshift's work",
           "[integration][types]")
 {
     // Databases often carry ALTER DATABASE ... SET statement_timeout for their applications. A
@@ -584,7 +584,8 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
     // longer, pgshift's short catalog queries (which send no options) do not; 1 ms idle in a
     // transaction: a worker waiting at the commit gate, the walsender holding the snapshot; 500 ms
     // idle (PostgreSQL 14+): the copy's target session waiting to build the primary key, and the
-    // apply sessions while the source is quiet.
+    // apply sessions while the source is quiet. And a target that defaults to read-only
+    // transactions, as runbooks make a server that is not the primary (pgshift writes anyway).
     FixtureOptions o;
     o.schema_sql = "CREATE TABLE big (id int PRIMARY KEY, v text);";
     o.schema_on_target = false; // schema: copy, so the primary key is built after the copy
@@ -600,10 +601,14 @@ TEST_CASE("types: timeouts set for the source and target databases cancel none o
                              "format('ALTER DATABASE %I SET idle_session_timeout = 500', current_database()); END $$";
     fx.source().exec(k_timeouts);
     fx.target().exec(k_timeouts);
+    fx.target().exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', "
+                     "current_database()); END $$");
     for (auto* c : {&fx.source(), &fx.target()})
         CHECK(c->scalar("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
                         "WHERE d.datname = current_database() AND s.setconfig @> "
                         "'{statement_timeout=200,idle_in_transaction_session_timeout=1,idle_session_timeout=500}'") == "1");
+    CHECK(fx.target().scalar("SELECT count(*) FROM pg_db_role_setting WHERE setconfig @> "
+                             "'{default_transaction_read_only=on}'") == "1");
     REQUIRE(fx.start_and_wait_streaming(60s));
     // One more transaction, of 600,000 rows.
     fx.source().exec("INSERT INTO big SELECT g, repeat('y', 40) FROM generate_series(1000001, 1600000) g");

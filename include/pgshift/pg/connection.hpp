@@ -197,6 +197,14 @@ void set_notice_sink(NoticeSink sink);
 /// pgshift's to handle (cancels on stop, the fence's own `lock_timeout`).
 inline constexpr const char* k_no_timeouts = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0";
 
+/// `options` for the sessions that write the replicated rows and pgshift's own records on the
+/// target (apply's, the copy's, the table watch's): a database or role that defaults to
+/// read-only transactions (`ALTER DATABASE ... SET default_transaction_read_only = on`, a
+/// common runbook step to keep applications off a server that is not the primary, e.g. the old
+/// primary after a cutover, which rollback's reverse stream writes to) does not stop pgshift,
+/// as it would not stop a standby's replay.
+inline constexpr const char* k_writable = "-c default_transaction_read_only=off";
+
 /// The timeouts k_no_timeouts cannot name, because an older server refuses an unknown setting at
 /// connection time, set to 0 on the open session for its server's version: `idle_session_timeout`
 /// (PostgreSQL 14+) would end an apply worker while the source is quiet, or the copy's target
