@@ -12,11 +12,11 @@ namespace pgshift::apply {
 
 namespace {
 
-/// Session settings of rule 8, as libpq `options`, and pg::k_no_timeouts and pg::k_writable.
+/// Session settings of rule 8, as libpq `options`, and pg::k_no_timeouts, k_writable, k_all_rows.
 const std::string k_session_options = std::string("-c session_replication_role=replica -c synchronous_commit=off "
                                                   "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
                                                   "-c TimeZone=UTC -c search_path=pg_catalog ") +
-                                      pg::k_no_timeouts + " " + pg::k_writable;
+                                      pg::k_no_timeouts + " " + pg::k_writable + " " + pg::k_all_rows;
 /// How long a worker waits at the gate before its watchdog looks for earlier batches blocked
 /// by its locks, and how often it looks again.
 constexpr auto k_watchdog_after = std::chrono::milliseconds(200);

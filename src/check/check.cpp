@@ -163,6 +163,30 @@ Lacking lacking_privileges(pg::Connection& c, const Relations& rels, std::initia
     return out;
 }
 
+/// The relations of `rels` on which row-level security applies to the current role (enabled, and
+/// the role neither owns the table nor has BYPASSRLS or superuser; or FORCEd for the owner too),
+/// as readable names, and the role. pgshift's sessions run with row_security=off (pg::k_all_rows),
+/// so on these tables they would fail rather than filter rows.
+std::pair<std::string, std::vector<std::string>> row_security_applies(pg::Connection& c, const Relations& rels)
+{
+    auto r = c.exec_params("SELECT current_user, quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+                           "FROM unnest($1::text[], $2::text[]) AS t(s, r) "
+                           "JOIN pg_namespace n ON n.nspname = t.s "
+                           "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r AND c.relkind IN ('r', 'p') "
+                           "WHERE c.relrowsecurity "
+                           "  AND NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user "
+                           "                  AND (rolsuper OR rolbypassrls)) "
+                           "  AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) "
+                           "ORDER BY 2",
+                           {pg::text_array(rels.schemas), pg::text_array(rels.names)});
+    std::pair<std::string, std::vector<std::string>> out;
+    for (int i = 0; i < r.rows(); ++i) {
+        out.first = r.str(i, 0);
+        out.second.push_back(r.str(i, 1));
+    }
+    return out;
+}
+
 /// `text` with every "on the target" made "on the <side>". XXX: apply::origin_shortfall words
 /// its problem for the target, where forward apply runs; after cutover apply runs on the source.
 std::string on_side(std::string text, Side side)
@@ -201,8 +225,10 @@ public:
             check(forward_, Side::source, "the role's privileges", &Checker::check_publisher_role);
             on(Side::source, "the selected tables", &Checker::check_tables);
             on(Side::source, "what the migration does not carry", &Checker::check_not_carried);
-            if (tables_)
+            if (tables_) {
                 check(forward_, Side::source, "ownership of the selected tables", &Checker::check_table_owners);
+                on(Side::source, "row-level security on the selected tables", &Checker::check_source_row_security);
+            }
             on(Side::source, "the replication slot", &Checker::check_slot);
             check(forward_, Side::source, "free replication slots and WAL senders",
                   &Checker::check_replication_capacity);
@@ -217,6 +243,9 @@ public:
             on(Side::target, "the migration's replication origins", &Checker::read_origins);
             if (tables_)
                 check(forward_, Side::target, "privileges on the target tables", &Checker::check_table_privileges);
+            if (tables_)
+                check(forward_, Side::target, "row-level security on the target tables",
+                      &Checker::check_apply_row_security);
         }
         if (source_ && target_) {
             check_versions();
@@ -734,6 +763,37 @@ private:
                        "table", "apply needs");
     }
 
+    /// Row-level security that would make `who` fail on a selected table of `side` (error for
+    /// `need` = run, else a warning of what will fail).
+    void report_row_security(const Need& need, Side side, pg::Connection& c, const std::string& who)
+    {
+        auto [user, tables] = row_security_applies(c, relations_of(*tables_));
+        if (tables.empty())
+            return;
+        report(need, side, "row_security",
+               "row-level security applies to role " + user + " on " + join_some(tables) +
+                   " (enabled, and the role does not own the table or it is FORCEd, and the role has neither "
+                   "BYPASSRLS nor superuser): " + who +
+                   " must see every row, so pgshift runs with row_security=off and would fail there rather than "
+                   "miss rows. Fix: ALTER ROLE " + pg::readable_ident(user) +
+                   " BYPASSRLS (as a superuser), or make the role the tables' owner (and ALTER TABLE ... NO FORCE "
+                   "ROW LEVEL SECURITY where forced)");
+    }
+
+    /// Apply (writing) on the target of `d`.
+    void check_apply_row_security(const Direction& d, Side side, pg::Connection& c)
+    {
+        report_row_security(d.streaming, side, c, "apply");
+    }
+
+    /// The initial copy (reading) on the source; verify reads there too, so without a copy a warning.
+    void check_source_row_security(pg::Connection& c)
+    {
+        static constexpr Need k_verify{"verify", Severity::warning, "verify_", "verify will fail: "};
+        report_row_security(cfg_.initial_copy.enabled ? k_run : k_verify, Side::source, c,
+                            cfg_.initial_copy.enabled ? "the initial copy (and verify)" : "verify");
+    }
+
     /// One line per schema the role may not use, one per set of missing privileges, each with its
     /// GRANT. `kind` is "table" or "sequence"; `needed_by` ends "..., which <needed_by>: GRANT".
     void report_lacking(const Need& need, Side side, const Lacking& l, const std::string& kind,
@@ -851,6 +911,9 @@ private:
         if (tables_)
             check(reverse_, Side::source, "privileges on the source tables for the reverse stream",
                   &Checker::check_table_privileges);
+        if (tables_)
+            check(reverse_, Side::source, "row-level security on the source tables for the reverse stream",
+                  &Checker::check_apply_row_security);
 
         if (fence)
             check(k_rollback, Side::target, "what rollback's write fence needs", &Checker::check_fence);

@@ -21,10 +21,11 @@ constexpr std::uint64_t k_max_range_pages = 131072;
 constexpr std::uint64_t k_ranges_per_session = 4;
 
 /// Session settings shared by both sides: values travel as text, so both sides must print and
-/// parse them the same way (as apply's sessions do, correctness rule 8); and pg::k_no_timeouts.
+/// parse them the same way (as apply's sessions do, correctness rule 8); and pg::k_no_timeouts
+/// and pg::k_all_rows.
 const std::string k_text_settings =
     std::string("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC ") +
-    pg::k_no_timeouts;
+    pg::k_no_timeouts + " " + pg::k_all_rows;
 
 } // namespace
 

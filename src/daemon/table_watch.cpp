@@ -31,7 +31,8 @@ pg::Connection& TableWatch::target()
         target_ = std::make_unique<pg::Connection>(pg::conninfo_with(
             cfg_.target.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_tables"},
                                    {"client_encoding", "UTF8"},
-                                   {"options", std::string(pg::k_no_timeouts) + " " + pg::k_writable}}));
+                                   {"options", std::string(pg::k_no_timeouts) + " " + pg::k_writable + " " +
+                                                   pg::k_all_rows}}));
         pg::no_version_timeouts(*target_);
     }
     return *target_;
@@ -99,10 +100,11 @@ std::string TableWatch::join(pg::Connection& source, const reader::SourceTable& 
         source.exec("BEGIN");
         source_open = true;
         source.exec("SET LOCAL lock_timeout = '2s'");
-        // The copy may outlast the application's timeouts (pg::k_no_timeouts; this connection
-        // sends no options).
+        // The copy may outlast the application's timeouts and must see every row
+        // (pg::k_no_timeouts, pg::k_all_rows; this connection sends no options).
         source.exec("SELECT set_config('statement_timeout', '0', true), "
-                    "set_config('idle_in_transaction_session_timeout', '0', true)");
+                    "set_config('idle_in_transaction_session_timeout', '0', true), "
+                    "set_config('row_security', 'off', true)");
         source.exec("LOCK TABLE " + sql + " IN EXCLUSIVE MODE");
         source.exec("ALTER PUBLICATION " + pg::quote_ident(cfg_.publication_name()) + " ADD TABLE " + sql);
         auto stats = copy::copy_table(source, *dst, sql, copy::plan_copy(source, *dst, sql));

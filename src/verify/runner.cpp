@@ -23,10 +23,10 @@ namespace {
 using namespace std::chrono_literals;
 
 /// Identical text renderings on both sides; every name qualified (search_path pg_catalog); a
-/// large table's checksum may take minutes (pg::k_no_timeouts).
+/// large table's checksum may take minutes (pg::k_no_timeouts); every row counts (pg::k_all_rows).
 const std::string k_session_options = std::string("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
                                                   "-c TimeZone=UTC -c bytea_output=hex -c search_path=pg_catalog ") +
-                                      pg::k_no_timeouts;
+                                      pg::k_no_timeouts + " " + pg::k_all_rows;
 constexpr std::size_t k_max_pairs = 4;
 constexpr auto k_hold_timeout = 60s;
 constexpr std::uint64_t k_list_rows = 200; ///< a differing range this small is listed key by key

@@ -244,6 +244,32 @@ GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) TO applier"
 check_expect 0
 echo "ok: non-superuser roles pass with the privileges check names; each missing one is named with its GRANT"
 
+# Row-level security that applies to pgshift's role: on a target table the role does not own, an
+# error (apply runs with row_security=off and would fail rather than miss rows); FORCEd on a source
+# table the role owns, a warning without an initial copy (verify reads it) and an error with one.
+psql_dst "ALTER TABLE orders ENABLE ROW LEVEL SECURITY; CREATE POLICY few ON orders USING (id < 10)"
+check_expect 1
+has "error: target: " "row-level security applies to role applier on public.orders" "row-level security on a target table not reported"
+has "error: target: " "ALTER ROLE applier BYPASSRLS" "no fix for row-level security on the target"
+[ "$(errors)" = 1 ] || fail "expected only the row-level security error, got $(errors)"
+psql_dst "ALTER ROLE applier BYPASSRLS"
+check_expect 0
+lacks "error: target: " "row-level security" "a role with BYPASSRLS still reported"
+psql_src "ALTER TABLE orders ENABLE ROW LEVEL SECURITY; ALTER TABLE orders FORCE ROW LEVEL SECURITY"
+check_expect 0
+has "warning: source: " "verify will fail: row-level security applies to role migrator on public.orders" \
+  "row-level security forced on a source table not reported"
+has "warning: source: " "rollback will fail: row-level security applies to role migrator on public.orders" \
+  "the reverse stream's apply into a forced source table not reported"
+sed -i 's/^initial_copy: {enabled: false}/initial_copy: {enabled: true}/' "$work/pgshift.yaml"
+check_expect 1
+has "error: source: " "the initial copy (and verify) must see every row" "row-level security on a copied source table not an error"
+psql_src "ALTER TABLE orders NO FORCE ROW LEVEL SECURITY; ALTER TABLE orders DISABLE ROW LEVEL SECURITY"
+psql_dst "DROP POLICY few ON orders; ALTER TABLE orders DISABLE ROW LEVEL SECURITY; ALTER ROLE applier NOBYPASSRLS"
+write_config "$src_user" "$dst_user"
+check_expect 0
+echo "ok: row-level security that applies to pgshift's role is an error on the target (fixed by BYPASSRLS) and, forced on the source, a warning for verify and rollback or an error for the initial copy"
+
 # 5. No free replication slot on the source (3 of 3 taken), too few origin slots on the target.
 psql_src "SELECT pg_create_physical_replication_slot('other_' || g) FROM generate_series(1, 3) g" >/dev/null
 write_config "$src" "$dst" "apply: {workers: 4}"

@@ -560,7 +560,9 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     ReplicationFixture fx(o);
     // Target-only columns whose defaults record the settings of the session that inserted the row.
     fx.target().exec("ALTER TABLE tagged ADD COLUMN tag text DEFAULT current_setting('pgshift_test.tag', true), "
-                     "ADD COLUMN path text DEFAULT current_setting('search_path')");
+                     "ADD COLUMN path text DEFAULT current_setting('search_path'), "
+                     "ADD COLUMN rls text DEFAULT current_setting('row_security'), "
+                     "ADD COLUMN ro text DEFAULT current_setting('default_transaction_read_only')");
     REQUIRE(fx.start_and_wait_streaming(30s));
     fx.source().exec("INSERT INTO tagged SELECT g, 'many' FROM generate_series(1, 200) g"); // a COPY
     fx.source().exec("INSERT INTO tagged VALUES (1000, 'one')");                             // an INSERT
@@ -572,6 +574,8 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     REQUIRE(fx.target().scalar("SELECT count(*) FROM tagged") == "201");
     CHECK(fx.target().scalar("SELECT count(*) FROM tagged WHERE tag = 'from-conninfo'") == "201");
     CHECK(fx.target().scalar("SELECT string_agg(DISTINCT path, ',') FROM tagged") == "pg_catalog");
+    // pg::k_all_rows and pg::k_writable reach every apply session too.
+    CHECK(fx.target().scalar("SELECT string_agg(DISTINCT rls || '/' || ro, ',') FROM tagged") == "off/off");
     CHECK(fx.daemon().running());
 }
 

@@ -205,6 +205,14 @@ inline constexpr const char* k_no_timeouts = "-c statement_timeout=0 -c idle_in_
 /// as it would not stop a standby's replay.
 inline constexpr const char* k_writable = "-c default_transaction_read_only=off";
 
+/// `options` for the sessions that read or write replicated rows (apply's, the copy's, verify's,
+/// the table watch's): row-level security that applies to pgshift's role (enabled on a table the
+/// role does not own, or FORCEd, and no BYPASSRLS) must never filter rows silently: a copy
+/// would miss rows, an UPDATE would match none, a verify would count fewer. With
+/// `row_security=off` the server raises an error instead; `pgshift check` reports those tables
+/// beforehand.
+inline constexpr const char* k_all_rows = "-c row_security=off";
+
 /// The timeouts k_no_timeouts cannot name, because an older server refuses an unknown setting at
 /// connection time, set to 0 on the open session for its server's version: `idle_session_timeout`
 /// (PostgreSQL 14+) would end an apply worker while the source is quiet, or the copy's target
