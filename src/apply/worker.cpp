@@ -13,9 +13,13 @@ namespace pgshift::apply {
 namespace {
 
 /// Session settings of rule 8, as libpq `options`, and pg::k_no_timeouts, k_writable, k_all_rows.
+/// Read committed whatever the database's default: commit order is pgshift's to keep (rule 2),
+/// and under a SERIALIZABLE default concurrent workers would fail each other's transactions on
+/// predicate locks, to be retried over and over (the backslash keeps the value's space in options).
 const std::string k_session_options = std::string("-c session_replication_role=replica -c synchronous_commit=off "
                                                   "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
-                                                  "-c TimeZone=UTC -c search_path=pg_catalog ") +
+                                                  "-c TimeZone=UTC -c search_path=pg_catalog "
+                                                  "-c default_transaction_isolation=read\\ committed ") +
                                       pg::k_no_timeouts + " " + pg::k_writable + " " + pg::k_all_rows;
 /// How long a worker waits at the gate before its watchdog looks for earlier batches blocked
 /// by its locks, and how often it looks again.

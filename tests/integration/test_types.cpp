@@ -562,7 +562,11 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     fx.target().exec("ALTER TABLE tagged ADD COLUMN tag text DEFAULT current_setting('pgshift_test.tag', true), "
                      "ADD COLUMN path text DEFAULT current_setting('search_path'), "
                      "ADD COLUMN rls text DEFAULT current_setting('row_security'), "
-                     "ADD COLUMN ro text DEFAULT current_setting('default_transaction_read_only')");
+                     "ADD COLUMN ro text DEFAULT current_setting('default_transaction_read_only'), "
+                     "ADD COLUMN iso text DEFAULT current_setting('transaction_isolation')");
+    // A database that defaults to serializable transactions: apply runs read committed anyway.
+    fx.target().exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = "
+                     "serializable', current_database()); END $$");
     REQUIRE(fx.start_and_wait_streaming(30s));
     fx.source().exec("INSERT INTO tagged SELECT g, 'many' FROM generate_series(1, 200) g"); // a COPY
     fx.source().exec("INSERT INTO tagged VALUES (1000, 'one')");                             // an INSERT
@@ -575,7 +579,8 @@ TEST_CASE("types: the target conninfo's options reach the apply sessions, pgshif
     CHECK(fx.target().scalar("SELECT count(*) FROM tagged WHERE tag = 'from-conninfo'") == "201");
     CHECK(fx.target().scalar("SELECT string_agg(DISTINCT path, ',') FROM tagged") == "pg_catalog");
     // pg::k_all_rows and pg::k_writable reach every apply session too.
-    CHECK(fx.target().scalar("SELECT string_agg(DISTINCT rls || '/' || ro, ',') FROM tagged") == "off/off");
+    CHECK(fx.target().scalar("SELECT string_agg(DISTINCT rls || '/' || ro || '/' || iso, ',') FROM tagged") ==
+          "off/off/read committed");
     CHECK(fx.daemon().running());
 }
 
