@@ -21,6 +21,24 @@ bool glob_match(const std::vector<std::string>& globs, const std::string& name)
     return false;
 }
 
+/// Whether tables.include/exclude select "schema.name".
+bool selected(const config::Tables& selection, const std::string& display)
+{
+    return (selection.include.empty() || glob_match(selection.include, display)) &&
+           !glob_match(selection.exclude, display);
+}
+
+/// The relations (pg_class c, pg_namespace n) an operator can mean by a glob like "public.*":
+/// outside the system schemas and pgshift's own, and not an extension's own. An extension's
+/// tables (PostGIS's spatial_ref_sys) belong to it, as pg_dump treats them: CREATE EXTENSION
+/// creates and fills them on the target (schema: copy creates the extension), so copying their
+/// rows would collide with the extension's (duplicate key), and emptying them for a recopy
+/// would delete the extension's rows.
+constexpr const char* k_operator_relations =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+    "                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')";
+
 /// Why a leaf relation (where rows live) has no usable replica identity; empty when it has one.
 std::string leaf_identity_problem(char replident, bool has_pk, bool has_identity_index)
 {
@@ -39,20 +57,15 @@ std::string SourceTable::sql() const { return pg::quote_ident(schema) + "." + pg
 
 std::vector<NotCarried> not_carried(pg::Connection& source, const config::Tables& selection)
 {
-    // The same system-schema and extension filters as select_tables: only what an operator could
-    // mean by a glob like "public.*".
     auto r = source.exec(
         "SELECT c.relkind::text, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE ((c.relkind IN ('r', 'p') AND c.relpersistence = 'u' AND NOT c.relispartition) OR c.relkind = 'm') "
-        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
-        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
-        "                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') "
+        "AND " + std::string(k_operator_relations) + " "
         "ORDER BY 2, 3");
     std::vector<std::string> unlogged, matviews;
     for (int i = 0; i < r.rows(); ++i) {
         std::string display = r.str(i, 1) + "." + r.str(i, 2);
-        if ((!selection.include.empty() && !glob_match(selection.include, display)) ||
-            glob_match(selection.exclude, display))
+        if (!selected(selection, display))
             continue;
         (r.get(i, 0) == "m" ? matviews : unlogged).push_back(display);
     }
@@ -115,20 +128,12 @@ std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tab
         "  JOIN pg_class lc ON lc.oid = l.relid WHERE lc.relkind = 'r' OR l.relid = c.oid"
         ") leaf ON true "
         "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
-        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
-        // An extension's own tables (PostGIS's spatial_ref_sys) belong to the extension, as pg_dump
-        // treats them: CREATE EXTENSION creates and fills them on the target (schema: copy creates
-        // the extension), so copying their rows would collide with the extension's (duplicate
-        // key), and emptying them for a recopy would delete the extension's rows.
-        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
-        "                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') "
+        "AND " + std::string(k_operator_relations) + " "
         "ORDER BY 1, 2, leaf.is_root DESC, 3");
     std::vector<SourceTable> out;
     for (int i = 0; i < r.rows(); ++i) {
         std::string display = r.str(i, 0) + "." + r.str(i, 1);
-        if (!selection.include.empty() && !glob_match(selection.include, display))
-            continue;
-        if (glob_match(selection.exclude, display))
+        if (!selected(selection, display))
             continue;
         if (out.empty() || out.back().display() != display)
             out.push_back({r.str(i, 0), r.str(i, 1), ""});
