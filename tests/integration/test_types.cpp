@@ -605,6 +605,7 @@ TEST_CASE("types: timeouts and a read-only default set for the databases stop no
     ReplicationFixture fx(o);
     fx.source().exec("INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 1000000) g");
     const char* k_timeouts = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = 200', "
+                             "current_database()); EXECUTE format('ALTER DATABASE %I SET lock_timeout = 1', "
                              "current_database()); EXECUTE format('ALTER DATABASE %I SET "
                              "idle_in_transaction_session_timeout = 1', current_database()); EXECUTE "
                              "format('ALTER DATABASE %I SET idle_session_timeout = 500', current_database()); END $$";
@@ -615,7 +616,8 @@ TEST_CASE("types: timeouts and a read-only default set for the databases stop no
     for (auto* c : {&fx.source(), &fx.target()})
         CHECK(c->scalar("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
                         "WHERE d.datname = current_database() AND s.setconfig @> "
-                        "'{statement_timeout=200,idle_in_transaction_session_timeout=1,idle_session_timeout=500}'") == "1");
+                        "'{statement_timeout=200,lock_timeout=1,idle_in_transaction_session_timeout=1,idle_session_timeout=500}'") ==
+              "1");
     CHECK(fx.target().scalar("SELECT count(*) FROM pg_db_role_setting WHERE setconfig @> "
                              "'{default_transaction_read_only=on}'") == "1");
     REQUIRE(fx.start_and_wait_streaming(60s));
@@ -638,9 +640,23 @@ TEST_CASE("types: timeouts and a read-only default set for the databases stop no
     while (fx.target().scalar("SELECT count(*) FROM big WHERE id = 0") != "1" && std::chrono::steady_clock::now() < again)
         std::this_thread::sleep_for(100ms);
     CHECK(fx.target().scalar("SELECT count(*) FROM big WHERE id = 0") == "1");
+    // A change that waits 1.5 s for a lock on the target (this session predates the database's
+    // settings): longer than the lock timeout (1 ms, not retryable: apply would stop) and the
+    // statement timeout.
+    fx.target().exec("BEGIN");
+    fx.target().exec("LOCK TABLE big IN SHARE MODE");
+    fx.source().exec("INSERT INTO big VALUES (-1, 'after a lock wait')");
+    std::this_thread::sleep_for(1500ms);
+    fx.target().exec("COMMIT");
+    const auto unlocked = std::chrono::steady_clock::now() + 30s;
+    while (fx.target().scalar("SELECT count(*) FROM big WHERE id = -1") != "1" &&
+           std::chrono::steady_clock::now() < unlocked)
+        std::this_thread::sleep_for(100ms);
+    CHECK(fx.target().scalar("SELECT count(*) FROM big WHERE id = -1") == "1");
     std::ifstream log(fx.daemon().log_path());
     const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
     CHECK(text.find("statement timeout") == std::string::npos);
+    CHECK(text.find("lock timeout") == std::string::npos);
     CHECK(text.find("idle-in-transaction timeout") == std::string::npos);
     CHECK(text.find("idle-session timeout") == std::string::npos);
     CHECK(text.find("closed the connection") == std::string::npos); // how a session ended by the server shows

@@ -185,17 +185,20 @@ void set_notice_sink(NoticeSink sink);
 [[nodiscard]] std::string conninfo_with(const std::string& conninfo,
                                         const std::vector<std::pair<std::string, std::string>>& extra);
 
-/// `options` for the sessions whose work can outlast an application's timeouts: no statement or
-/// idle-in-transaction timeout from the role, the database or the conninfo. Applications often
-/// have `ALTER DATABASE/ROLE ... SET statement_timeout`, but a table's copy, an index build, a
-/// verify or a large transaction's apply can take minutes, a cancelled apply fails again at every
-/// retry, an apply worker's transaction idles at the commit gate, and the walsender that exported
-/// the copy's snapshot idles in its transaction. The replication connection, apply's sessions,
-/// the copy's, verify's and pg_dump add them; short-lived connections for checks and control
-/// queries send no `options` at all, so that `pgshift check` can still reach and name a
-/// PgBouncer in the way (it refuses the `options` startup parameter). Stops and lock waits are
+/// `options` for the sessions whose work can outlast an application's timeouts: no statement,
+/// lock or idle-in-transaction timeout from the role, the database or the conninfo. Applications
+/// often have `ALTER DATABASE/ROLE ... SET statement_timeout` or `lock_timeout`, but a table's
+/// copy, an index build, a verify or a large transaction's apply can take minutes, a cancelled
+/// apply fails again at every retry (and a lock timeout, not retryable, would stop apply where
+/// parallel workers wait on each other's rows), an apply worker's transaction idles at the commit
+/// gate, and the walsender that exported the copy's snapshot idles in its transaction. The
+/// replication connection, apply's sessions, the copy's, verify's and pg_dump add them;
+/// short-lived connections for checks and control queries send no `options` at all, so that
+/// `pgshift check` can still reach and name a PgBouncer in the way (it refuses the `options`
+/// startup parameter). Stops and lock waits are
 /// pgshift's to handle (cancels on stop, the fence's own `lock_timeout`).
-inline constexpr const char* k_no_timeouts = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0";
+inline constexpr const char* k_no_timeouts =
+    "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0";
 
 /// `options` for the sessions that write the replicated rows and pgshift's own records on the
 /// target (apply's, the copy's, the table watch's): a database or role that defaults to
