@@ -1,6 +1,8 @@
 // The apply engine: scheduler (batches, dependencies, hand-off) and the worker pool's lifecycle.
 #include "pgshift/apply/engine.hpp"
 
+#include "pgshift/apply/columns.hpp"
+
 #include "pgshift/apply/origins.hpp"
 
 #include <spdlog/spdlog.h>
@@ -40,6 +42,10 @@ constexpr std::size_t k_prune_keys_at = 1 << 20;
 {
     throw TargetError(context + ": " + e.what(), e.retryable());
 }
+
+/// Thrown out of scan() by a stop (or another batch's failure) while it waits for every earlier
+/// batch to commit: not an error of its own.
+struct Interrupted {};
 
 } // namespace
 
@@ -291,7 +297,8 @@ void Engine::begin_session(Lsn resume)
                  cfg_.origin_name(workers_count_ - 1), resume.str());
 }
 
-bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed)
+bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed,
+                  const std::atomic<bool>& stop)
 {
     const auto& txn = *st.txn;
     const bool skip = txn.commit_lsn < resume_;
@@ -306,6 +313,11 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
         auto& known = it->second;
         if (!known.info) {
             try {
+                if (adds_columns()) {
+                    const bool used_before = std::any_of(st.relations.begin(), st.relations.end(),
+                                                         [&](const auto& r) { return r.relid == relid; });
+                    add_source_columns(known, used_before, stop);
+                }
                 known.info = resolve_relation(catalog(), known.payload, known.decode, ++generation_);
             } catch (const pg::PgError& e) {
                 throw_target("while resolving a relation on the target", e);
@@ -357,6 +369,27 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
         }
     }
     return barrier || relation_changed;
+}
+
+void Engine::add_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop)
+{
+    const auto rel = std::get<protocol::Relation>(protocol::decode(known.payload, known.decode));
+    const auto missing = missing_columns(catalog(), rel);
+    if (missing.empty())
+        return;
+    // Every earlier transaction commits first: the target table then holds exactly the rows the
+    // source table held before this transaction (what add_columns() decides on), and no batch
+    // in flight writes rows under the old column list after the column's default is changed.
+    if (open_ && !open_->txns.empty())
+        dispatch(stop);
+    while (order_.committed() + 1 != next_seq_) {
+        if (stop.load(std::memory_order_acquire) || order_.aborted())
+            throw Interrupted{};
+        std::unique_lock lk(handoff_->mutex);
+        handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
+    }
+    add_columns(pg::conninfo_with(cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}),
+                catalog(), rel, missing, used_before);
 }
 
 bool Engine::ready_to_dispatch(std::size_t enough) const
@@ -545,8 +578,9 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
                 ScheduledTxn st{std::move(txn), {}};
                 keys.clear();
                 bool relation_changed = false;
-                bool barrier = scan(st, keys, relation_changed);
-                if (!open_empty && relation_changed)
+                bool barrier = scan(st, keys, relation_changed, stop);
+                // (scan may have dispatched the open batch itself: see add_source_columns)
+                if (open_ && !open_->txns.empty() && relation_changed)
                     dispatch(stop);
                 if (!open_) {
                     open_ = std::make_unique<Batch>();
@@ -579,6 +613,8 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
                 handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
             }
         }
+    } catch (const Interrupted&) {
+        // A stop (or a failed batch, whose error handoff_ holds) while waiting for commits.
     } catch (...) {
         error = std::current_exception();
         order_.abort();

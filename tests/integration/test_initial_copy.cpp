@@ -686,3 +686,78 @@ INSERT INTO late (id, v) SELECT g, 'v' || g FROM generate_series(1, 1000) g;
     INFO(join_lines(error_lines(log)));
     CHECK(error_lines(log).empty());
 }
+
+namespace {
+
+/// Each column of `table` as `name type not-null default`, in order.
+std::string column_definitions(TestCluster& c, const std::string& table)
+{
+    return c.value("SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || "
+                   "a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-'), ', ' ORDER BY a.attnum) "
+                   "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                   "WHERE a.attrelid = '" + table + "'::regclass AND a.attnum > 0 AND NOT a.attisdropped");
+}
+
+} // namespace
+
+TEST_CASE("initial copy: columns added on the source while streaming are added on the target (schema: copy)",
+          "[integration][initial_copy]")
+{
+    FixtureOptions o;
+    o.schema_sql = "CREATE TABLE grows (id int PRIMARY KEY, v text); "
+                   "INSERT INTO grows SELECT g, 'v' || g FROM generate_series(1, 100) g; "
+                   "CREATE TABLE rewritten (id int PRIMARY KEY); INSERT INTO rewritten SELECT generate_series(1, 10);";
+    o.schema_on_target = false;
+    o.daemon.name = "addcol";
+    o.daemon.initial_copy = true;
+    o.daemon.schema = "copy";
+    o.daemon.workers = 2;
+    ReplicationFixture fx(o);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    // Columns without a default, with a constant default and NOT NULL (the 100 rows read 7), with
+    // a stable default (evaluated once by the ALTER: the rows keep that instant), with a default
+    // changed afterwards; rows changed after them; and in one transaction a row inserted before
+    // an ALTER and one after it.
+    exec_statements(fx.source(), R"sql(
+ALTER TABLE grows ADD COLUMN note text;
+ALTER TABLE grows ADD COLUMN n int NOT NULL DEFAULT 7;
+ALTER TABLE grows ADD COLUMN at timestamptz DEFAULT now();
+ALTER TABLE grows ADD COLUMN k int DEFAULT 1;
+ALTER TABLE grows ALTER COLUMN k SET DEFAULT 2;
+INSERT INTO grows (id, v) VALUES (101, 'after');
+UPDATE grows SET note = 'noted', n = n + 1 WHERE id <= 10;
+BEGIN;
+INSERT INTO grows (id, v) VALUES (102, 'before, same transaction');
+ALTER TABLE grows ADD COLUMN "Late" numeric(6,2) DEFAULT 1.5;
+INSERT INTO grows (id, v, "Late") VALUES (103, 'after, same transaction', 2.25);
+COMMIT;
+)sql");
+    REQUIRE(fx.converged({"public.grows"}, 60s));
+    CHECK(column_definitions(fx.source(), "grows") == column_definitions(fx.target(), "grows"));
+    CHECK(fx.target().value("SELECT count(*) FROM grows WHERE n = 7 AND k = 1 AND at IS NOT NULL AND \"Late\" = 1.5") ==
+          "90");
+    auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("column n (integer) appeared on source table public.grows: added it on the target (schema: copy)") !=
+          std::string::npos);
+    CHECK(log.find("column Late (numeric(6,2)) appeared on source table public.grows") != std::string::npos);
+    INFO(join_lines(error_lines(log)));
+    CHECK(error_lines(log).empty());
+
+    // A volatile default made the source rewrite the table: the values its 10 rows got are in no
+    // change, so the column is refused, clearly, and nothing of the transaction is applied.
+    fx.source().exec("ALTER TABLE rewritten ADD COLUMN u uuid DEFAULT gen_random_uuid()");
+    fx.source().exec("INSERT INTO rewritten VALUES (11)");
+    const std::string refusal = "column \"u\" of source table public.rewritten does not exist on the target table, "
+                                "and pgshift cannot add it (schema: copy): it was added with a default PostgreSQL "
+                                "computed for each existing row";
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           read_all(fx.daemon().log_path()).find(refusal) == std::string::npos)
+        std::this_thread::sleep_for(100ms);
+    CHECK(read_all(fx.daemon().log_path()).find(refusal) != std::string::npos);
+    CHECK(fx.daemon().running());
+    CHECK(fx.target().value("SELECT count(*) FROM rewritten") == "10");
+    CHECK(fx.target().value("SELECT count(*) FROM pg_attribute WHERE attrelid = 'rewritten'::regclass AND attname = 'u'") ==
+          "0");
+}

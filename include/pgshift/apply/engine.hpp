@@ -94,7 +94,14 @@ private:
     pg::Connection& catalog();
     /// Scans a transaction: registers its Relation messages, resolves the relations its changes
     /// use, collects its conflict keys. Returns whether it must be a barrier.
-    bool scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed);
+    bool scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed,
+              const std::atomic<bool>& stop);
+    /// pgshift manages the target's schema (`schema: copy` with the initial copy): columns
+    /// added on the source are added on the target (columns.hpp).
+    [[nodiscard]] bool adds_columns() const
+    {
+        return cfg_.schema == config::SchemaMode::copy && cfg_.initial_copy.enabled;
+    }
     /// Whether the open batch should go now: a worker is free, the batch it depends on has
     /// committed, and nothing more is queued or it holds `enough` transactions.
     [[nodiscard]] bool ready_to_dispatch(std::size_t enough) const;
@@ -124,6 +131,10 @@ private:
         std::shared_ptr<const RelationInfo> info; ///< null until a change uses it
     };
     std::unordered_map<RelId, Known> relations_;
+    /// Before `known` is first resolved: adds the columns the target lacks, once every earlier
+    /// batch has committed (dispatches the open one, waits). `used_before`: the transaction
+    /// being scanned changed the table under an older definition.
+    void add_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop);
     std::uint64_t generation_ = 0;
 
     // Dependency tracking (scheduler thread only).
