@@ -162,6 +162,7 @@ Lsn Engine::connect()
                                                                              pg::k_writable}});
     try {
         catalog_ = std::make_unique<pg::Connection>(conninfo);
+        catalog_cancel_ = catalog_->canceller();
         pg::no_version_timeouts(*catalog_);
         // End backends a previous (crashed) run left behind, whatever its worker count, and wait
         // until they are gone: they hold our origins, and one may still be committing.
@@ -388,8 +389,23 @@ void Engine::add_source_columns(const Known& known, bool used_before, const std:
         std::unique_lock lk(handoff_->mutex);
         handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
     }
-    add_columns(pg::conninfo_with(cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}),
-                catalog(), rel, missing, used_before);
+    auto& target = catalog();
+    altering_.store(true, std::memory_order_release);
+    try {
+        if (cancelled_.load(std::memory_order_acquire))
+            throw Interrupted{};
+        add_columns(pg::conninfo_with(cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}),
+                    target, rel, missing, used_before);
+    } catch (const TargetError&) {
+        altering_.store(false, std::memory_order_release);
+        if (cancelled_.load(std::memory_order_acquire))
+            throw Interrupted{}; // the stop cancelled it: not an error
+        throw;
+    } catch (...) {
+        altering_.store(false, std::memory_order_release);
+        throw;
+    }
+    altering_.store(false, std::memory_order_release);
 }
 
 bool Engine::ready_to_dispatch(std::size_t enough) const
@@ -518,6 +534,13 @@ std::size_t Engine::cancel_statements()
             ++sent;
         else
             spdlog::warn("apply: could not cancel the statement of worker {}: {}", w->index(), why);
+    }
+    // A column being added may wait for a lock on the target table (add_source_columns).
+    if (altering_.load(std::memory_order_acquire) && catalog_cancel_) {
+        if (auto why = catalog_cancel_->cancel(); why.empty())
+            ++sent;
+        else
+            spdlog::warn("apply: could not cancel the schema change on the target: {}", why);
     }
     return sent;
 }

@@ -14,6 +14,7 @@ name: operr
 source: {conninfo: "$src"}
 target: {conninfo: "$dst"}
 initial_copy: {enabled: false}
+schema: verify   # the operator keeps the target's schema (with schema: copy pgshift adds the column)
 control: {listen: "127.0.0.1:$ctl_port"}
 reconnect: {min_delay_seconds: 0.2, max_delay_seconds: 1}
 YAML

@@ -18,6 +18,8 @@
 #include <iostream>
 #include <memory>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <regex>
 #include <thread>
@@ -542,6 +544,38 @@ ALTER TABLE ledger OWNER TO mig; ALTER TABLE orders OWNER TO mig; ALTER TABLE ac
     CHECK(*exit == 0);
     for (auto* server : {&fx.source(), &fx.target()})
         CHECK(server->value("SELECT count(*) FROM pg_replication_slots") == "0");
+}
+
+TEST_CASE("a column added on the new primary after cutover reaches the old one, and rollback keeps it",
+          "[integration][cutover]")
+{
+    // An application deploy during the rollback window: the reverse direction (schema: copy,
+    // the default) adds the column on the old primary, whose rows read the same default.
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: counts}"));
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 30s));
+    fx.source().exec("INSERT INTO orders (writer, seq) SELECT 1, g FROM generate_series(1, 50) g");
+    REQUIRE(fx.converged(k_tables, 30s));
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    REQUIRE(code == 0);
+    fx.target().exec("ALTER TABLE orders ADD COLUMN region text NOT NULL DEFAULT 'eu'");
+    fx.target().exec("INSERT INTO orders (writer, seq, region) VALUES (2, 1, 'us')");
+    // (to_jsonb: the column does not exist on the source until pgshift adds it)
+    CHECK(wait_for([&] { return fx.source().value("SELECT count(*) FROM orders o WHERE to_jsonb(o)->>'region' = 'us'") == "1"; },
+                   20s));
+    CHECK(fx.source().value("SELECT count(*) FROM orders WHERE region = 'eu'") == "50");
+    auto [code2, json2] = operation(fx.daemon(), "rollback");
+    INFO(json2);
+    REQUIRE(code2 == 0);
+    fx.source().exec("INSERT INTO orders (writer, seq, region) VALUES (3, 1, 'ap')");
+    REQUIRE(fx.converged(k_tables, 30s));
+    CHECK(fx.target().value("SELECT region FROM orders WHERE writer = 3") == "ap");
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(log.find("column region (text) appeared on source table public.orders: added it on the target") !=
+          std::string::npos);
 }
 
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",

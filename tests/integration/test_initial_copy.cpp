@@ -744,6 +744,30 @@ COMMIT;
     INFO(join_lines(error_lines(log)));
     CHECK(error_lines(log).empty());
 
+    // A SIGTERM while the ALTER waits for a lock on the target table ends pgshift promptly (the
+    // ALTER is cancelled), and the next start adds the column and applies the row.
+    {
+        auto locker = fx.target().connect();
+        locker.exec("BEGIN");
+        locker.exec("LOCK TABLE grows IN ACCESS SHARE MODE");
+        fx.source().exec("ALTER TABLE grows ADD COLUMN extra int");
+        fx.source().exec("INSERT INTO grows (id, v, extra) VALUES (104, 'locked', 4)");
+        const auto waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                             "AND query LIKE 'ALTER TABLE %grows% ADD COLUMN%'";
+        auto until = std::chrono::steady_clock::now() + 30s;
+        while (std::chrono::steady_clock::now() < until && fx.target().value(waiting) != "1")
+            std::this_thread::sleep_for(50ms);
+        REQUIRE(fx.target().value(waiting) == "1");
+        fx.daemon().kill(SIGTERM);
+        auto code = fx.daemon().wait_exit(20s);
+        REQUIRE(code);
+        CHECK(*code == 0);
+        locker.exec("ROLLBACK");
+    }
+    fx.daemon().start();
+    REQUIRE(fx.converged({"public.grows"}, 60s));
+    CHECK(column_definitions(fx.source(), "grows") == column_definitions(fx.target(), "grows"));
+
     // A volatile default made the source rewrite the table: the values its 10 rows got are in no
     // change, so the column is refused, clearly, and nothing of the transaction is applied.
     fx.source().exec("ALTER TABLE rewritten ADD COLUMN u uuid DEFAULT gen_random_uuid()");

@@ -96,12 +96,10 @@ private:
     /// use, collects its conflict keys. Returns whether it must be a barrier.
     bool scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& relation_changed,
               const std::atomic<bool>& stop);
-    /// pgshift manages the target's schema (`schema: copy` with the initial copy): columns
-    /// added on the source are added on the target (columns.hpp).
-    [[nodiscard]] bool adds_columns() const
-    {
-        return cfg_.schema == config::SchemaMode::copy && cfg_.initial_copy.enabled;
-    }
+    /// `schema: copy` (in both directions, with or without the initial copy): columns added on
+    /// the source are added on the target (columns.hpp); `schema: verify` leaves the target's
+    /// schema to the operator.
+    [[nodiscard]] bool adds_columns() const { return cfg_.schema == config::SchemaMode::copy; }
     /// Whether the open batch should go now: a worker is free, the batch it depends on has
     /// committed, and nothing more is queued or it holds `enough` transactions.
     [[nodiscard]] bool ready_to_dispatch(std::size_t enough) const;
@@ -117,6 +115,8 @@ private:
     queue::Stats& stats_;
     int workers_count_;
     std::unique_ptr<pg::Connection> catalog_;
+    std::unique_ptr<pg::Canceller> catalog_cancel_; ///< made by connect()
+    std::atomic<bool> altering_{false};              ///< add_source_columns() runs its ALTER
     CommitOrder order_;
     Lsn resume_;
     std::atomic<bool> stopping_{false}; ///< long transactions are rolled back (set by run() on stop)
