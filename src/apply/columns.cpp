@@ -25,29 +25,23 @@ struct SourceColumn {
     bool array = false;
 };
 
-std::string qualified_name(const protocol::Relation& rel)
-{
-    const std::string nsp = rel.nspname.empty() ? "pg_catalog" : std::string(rel.nspname);
-    return pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname);
-}
+/// The table as the error messages and the log name it, and as SQL.
+struct TableName {
+    std::string display;
+    std::string sql;
+};
 
-std::string display_name(const protocol::Relation& rel)
+[[noreturn]] void refuse(const TableName& t, const std::string& column, const std::string& why)
 {
-    return (rel.nspname.empty() ? std::string("pg_catalog") : std::string(rel.nspname)) + "." +
-           std::string(rel.relname);
-}
-
-[[noreturn]] void refuse(const protocol::Relation& rel, const std::string& column, const std::string& why)
-{
-    throw TargetError("column \"" + column + "\" of source table " + display_name(rel) +
+    throw TargetError("column \"" + column + "\" of source table " + t.display +
                           " does not exist on the target table, and pgshift cannot add it (schema: copy): " + why +
                           "; add it on the target, then run `pgshift resume`",
                       false);
 }
 
-SourceColumn read_source_column(pg::Connection& source, const protocol::Relation& rel, const std::string& name)
+SourceColumn read_source_column(pg::Connection& source, const TableName& t, const NewColumn& wanted)
 {
-    const auto table = qualified_name(rel);
+    const auto& name = wanted.name;
     auto r = source.exec_params(
         "SELECT format_type(a.atttypid, a.atttypmod), a.atttypid::int8, a.attnotnull, "
         "  a.attidentity <> '' OR a.attgenerated <> '', pg_get_expr(d.adbin, d.adrelid), a.atthasmissing, "
@@ -55,12 +49,9 @@ SourceColumn read_source_column(pg::Connection& source, const protocol::Relation
         "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-        {table, name});
-    const auto stream_type = std::find_if(rel.columns.begin(), rel.columns.end(),
-                                          [&](const protocol::RelationColumn& c) { return c.name == name; })
-                                 ->type_oid;
+        {t.sql, name});
     if (r.rows() == 0)
-        refuse(rel, name, "the source table no longer has it (changed again since)");
+        refuse(t, name, "the source table no longer has it (changed again since)");
     SourceColumn c;
     c.name = name;
     c.type = r.str(0, 0);
@@ -70,15 +61,15 @@ SourceColumn read_source_column(pg::Connection& source, const protocol::Relation
     if (!r.is_null(0, 4))
         c.default_expr = r.str(0, 4);
     c.array = r.get(0, 6) == "t";
-    if (c.type_oid != stream_type)
-        refuse(rel, name, "its type on the source is now " + c.type + ", not the one the stream carries (changed again since)");
+    if (wanted.type_oid != 0 && c.type_oid != wanted.type_oid)
+        refuse(t, name, "its type on the source is now " + c.type + ", not the one the stream carries (changed again since)");
     c.has_missing = r.get(0, 5) == "t";
     if (c.has_missing && !c.array) {
         // attmissingval is a one-element array of the column's type (anyarray in the catalog).
         auto m = source.exec_params("SELECT ((a.attmissingval::text)::" + c.type +
                                         "[])[1]::text FROM pg_attribute a "
                                         "WHERE a.attrelid = to_regclass($1) AND a.attname = $2",
-                                    {table, name});
+                                    {t.sql, name});
         if (m.rows() == 1 && !m.is_null(0, 0))
             c.missing = m.str(0, 0);
     }
@@ -87,80 +78,79 @@ SourceColumn read_source_column(pg::Connection& source, const protocol::Relation
 
 } // namespace
 
-std::vector<std::string> missing_columns(pg::Connection& catalog, const protocol::Relation& rel)
+std::vector<std::string> missing_columns(pg::Connection& target, const std::string& qualified,
+                                         const std::vector<std::string>& names)
 {
-    auto r = catalog.exec_params("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
-                                 "AND a.attnum > 0 AND NOT a.attisdropped",
-                                 {qualified_name(rel)});
+    auto r = target.exec_params("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
+                                "AND a.attnum > 0 AND NOT a.attisdropped",
+                                {qualified});
     if (r.rows() == 0)
-        return {}; // no such table (or one without columns): resolution reports it
+        return {}; // no such table (or one without columns): reported elsewhere
     std::vector<std::string> present;
     for (int i = 0; i < r.rows(); ++i)
         present.push_back(r.str(i, 0));
     std::vector<std::string> missing;
-    for (const auto& c : rel.columns)
-        if (std::find(present.begin(), present.end(), c.name) == present.end())
-            missing.emplace_back(c.name);
+    for (const auto& n : names)
+        if (std::find(present.begin(), present.end(), n) == present.end())
+            missing.push_back(n);
     return missing;
 }
 
-void add_columns(const std::string& source_conninfo, pg::Connection& catalog, const protocol::Relation& rel,
-                 const std::vector<std::string>& names, bool rows_before)
+void add_columns(pg::Connection& source, pg::Connection& target, const std::string& schema, const std::string& table,
+                 const std::vector<NewColumn>& columns, bool rows_before)
 {
-    const auto table = qualified_name(rel);
-    std::vector<SourceColumn> columns;
+    const TableName t{schema + "." + table, pg::quote_ident(schema) + "." + pg::quote_ident(table)};
+    std::vector<SourceColumn> defs;
     try {
-        pg::Connection source(source_conninfo);
-        // format_type() and pg_get_expr() then qualify every name outside pg_catalog, as the
-        // target's catalog session (search_path pg_catalog) needs them.
+        // format_type() and pg_get_expr() then qualify every name outside pg_catalog.
         source.exec("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)");
-        for (const auto& name : names)
-            columns.push_back(read_source_column(source, rel, name));
+        for (const auto& c : columns)
+            defs.push_back(read_source_column(source, t, c));
+        source.exec("RESET search_path");
     } catch (const pg::PgError& e) {
-        throw TargetError("could not read the definition of the column(s) " + display_name(rel) +
-                              " gained on the source: " + e.what(),
+        throw TargetError("could not read the definition of the column(s) source table " + t.display +
+                              " has and the target lacks: " + e.what(),
                           e.retryable());
     }
     std::string statements;
     try {
-        const bool target_rows = rows_before || catalog.exec("SELECT EXISTS (SELECT 1 FROM " + table + ")").get(0, 0) == "t";
-        for (const auto& c : columns) {
+        const bool target_rows = rows_before || target.exec("SELECT EXISTS (SELECT 1 FROM " + t.sql + ")").get(0, 0) == "t";
+        for (const auto& c : defs) {
+            if (c.computed)
+                refuse(t, c.name, "it is an identity or generated column, whose definition pgshift does not copy");
             // Rows older than the ALTER read NULL or the missing value on the source; anything
             // else they hold came from a rewrite the stream does not carry.
-            if (target_rows && c.computed)
-                refuse(rel, c.name, "it is an identity or generated column, whose values for the rows the table "
-                                    "already held were written by a table rewrite that logical replication does not carry");
             if (target_rows && c.has_missing && !c.missing)
-                refuse(rel, c.name, "it is an array column added with a default, whose value for the rows the "
+                refuse(t, c.name, "it is an array column added with a default, whose value for the rows the "
                                     "table already held pgshift does not carry");
             if (target_rows && !c.has_missing && (c.default_expr || c.not_null))
-                refuse(rel, c.name, "it was added with a default PostgreSQL computed for each existing row (or "
+                refuse(t, c.name, "it was added with a default PostgreSQL computed for each existing row (or "
                                     "given its default or NOT NULL later), and those values are not in the "
                                     "replication stream");
-            const auto col = table + " ADD COLUMN " + pg::quote_ident(c.name) + " " + c.type;
-            statements += "ALTER TABLE " + col + (c.missing ? " DEFAULT " + catalog.quote_literal(*c.missing) : "") + ";\n";
+            const auto col = t.sql + " ADD COLUMN " + pg::quote_ident(c.name) + " " + c.type;
+            statements += "ALTER TABLE " + col + (c.missing ? " DEFAULT " + target.quote_literal(*c.missing) : "") + ";\n";
             if (c.default_expr)
-                statements += "ALTER TABLE " + table + " ALTER COLUMN " + pg::quote_ident(c.name) + " SET DEFAULT " +
+                statements += "ALTER TABLE " + t.sql + " ALTER COLUMN " + pg::quote_ident(c.name) + " SET DEFAULT " +
                               *c.default_expr + ";\n";
             else if (c.missing)
-                statements += "ALTER TABLE " + table + " ALTER COLUMN " + pg::quote_ident(c.name) + " DROP DEFAULT;\n";
+                statements += "ALTER TABLE " + t.sql + " ALTER COLUMN " + pg::quote_ident(c.name) + " DROP DEFAULT;\n";
             if (c.not_null)
-                statements += "ALTER TABLE " + table + " ALTER COLUMN " + pg::quote_ident(c.name) + " SET NOT NULL;\n";
+                statements += "ALTER TABLE " + t.sql + " ALTER COLUMN " + pg::quote_ident(c.name) + " SET NOT NULL;\n";
         }
         // One simple-query string: one implicit transaction, all columns or none.
-        catalog.exec(statements);
+        target.exec(statements);
     } catch (const pg::PgError& e) {
         std::string list;
-        for (const auto& n : names)
-            list += (list.empty() ? "\"" : ", \"") + n + "\"";
-        throw TargetError("could not add column(s) " + list + " of source table " + display_name(rel) +
+        for (const auto& c : columns)
+            list += (list.empty() ? "\"" : ", \"") + c.name + "\"";
+        throw TargetError("could not add column(s) " + list + " of source table " + t.display +
                               " to the target table (schema: copy): " + e.what() +
                               "; add them on the target, then run `pgshift resume`",
                           e.retryable());
     }
-    for (const auto& c : columns)
-        spdlog::info("column {} ({}) appeared on source table {}: added it on the target (schema: copy)", c.name,
-                     c.type, display_name(rel));
+    for (const auto& c : defs)
+        spdlog::info("column {} ({}) of source table {} was missing on the target: added it (schema: copy)", c.name,
+                     c.type, t.display);
     spdlog::debug("added on the target: {}", statements);
 }
 

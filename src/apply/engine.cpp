@@ -375,9 +375,17 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
 void Engine::add_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop)
 {
     const auto rel = std::get<protocol::Relation>(protocol::decode(known.payload, known.decode));
-    const auto missing = missing_columns(catalog(), rel);
+    const std::string nsp = rel.nspname.empty() ? "pg_catalog" : std::string(rel.nspname);
+    std::vector<std::string> names;
+    for (const auto& c : rel.columns)
+        names.emplace_back(c.name);
+    const auto missing = missing_columns(catalog(), pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname), names);
     if (missing.empty())
         return;
+    std::vector<NewColumn> columns;
+    for (const auto& c : rel.columns)
+        if (std::find(missing.begin(), missing.end(), c.name) != missing.end())
+            columns.push_back({std::string(c.name), c.type_oid});
     // Every earlier transaction commits first: the target table then holds exactly the rows the
     // source table held before this transaction (what add_columns() decides on), and no batch
     // in flight writes rows under the old column list after the column's default is changed.
@@ -394,8 +402,16 @@ void Engine::add_source_columns(const Known& known, bool used_before, const std:
     try {
         if (cancelled_.load(std::memory_order_acquire))
             throw Interrupted{};
-        add_columns(pg::conninfo_with(cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}),
-                    target, rel, missing, used_before);
+        std::unique_ptr<pg::Connection> source;
+        try {
+            source = std::make_unique<pg::Connection>(
+                pg::conninfo_with(cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}));
+        } catch (const pg::PgError& e) {
+            throw SourceError(std::string("could not connect to the source to read the definition of a column ") +
+                                  "the target lacks: " + e.what(),
+                              e.retryable());
+        }
+        add_columns(*source, target, nsp, std::string(rel.relname), columns, used_before);
     } catch (const TargetError&) {
         altering_.store(false, std::memory_order_release);
         if (cancelled_.load(std::memory_order_acquire))

@@ -829,10 +829,25 @@ private:
         // `run` (from pg_dump's definition) before its rows are copied: not a problem here.
         if (!source_->is_ok())
             return;
+        // With schema: copy a missing column is added: before the copy into the empty table, or
+        // by apply at the table's first change when the target's rows can get the source's
+        // values (apply/columns.hpp), which only `run` can tell: a warning here.
         const bool creates_tables = cfg_.initial_copy.enabled && cfg_.schema == config::SchemaMode::copy;
-        for (const auto& d : compare_schemas(*source_, target, *tables_))
-            if (!(creates_tables && d.kind == DifferenceKind::missing_table))
+        const bool adds_columns = cfg_.schema == config::SchemaMode::copy;
+        for (const auto& d : compare_schemas(*source_, target, *tables_)) {
+            if (creates_tables && d.kind == DifferenceKind::missing_table)
+                continue;
+            if (adds_columns && d.kind == DifferenceKind::missing_column)
+                warning(Side::target, code(d.kind),
+                        "table " + d.table + ", column " + d.column + " is missing on the target: pgshift adds it " +
+                            (cfg_.initial_copy.enabled ? "before the copy"
+                                                       : "at the table's first change, unless the target's rows "
+                                                         "cannot get the source's values for it (a volatile "
+                                                         "default, an identity or generated column)") +
+                            " (schema: copy)");
+            else
                 error(Side::target, code(d.kind), d.message);
+        }
     }
 
     /// A slot without origins or origins without a slot: what an earlier run left behind.

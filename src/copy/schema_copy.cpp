@@ -3,6 +3,7 @@
 // the rows.
 #include "pgshift/copy/schema_copy.hpp"
 
+#include "pgshift/apply/columns.hpp"
 #include "pgshift/check/schema.hpp"
 #include "pgshift/common/address.hpp"
 
@@ -431,6 +432,8 @@ std::vector<std::string> check_schema(const config::Config& cfg, pg::Connection&
             any_missing = true; // created before the copy
             continue;
         }
+        if (d.kind == check::DifferenceKind::missing_column && cfg.schema == config::SchemaMode::copy)
+            continue; // added before the copy (before_data)
         out.push_back(d.message);
     }
     if (any_missing) {
@@ -448,6 +451,7 @@ void SchemaCopy::before_data(pg::Connection& source, pg::Connection& target,
 {
     if (cfg_.schema != config::SchemaMode::copy)
         return;
+    add_missing_columns(source, target, tables);
     auto missing = missing_tables(target, tables);
     if (missing.empty())
         return;
@@ -464,6 +468,22 @@ void SchemaCopy::before_data(pg::Connection& source, pg::Connection& target,
     if (!problems.empty())
         throw TargetError("schema: copy: the tables created on the target still differ from the source:" + problems,
                           false);
+}
+
+void SchemaCopy::add_missing_columns(pg::Connection& source, pg::Connection& target,
+                                     const std::vector<reader::SourceTable>& tables)
+{
+    // Target tables that exist but lack some of the source's columns (made from an older dump):
+    // the columns are added as the source defines them (apply/columns.hpp), each table in one
+    // transaction. They are empty here (the copy fills only empty tables), so nothing is refused
+    // for the rows they hold.
+    std::map<std::string, std::vector<apply::NewColumn>> by_table;
+    for (const auto& d : check::compare_schemas(source, target, tables))
+        if (d.kind == check::DifferenceKind::missing_column)
+            by_table[d.table].push_back({d.column, 0});
+    for (const auto& t : tables)
+        if (auto it = by_table.find(t.display()); it != by_table.end())
+            apply::add_columns(source, target, t.schema, t.name, it->second, false);
 }
 
 void SchemaCopy::after_data(pg::Connection& source, pg::Connection& target,

@@ -305,7 +305,8 @@ check_expect 0
 echo "ok: a source without a free WAL sender is an error"
 
 # 6. A table without key and identity; target tables missing, missing a column, a column of another type.
-write_config
+# (schema: verify: the target's schema is the operator's; schema: copy below)
+write_config "$src" "$dst" "$(printf 'apply: {workers: 2}\nschema: verify')"
 psql_src "CREATE TABLE nokey (a int, b text); CREATE TABLE only_src (id int PRIMARY KEY)"
 psql_dst "CREATE TABLE nokey (a int, b text)"
 psql_dst "ALTER TABLE orders DROP COLUMN note; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,2);
@@ -331,11 +332,19 @@ assert d["ok"] is False and d["errors"] == 5, d
 assert codes == ["column_type", "missing_column", "missing_table", "replica_identity", "required_column"], codes
 assert all(p["side"] in ("source", "target") for p in d["problems"]), d
 PY
-# With an initial copy and schema: copy, run creates a missing table: not an error any more.
-sed -i 's/^initial_copy: {enabled: false}/initial_copy: {enabled: true}\nschema: copy/' "$work/pgshift.yaml"
+# With schema: copy, run adds a missing column (apply, at the table's first change): a warning.
+sed -i 's/^schema: verify/schema: copy/' "$work/pgshift.yaml"
+check_expect 1
+has "warning: target: " "table public.orders, column note is missing on the target: pgshift adds it at the table's first change" \
+  "schema: copy: a missing column is not a warning"
+[ "$(errors)" = 4 ] || fail "schema: copy: expected 4 errors, got $(errors)"
+# With an initial copy too, run creates a missing table and adds the column before the copy.
+sed -i 's/^initial_copy: {enabled: false}/initial_copy: {enabled: true}/' "$work/pgshift.yaml"
 check_expect 1
 grep -q "only_src" "$work/pgshift.log" && fail "schema: copy with an initial copy: a missing table is reported"
-[ "$(errors)" = 4 ] || fail "schema: copy with an initial copy: expected 4 errors, got $(errors)"
+has "warning: target: " "table public.orders, column note is missing on the target: pgshift adds it before the copy" \
+  "schema: copy with an initial copy: a missing column is not a warning"
+[ "$(errors)" = 3 ] || fail "schema: copy with an initial copy: expected 3 errors, got $(errors)"
 sed -i 's/^schema: copy/schema: verify/' "$work/pgshift.yaml"
 check_expect 1
 has "error: target: " "table public.only_src does not exist on the target" "schema: verify: a missing table not reported"
@@ -344,7 +353,7 @@ psql_src "DROP TABLE nokey, only_src"
 psql_dst "DROP TABLE nokey; ALTER TABLE orders ADD COLUMN note text; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(10,2);
 ALTER TABLE items DROP COLUMN sku"
 check_expect 0
-echo "ok: five problems reported in one run (text and --json): no identity, missing table, missing column, other type, NOT NULL extra column; a missing table is fine for schema: copy with an initial copy"
+echo "ok: five problems reported in one run (text and --json): no identity, missing table, missing column, other type, NOT NULL extra column; a missing column is a warning for schema: copy, a missing table too with an initial copy"
 
 # 7. Leftovers of an earlier run: a slot without origins (warning), an origin with progress but no slot (error).
 psql_src "SELECT pg_create_logical_replication_slot('pgshift_chk', 'pgoutput')" >/dev/null

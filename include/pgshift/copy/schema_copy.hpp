@@ -59,6 +59,9 @@ public:
     struct Dump; ///< the dump file and its table of contents (schema_copy.cpp)
 
 private:
+    /// Adds the columns existing target tables lack (schema: copy). Throws TargetError.
+    void add_missing_columns(pg::Connection& source, pg::Connection& target,
+                             const std::vector<reader::SourceTable>& tables);
     /// Restores the entries of `section` (pre-data | post-data) that `tables` need and the
     /// target lacks, in one target transaction. Returns how many.
     int restore_section(pg::Connection& source, pg::Connection& target,
