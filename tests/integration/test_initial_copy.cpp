@@ -703,17 +703,14 @@ std::string column_definitions(TestCluster& c, const std::string& table)
 TEST_CASE("initial copy: columns added on the source while streaming are added on the target (schema: copy)",
           "[integration][initial_copy]")
 {
-    FixtureOptions o;
+    auto o = copy_options("addcol", 0);
     o.schema_sql = "CREATE TABLE grows (id int PRIMARY KEY, v text); "
                    "INSERT INTO grows SELECT g, 'v' || g FROM generate_series(1, 100) g; "
                    "CREATE TABLE rewritten (id int PRIMARY KEY); INSERT INTO rewritten SELECT generate_series(1, 10); "
                    "CREATE TABLE older (id int PRIMARY KEY, label text NOT NULL DEFAULT 'x', qty numeric(8,2)); "
                    "INSERT INTO older SELECT g, 'l' || g, g FROM generate_series(1, 20) g;";
     o.schema_on_target = false;
-    o.daemon.name = "addcol";
-    o.daemon.initial_copy = true;
     o.daemon.schema = "copy";
-    o.daemon.workers = 2;
     ReplicationFixture fx(o);
     // A target table made from an older definition: its missing columns are added before the copy.
     fx.target().exec("CREATE TABLE older (id int PRIMARY KEY)");
