@@ -274,15 +274,45 @@ SourcePlan check_source(const config::Config& cfg, Lsn durable, bool publication
         // Once per daemon, as `pgshift check` reports them: what the operator has to carry over.
         for (const auto& n : reader::not_carried(source, cfg.tables))
             spdlog::warn("not migrated: {}", n.message);
-        // Do no harm: publishing a table without a usable replica identity makes the source
-        // refuse the application's UPDATE and DELETE on it.
+        // When streaming resumes, the publication holds what is replicated, and the start sets it
+        // to the selected tables (prepare_publication). Two kinds stay out:
+        // - Lose nothing: a table not in it yet (created, or given its identity, while pgshift was
+        //   stopped) would stream only the rows written after the start; it joins through the
+        //   table watch instead, with its rows copied.
+        // - Do no harm: publishing a table without a usable replica identity makes the source
+        //   refuse the application's UPDATE and DELETE on it; one an earlier run published and
+        //   that lost its identity since does that already, so the start removes it.
+        // Any other table without identity refuses the start, with nothing created.
+        const bool resuming = !durable.is_zero() && reader::publication_exists(source, cfg.publication_name());
+        const auto published = reader::published_tables(source, cfg.publication_name());
         std::string problems;
-        for (const auto& t : plan.tables)
-            if (!t.identity_problem.empty())
-                problems += "\n  " + t.identity_problem;
+        std::vector<reader::SourceTable> keep;
+        for (auto& t : plan.tables) {
+            const bool in_publication = published.count(t.display()) > 0;
+            if (resuming && !in_publication) {
+                spdlog::info("table {} is not in publication {}: it joins once streaming, with its rows copied",
+                             t.display(), cfg.publication_name());
+                continue;
+            }
+            if (!t.identity_problem.empty()) {
+                if (resuming && t.refuses_writes)
+                    spdlog::error("table {} lost its replica identity while published, so the source refuses the "
+                                  "application's UPDATE and DELETE on it: removing it from publication {}; it is "
+                                  "not replicated until its identity is back and its target table is emptied (then "
+                                  "it is copied anew)",
+                                  t.display(), cfg.publication_name());
+                else
+                    problems += "\n  " + t.identity_problem;
+                continue;
+            }
+            keep.push_back(std::move(t));
+        }
         if (!problems.empty())
             throw ConfigError("refusing to start: publishing these tables would break writes on the source "
                               "(nothing was created or changed):" + problems);
+        plan.tables = std::move(keep);
+        if (plan.tables.empty())
+            throw ConfigError("no selected source table can be replicated now (see the errors above)");
     }
     return plan;
 }

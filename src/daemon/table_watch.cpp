@@ -44,18 +44,26 @@ void TableWatch::poll(pg::Connection& source)
     auto published = reader::published_tables(source, cfg_.publication_name());
     std::vector<std::string> problems;
     for (const auto& t : tables) {
+        const bool stale = unpublished_.count(t.display()) > 0;
+        const std::string stale_note =
+            stale ? " (pgshift removed it from the publication when it lost its replica identity: its target copy "
+                    "stopped following it and is copied anew when it joins again, into an emptied target table)"
+                  : "";
         if (published.count(t.display())) {
-            if (!t.identity_problem.empty())
-                problems.push_back(t.identity_problem + " (it is in the publication already: the source now "
-                                                        "refuses UPDATE and DELETE on it)");
+            if (t.refuses_writes)
+                problems.push_back(unpublish(source, t));
+            else if (!t.identity_problem.empty())
+                problems.push_back(t.identity_problem + " (it is in the publication already)");
             continue;
         }
         if (!t.identity_problem.empty()) {
-            problems.push_back(t.identity_problem + "; it is not replicated until then");
+            problems.push_back(t.identity_problem + "; it is not replicated until then" + stale_note);
             continue;
         }
         if (auto why = join(source, t); !why.empty())
-            problems.push_back("table " + t.display() + " is not replicated: " + why);
+            problems.push_back("table " + t.display() + " is not replicated: " + why + stale_note);
+        else
+            unpublished_.erase(t.display());
     }
     auto now = std::chrono::steady_clock::now();
     if (problems != reported_ || (!problems.empty() && now - last_report_ > k_repeat_report)) {
@@ -67,6 +75,33 @@ void TableWatch::poll(pg::Connection& source)
         last_report_ = now;
     }
     state_.set_unreplicated_tables(problems);
+}
+
+std::string TableWatch::unpublish(pg::Connection& source, const reader::SourceTable& table)
+{
+    const auto name = table.display();
+    try {
+        source.exec("BEGIN");
+        // Short: the ALTER waits for the table's open writers, and the application's next
+        // writers would queue behind it.
+        source.exec("SET LOCAL lock_timeout = '2s'");
+        source.exec("ALTER PUBLICATION " + pg::quote_ident(cfg_.publication_name()) + " DROP TABLE " + table.sql());
+        source.exec("COMMIT");
+    } catch (const pg::PgError& e) {
+        rollback_quietly(&source);
+        if (e.broken())
+            throw;
+        return table.identity_problem + " (it is in the publication, so the source refuses the application's "
+                                        "UPDATE and DELETE on it; removing it from the publication failed, retrying: " +
+               e.what() + ")";
+    }
+    unpublished_.insert(name);
+    spdlog::error("table {} lost its replica identity while published, so the source refused the application's "
+                  "UPDATE and DELETE on it: removed it from publication {}; it is not replicated until its identity "
+                  "is back and its target table is emptied (then it is copied anew)",
+                  name, cfg_.publication_name());
+    return table.identity_problem + "; pgshift removed it from the publication so that the source accepts the "
+                                    "application's UPDATE and DELETE again, and it is not replicated until then";
 }
 
 std::string TableWatch::join(pg::Connection& source, const reader::SourceTable& table)

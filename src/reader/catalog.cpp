@@ -144,13 +144,14 @@ std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tab
         auto& t = out.back();
         if (why.empty())
             continue;
+        bool is_root = r.get(i, 6) == "t";
+        bool partitioned_root = is_root && r.get(i, 7) == "p";
+        t.refuses_writes = t.refuses_writes || !partitioned_root; // rows live there
         if (!t.identity_problem.empty()) {
             ++t.more_problems; // named in the message once the loop is done
             continue;
         }
         std::string leaf = r.str(i, 2);
-        bool is_root = r.get(i, 6) == "t";
-        bool partitioned_root = is_root && r.get(i, 7) == "p";
         std::string what = is_root ? "table " + display : "table " + display + " (partition " + leaf + ")";
         std::string target = is_root ? pg::readable_ident(t.schema) + "." + pg::readable_ident(t.name) : leaf;
         std::string harm = partitioned_root
@@ -169,6 +170,11 @@ std::vector<SourceTable> select_tables(pg::Connection& source, const config::Tab
             t.identity_problem += " (and " + std::to_string(t.more_problems) + " more partition(s) of " + t.display() +
                                   " without a usable replica identity)";
     return out;
+}
+
+bool publication_exists(pg::Connection& source, const std::string& publication)
+{
+    return source.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", {publication}).rows() == 1;
 }
 
 std::set<std::string> published_tables(pg::Connection& source, const std::string& publication)
@@ -196,8 +202,7 @@ void prepare_publication(pg::Connection& source, const std::string& publication,
     if (tables.empty())
         throw ConfigError("no source table matches tables.include/tables.exclude");
     auto pub = pg::quote_ident(publication);
-    auto exists = source.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", {publication});
-    if (exists.rows() == 0) {
+    if (!publication_exists(source, publication)) {
         source.exec("CREATE PUBLICATION " + pub + " FOR TABLE " + list + " WITH (publish_via_partition_root = true)");
         spdlog::info("created publication {} for {} tables", publication, tables.size());
     } else {

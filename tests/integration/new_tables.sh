@@ -82,6 +82,61 @@ psql_dst "CREATE TABLE onlysrc (id int PRIMARY KEY, v text)"
 converged onlysrc 20 || fail "public.onlysrc did not join once created on the target"
 echo "ok: a new table missing on the target is reported, then joins with its rows once created there"
 
+# 4. Do no harm: a published table loses its replica identity (its primary key dropped), so the source
+# refuses the application's UPDATE and DELETE on it. pgshift removes it from the publication within
+# seconds, reports it, and copies it anew once its identity is back and its target table is emptied.
+psql_src "ALTER TABLE later DROP CONSTRAINT later_pkey"
+refused=0; accepted=""
+for _ in $(seq 1 100); do
+  if psql_src "UPDATE later SET v = 'no identity' WHERE id = 2" 2>/dev/null; then accepted=1; break; fi
+  refused=$((refused + 1)); sleep 0.1
+done
+[ "$refused" -gt 0 ] || fail "the source never refused UPDATE on public.later (the test proves nothing)"
+[ -n "$accepted" ] || fail "the source still refuses UPDATE on public.later after 10 s"
+psql_src "DELETE FROM later WHERE id = 4" || fail "the source refuses DELETE on public.later"
+[ "$(psql_src "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'later'")" = 0 ] || fail "still published"
+grep -q "table public.later lost its replica identity while published" "$work/pgshift.log" || fail "not in the log"
+for _ in $(seq 1 50); do status | grep -q 'table public.later has no usable replica identity' && break; sleep 0.2; done
+status | grep -q 'table public.later has no usable replica identity' || fail "status does not report public.later: $(status)"
+psql_src "ALTER TABLE later ADD PRIMARY KEY (id)"
+for _ in $(seq 1 50); do status | grep -q 'public.later is not replicated: the target table already holds rows' && break; sleep 0.2; done
+status | grep -q 'public.later is not replicated: the target table already holds rows.*copied anew' ||
+  fail "status does not say public.later's target copy must be emptied: $(status)"
+psql_dst "TRUNCATE later"
+converged later 30 || fail "public.later did not join again once fixed and emptied on the target"
+psql_src "UPDATE later SET v = 'rejoined' WHERE id % 5 = 0"
+converged later 20 || fail "public.later: changes after joining again were not streamed"
+echo "ok: a published table that loses its replica identity leaves the publication within seconds (the source takes its writes again), then joins again"
+
+# 5. The same while pgshift is stopped: the next start is not refused for it, and removes it.
+kill -TERM "$daemon"; wait "$daemon" || fail "SIGTERM exit code"
+psql_src "ALTER TABLE later DROP CONSTRAINT later_pkey"
+psql_src "UPDATE later SET v = 'x' WHERE id = 5" 2>/dev/null && fail "the source accepts UPDATE on a published table without identity (the test proves nothing)"
+"$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!
+accepted=""
+for _ in $(seq 1 150); do
+  if psql_src "UPDATE later SET v = 'no identity again' WHERE id = 5" 2>/dev/null; then accepted=1; break; fi
+  kill -0 "$daemon" 2>/dev/null || fail "pgshift refused to start: $(tail -3 "$work/pgshift.log")"
+  sleep 0.1
+done
+[ -n "$accepted" ] || fail "after a restart the source still refuses UPDATE on public.later"
+psql_src "INSERT INTO accounts VALUES (424242, 1)"
+converged accounts 20 || fail "public.accounts is not replicated after the restart"
+grep -q "table public.later lost its replica identity while published, so the source refuses the application's UPDATE and DELETE on it: removing it" "$work/pgshift.log" ||
+  fail "the start does not say why it goes on"
+echo "ok: after a restart, a published table that lost its identity is removed from the publication and the rest replicates"
+
+# 6. A table created while pgshift is stopped joins like one created while it runs: with its rows
+# (adding it to the publication at the start would stream only the rows written after that).
+kill -TERM "$daemon"; wait "$daemon" || fail "SIGTERM exit code"
+for c in psql_src psql_dst; do $c "CREATE TABLE whiledown (id int PRIMARY KEY, v text)"; done
+psql_src "INSERT INTO whiledown SELECT g, 'written while pgshift was stopped' FROM generate_series(1, 300) g"
+"$bin" run --config "$work/pgshift.yaml" >>"$work/pgshift.log" 2>&1 & daemon=$!
+converged whiledown 30 || fail "public.whiledown: the rows written while pgshift was stopped are missing"
+psql_src "UPDATE whiledown SET v = 'after' WHERE id % 7 = 0"
+converged whiledown 20 || fail "public.whiledown: changes after the start were not streamed"
+echo "ok: a table created while pgshift was stopped joins with its rows at the next start"
+
 converged accounts 5 || fail "public.accounts"
 kill -TERM "$daemon"; wait "$daemon" || fail "SIGTERM exit code"
 daemon=""

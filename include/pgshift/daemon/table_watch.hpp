@@ -19,6 +19,11 @@
 // - A table whose replica identity would make the source refuse UPDATE/DELETE once published,
 //   or that the target lacks, is not added; status, /readyz, metrics and the log say so until
 //   it is fixed, and then it joins like any other.
+// - Do no harm: a published table that loses its replica identity (its primary key dropped,
+//   REPLICA IDENTITY NOTHING) makes the source refuse the application's UPDATE and DELETE on it.
+//   The next poll removes it from the publication, so the application's writes work again
+//   within seconds; the table is reported as not replicated (its target copy no longer follows)
+//   and joins again, copied anew, once its identity is back and its target table was emptied.
 #pragma once
 
 #include "pgshift/config/config.hpp"
@@ -48,6 +53,9 @@ private:
     /// Adds `table` to the publication with its rows copied; empty on success, else the reason
     /// it is not replicated yet.
     std::string join(pg::Connection& source, const reader::SourceTable& table);
+    /// Removes a published `table` that lost its replica identity from the publication (see
+    /// the design notes); returns the problem to report.
+    std::string unpublish(pg::Connection& source, const reader::SourceTable& table);
     pg::Connection& target();
     [[nodiscard]] bool creates_tables() const
     {
@@ -58,6 +66,7 @@ private:
     DaemonState& state_;
     std::unique_ptr<pg::Connection> target_;
     std::set<std::string> partial_; ///< tables whose rows this run committed on the target but that did not join
+    std::set<std::string> unpublished_; ///< tables unpublish() removed (their target copy is stale)
     std::vector<std::string> reported_;
     std::chrono::steady_clock::time_point last_report_{};
 };

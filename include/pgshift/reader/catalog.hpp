@@ -31,6 +31,9 @@ struct SourceTable {
     /// UPDATE/DELETE once published, with the remedies (one line).
     std::string identity_problem;
     int more_problems = 0; ///< further partitions without a usable identity (counted in the message)
+    /// The identity problem is one where rows live (the table or a partition): published, the
+    /// source refuses the application's UPDATE and DELETE on it.
+    bool refuses_writes = false;
 
     /// schema.table as written in configuration globs and messages (unquoted).
     [[nodiscard]] std::string display() const { return schema + "." + name; }
@@ -58,6 +61,9 @@ struct NotCarried {
 
 /// Fails with SourceError unless the source's wal_level is logical.
 void require_logical_wal(pg::Connection& source);
+
+/// Whether the publication exists on the source. Throws PgError.
+[[nodiscard]] bool publication_exists(pg::Connection& source, const std::string& publication);
 
 /// Tables currently in the publication ("schema.table"); empty when it does not exist.
 [[nodiscard]] std::set<std::string> published_tables(pg::Connection& source, const std::string& publication);
