@@ -76,19 +76,26 @@ SourceColumn read_source_column(pg::Connection& source, const TableName& t, cons
     return c;
 }
 
+/// The table's column names (none when it does not exist). Throws PgError.
+std::vector<std::string> column_names(pg::Connection& conn, const std::string& qualified)
+{
+    auto r = conn.exec_params("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
+                              "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                              {qualified});
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(r.str(i, 0));
+    return out;
+}
+
 } // namespace
 
 std::vector<std::string> missing_columns(pg::Connection& target, const std::string& qualified,
                                          const std::vector<std::string>& names)
 {
-    auto r = target.exec_params("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
-                                "AND a.attnum > 0 AND NOT a.attisdropped",
-                                {qualified});
-    if (r.rows() == 0)
+    const auto present = column_names(target, qualified);
+    if (present.empty())
         return {}; // no such table (or one without columns): reported elsewhere
-    std::vector<std::string> present;
-    for (int i = 0; i < r.rows(); ++i)
-        present.push_back(r.str(i, 0));
     std::vector<std::string> missing;
     for (const auto& n : names)
         if (std::find(present.begin(), present.end(), n) == present.end())
@@ -101,12 +108,14 @@ void add_columns(pg::Connection& source, pg::Connection& target, const std::stri
 {
     const TableName t{schema + "." + table, pg::quote_ident(schema) + "." + pg::quote_ident(table)};
     std::vector<SourceColumn> defs;
+    std::vector<std::string> source_names;
     try {
         // format_type() and pg_get_expr() then qualify every name outside pg_catalog.
         source.exec("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)");
         for (const auto& c : columns)
             defs.push_back(read_source_column(source, t, c));
         source.exec("RESET search_path");
+        source_names = column_names(source, t.sql);
     } catch (const pg::PgError& e) {
         throw TargetError("could not read the definition of the column(s) source table " + t.display +
                               " has and the target lacks: " + e.what(),
@@ -114,7 +123,20 @@ void add_columns(pg::Connection& source, pg::Connection& target, const std::stri
     }
     std::string statements;
     try {
+        std::string extra_on_target;
+        for (const auto& n : column_names(target, t.sql))
+            if (std::find(source_names.begin(), source_names.end(), n) == source_names.end())
+                extra_on_target += (extra_on_target.empty() ? "" : ", ") + n;
         const bool target_rows = rows_before || target.exec("SELECT EXISTS (SELECT 1 FROM " + t.sql + ")").get(0, 0) == "t";
+        // A column renamed on the source looks like a new one, and its existing rows' values
+        // would be lost on the target: with rows there, a target column the source no longer
+        // has makes every new column ambiguous.
+        if (target_rows && !extra_on_target.empty() && !defs.empty())
+            refuse(t, defs.front().name,
+                   "the target table also has column(s) " + extra_on_target +
+                       " that the source's no longer has, so this may be a renamed column (pgshift cannot tell): "
+                       "rename it on the target (ALTER TABLE " + t.sql + " RENAME COLUMN ...), or drop the old "
+                       "one if the source dropped it");
         for (const auto& c : defs) {
             if (c.computed)
                 refuse(t, c.name, "it is an identity or generated column, whose definition pgshift does not copy");

@@ -793,3 +793,31 @@ COMMIT;
     CHECK(fx.target().value("SELECT count(*) FROM pg_attribute WHERE attrelid = 'rewritten'::regclass AND attname = 'u'") ==
           "0");
 }
+
+TEST_CASE("initial copy: a column renamed on the source is not mistaken for a new one", "[integration][initial_copy]")
+{
+    auto o = copy_options("renamed", 0);
+    o.schema_sql = "CREATE TABLE named (id int PRIMARY KEY, note text); "
+                   "INSERT INTO named SELECT g, 'n' || g FROM generate_series(1, 10) g;";
+    o.schema_on_target = false;
+    o.daemon.schema = "copy";
+    ReplicationFixture fx(o);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    // Adding "remark" would leave the 10 rows' values behind in "note" on the target.
+    fx.source().exec("ALTER TABLE named RENAME COLUMN note TO remark");
+    fx.source().exec("INSERT INTO named VALUES (11, 'after the rename')");
+    const std::string refusal = "column \"remark\" of source table public.named does not exist on the target table, "
+                                "and pgshift cannot add it (schema: copy): the target table also has column(s) note";
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           read_all(fx.daemon().log_path()).find(refusal) == std::string::npos)
+        std::this_thread::sleep_for(100ms);
+    CHECK(read_all(fx.daemon().log_path()).find(refusal) != std::string::npos);
+    CHECK(fx.target().value("SELECT count(*) FROM named") == "10");
+    // Renamed on the target as the message says, then resumed: identical.
+    fx.target().exec("ALTER TABLE named RENAME COLUMN note TO remark");
+    auto r = run_command({pgshift_binary().string(), "resume", "--config", fx.daemon().config_path().string()});
+    CHECK(r.exit_code == 0);
+    REQUIRE(fx.converged({"public.named"}, 60s));
+}

@@ -19,6 +19,10 @@
 //   is refused with the reason, and apply stops as for any schema difference (state `failed`,
 //   the slot keeps everything). Identity and generated columns are always refused: their
 //   definition is more than a type and a default.
+// - A column renamed on the source arrives as a new name, and adding it would leave its existing
+//   rows without their values. A rename leaves the old name on the target, so when the target
+//   table holds rows and has a column the source's no longer has, the new column is refused
+//   (rename it on the target).
 // - Timing is apply's part: it adds the columns only once every earlier transaction has
 //   committed on the target, so the target table then holds exactly the rows the source table
 //   held before the transaction that first uses the new definition.
