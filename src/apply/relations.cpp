@@ -3,6 +3,8 @@
 
 #include "pgshift/common/errors.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <map>
 
@@ -47,6 +49,44 @@ std::optional<std::uint64_t> key_of(const RelationInfo& rel, std::size_t set_ind
         h = mix(fnv(h, v->data), v->data.size());
     }
     return h;
+}
+
+/// Built-in types have the same OID on every server, so a column whose type in the stream
+/// differs from the target's (ALTER COLUMN TYPE on the source, often int to bigint before the
+/// ids run out) is seen here. Values still apply as text until one does not fit: a warning now,
+/// with the fix, rather than an error on some later row.
+void warn_type_changes(pg::Connection& catalog, const protocol::Relation& rel, const std::string& qualified)
+{
+    constexpr std::uint32_t k_first_normal_oid = 16384; // FirstNormalObjectId
+    auto r = catalog.exec_params("SELECT a.attname, a.atttypid::int8, a.atttypmod FROM pg_attribute a "
+                                 "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                                 {qualified});
+    for (const auto& c : rel.columns) {
+        if (c.type_oid >= k_first_normal_oid)
+            continue;
+        for (int i = 0; i < r.rows(); ++i) {
+            if (r.str(i, 0) != c.name)
+                continue;
+            const auto oid = std::stoll(r.str(i, 1));
+            const auto typmod = std::stoi(r.str(i, 2));
+            if (oid >= k_first_normal_oid)
+                break; // a domain or an extension's type on the target: not comparable by OID
+            if (oid == c.type_oid && (typmod == c.type_modifier || typmod == -1 || c.type_modifier == -1))
+                break;
+            auto names = catalog.exec_params("SELECT format_type($1::oid, $2::int), format_type($3::oid, $4::int)",
+                                             {std::to_string(c.type_oid), std::to_string(c.type_modifier),
+                                              r.str(i, 1), r.str(i, 2)});
+            spdlog::warn("column {} of {} is {} in the source's stream but {} on the target (its type changed on "
+                         "the source?): values apply as text until one does not fit; change it on the target: "
+                         "ALTER TABLE {} ALTER COLUMN {} TYPE {}",
+                         std::string(c.name),
+                         (rel.nspname.empty() ? std::string("pg_catalog") : std::string(rel.nspname)) + "." +
+                             std::string(rel.relname),
+                         names.str(0, 0), names.str(0, 1), qualified,
+                         pg::quote_ident(c.name), names.str(0, 0));
+            break;
+        }
+    }
 }
 
 } // namespace
@@ -106,6 +146,7 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
             cols.push_back({r.str(i, 1), r.get(i, 3) == "t", r.get(i, 2) == "t", r.str(i, 4), r.get(i, 5) == "t"});
     bool triggers = r.get(0, 6) == "t";
     info->mapping = map_relation(rel, cols, r.get(0, 0) == "p", generation);
+    warn_type_changes(catalog, rel, qualified);
     info->seed = fnv(k_fnv_offset, qualified);
 
     // Unique sets: the replica identity key, then every plain unique index of the target.

@@ -820,4 +820,13 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     auto r = run_command({pgshift_binary().string(), "resume", "--config", fx.daemon().config_path().string()});
     CHECK(r.exit_code == 0);
     REQUIRE(fx.converged({"public.named"}, 60s));
+    // A type changed on the source (ids about to run out): still applied, and the log says what
+    // to change on the target before a value no longer fits.
+    fx.source().exec("ALTER TABLE named ALTER COLUMN id TYPE bigint");
+    fx.source().exec("INSERT INTO named VALUES (12, 'after the type change')");
+    REQUIRE(fx.converged({"public.named"}, 60s));
+    CHECK(read_all(fx.daemon().log_path())
+              .find("column id of public.named is bigint in the source's stream but integer on the target (its type "
+                    "changed on the source?): values apply as text until one does not fit; change it on the target: "
+                    "ALTER TABLE \"public\".\"named\" ALTER COLUMN \"id\" TYPE bigint") != std::string::npos);
 }
