@@ -689,6 +689,18 @@ INSERT INTO late (id, v) SELECT g, 'v' || g FROM generate_series(1, 1000) g;
 
 namespace {
 
+/// Polls the daemon's log until it contains `text` (true) or the timeout passes.
+bool wait_for_log(ReplicationFixture& fx, const std::string& text, std::chrono::milliseconds timeout)
+{
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (read_all(fx.daemon().log_path()).find(text) == std::string::npos) {
+        if (std::chrono::steady_clock::now() >= deadline)
+            return false;
+        std::this_thread::sleep_for(100ms);
+    }
+    return true;
+}
+
 /// Each column of `table` as `name type not-null default`, in order.
 std::string column_definitions(TestCluster& c, const std::string& table)
 {
@@ -783,11 +795,7 @@ COMMIT;
     const std::string refusal = "column \"u\" of source table public.rewritten does not exist on the target table, "
                                 "and pgshift cannot add it (schema: copy): it was added with a default PostgreSQL "
                                 "computed for each existing row";
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < deadline &&
-           read_all(fx.daemon().log_path()).find(refusal) == std::string::npos)
-        std::this_thread::sleep_for(100ms);
-    CHECK(read_all(fx.daemon().log_path()).find(refusal) != std::string::npos);
+    CHECK(wait_for_log(fx, refusal, 30s));
     CHECK(fx.daemon().running());
     CHECK(fx.target().value("SELECT count(*) FROM rewritten") == "10");
     CHECK(fx.target().value("SELECT count(*) FROM pg_attribute WHERE attrelid = 'rewritten'::regclass AND attname = 'u'") ==
@@ -809,11 +817,7 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     fx.source().exec("INSERT INTO named VALUES (11, 'after the rename')");
     const std::string refusal = "column \"remark\" of source table public.named does not exist on the target table, "
                                 "and pgshift cannot add it (schema: copy): the target table also has column(s) note";
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < deadline &&
-           read_all(fx.daemon().log_path()).find(refusal) == std::string::npos)
-        std::this_thread::sleep_for(100ms);
-    CHECK(read_all(fx.daemon().log_path()).find(refusal) != std::string::npos);
+    CHECK(wait_for_log(fx, refusal, 30s));
     CHECK(fx.target().value("SELECT count(*) FROM named") == "10");
     // Renamed on the target as the message says, then resumed: identical.
     fx.target().exec("ALTER TABLE named RENAME COLUMN note TO remark");
