@@ -110,11 +110,16 @@ void add_columns(pg::Connection& source, pg::Connection& target, const std::stri
     std::vector<SourceColumn> defs;
     std::vector<std::string> source_names;
     try {
-        // format_type() and pg_get_expr() then qualify every name outside pg_catalog.
-        source.exec("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)");
+        // format_type() and pg_get_expr() then qualify every name outside pg_catalog, and a
+        // missing value prints in a form any server reads back the same (an ISO date, not a
+        // "SQL, DMY" one; every float digit).
+        source.exec("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false), "
+                    "pg_catalog.set_config('datestyle', 'ISO', false), "
+                    "pg_catalog.set_config('intervalstyle', 'postgres', false), "
+                    "pg_catalog.set_config('extra_float_digits', '3', false)");
         for (const auto& c : columns)
             defs.push_back(read_source_column(source, t, c));
-        source.exec("RESET search_path");
+        source.exec("RESET search_path; RESET datestyle; RESET intervalstyle; RESET extra_float_digits");
         source_names = column_names(source, t.sql);
     } catch (const pg::PgError& e) {
         throw TargetError("could not read the definition of the column(s) source table " + t.display +

@@ -802,6 +802,30 @@ COMMIT;
           "0");
 }
 
+TEST_CASE("initial copy: an added column's value for existing rows survives the source's DateStyle",
+          "[integration][initial_copy]")
+{
+    auto o = copy_options("datestyle", 0);
+    o.schema_sql = "CREATE TABLE dated (id int PRIMARY KEY); INSERT INTO dated SELECT generate_series(1, 3);";
+    o.schema_on_target = false;
+    o.daemon.schema = "copy";
+    ReplicationFixture fx(o);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    // pgshift reads the column's definition over a new source session, which takes the database's
+    // DateStyle: "SQL, DMY" prints 2 January as 02/01/2026, which a target reads as 1 February.
+    fx.source().exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET datestyle = ''SQL, DMY''', "
+                     "current_database()); END $$");
+    fx.source().exec("ALTER TABLE dated ADD COLUMN d date DEFAULT '2026-01-02'");
+    fx.source().exec("INSERT INTO dated VALUES (4, '2026-03-04')");
+    const auto rows = "SELECT string_agg(id || ':' || to_char(d, 'YYYY-MM-DD'), ',' ORDER BY id) FROM dated";
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline && fx.target().value("SELECT count(*) FROM dated") != "4")
+        std::this_thread::sleep_for(100ms);
+    CHECK(fx.source().value(rows) == "1:2026-01-02,2:2026-01-02,3:2026-01-02,4:2026-03-04");
+    CHECK(fx.target().value(rows) == fx.source().value(rows));
+}
+
 TEST_CASE("initial copy: a column renamed on the source is not mistaken for a new one", "[integration][initial_copy]")
 {
     auto o = copy_options("renamed", 0);
