@@ -154,15 +154,16 @@ void add_columns(pg::Connection& source, pg::Connection& target, const std::stri
                 refuse(t, c.name, "it was added with a default PostgreSQL computed for each existing row (or "
                                     "given its default or NOT NULL later), and those values are not in the "
                                     "replication stream");
-            const auto col = t.sql + " ADD COLUMN " + pg::quote_ident(c.name) + " " + c.type;
-            statements += "ALTER TABLE " + col + (c.missing ? " DEFAULT " + target.quote_literal(*c.missing) : "") + ";\n";
+            const auto column = pg::quote_ident(c.name);
+            const auto alter = "ALTER TABLE " + t.sql + " ALTER COLUMN " + column;
+            statements += "ALTER TABLE " + t.sql + " ADD COLUMN " + column + " " + c.type +
+                          (c.missing ? " DEFAULT " + target.quote_literal(*c.missing) : "") + ";\n";
             if (c.default_expr)
-                statements += "ALTER TABLE " + t.sql + " ALTER COLUMN " + pg::quote_ident(c.name) + " SET DEFAULT " +
-                              *c.default_expr + ";\n";
+                statements += alter + " SET DEFAULT " + *c.default_expr + ";\n";
             else if (c.missing)
-                statements += "ALTER TABLE " + t.sql + " ALTER COLUMN " + pg::quote_ident(c.name) + " DROP DEFAULT;\n";
+                statements += alter + " DROP DEFAULT;\n";
             if (c.not_null)
-                statements += "ALTER TABLE " + t.sql + " ALTER COLUMN " + pg::quote_ident(c.name) + " SET NOT NULL;\n";
+                statements += alter + " SET NOT NULL;\n";
         }
         // One simple-query string: one implicit transaction, all columns or none.
         target.exec(statements);

@@ -55,27 +55,26 @@ std::optional<std::uint64_t> key_of(const RelationInfo& rel, std::size_t set_ind
 /// differs from the target's (ALTER COLUMN TYPE on the source, often int to bigint before the
 /// ids run out) is seen here. Values still apply as text until one does not fit: a warning now,
 /// with the fix, rather than an error on some later row.
-void warn_type_changes(pg::Connection& catalog, const protocol::Relation& rel, const std::string& qualified)
+/// `r`: resolve_relation's target query (attname in column 1, atttypid and atttypmod in 7 and 8).
+void warn_type_changes(pg::Connection& catalog, const protocol::Relation& rel, const std::string& qualified,
+                       const pg::Result& r)
 {
     constexpr std::uint32_t k_first_normal_oid = 16384; // FirstNormalObjectId
-    auto r = catalog.exec_params("SELECT a.attname, a.atttypid::int8, a.atttypmod FROM pg_attribute a "
-                                 "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-                                 {qualified});
     for (const auto& c : rel.columns) {
         if (c.type_oid >= k_first_normal_oid)
             continue;
         for (int i = 0; i < r.rows(); ++i) {
-            if (r.str(i, 0) != c.name)
+            if (r.is_null(i, 1) || r.str(i, 1) != c.name)
                 continue;
-            const auto oid = std::stoll(r.str(i, 1));
-            const auto typmod = std::stoi(r.str(i, 2));
+            const auto oid = std::stoll(r.str(i, 7));
+            const auto typmod = std::stoi(r.str(i, 8));
             if (oid >= k_first_normal_oid)
                 break; // a domain or an extension's type on the target: not comparable by OID
             if (oid == c.type_oid && (typmod == c.type_modifier || typmod == -1 || c.type_modifier == -1))
                 break;
             auto names = catalog.exec_params("SELECT format_type($1::oid, $2::int), format_type($3::oid, $4::int)",
                                              {std::to_string(c.type_oid), std::to_string(c.type_modifier),
-                                              r.str(i, 1), r.str(i, 2)});
+                                              r.str(i, 7), r.str(i, 8)});
             spdlog::warn("column {} of {} is {} in the source's stream but {} on the target (its type changed on "
                          "the source?): values apply as text until one does not fit; change it on the target: "
                          "ALTER TABLE {} ALTER COLUMN {} TYPE {}",
@@ -129,7 +128,9 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
         "                                       WHERE oid = a.attcollation), false)), "
         // Triggers that fire under session_replication_role = replica, on the table or a partition.
         "  EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid IN (SELECT relid FROM pg_partition_tree(c.oid)) "
-        "          AND NOT tg.tgisinternal AND tg.tgenabled IN ('A', 'R')) "
+        "          AND NOT tg.tgisinternal AND tg.tgenabled IN ('A', 'R')), "
+        // The column's type, compared with the stream's (warn_type_changes).
+        "  a.atttypid::int8, a.atttypmod "
         "FROM pg_class c "
         "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
         "LEFT JOIN pg_type t ON t.oid = a.atttypid "
@@ -146,7 +147,7 @@ std::shared_ptr<const RelationInfo> resolve_relation(pg::Connection& catalog, st
             cols.push_back({r.str(i, 1), r.get(i, 3) == "t", r.get(i, 2) == "t", r.str(i, 4), r.get(i, 5) == "t"});
     bool triggers = r.get(0, 6) == "t";
     info->mapping = map_relation(rel, cols, r.get(0, 0) == "p", generation);
-    warn_type_changes(catalog, rel, qualified);
+    warn_type_changes(catalog, rel, qualified, r);
     info->seed = fnv(k_fnv_offset, qualified);
 
     // Unique sets: the replica identity key, then every plain unique index of the target.

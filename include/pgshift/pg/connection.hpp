@@ -195,8 +195,8 @@ void set_notice_sink(NoticeSink sink);
 /// replication connection, apply's sessions, the copy's, verify's and pg_dump add them;
 /// short-lived connections for checks and control queries send no `options` at all, so that
 /// `pgshift check` can still reach and name a PgBouncer in the way (it refuses the `options`
-/// startup parameter). Stops and lock waits are
-/// pgshift's to handle (cancels on stop, the fence's own `lock_timeout`).
+/// startup parameter). Stops and lock waits are pgshift's to handle (cancels on stop, the
+/// fence's own `lock_timeout`).
 inline constexpr const char* k_no_timeouts =
     "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0";
 
