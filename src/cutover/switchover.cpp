@@ -41,6 +41,27 @@ std::vector<std::string> selected_sql(pg::Connection& c, const config::Config& c
     return out;
 }
 
+/// Refuses to switch while a selected table of the old primary is not in its publication: its
+/// rows (all of them, or those since it left) are not on the new primary, and the verify step,
+/// which compares published tables, would not notice. A table created on the old primary is in
+/// this state until the table watch joins it; one that lost its replica identity, until it is
+/// fixed and copied anew.
+void check_replicated(pg::Connection& old, const config::Config& from)
+{
+    auto published = reader::published_tables(old, from.publication_name());
+    std::string missing;
+    int n = 0;
+    for (const auto& t : reader::select_tables(old, from.tables))
+        if (!published.count(t.display()) && ++n <= 5)
+            missing += (missing.empty() ? "" : ", ") + t.display();
+    if (n)
+        throw std::runtime_error(
+            std::to_string(n) + " selected table(s) of the old primary are not replicated: " + missing +
+            (n > 5 ? ", ..." : "") +
+            "; their rows are not all on the new primary (pgshift status lists why under tables_not_replicated: "
+            "wait until the table joins, or add it to tables.exclude)");
+}
+
 /// The operator's commands see which way the switch goes.
 std::map<std::string, std::string> command_env(const config::Config& from, const std::string& kind)
 {
@@ -180,6 +201,8 @@ void Switchover::fence()
 void Switchover::drain()
 {
     auto old = open(from_.source.conninfo, base_);
+    // Again behind the fence: a table created since the first look is caught here.
+    check_replicated(*old, from_);
     auto final_lsn = Lsn::parse(old->exec("SELECT pg_current_wal_lsn()").get(0, 0));
     if (!final_lsn)
         throw std::runtime_error("pg_current_wal_lsn() returned no position");
@@ -416,6 +439,7 @@ bool Switchover::run()
         rec_.write_downtime_seconds = 0;
         spdlog::info("{} {} started: old primary {}, new primary {}", kind_, rec_.op_id,
                      reverse_now_ ? "target" : "source", reverse_now_ ? "source" : "target");
+        check_replicated(*open(from_.source.conninfo, base_), from_);
         check_time();
         phase("fencing");
         fence();

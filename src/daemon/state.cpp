@@ -320,6 +320,9 @@ control::OperationStart DaemonState::start_switch(const std::string& kind)
         why.push_back("the source is not reachable");
     if (!s.target.connected)
         why.push_back("the target is not reachable");
+    // Their rows are not (all) on the new primary; the switch itself checks again behind the fence.
+    for (const auto& t : s.tables_not_replicated)
+        why.push_back(t);
     const double max_lag = max_lag_seconds_.load();
     if (s.lag_seconds > max_lag) {
         char buf[160];

@@ -410,6 +410,54 @@ TEST_CASE("cutover refuses lag (412); a drain that cannot finish in time aborts,
     CHECK(fx.target().value("SELECT count(*) FROM pg_replication_slots") == "0"); // no reverse slot left
 }
 
+TEST_CASE("cutover refuses while a selected table is not replicated (412), and behind the fence one created just "
+          "before it",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: counts}"));
+    seed(fx);
+    // Every cutover of this daemon waits 3 s as its fence starts going up.
+    setenv("PGSHIFT_TEST_CUTOVER_STALL", "fencing:3", 1);
+    REQUIRE(fx.start_and_wait_streaming());
+    unsetenv("PGSHIFT_TEST_CUTOVER_STALL");
+    auto url = fx.daemon().control_url();
+    auto status = [&] { return http("GET", url + "/v1/status"); };
+    auto none_unreplicated = [&] { return status().find("\"tables_not_replicated\":[]") != std::string::npos; };
+    REQUIRE(wait_for(none_unreplicated, 20s));
+
+    // A table created on the source only: selected, not replicated (its target table is missing).
+    fx.source().exec("CREATE TABLE late (id int PRIMARY KEY); INSERT INTO late VALUES (1)");
+    REQUIRE(wait_for([&] { return status().find("table public.late is not replicated") != std::string::npos; }, 20s));
+    auto r = run_command({"/usr/bin/curl", "-s", "-w", "\n%{http_code}", "-X", "POST", url + "/v1/cutover"});
+    INFO(r.output);
+    CHECK(r.output.find("\n412") != std::string::npos);
+    CHECK(r.output.find("table public.late is not replicated") != std::string::npos);
+    // Created on the target, it joins with its row, and nothing is left unreplicated.
+    fx.target().exec("CREATE TABLE late (id int PRIMARY KEY)");
+    REQUIRE(wait_for(none_unreplicated, 20s));
+    CHECK(fx.target().value("SELECT count(*) FROM late") == "1");
+
+    // One created while the cutover starts, before the watch sees it: the check behind the fence
+    // refuses to switch (verify compares published tables only and would pass).
+    auto post = http("POST", url + "/v1/cutover");
+    INFO(post);
+    REQUIRE(field(post, "id") == "cutover-1");
+    REQUIRE(wait_for([&] { return field(http("GET", url + "/v1/cutover"), "phase") == "fencing"; }, 20s));
+    fx.source().exec("CREATE TABLE later (id int PRIMARY KEY); INSERT INTO later VALUES (1)");
+    std::string report;
+    REQUIRE(wait_for([&] {
+        report = http("GET", url + "/v1/cutover");
+        return field(report, "phase") == "aborted" || field(report, "phase") == "done";
+    }, 30s));
+    INFO(report);
+    CHECK(field(report, "phase") == "aborted");
+    CHECK(report.find("public.later") != std::string::npos);
+    CHECK(field(status(), "direction") == "forward");
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (1, 1)"); // writable again
+    REQUIRE(fx.converged(k_tables, 30s));
+}
+
+
 TEST_CASE("kill -9 in every phase of a cutover: undone before the new primary is ready, completed after, nothing lost",
           "[integration][cutover]")
 {
