@@ -62,6 +62,34 @@ void check_replicated(pg::Connection& old, const config::Config& from)
             "wait until the table joins, or add it to tables.exclude)");
 }
 
+/// The tables the new direction publishes at the switch.
+std::vector<reader::SourceTable> publishable_now(pg::Connection& neu, pg::Connection& old, const config::Config& to,
+                                                 const std::string& kind)
+{
+    // Only the tables the old primary has: the new stream starts at the slot's consistent point
+    // without a copy, so a table made on the new primary alone (while it was the target) joins
+    // through the new direction's table watch, with its rows copied (and, with schema: copy,
+    // created on the old primary first); until then the next switch is refused for it.
+    auto tables = reader::select_tables(neu, to.tables);
+    std::vector<std::string> names;
+    for (const auto& t : tables)
+        names.push_back(t.sql());
+    auto r = old.exec_params("SELECT x FROM unnest($1::text[]) x WHERE to_regclass(x) IS NULL",
+                             {pg::text_array(names)});
+    std::set<std::string> absent;
+    for (int i = 0; i < r.rows(); ++i)
+        absent.insert(r.str(i, 0));
+    std::vector<reader::SourceTable> out;
+    for (auto& t : tables)
+        if (!absent.count(t.sql()))
+            out.push_back(std::move(t));
+        else
+            spdlog::warn("{}: table {} exists on the new primary only: not published yet; it joins the new stream "
+                         "with its rows once it exists on the old primary",
+                         kind, t.display());
+    return out;
+}
+
 /// The operator's commands see which way the switch goes.
 std::map<std::string, std::string> command_env(const config::Config& from, const std::string& kind)
 {
@@ -289,7 +317,8 @@ void Switchover::prepare_new_direction()
     if (auto wal = neu->exec("SHOW wal_level").str(0, 0); wal != "logical")
         throw std::runtime_error("the new primary's wal_level is '" + wal + "': the reverse stream (what makes a "
                                  "rollback possible) needs 'logical' (set it and restart that server)");
-    auto tables = reader::select_tables(*neu, to_.tables);
+    auto old = open(to_.target.conninfo, base_);
+    auto tables = publishable_now(*neu, *old, to_, kind_);
     std::string problems;
     for (const auto& t : tables)
         if (!t.identity_problem.empty())
@@ -307,7 +336,6 @@ void Switchover::prepare_new_direction()
     if (!start)
         throw std::runtime_error("pg_create_logical_replication_slot returned no position");
     // The new stream's target (the old primary) starts applying at the slot's consistent point.
-    auto old = open(to_.target.conninfo, base_);
     if (auto problem = apply::origin_shortfall(*old, to_, base_.apply.workers))
         throw std::runtime_error(*problem);
     for (int k = 0; k < base_.apply.workers; ++k)

@@ -626,6 +626,43 @@ TEST_CASE("a column added on the new primary after cutover reaches the old one, 
           std::string::npos);
 }
 
+TEST_CASE("tables made on the new primary reach the old one with their rows before a rollback",
+          "[integration][cutover]")
+{
+    // One made on the target alone while it was the target, one made by an application deploy
+    // after the cutover: the reverse direction (schema: copy) creates both on the old primary and
+    // copies their rows, and a rollback is refused until it has.
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: counts}"));
+    seed(fx);
+    REQUIRE(fx.start_and_wait_streaming());
+    REQUIRE(wait_for([&] { return ready(fx.daemon()); }, 30s));
+    fx.target().exec("CREATE TABLE target_only (id int PRIMARY KEY, note text); "
+                     "INSERT INTO target_only VALUES (1, 'before the cutover')");
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    REQUIRE(code == 0);
+    fx.target().exec("INSERT INTO target_only VALUES (2, 'after the cutover')");
+    fx.target().exec("CREATE TABLE made_after (id int PRIMARY KEY, v int); "
+                     "INSERT INTO made_after SELECT g, g FROM generate_series(1, 20) g");
+    auto on_old = [&](const std::string& table, const std::string& count) {
+        return fx.source().value("SELECT to_regclass('" + table + "') IS NOT NULL") == "t" &&
+               fx.source().value("SELECT count(*) FROM " + table) == count;
+    };
+    CHECK(wait_for([&] { return on_old("target_only", "2") && on_old("made_after", "20"); }, 30s));
+    fx.target().exec("INSERT INTO made_after VALUES (21, 21); UPDATE target_only SET note = 'updated' WHERE id = 1");
+    auto [code2, json2] = operation(fx.daemon(), "rollback");
+    INFO(json2);
+    REQUIRE(code2 == 0);
+    CHECK(fx.source().value("SELECT count(*) FROM made_after") == "21");
+    CHECK(fx.source().value("SELECT note FROM target_only WHERE id = 1") == "updated");
+    fx.source().exec("INSERT INTO made_after VALUES (22, 22)");
+    REQUIRE(fx.converged({"public.made_after", "public.target_only"}, 30s));
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(log.find("table public.target_only exists on the new primary only") != std::string::npos);
+    CHECK(log.find("table public.made_after appeared on the source: created it on the target") != std::string::npos);
+}
+
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",
           "[integration][cutover]")
 {

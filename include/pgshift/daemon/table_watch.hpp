@@ -57,9 +57,12 @@ private:
     /// the design notes); returns the problem to report.
     std::string unpublish(pg::Connection& source, const reader::SourceTable& table);
     pg::Connection& target();
+    /// schema: copy creates a new table on the target with the initial copy enabled, and always in
+    /// the reverse direction: a table the application made on the new primary after a cutover
+    /// must exist on the old one for a rollback.
     [[nodiscard]] bool creates_tables() const
     {
-        return cfg_.schema == config::SchemaMode::copy && cfg_.initial_copy.enabled;
+        return cfg_.schema == config::SchemaMode::copy && (cfg_.initial_copy.enabled || cfg_.is_reverse());
     }
 
     const config::Config& cfg_;
