@@ -14,8 +14,9 @@
 //   and the next poll copies again, truncating what this run copied (remembered in memory; a
 //   table that holds rows pgshift did not put there is never overwritten, it is reported).
 // - A table the target lacks is created there from the source's definition (schema_copy.hpp)
-//   when the configuration has schema: copy and the initial copy enabled (the same machinery as
-//   the initial copy's); otherwise it is reported until someone creates it.
+//   when the configuration has schema: copy and the initial copy enabled, or schema: copy in the
+//   reverse direction (the same machinery as the initial copy's); otherwise it is reported until
+//   someone creates it.
 // - A table whose replica identity would make the source refuse UPDATE/DELETE once published,
 //   or that the target lacks, is not added; status, /readyz, metrics and the log say so until
 //   it is fixed, and then it joins like any other.
