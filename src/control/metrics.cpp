@@ -171,6 +171,10 @@ std::string render_metrics(const StatusSnapshot& s, const std::string& version)
               "Selected source tables that are not replicated (no usable replica identity, missing on the target, ...); "
               "the reasons are in /v1/status.",
               as_double(s.tables_not_replicated.size()));
+    out.gauge("pgshift_schema_differences",
+              "Indexes and constraints of replicated source tables that the target lacks (built there with "
+              "schema: copy); the list is in /v1/status.",
+              as_double(s.schema_differences.size()));
     auto& workers = out.family("pgshift_apply_workers", "Apply workers, by what they do now.", MetricType::Gauge);
     for (std::size_t i = 0; i < k_worker_states.size(); ++i)
         Exposition::add_value(workers, {{"state", k_worker_states[i]}}, as_double(s.apply.by_state[i]));

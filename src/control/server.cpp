@@ -229,9 +229,11 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
     json::array reasons;
     for (const auto& reason : s.not_ready_reasons)
         reasons.emplace_back(valid_utf8(reason));
-    json::array unreplicated;
+    json::array unreplicated, schema_differences;
     for (const auto& line : s.tables_not_replicated)
         unreplicated.emplace_back(valid_utf8(line));
+    for (const auto& line : s.schema_differences)
+        schema_differences.emplace_back(valid_utf8(line));
     const auto& copy = s.initial_copy;
     return {
         {"name", s.name},
@@ -274,6 +276,7 @@ json::object status_json(const StatusSnapshot& s, const std::string& build_versi
         {"last_error", string_or_null(s.last_error)},
         {"last_error_at", string_or_null(s.last_error_at)},
         {"tables_not_replicated", std::move(unreplicated)},
+        {"schema_differences", std::move(schema_differences)},
         {"spill_errors", s.spill_errors},
     };
 }

@@ -5,6 +5,7 @@
 #include "pgshift/common/clock.hpp"
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
+#include "pgshift/copy/later_objects.hpp"
 #include "pgshift/cutover/fence.hpp"
 #include "pgshift/cutover/sequences.hpp"
 #include "pgshift/reader/catalog.hpp"
@@ -60,6 +61,25 @@ void check_replicated(pg::Connection& old, const config::Config& from)
             (n > 5 ? ", ..." : "") +
             "; their rows are not all on the new primary (pgshift status lists why under tables_not_replicated: "
             "wait until the table joins, or add it to tables.exclude)");
+}
+
+/// Refuses to switch while the new primary lacks an index or constraint of the old primary's
+/// replicated tables that enforces a rule (it would accept rows the old one refused), or, with
+/// schema: copy, any of them (the schema follower is about to build it, and the application's
+/// queries expect it). The status has the same list for the 412 (schema_follower.hpp).
+void check_later_objects(pg::Connection& old, pg::Connection& neu, const config::Config& from)
+{
+    const bool builds = from.schema == config::SchemaMode::copy;
+    std::string list;
+    int n = 0;
+    for (const auto& o : copy::missing_on_target(old, neu, from.publication_name()))
+        if ((o.constraint || builds) && ++n <= 5)
+            list += (list.empty() ? "" : ", ") + o.describe();
+    if (n)
+        throw std::runtime_error("the new primary lacks " + std::to_string(n) + " index(es) or constraint(s) of the "
+                                 "old primary: " + list + (n > 5 ? ", ..." : "") +
+                                 " (status lists each under schema_differences, with what to do or that pgshift "
+                                 "builds it)");
 }
 
 /// The tables the new direction publishes at the switch.
@@ -467,7 +487,12 @@ bool Switchover::run()
         rec_.write_downtime_seconds = 0;
         spdlog::info("{} {} started: old primary {}, new primary {}", kind_, rec_.op_id,
                      reverse_now_ ? "target" : "source", reverse_now_ ? "source" : "target");
-        check_replicated(*open(from_.source.conninfo, base_), from_);
+        stall("checking");
+        {
+            auto old = open(from_.source.conninfo, base_);
+            check_replicated(*old, from_);
+            check_later_objects(*old, *open(from_.target.conninfo, base_), from_);
+        }
         check_time();
         phase("fencing");
         fence();

@@ -267,6 +267,9 @@ void print_status_table(const json::value& s)
                                                                       : nullptr)
         for (const auto& t : *tables)
             row("NOT REPLICATED", str(t));
+    if (auto* diffs = at(s, {"schema_differences"}).is_array() ? &at(s, {"schema_differences"}).as_array() : nullptr)
+        for (const auto& d : *diffs)
+            row("schema", str(d));
 }
 
 /// POSTs an operation and, with --wait, polls its GET endpoint (`get_path`) until it ends.

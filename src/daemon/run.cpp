@@ -7,7 +7,8 @@
 //   has one reader thread (the replication connection) and one apply thread (the target
 //   connection); the monitor thread lives as long as the daemon (source WAL position, both
 //   servers' reachability, whether the walsender sees the reader's replies, tables that appear
-//   on the source). No detached threads, except the one that waits for a second SIGTERM after
+//   on the source); the schema follower's thread too (indexes and constraints made on the source
+//   later, schema_follower.hpp). No detached threads, except the one that waits for a second SIGTERM after
 //   the first (it ends the process).
 // - A session (run_session) is four steps, each in one place: recover_direction (once per
 //   daemon), Startup (checks, then side effects), run_copy when an initial copy is due, and
@@ -69,6 +70,7 @@
 #include "pgshift/daemon/signals.hpp"
 #include "pgshift/control/server.hpp"
 #include "pgshift/daemon/state.hpp"
+#include "pgshift/daemon/schema_follower.hpp"
 #include "pgshift/daemon/table_watch.hpp"
 #include "pgshift/daemon/watchdog.hpp"
 #include "pgshift/pg/connection.hpp"
@@ -1176,6 +1178,30 @@ int run(const config::Config& loaded, const std::string& config_path)
             thread.join();
         }
     } join_monitor{stop_monitor, monitor_thread};
+
+    SchemaFollower schema_follower(cfg, reversed, state);
+    std::atomic<bool> stop_follower{false}, follower_done{false};
+    std::thread follower_thread([&] {
+        schema_follower.run(publication_ready, stop_follower);
+        follower_done.store(true);
+    });
+    struct JoinFollower {
+        SchemaFollower& follower;
+        std::atomic<bool>& stop;
+        std::atomic<bool>& done;
+        std::thread& thread;
+        ~JoinFollower()
+        {
+            stop.store(true);
+            // A concurrent index build may run for minutes: cancelled (again, should the first
+            // cancel arrive between two of its statements) until the thread ends.
+            while (!done.load()) {
+                follower.cancel();
+                std::this_thread::sleep_for(milliseconds(100));
+            }
+            thread.join();
+        }
+    } join_follower{schema_follower, stop_follower, follower_done, follower_thread};
 
     Watchdog watchdog;
     Daemon d{cfg, reversed, signals, state, publication_ready, forward_verifier, reverse_verifier, watchdog};

@@ -124,6 +124,13 @@ void DaemonState::set_unreplicated_tables(std::vector<std::string> lines)
     unreplicated_ = std::move(lines);
 }
 
+void DaemonState::set_schema_differences(std::vector<std::string> lines, std::vector<std::string> blocking)
+{
+    std::lock_guard lk(mutex_);
+    schema_differences_ = std::move(lines);
+    schema_blocking_ = std::move(blocking);
+}
+
 void DaemonState::beat() { heartbeat_.store(steady_ms()); }
 
 bool DaemonState::alive() const
@@ -146,6 +153,8 @@ control::StatusSnapshot DaemonState::snapshot() const
         if (error_current_)
             s.current_error = last_error_;
         s.tables_not_replicated = unreplicated_;
+        s.schema_differences = schema_differences_;
+        s.schema_blocking = schema_blocking_;
         s.cutover_write_downtime_seconds = switch_.write_downtime_seconds;
         s.cutover = switch_;
     }
@@ -323,6 +332,8 @@ control::OperationStart DaemonState::start_switch(const std::string& kind)
     // Their rows are not (all) on the new primary; the switch itself checks again behind the fence.
     for (const auto& t : s.tables_not_replicated)
         why.push_back(t);
+    for (const auto& d : s.schema_blocking)
+        why.push_back(d);
     const double max_lag = max_lag_seconds_.load();
     if (s.lag_seconds > max_lag) {
         char buf[160];

@@ -75,6 +75,7 @@ SPEC = {
     "pgshift_cutover_write_downtime_seconds": {},
     # Beyond SPEC section 4 (README, Metrics):
     "pgshift_tables_not_replicated": {},
+    "pgshift_schema_differences": {},
     "pgshift_spill_errors_total": {},
     "pgshift_apply_workers": {"state": {"idle", "waiting_dependency", "executing", "waiting_commit"}},
     "pgshift_apply_batches_in_flight": {},

@@ -663,6 +663,85 @@ TEST_CASE("tables made on the new primary reach the old one with their rows befo
     CHECK(log.find("table public.made_after appeared on the source: created it on the target") != std::string::npos);
 }
 
+TEST_CASE("indexes and constraints made on the source later are built on the target, and a cutover waits for them",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: counts}"));
+    seed(fx);
+    // Every cutover of this daemon waits 2 s before its checks.
+    setenv("PGSHIFT_TEST_CUTOVER_STALL", "checking:2", 1);
+    REQUIRE(fx.start_and_wait_streaming());
+    unsetenv("PGSHIFT_TEST_CUTOVER_STALL");
+    auto url = fx.daemon().control_url();
+    auto status = [&] { return http("GET", url + "/v1/status"); };
+    fx.source().exec("INSERT INTO orders (writer, seq, note) SELECT g % 10, g, 'n' || g FROM generate_series(1, 5000) g");
+    REQUIRE(fx.converged(k_tables, 30s));
+    // A row on the target alone that breaks the unique constraint to come: its build fails and
+    // leaves an invalid index, which is dropped and built again once the row is gone.
+    fx.target().exec("INSERT INTO orders (id, writer, seq) VALUES (999999, 1, 1)");
+    // An application deploy: an index (quoted, partial), a unique constraint, a check and a
+    // foreign key, while rows keep arriving.
+    fx.source().exec(R"(CREATE INDEX "Orders By Note" ON orders (note) WHERE seq > 100;
+                        ALTER TABLE orders ADD CONSTRAINT orders_writer_seq_key UNIQUE (writer, seq);
+                        ALTER TABLE accounts ADD CONSTRAINT balance_known CHECK (balance > -1000000);
+                        ALTER TABLE orders ADD CONSTRAINT orders_writer_fk FOREIGN KEY (writer) REFERENCES accounts (id))");
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (1, 6001)");
+    const std::string objects =
+        "SELECT string_agg(d, E'\n' ORDER BY d) FROM ("
+        " SELECT replace(pg_get_indexdef(indexrelid), ' INDEX ' || quote_ident(c.relname) || ' ON ', ' INDEX ON ') d"
+        " FROM pg_index JOIN pg_class c ON c.oid = indexrelid WHERE indrelid IN ('orders'::regclass, 'accounts'::regclass)"
+        " UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated FROM pg_constraint"
+        " WHERE conrelid IN ('orders'::regclass, 'accounts'::regclass)) x";
+    const auto on_source = fx.source().value(objects);
+    REQUIRE(wait_for([&] { return status().find("orders_writer_seq_key of public.orders exists on the source but not on "
+                                                 "the target: pgshift builds it (schema: copy); the last attempt failed: "
+                                                 "query failed: ERROR:  could not create unique index") !=
+                                        std::string::npos; },
+                     30s));
+    CHECK(fx.target().value("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == "1");
+    fx.target().exec("DELETE FROM orders WHERE id = 999999");
+    CHECK(wait_for([&] { return fx.target().value(objects) == on_source; }, 40s));
+    CHECK(fx.target().value(objects) == on_source);
+    CHECK(wait_for([&] { return status().find("\"schema_differences\":[]") != std::string::npos; }, 20s));
+    REQUIRE(fx.converged(k_tables, 30s));
+
+    // One pgshift does not build (an exclusion constraint holds an ACCESS EXCLUSIVE lock while
+    // its index builds), made once the cutover's preconditions passed: the switch's own check
+    // refuses it.
+    auto post = http("POST", url + "/v1/cutover");
+    INFO(post);
+    REQUIRE(field(post, "id") == "cutover-1");
+    fx.source().exec("ALTER TABLE accounts ADD CONSTRAINT accounts_excl EXCLUDE USING btree (id WITH =)");
+    std::string json;
+    REQUIRE(wait_for([&] {
+        json = http("GET", url + "/v1/cutover");
+        return field(json, "phase") == "aborted" || field(json, "phase") == "done";
+    }, 30s));
+    INFO(json);
+    CHECK(field(json, "phase") == "aborted");
+    CHECK(json.find("the new primary lacks 1 index(es) or constraint(s) of the old primary: exclusion constraint "
+                    "accounts_excl of public.accounts") != std::string::npos);
+    // Then the status lists it, with the statement, and the precondition refuses (412).
+    REQUIRE(wait_for([&] { return status().find("accounts_excl of public.accounts exists on the source") != std::string::npos; },
+                     20s));
+    CHECK(status().find("ALTER TABLE public.accounts ADD CONSTRAINT \\\"accounts_excl\\\" EXCLUDE USING btree (id WITH =)") !=
+          std::string::npos);
+    auto r = run_command({"/usr/bin/curl", "-s", "-w", "\n%{http_code}", "-X", "POST", url + "/v1/cutover"});
+    INFO(r.output);
+    CHECK(r.output.find("\n412") != std::string::npos);
+    CHECK(r.output.find("exclusion constraint accounts_excl of public.accounts exists on the source but not on the "
+                        "target") != std::string::npos);
+    // Made on the target by hand: the cutover goes through.
+    fx.target().exec("ALTER TABLE accounts ADD CONSTRAINT accounts_excl EXCLUDE USING btree (id WITH =)");
+    REQUIRE(wait_for([&] { return status().find("\"schema_differences\":[]") != std::string::npos; }, 20s));
+    auto [code, json2] = operation(fx.daemon(), "cutover");
+    INFO(json2);
+    CHECK(code == 0);
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(log.find("unique constraint orders_writer_seq_key of public.orders built on the target") != std::string::npos);
+}
+
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",
           "[integration][cutover]")
 {

@@ -159,6 +159,9 @@ struct StatusSnapshot {
     std::string current_error;
     /// Selected source tables that are not replicated (yet), one line each with the reason and the fix.
     std::vector<std::string> tables_not_replicated;
+    /// Indexes and constraints of replicated source tables that the target lacks, one line each
+    /// with what happens to it; schema_blocking: those that refuse a cutover or rollback.
+    std::vector<std::string> schema_differences, schema_blocking;
     /// Reasons /readyz is not ready (empty = ready).
     std::vector<std::string> not_ready_reasons;
     /// The last or running comparison (tables are left out here; GET /v1/verify has them).

@@ -139,6 +139,9 @@ public:
     }
     /// Selected source tables that are not replicated, one line each with the reason (TableWatch).
     void set_unreplicated_tables(std::vector<std::string> lines);
+    /// Indexes and constraints of replicated source tables the target lacks, one line each
+    /// (SchemaFollower); `blocking`: those that refuse a switch.
+    void set_schema_differences(std::vector<std::string> lines, std::vector<std::string> blocking);
     /// Rows and bytes copied into the target (tables that joined while streaming).
     void add_copied(std::uint64_t rows, std::uint64_t bytes)
     {
@@ -190,6 +193,7 @@ private:
     std::string last_error_at_; // guarded by mutex_; RFC 3339, UTC
     bool error_current_ = false; // guarded by mutex_
     std::vector<std::string> unreplicated_; // guarded by mutex_
+    std::vector<std::string> schema_differences_, schema_blocking_; // guarded by mutex_
 };
 
 } // namespace pgshift::daemon

@@ -1,0 +1,62 @@
+// Indexes and constraints made on the source while pgshift runs reach the target
+// (copy/later_objects.hpp has what is compared and how each one is built).
+//
+// Design notes
+// - Its own thread for the daemon's life, looking every k_look_interval while a session streams
+//   (not during the initial copy, whose index step builds what the schema dump holds): a
+//   concurrent index build can take minutes, which the monitor thread's lag probes and table
+//   watch must not wait for. It follows the direction streaming now.
+// - schema: copy builds what the target lacks, one object at a time; schema: verify only
+//   reports. Status (schema_differences), the pgshift_schema_differences metric and the log name
+//   each one until the target has it.
+// - A switch (cutover, rollback) is refused while the new primary lacks one that enforces a rule
+//   (unique, primary key, exclusion, check, foreign key), and with schema: copy while it lacks
+//   any: an index pgshift is about to build is one the application's queries expect.
+// - A stop cancels a running build; the invalid index it leaves is dropped and built again at
+//   the next look of the next start.
+#pragma once
+
+#include "pgshift/config/config.hpp"
+#include "pgshift/pg/connection.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pgshift::daemon {
+
+class DaemonState;
+
+class SchemaFollower {
+public:
+    SchemaFollower(const config::Config& base, const config::Config& reversed, DaemonState& state)
+        : base_(base), reversed_(reversed), state_(state)
+    {
+    }
+
+    /// The thread's body: looks while `streaming_ready` holds, until `stop`.
+    void run(const std::atomic<bool>& streaming_ready, const std::atomic<bool>& stop);
+    /// Cancels a build running now, if one is (from any thread, once `stop` is set).
+    void cancel();
+
+private:
+    void look(const config::Config& cfg, const std::atomic<bool>& stop);
+    void connect(const config::Config& cfg);
+
+    const config::Config& base_;
+    const config::Config& reversed_;
+    DaemonState& state_;
+    bool connected_reverse_ = false;
+    std::unique_ptr<pg::Connection> source_, target_;
+    std::mutex cancel_mutex_;
+    std::unique_ptr<pg::Canceller> canceller_; // guarded by cancel_mutex_
+    std::atomic<bool> building_{false};         ///< a statement of a build runs on the target
+    std::map<std::string, std::string> failed_; ///< object -> its last build error (logged when it changes)
+    std::vector<std::string> reported_;         ///< what the last look reported
+};
+
+} // namespace pgshift::daemon

@@ -1,0 +1,241 @@
+// Indexes and constraints made on the source later (see later_objects.hpp).
+#include "pgshift/copy/later_objects.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace pgshift::copy {
+
+namespace {
+
+// An index's definition without its name, so that the same index under another name matches.
+constexpr const char* k_index_shape =
+    "replace(pg_get_indexdef(i.oid), ' INDEX ' || quote_ident(i.relname) || ' ON ', ' INDEX ON ')";
+
+/// The published tables' indexes on the source, with the constraint each one backs.
+std::string source_indexes_sql()
+{
+    return std::string("SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
+                       "       i.relname, quote_ident(n.nspname) || '.' || quote_ident(i.relname), "
+                       "       pg_get_indexdef(i.oid), ") +
+           k_index_shape +
+           ", coalesce(c.contype::text, ''), coalesce(c.conname, ''), "
+           "       coalesce(pg_get_constraintdef(c.oid), ''), t.relkind::text "
+           "FROM pg_publication p "
+           "JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
+           "JOIN pg_class t ON t.oid = pr.prrelid "
+           "JOIN pg_namespace n ON n.oid = t.relnamespace "
+           "JOIN pg_index x ON x.indrelid = t.oid AND x.indisvalid AND x.indisready "
+           "JOIN pg_class i ON i.oid = x.indexrelid "
+           "LEFT JOIN pg_constraint c ON c.conindid = i.oid AND c.conrelid = t.oid AND c.contype IN ('p', 'u', 'x') "
+           "WHERE p.pubname = $1 ORDER BY 1, 3";
+}
+
+/// The same tables' indexes on the target (by the source's names), valid or not, and whether a
+/// build of an invalid one is running.
+std::string target_indexes_sql()
+{
+    return std::string("SELECT t.tbl, i.relname, ") + k_index_shape +
+           ", x.indisvalid AND x.indisready, "
+           "       EXISTS (SELECT 1 FROM pg_stat_progress_create_index b WHERE b.index_relid = i.oid) "
+           "FROM unnest($1::text[]) t(tbl) "
+           "JOIN pg_index x ON x.indrelid = to_regclass(t.tbl) "
+           "JOIN pg_class i ON i.oid = x.indexrelid";
+}
+
+const char* const k_source_constraints =
+    "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), c.conname, "
+    "       c.contype::text, pg_get_constraintdef(c.oid), c.convalidated, t.relkind::text "
+    "FROM pg_publication p "
+    "JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
+    "JOIN pg_class t ON t.oid = pr.prrelid "
+    "JOIN pg_namespace n ON n.oid = t.relnamespace "
+    "JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('c', 'f') "
+    "WHERE p.pubname = $1 ORDER BY 1, 3";
+
+const char* const k_target_constraints =
+    "SELECT t.tbl, c.conname, pg_get_constraintdef(c.oid) "
+    "FROM unnest($1::text[]) t(tbl) JOIN pg_constraint c ON c.conrelid = to_regclass(t.tbl)";
+
+/// "CREATE [UNIQUE] INDEX name ON ..." -> "CREATE [UNIQUE] INDEX CONCURRENTLY name ON ...".
+std::string concurrently(const std::string& def)
+{
+    for (const char* head : {"CREATE UNIQUE INDEX ", "CREATE INDEX "}) {
+        std::string h = head;
+        if (def.compare(0, h.size(), h) == 0)
+            return h + "CONCURRENTLY " + def.substr(h.size());
+    }
+    return "";
+}
+
+std::string ends_with_deferrable(const std::string& condef)
+{
+    if (condef.find(" DEFERRABLE INITIALLY DEFERRED") != std::string::npos)
+        return " DEFERRABLE INITIALLY DEFERRED";
+    if (condef.find(" DEFERRABLE") != std::string::npos)
+        return " DEFERRABLE";
+    return "";
+}
+
+const char* constraint_kind(char contype)
+{
+    switch (contype) {
+    case 'p': return "primary key";
+    case 'u': return "unique constraint";
+    case 'x': return "exclusion constraint";
+    case 'f': return "foreign key";
+    case 'c': return "check constraint";
+    default: return "constraint";
+    }
+}
+
+/// Build order: what others may reference first (a foreign key needs the unique index it points
+/// at), then plain indexes, then the constraints that only check.
+int order_of(const LaterObject& o)
+{
+    if (o.what.rfind("primary key", 0) == 0 || o.what.rfind("unique constraint", 0) == 0)
+        return 0;
+    if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)
+        return 2;
+    return 1;
+}
+
+} // namespace
+
+std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
+                                           const std::string& publication)
+{
+    auto src_idx = source.exec_params(source_indexes_sql(), {publication});
+    auto src_con = source.exec_params(k_source_constraints, {publication});
+    std::set<std::string> tables;
+    for (int i = 0; i < src_idx.rows(); ++i)
+        tables.insert(src_idx.str(i, 1));
+    for (int i = 0; i < src_con.rows(); ++i)
+        tables.insert(src_con.str(i, 1));
+    // Only tables the target has (one that has not joined yet is the table watch's).
+    auto present = target.exec_params("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL",
+                                      {pg::text_array({tables.begin(), tables.end()})});
+    tables.clear();
+    for (int i = 0; i < present.rows(); ++i)
+        tables.insert(present.str(i, 0));
+    if (tables.empty())
+        return {};
+    const auto array = pg::text_array({tables.begin(), tables.end()});
+
+    struct TargetIndex {
+        bool valid = false, building = false;
+    };
+    std::map<std::pair<std::string, std::string>, TargetIndex> by_name; // (table sql, index name)
+    std::set<std::pair<std::string, std::string>> shapes;               // (table sql, valid index shape)
+    auto dst_idx = target.exec_params(target_indexes_sql(), {array});
+    for (int i = 0; i < dst_idx.rows(); ++i) {
+        bool valid = dst_idx.get(i, 3) == "t";
+        by_name[{dst_idx.str(i, 0), dst_idx.str(i, 1)}] = {valid, dst_idx.get(i, 4) == "t"};
+        if (valid)
+            shapes.insert({dst_idx.str(i, 0), dst_idx.str(i, 2)});
+    }
+    std::set<std::pair<std::string, std::string>> con_names, con_defs;
+    auto dst_con = target.exec_params(k_target_constraints, {array});
+    for (int i = 0; i < dst_con.rows(); ++i) {
+        con_names.insert({dst_con.str(i, 0), dst_con.str(i, 1)});
+        con_defs.insert({dst_con.str(i, 0), dst_con.str(i, 2)});
+    }
+
+    std::vector<LaterObject> out;
+    for (int i = 0; i < src_idx.rows(); ++i) {
+        const auto table_sql = src_idx.str(i, 1), name = src_idx.str(i, 2), index_sql = src_idx.str(i, 3);
+        const auto def = src_idx.str(i, 4), contype = src_idx.str(i, 6), conname = src_idx.str(i, 7);
+        const auto condef = src_idx.str(i, 8);
+        // A constraint is there when the target has it (its index alone does not make it one);
+        // an index, when the target has one of the same definition, or one of the same name
+        // (another definition under the source's name is the operator's choice).
+        auto it = by_name.find({table_sql, name});
+        const bool same_name_valid = it != by_name.end() && it->second.valid;
+        if (!tables.count(table_sql))
+            continue;
+        if (contype.empty() ? shapes.count({table_sql, src_idx.str(i, 5)}) || same_name_valid
+                            : con_names.count({table_sql, conname}) || con_defs.count({table_sql, condef}))
+            continue;
+        LaterObject o;
+        o.table = src_idx.str(i, 0);
+        o.constraint = !contype.empty() || def.rfind("CREATE UNIQUE", 0) == 0;
+        if (it != by_name.end() && !it->second.valid) {
+            o.building = it->second.building;
+            o.invalid_index = index_sql;
+        }
+        const bool partitioned = src_idx.get(i, 9) == "p";
+        if (contype.empty()) {
+            o.what = std::string(def.rfind("CREATE UNIQUE", 0) == 0 ? "unique index " : "index ") + name;
+            if (partitioned)
+                o.by_hand = "PostgreSQL cannot build an index on a partitioned table CONCURRENTLY; build it on the "
+                            "target when apply may wait for it: " +
+                            def;
+            else
+                o.steps = {concurrently(def)};
+        } else {
+            o.what = std::string(constraint_kind(contype[0])) + " " + conname;
+            const auto add = "ALTER TABLE " + table_sql + " ADD CONSTRAINT " + pg::quote_ident(conname);
+            if (partitioned || contype == "x") {
+                o.by_hand = std::string(partitioned ? "PostgreSQL cannot build it on a partitioned table CONCURRENTLY"
+                                                    : "its index builds under an ACCESS EXCLUSIVE lock") +
+                            "; add it on the target when apply may wait for it: " + add + " " + condef;
+            } else {
+                // Its index first (unless an earlier look built it and the ADD then failed).
+                if (!same_name_valid)
+                    o.steps.push_back(concurrently(def));
+                o.steps.push_back(add + (contype == "p" ? " PRIMARY KEY" : " UNIQUE") + " USING INDEX " +
+                                  pg::quote_ident(name) + ends_with_deferrable(condef));
+            }
+        }
+        const bool unreadable = std::any_of(o.steps.begin(), o.steps.end(), [](const auto& s) { return s.empty(); });
+        if (!o.by_hand.empty() || (!o.steps.empty() && !unreadable)) // (a definition of an unknown form: skipped)
+            out.push_back(std::move(o));
+    }
+    for (int i = 0; i < src_con.rows(); ++i) {
+        const auto table_sql = src_con.str(i, 1), name = src_con.str(i, 2), condef = src_con.str(i, 4);
+        if (!tables.count(table_sql) || con_names.count({table_sql, name}) || con_defs.count({table_sql, condef}))
+            continue;
+        LaterObject o;
+        o.table = src_con.str(i, 0);
+        o.constraint = true;
+        o.what = std::string(constraint_kind(src_con.get(i, 3)[0])) + " " + name;
+        // Added NOT VALID (a moment's lock, no scan), then validated (a scan that does not block
+        // writes); one the source has not validated either stays NOT VALID.
+        const bool validated = src_con.get(i, 5) == "t";
+        const auto add = "ALTER TABLE " + table_sql + " ADD CONSTRAINT " + pg::quote_ident(name) + " " + condef;
+        o.steps = {validated ? add + " NOT VALID" : add};
+        if (validated)
+            o.steps.push_back("ALTER TABLE " + table_sql + " VALIDATE CONSTRAINT " + pg::quote_ident(name));
+        out.push_back(std::move(o));
+    }
+    std::stable_sort(out.begin(), out.end(),
+                     [](const LaterObject& a, const LaterObject& b) { return order_of(a) < order_of(b); });
+    return out;
+}
+
+void build_on_target(pg::Connection& target, const LaterObject& o)
+{
+    if (!o.invalid_index.empty())
+        target.exec("DROP INDEX CONCURRENTLY IF EXISTS " + o.invalid_index);
+    for (const auto& step : o.steps) {
+        const bool concurrent = step.find(" INDEX CONCURRENTLY ") != std::string::npos;
+        try {
+            if (concurrent) {
+                target.exec(step);
+            } else {
+                // A moment's strong lock: waited for 2 s at most, so apply never queues behind it.
+                target.exec("BEGIN");
+                target.exec("SET LOCAL lock_timeout = '2s'");
+                target.exec(step);
+                target.exec("COMMIT");
+            }
+        } catch (const pg::PgError&) {
+            if (!concurrent && target.is_ok())
+                target.exec("ROLLBACK");
+            throw;
+        }
+    }
+}
+
+} // namespace pgshift::copy

@@ -1,0 +1,147 @@
+// SchemaFollower: indexes and constraints made on the source later reach the target.
+#include "pgshift/daemon/schema_follower.hpp"
+
+#include "pgshift/copy/later_objects.hpp"
+#include "pgshift/daemon/state.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <set>
+#include <thread>
+
+namespace pgshift::daemon {
+
+namespace {
+
+constexpr auto k_look_interval = std::chrono::milliseconds(10000);
+
+} // namespace
+
+void SchemaFollower::run(const std::atomic<bool>& streaming_ready, const std::atomic<bool>& stop)
+{
+    while (!stop.load()) {
+        const auto st = state_.state();
+        if (streaming_ready.load() && (st == State::streaming || st == State::paused)) {
+            try {
+                look(state_.reverse() ? reversed_ : base_, stop);
+            } catch (const std::exception& e) {
+                // A server that went away: the monitor and the session report that; look again later.
+                if (!stop.load())
+                    spdlog::debug("schema follower: {}", e.what());
+                std::lock_guard lk(cancel_mutex_);
+                canceller_.reset();
+                source_.reset();
+                target_.reset();
+            }
+        }
+        for (int i = 0; i < 100 && !stop.load(); ++i)
+            std::this_thread::sleep_for(k_look_interval / 100);
+    }
+}
+
+void SchemaFollower::cancel()
+{
+    std::lock_guard lk(cancel_mutex_);
+    if (canceller_ && building_.load())
+        (void)canceller_->cancel();
+}
+
+void SchemaFollower::connect(const config::Config& cfg)
+{
+    if (source_ && target_ && source_->is_ok() && target_->is_ok() && connected_reverse_ == cfg.is_reverse())
+        return;
+    const std::string app = "pgshift_" + cfg.name + "_schema";
+    source_ = std::make_unique<pg::Connection>(pg::conninfo_with(cfg.source.conninfo, {{"application_name", app}}));
+    pg::no_version_timeouts(*source_);
+    // A concurrent build may take long, and waits for every transaction older than it.
+    auto target = std::make_unique<pg::Connection>(pg::conninfo_with(
+        cfg.target.conninfo, {{"application_name", app}, {"options", std::string(pg::k_no_timeouts)}}));
+    pg::no_version_timeouts(*target);
+    std::lock_guard lk(cancel_mutex_);
+    canceller_ = target->canceller();
+    target_ = std::move(target);
+    connected_reverse_ = cfg.is_reverse();
+}
+
+void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& stop)
+{
+    connect(cfg);
+    const bool builds = cfg.schema == config::SchemaMode::copy;
+    auto report = [&](const std::vector<copy::LaterObject>& missing) {
+        std::vector<std::string> lines, blocking;
+        for (const auto& o : missing) {
+            std::string line = o.describe() + " exists on the source but not on the target: ";
+            if (o.building)
+                line += "a build of it runs on the target now";
+            else if (!o.by_hand.empty())
+                line += o.by_hand;
+            else if (!builds)
+                line += "create it there (schema: verify): " + o.steps.front() +
+                        (o.steps.size() > 1 ? "; " + o.steps.back() : "");
+            else
+                line += "pgshift builds it (schema: copy)";
+            if (auto f = failed_.find(o.describe()); f != failed_.end() && builds)
+                line += "; the last attempt failed: " + f->second;
+            if (o.constraint || builds)
+                blocking.push_back(line);
+            lines.push_back(std::move(line));
+        }
+        if (lines != reported_) {
+            for (const auto& l : lines)
+                if (std::find(reported_.begin(), reported_.end(), l) == reported_.end())
+                    spdlog::warn("{}", l);
+            if (lines.empty())
+                spdlog::info("the target has every index and constraint of the replicated source tables");
+            reported_ = lines;
+        }
+        state_.set_schema_differences(std::move(lines), std::move(blocking));
+    };
+
+    auto missing = copy::missing_on_target(*source_, *target_, cfg.publication_name());
+    std::set<std::string> names;
+    for (const auto& o : missing)
+        names.insert(o.describe());
+    std::erase_if(failed_, [&](const auto& f) { return !names.count(f.first); });
+    report(missing);
+    if (!builds)
+        return;
+    bool built = false;
+    for (const auto& o : missing) {
+        if (stop.load())
+            return;
+        if (o.building || !o.by_hand.empty())
+            continue;
+        const auto name = o.describe();
+        const bool retry = failed_.count(name) > 0;
+        if (!retry)
+            spdlog::info("{} was made on the source: building it on the target (schema: copy)", name);
+        const auto started = std::chrono::steady_clock::now();
+        try {
+            struct Building {
+                std::atomic<bool>& b;
+                ~Building() { b.store(false); }
+            } building{building_};
+            building_.store(true);
+            if (stop.load())
+                return;
+            copy::build_on_target(*target_, o);
+            spdlog::info("{} built on the target in {:.1f} s", name,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+            failed_.erase(name);
+            built = true;
+        } catch (const pg::PgError& e) {
+            if (stop.load() || e.broken())
+                throw;
+            auto& last = failed_[name];
+            if (last != e.what())
+                spdlog::warn("{}: building it on the target failed; pgshift tries again every {} s: {}", name,
+                             k_look_interval.count() / 1000, e.what());
+            last = e.what();
+        }
+    }
+    if (built || !failed_.empty())
+        report(copy::missing_on_target(*source_, *target_, cfg.publication_name()));
+}
+
+} // namespace pgshift::daemon
