@@ -155,7 +155,7 @@ TEST_CASE("verify: every table of the type-coverage schema matches at one LSN un
     REQUIRE(fx.converged(k_type_tables, 60s));
 }
 
-TEST_CASE("verify: a changed, a deleted and an added row are named by key; a table without a key by its counts",
+TEST_CASE("verify: a changed, a deleted and an added row are named by key, a table without a key by its counts",
           "[integration][verify]")
 {
     FixtureOptions o;

@@ -82,7 +82,7 @@ TEST_CASE("conflict keys: a key-changing update holds the old and the new key", 
     CHECK(keys_of(del, r).size() == 1);
 }
 
-TEST_CASE("conflict keys: NULLs never conflict; unknown unique values cannot be keyed", "[apply][keys]")
+TEST_CASE("conflict keys: NULLs never conflict, unknown unique values cannot be keyed", "[apply][keys]")
 {
     auto r = two_unique_sets();
     protocol::Insert a{{}, RelId{1}, row({t("1"), null_v, t("n")})};
@@ -114,7 +114,7 @@ TEST_CASE("conflict keys: a table without a unique index: inserts commute, updat
     (void)keys_of(del, r, false);
 }
 
-TEST_CASE("commit order: batches commit in sequence; waiters wake; abort wakes everyone", "[apply][order]")
+TEST_CASE("commit order: batches commit in sequence, waiters wake, abort wakes everyone", "[apply][order]")
 {
     CommitOrder order;
     CHECK(order.wait_committed(0, std::chrono::milliseconds(0)) == CommitOrder::Wait::ready);

@@ -144,7 +144,7 @@ TEST_CASE("multi-row statements: INSERT VALUES, UPDATE and DELETE joined on the 
                        "($2::integer), ($3::integer)) AS pgshift_v(p1) WHERE pgshift_t.\"id\" = pgshift_v.p1");
 }
 
-TEST_CASE("COPY rows escape backslash, tab, newline and carriage return; NULL is \\N", "[apply]")
+TEST_CASE("COPY rows escape backslash, tab, newline and carriage return, and NULL is backslash-N", "[apply]")
 {
     auto rel = relation(protocol::ReplicaIdentity::default_, {{1, "id", 23, -1}, {0, "t", 25, -1}});
     auto m = map_relation(rel, {{"id", true, false, "integer", true}, {"t", true, false, "text", true}}, false, 1);

@@ -460,7 +460,7 @@ TEST_CASE("unknown path is 404, wrong method is 405 with Allow", "[control][serv
 }
 
 TEST_CASE("cutover starts once (202, then 409), rollback answers 412 with every reason, GET /v1/cutover shows the "
-          "operation, finish starts; verify starts once (202, then 409); POSTs after auth",
+          "operation, finish starts, verify starts once (202, then 409), POSTs after auth",
           "[control][server]")
 {
     Fixture f("tok");
@@ -737,7 +737,7 @@ TEST_CASE("issue 7: idle keep-alive connections at the cap do not starve /livez 
     CHECK(eventually([&] { return f.server.connections() <= limits.max_connections; }));
 }
 
-TEST_CASE("issue 7: a flood of connections that send nothing does not starve /livez; a request under way is kept",
+TEST_CASE("issue 7: a flood of connections that send nothing does not starve /livez, a request under way is kept",
           "[control][server][limits]")
 {
     const ServerLimits limits; // the production cap and header timeout
