@@ -103,9 +103,39 @@ int order_of(const LaterObject& o)
 
 } // namespace
 
+namespace {
+
+/// Reads on `c` in one transaction whose lock waits end after `timeout`.
+class ReadTransaction {
+public:
+    ReadTransaction(pg::Connection& c, std::chrono::milliseconds timeout) : c_(c)
+    {
+        c_.exec("BEGIN");
+        open_ = true;
+        c_.exec("SET LOCAL lock_timeout = '" + std::to_string(std::max<long long>(1, timeout.count())) + "ms'");
+    }
+    ReadTransaction(const ReadTransaction&) = delete;
+    ReadTransaction& operator=(const ReadTransaction&) = delete;
+    ~ReadTransaction()
+    {
+        try {
+            if (open_ && c_.is_ok())
+                c_.exec("ROLLBACK");
+        } catch (const std::exception&) {
+        }
+    }
+
+private:
+    pg::Connection& c_;
+    bool open_ = false;
+};
+
+} // namespace
+
 std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
-                                           const std::string& publication)
+                                           const std::string& publication, std::chrono::milliseconds lock_timeout)
 {
+    ReadTransaction on_source(source, lock_timeout), on_target(target, lock_timeout);
     auto src_idx = source.exec_params(source_indexes_sql(), {publication});
     auto src_con = source.exec_params(k_source_constraints, {publication});
     std::set<std::string> tables;

@@ -66,13 +66,16 @@ void check_replicated(pg::Connection& old, const config::Config& from)
 /// Refuses to switch while the new primary lacks an index or constraint of the old primary's
 /// replicated tables that enforces a rule (it would accept rows the old one refused), or, with
 /// schema: copy, any of them (the schema follower is about to build it, and the application's
-/// queries expect it). The status has the same list for the 412 (schema_follower.hpp).
-void check_later_objects(pg::Connection& old, pg::Connection& neu, const config::Config& from)
+/// queries expect it). The status has the same list for the 412 (schema_follower.hpp); this is
+/// the check at the switch, where a table locked on the new primary makes the catalog reads
+/// wait, `lock_timeout` at most.
+void check_later_objects(pg::Connection& old, pg::Connection& neu, const config::Config& from,
+                         std::chrono::milliseconds lock_timeout)
 {
     const bool builds = from.schema == config::SchemaMode::copy;
     std::string list;
     int n = 0;
-    for (const auto& o : copy::missing_on_target(old, neu, from.publication_name()))
+    for (const auto& o : copy::missing_on_target(old, neu, from.publication_name(), lock_timeout))
         if ((o.constraint || builds) && ++n <= 5)
             list += (list.empty() ? "" : ", ") + o.describe();
     if (n)
@@ -270,6 +273,10 @@ void Switchover::drain()
         std::this_thread::sleep_for(2ms);
     }
     spdlog::info("{}: everything up to the old primary's final position {} is applied", kind_, final_lsn->str());
+    // Behind the fence and the drain, so that a table locked on the new primary (DDL, a stuck
+    // apply) holds this up no longer than the deadline.
+    check_later_objects(*old, *open(from_.target.conninfo, base_), from_,
+                        std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Steady::now()));
 }
 
 void Switchover::sync()
@@ -488,11 +495,7 @@ bool Switchover::run()
         spdlog::info("{} {} started: old primary {}, new primary {}", kind_, rec_.op_id,
                      reverse_now_ ? "target" : "source", reverse_now_ ? "source" : "target");
         stall("checking");
-        {
-            auto old = open(from_.source.conninfo, base_);
-            check_replicated(*old, from_);
-            check_later_objects(*old, *open(from_.target.conninfo, base_), from_);
-        }
+        check_replicated(*open(from_.source.conninfo, base_), from_);
         check_time();
         phase("fencing");
         fence();

@@ -15,6 +15,8 @@ namespace pgshift::daemon {
 namespace {
 
 constexpr auto k_look_interval = std::chrono::milliseconds(10000);
+/// A table under an ACCESS EXCLUSIVE lock holds up the catalog reads: retried at the next look.
+constexpr auto k_read_lock_timeout = std::chrono::milliseconds(5000);
 
 } // namespace
 
@@ -98,7 +100,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         state_.set_schema_differences(std::move(lines), std::move(blocking));
     };
 
-    auto missing = copy::missing_on_target(*source_, *target_, cfg.publication_name());
+    auto missing = copy::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
     std::set<std::string> names;
     for (const auto& o : missing)
         names.insert(o.describe());
@@ -141,7 +143,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         }
     }
     if (built || !failed_.empty())
-        report(copy::missing_on_target(*source_, *target_, cfg.publication_name()));
+        report(copy::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout));
 }
 
 } // namespace pgshift::daemon

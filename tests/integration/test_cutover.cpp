@@ -375,7 +375,7 @@ TEST_CASE("the fence stops a role that turns read-only off, ends its open transa
     CHECK(wait_for([&] { return fx.source().value("SELECT count(*) FROM orders WHERE writer = -2") == "1"; }, 20s));
 }
 
-TEST_CASE("cutover refuses lag (412); a drain that cannot finish in time aborts, the old primary takes writes again",
+TEST_CASE("cutover refuses lag (412), a drain that cannot finish in time aborts, the old primary takes writes again",
           "[integration][cutover]")
 {
     ReplicationFixture fx(options("{timeout_seconds: 4, max_lag_seconds: 2}"));

@@ -23,6 +23,7 @@
 
 #include "pgshift/pg/connection.hpp"
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -43,8 +44,12 @@ struct LaterObject {
 };
 
 /// What the source's tables in `publication` have and the target's same-named tables lack.
+/// PostgreSQL's pg_get_indexdef() and pg_get_constraintdef() wait for a table's ACCESS
+/// EXCLUSIVE lock (DDL, LOCK TABLE): the reads wait `lock_timeout` at most, in one transaction
+/// per connection (which must not be in one). Throws PgError (55P03 after the timeout).
 [[nodiscard]] std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
-                                                         const std::string& publication);
+                                                         const std::string& publication,
+                                                         std::chrono::milliseconds lock_timeout);
 
 /// Builds `o` on the target: drops its invalid leftover, then runs its steps, each on its own
 /// (CONCURRENTLY cannot run in a transaction block). A failed concurrent build leaves an invalid

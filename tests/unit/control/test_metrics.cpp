@@ -86,6 +86,7 @@ TEST_CASE("every SPEC section 4 metric is present with its type", "[control][met
         {"pgshift_cutover_write_downtime_seconds", "gauge"},
         {"pgshift_cutover_phase_seconds", "gauge"},
         {"pgshift_tables_not_replicated", "gauge"},
+        {"pgshift_schema_differences", "gauge"},
         {"pgshift_spill_errors_total", "counter"},
         {"pgshift_apply_workers", "gauge"},
         {"pgshift_apply_batches_in_flight", "gauge"},
