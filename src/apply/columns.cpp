@@ -103,6 +103,41 @@ std::vector<std::string> missing_columns(pg::Connection& target, const std::stri
     return missing;
 }
 
+std::vector<std::string> dropped_not_null(pg::Connection& target, const std::string& qualified,
+                                          const std::vector<std::string>& names)
+{
+    auto r = target.exec_params("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 "
+                                "AND NOT attisdropped AND attnotnull AND NOT atthasdef AND attgenerated = '' "
+                                "AND attidentity = '' AND NOT attname = ANY ($2::text[]) ORDER BY attnum",
+                                {qualified, pg::text_array(names)});
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(r.str(i, 0));
+    return out;
+}
+
+void relax_dropped_columns(pg::Connection& target, const std::string& display, const std::string& qualified,
+                           const std::vector<std::string>& columns)
+{
+    std::string statements;
+    for (const auto& c : columns)
+        statements += "ALTER TABLE " + qualified + " ALTER COLUMN " + pg::quote_ident(c) + " DROP NOT NULL;\n";
+    try {
+        target.exec(statements);
+    } catch (const pg::PgError& e) {
+        throw TargetError("could not make the target column(s) of " + display + " that the source no longer has "
+                              "nullable (schema: copy): " + e.what() +
+                              "; run ALTER TABLE ... ALTER COLUMN ... DROP NOT NULL (or drop the column) on the "
+                              "target, then `pgshift resume`",
+                          e.retryable());
+    }
+    for (const auto& c : columns)
+        spdlog::warn("column {} of target table {} is NOT NULL without a default, and the source's table no longer has "
+                     "it (dropped there?): made it nullable on the target, where it keeps its values, so that new "
+                     "rows apply (schema: copy)",
+                     c, display);
+}
+
 void add_columns(pg::Connection& source, pg::Connection& target, const std::string& schema, const std::string& table,
                  const std::vector<NewColumn>& columns, bool rows_before)
 {

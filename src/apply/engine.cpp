@@ -379,8 +379,10 @@ void Engine::add_source_columns(const Known& known, bool used_before, const std:
     std::vector<std::string> names;
     for (const auto& c : rel.columns)
         names.emplace_back(c.name);
-    const auto missing = missing_columns(catalog(), pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname), names);
-    if (missing.empty())
+    const auto qualified = pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname);
+    const auto missing = missing_columns(catalog(), qualified, names);
+    const auto dropped = dropped_not_null(catalog(), qualified, names);
+    if (missing.empty() && dropped.empty())
         return;
     std::vector<NewColumn> columns;
     for (const auto& c : rel.columns)
@@ -402,16 +404,20 @@ void Engine::add_source_columns(const Known& known, bool used_before, const std:
     try {
         if (cancelled_.load(std::memory_order_acquire))
             throw Interrupted{};
-        std::unique_ptr<pg::Connection> source;
-        try {
-            source = std::make_unique<pg::Connection>(
-                pg::conninfo_with(cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}));
-        } catch (const pg::PgError& e) {
-            throw SourceError(std::string("could not connect to the source to read the definition of a column ") +
-                                  "the target lacks: " + e.what(),
-                              e.retryable());
+        if (!missing.empty()) {
+            std::unique_ptr<pg::Connection> source;
+            try {
+                source = std::make_unique<pg::Connection>(pg::conninfo_with(
+                    cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}));
+            } catch (const pg::PgError& e) {
+                throw SourceError(std::string("could not connect to the source to read the definition of a column ") +
+                                      "the target lacks: " + e.what(),
+                                  e.retryable());
+            }
+            add_columns(*source, target, nsp, std::string(rel.relname), columns, used_before);
         }
-        add_columns(*source, target, nsp, std::string(rel.relname), columns, used_before);
+        if (!dropped.empty())
+            relax_dropped_columns(target, nsp + "." + std::string(rel.relname), qualified, dropped);
     } catch (const TargetError&) {
         altering_.store(false, std::memory_order_release);
         if (cancelled_.load(std::memory_order_acquire))

@@ -826,11 +826,12 @@ TEST_CASE("initial copy: an added column's value for existing rows survives the 
     CHECK(fx.target().value(rows) == fx.source().value(rows));
 }
 
-TEST_CASE("initial copy: a column renamed on the source is not mistaken for a new one", "[integration][initial_copy]")
+TEST_CASE("initial copy: a column renamed on the source is not mistaken for a new one, a dropped one stays",
+          "[integration][initial_copy]")
 {
     auto o = copy_options("renamed", 0);
-    o.schema_sql = "CREATE TABLE named (id int PRIMARY KEY, note text); "
-                   "INSERT INTO named SELECT g, 'n' || g FROM generate_series(1, 10) g;";
+    o.schema_sql = "CREATE TABLE named (id int PRIMARY KEY, note text, code int NOT NULL); "
+                   "INSERT INTO named SELECT g, 'n' || g, g FROM generate_series(1, 10) g;";
     o.schema_on_target = false;
     o.daemon.schema = "copy";
     ReplicationFixture fx(o);
@@ -838,7 +839,7 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     REQUIRE(wait_copy_done(fx, 60s));
     // Adding "remark" would leave the 10 rows' values behind in "note" on the target.
     fx.source().exec("ALTER TABLE named RENAME COLUMN note TO remark");
-    fx.source().exec("INSERT INTO named VALUES (11, 'after the rename')");
+    fx.source().exec("INSERT INTO named VALUES (11, 'after the rename', 11)");
     const std::string refusal = "column \"remark\" of source table public.named does not exist on the target table, "
                                 "and pgshift cannot add it (schema: copy): the target table also has column(s) note";
     CHECK(wait_for_log(fx, refusal, 30s));
@@ -851,10 +852,21 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     // A type changed on the source (ids about to run out): still applied, and the log says what
     // to change on the target before a value no longer fits.
     fx.source().exec("ALTER TABLE named ALTER COLUMN id TYPE bigint");
-    fx.source().exec("INSERT INTO named VALUES (12, 'after the type change')");
+    fx.source().exec("INSERT INTO named VALUES (12, 'after the type change', 12)");
     REQUIRE(fx.converged({"public.named"}, 60s));
     CHECK(read_all(fx.daemon().log_path())
               .find("column id of public.named is bigint in the source's stream but integer on the target (its type "
                     "changed on the source?): values apply as text until one does not fit; change it on the target: "
                     "ALTER TABLE \"public\".\"named\" ALTER COLUMN \"id\" TYPE bigint") != std::string::npos);
+    // A NOT NULL column (no default) dropped on the source: it stays on the target with its
+    // values, and is made nullable there so that the rows written from now on apply.
+    fx.source().exec("ALTER TABLE named DROP COLUMN code");
+    fx.source().exec("INSERT INTO named VALUES (13, 'after the drop'); UPDATE named SET remark = 'updated' WHERE id = 1");
+    CHECK(wait_for_log(fx, "column code of target table public.named is NOT NULL without a default, and the source's "
+                           "table no longer has it (dropped there?): made it nullable on the target", 30s));
+    for (int i = 0; i < 300 && fx.target().value("SELECT count(*) FROM named WHERE id = 13") == "0"; ++i)
+        std::this_thread::sleep_for(100ms);
+    CHECK(fx.target().value("SELECT count(*) FROM named WHERE id = 13 AND code IS NULL") == "1");
+    CHECK(fx.target().value("SELECT count(*) FROM named WHERE code = id") == "12");
+    CHECK(fx.target().value("SELECT remark FROM named WHERE id = 1") == "updated");
 }

@@ -27,6 +27,9 @@
 //   committed on the target, so the target table then holds exactly the rows the source table
 //   held before the transaction that first uses the new definition.
 // - All of a table's new columns are added in one target transaction, or none.
+// - A column dropped on the source stays on the target with its values; when it is NOT NULL
+//   without a default there, every replicated INSERT would fail, so it is made nullable (one
+//   target transaction, at the same point as an added column).
 #pragma once
 
 #include "pgshift/pg/connection.hpp"
@@ -48,6 +51,19 @@ struct NewColumn {
 /// that). Throws PgError.
 [[nodiscard]] std::vector<std::string> missing_columns(pg::Connection& target, const std::string& qualified,
                                                        const std::vector<std::string>& names);
+
+/// The columns of the target table `qualified` that `names` (the source table's, from its latest
+/// Relation message) lacks and that are NOT NULL without a default, neither generated nor
+/// identity: a column dropped on the source, which every replicated INSERT would leave NULL.
+/// Throws PgError.
+[[nodiscard]] std::vector<std::string> dropped_not_null(pg::Connection& target, const std::string& qualified,
+                                                        const std::vector<std::string>& names);
+
+/// Makes `columns` of the target table `qualified` nullable, in one transaction, and logs each:
+/// the column stays with its values (pgshift never drops data), and rows the source writes from
+/// now on leave it NULL. Throws TargetError.
+void relax_dropped_columns(pg::Connection& target, const std::string& display, const std::string& qualified,
+                           const std::vector<std::string>& columns);
 
 /// Adds `columns` of the source table `schema`.`table` to the target table of that name,
 /// defined as on the source. `rows_before`: the target table will hold rows that the source
