@@ -594,7 +594,7 @@ ALTER TABLE ledger OWNER TO mig; ALTER TABLE orders OWNER TO mig; ALTER TABLE ac
         CHECK(server->value("SELECT count(*) FROM pg_replication_slots") == "0");
 }
 
-TEST_CASE("a column added on the new primary after cutover reaches the old one, and rollback keeps it",
+TEST_CASE("a column and an index added on the new primary after cutover reach the old one, and rollback keeps them",
           "[integration][cutover]")
 {
     // An application deploy during the rollback window: the reverse direction (schema: copy,
@@ -614,6 +614,10 @@ TEST_CASE("a column added on the new primary after cutover reaches the old one, 
     CHECK(wait_for([&] { return fx.source().value("SELECT count(*) FROM orders o WHERE to_jsonb(o)->>'region' = 'us'") == "1"; },
                    20s));
     CHECK(fx.source().value("SELECT count(*) FROM orders WHERE region = 'eu'") == "50");
+    // The same deploy's index reaches the old primary too (the schema follower follows the
+    // direction streaming now), and the rollback waits for it.
+    fx.target().exec("CREATE INDEX orders_region_idx ON orders (region)");
+    CHECK(wait_for([&] { return fx.source().value("SELECT to_regclass('orders_region_idx') IS NOT NULL") == "t"; }, 30s));
     auto [code2, json2] = operation(fx.daemon(), "rollback");
     INFO(json2);
     REQUIRE(code2 == 0);
