@@ -1,6 +1,7 @@
 // The preflight checks of `pgshift check`, one named step each, on read-only connections.
 #include "pgshift/check/check.hpp"
 
+#include "pgshift/apply/later_objects.hpp"
 #include "pgshift/apply/origins.hpp"
 
 #include "pgshift/check/pooler.hpp"
@@ -894,6 +895,35 @@ private:
     // Streaming works without any of this, so every problem is a warning saying what will fail.
     // The reverse stream's needs are checked by the forward checks, run for reverse_.
 
+    /// Indexes and constraints of the selected tables the target lacks (apply/later_objects.hpp):
+    /// with schema: copy, run builds them once streaming (a cutover waits for that); with
+    /// verify, a cutover is refused while a constraint is missing, and runs without a missing
+    /// index.
+    void check_later_objects(pg::Connection& target)
+    {
+        std::vector<std::string> names;
+        for (const auto& t : *tables_)
+            names.push_back(t.sql());
+        const bool builds = cfg_.schema == config::SchemaMode::copy;
+        for (const auto& o : apply::missing_on_target(*source_, target, names, std::chrono::seconds(5))) {
+            std::string line = o.describe() + " exists on the source but not on the target: ";
+            if (!o.by_hand.empty())
+                line += o.by_hand;
+            else if (builds)
+                line += "pgshift run builds it there once streaming (schema: copy), and a cutover waits for that";
+            else
+                line += "create it there: " + o.steps.front() + (o.steps.size() > 1 ? "; " + o.steps.back() : "");
+            // What nobody builds and a cutover waits for: "cutover will fail".
+            const bool built_by_run = builds && o.by_hand.empty();
+            if (!built_by_run && (o.constraint || builds))
+                report(k_cutover, Side::target, o.constraint ? "missing_constraint" : "missing_index", line);
+            else
+                warning(Side::target, o.constraint ? "missing_constraint" : "missing_index",
+                        line + (built_by_run ? "" : " (a cutover goes ahead without it, and the new primary runs "
+                                                    "the application's queries without it)"));
+        }
+    }
+
     void check_cutover_and_rollback()
     {
         const bool fence = cfg_.cutover.fence == config::FenceMode::read_only;
@@ -907,6 +937,9 @@ private:
             }, k_cutover);
             check_sequence_sync(k_cutover, Side::source, Side::target);
         }
+        if (tables_ && source_)
+            step(Side::target, "the target tables' indexes and constraints against the source",
+                 [this](pg::Connection& c) { check_later_objects(c); }, k_cutover);
 
         // The reverse stream: from the target...
         check(reverse_, Side::target, "wal_level for the reverse stream", &Checker::check_wal_level);

@@ -5,7 +5,7 @@
 #include "pgshift/common/clock.hpp"
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
-#include "pgshift/copy/later_objects.hpp"
+#include "pgshift/apply/later_objects.hpp"
 #include "pgshift/cutover/fence.hpp"
 #include "pgshift/cutover/sequences.hpp"
 #include "pgshift/reader/catalog.hpp"
@@ -75,7 +75,7 @@ void check_later_objects(pg::Connection& old, pg::Connection& neu, const config:
     const bool builds = from.schema == config::SchemaMode::copy;
     std::string list;
     int n = 0;
-    for (const auto& o : copy::missing_on_target(old, neu, from.publication_name(), lock_timeout))
+    for (const auto& o : apply::missing_on_target(old, neu, from.publication_name(), lock_timeout))
         if ((o.constraint || builds) && ++n <= 5)
             list += (list.empty() ? "" : ", ") + o.describe();
     if (n)

@@ -1,7 +1,7 @@
 // SchemaFollower: indexes and constraints made on the source later reach the target.
 #include "pgshift/daemon/schema_follower.hpp"
 
-#include "pgshift/copy/later_objects.hpp"
+#include "pgshift/apply/later_objects.hpp"
 #include "pgshift/daemon/state.hpp"
 
 #include <spdlog/spdlog.h>
@@ -70,7 +70,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
 {
     connect(cfg);
     const bool builds = cfg.schema == config::SchemaMode::copy;
-    auto report = [&](const std::vector<copy::LaterObject>& missing) {
+    auto report = [&](const std::vector<apply::LaterObject>& missing) {
         std::vector<std::string> lines, blocking;
         for (const auto& o : missing) {
             std::string line = o.describe() + " exists on the source but not on the target: ";
@@ -100,7 +100,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         state_.set_schema_differences(std::move(lines), std::move(blocking));
     };
 
-    auto missing = copy::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
+    auto missing = apply::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
     std::set<std::string> names;
     for (const auto& o : missing)
         names.insert(o.describe());
@@ -127,7 +127,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             building_.store(true);
             if (stop.load())
                 return;
-            copy::build_on_target(*target_, o);
+            apply::build_on_target(*target_, o);
             spdlog::info("{} built on the target in {:.1f} s", name,
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
             failed_.erase(name);
@@ -143,7 +143,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         }
     }
     if (built || !failed_.empty())
-        report(copy::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout));
+        report(apply::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout));
 }
 
 } // namespace pgshift::daemon

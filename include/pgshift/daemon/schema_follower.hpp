@@ -1,5 +1,5 @@
 // Indexes and constraints made on the source while pgshift runs reach the target
-// (copy/later_objects.hpp has what is compared and how each one is built).
+// (apply/later_objects.hpp has what is compared and how each one is built).
 //
 // Design notes
 // - Its own thread for the daemon's life, looking every k_look_interval while a session streams

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-namespace pgshift::copy {
+namespace pgshift::apply {
 
 /// One index or constraint the source has on a replicated table and the target lacks.
 struct LaterObject {
@@ -50,10 +50,14 @@ struct LaterObject {
 [[nodiscard]] std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
                                                          const std::string& publication,
                                                          std::chrono::milliseconds lock_timeout);
+/// The same for the source tables `tables` (qualified SQL names), e.g. before a publication exists.
+[[nodiscard]] std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
+                                                         const std::vector<std::string>& tables,
+                                                         std::chrono::milliseconds lock_timeout);
 
 /// Builds `o` on the target: drops its invalid leftover, then runs its steps, each on its own
 /// (CONCURRENTLY cannot run in a transaction block). A failed concurrent build leaves an invalid
 /// index, which the next missing_on_target() names for dropping. Throws PgError.
 void build_on_target(pg::Connection& target, const LaterObject& o);
 
-} // namespace pgshift::copy
+} // namespace pgshift::apply

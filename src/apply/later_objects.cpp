@@ -1,11 +1,11 @@
 // Indexes and constraints made on the source later (see later_objects.hpp).
-#include "pgshift/copy/later_objects.hpp"
+#include "pgshift/apply/later_objects.hpp"
 
 #include <algorithm>
 #include <map>
 #include <set>
 
-namespace pgshift::copy {
+namespace pgshift::apply {
 
 namespace {
 
@@ -13,8 +13,17 @@ namespace {
 constexpr const char* k_index_shape =
     "replace(pg_get_indexdef(i.oid), ' INDEX ' || quote_ident(i.relname) || ' ON ', ' INDEX ON ')";
 
-/// The published tables' indexes on the source, with the constraint each one backs.
-std::string source_indexes_sql()
+/// The source tables compared: those of a publication ($1 its name), or a list ($1 a text[] of
+/// qualified names). Joined as `t`.
+std::string tables_from(bool publication)
+{
+    return publication ? "pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND p.pubname = $1 "
+                         "JOIN pg_class t ON t.oid = pr.prrelid "
+                       : "unnest($1::text[]) s(tbl) JOIN pg_class t ON t.oid = to_regclass(s.tbl) ";
+}
+
+/// The source tables' indexes, with the constraint each one backs.
+std::string source_indexes_sql(bool publication)
 {
     return std::string("SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
                        "       i.relname, quote_ident(n.nspname) || '.' || quote_ident(i.relname), "
@@ -22,14 +31,12 @@ std::string source_indexes_sql()
            k_index_shape +
            ", coalesce(c.contype::text, ''), coalesce(c.conname, ''), "
            "       coalesce(pg_get_constraintdef(c.oid), ''), t.relkind::text "
-           "FROM pg_publication p "
-           "JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
-           "JOIN pg_class t ON t.oid = pr.prrelid "
+           "FROM " + tables_from(publication) +
            "JOIN pg_namespace n ON n.oid = t.relnamespace "
            "JOIN pg_index x ON x.indrelid = t.oid AND x.indisvalid AND x.indisready "
            "JOIN pg_class i ON i.oid = x.indexrelid "
            "LEFT JOIN pg_constraint c ON c.conindid = i.oid AND c.conrelid = t.oid AND c.contype IN ('p', 'u', 'x') "
-           "WHERE p.pubname = $1 ORDER BY 1, 3";
+           "ORDER BY 1, 3";
 }
 
 /// The same tables' indexes on the target (by the source's names), valid or not, and whether a
@@ -44,15 +51,15 @@ std::string target_indexes_sql()
            "JOIN pg_class i ON i.oid = x.indexrelid";
 }
 
-const char* const k_source_constraints =
-    "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), c.conname, "
-    "       c.contype::text, pg_get_constraintdef(c.oid), c.convalidated, t.relkind::text "
-    "FROM pg_publication p "
-    "JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
-    "JOIN pg_class t ON t.oid = pr.prrelid "
-    "JOIN pg_namespace n ON n.oid = t.relnamespace "
-    "JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('c', 'f') "
-    "WHERE p.pubname = $1 ORDER BY 1, 3";
+std::string source_constraints_sql(bool publication)
+{
+    return "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
+           "       c.conname, c.contype::text, pg_get_constraintdef(c.oid), c.convalidated, t.relkind::text "
+           "FROM " + tables_from(publication) +
+           "JOIN pg_namespace n ON n.oid = t.relnamespace "
+           "JOIN pg_constraint c ON c.conrelid = t.oid AND c.contype IN ('c', 'f') "
+           "ORDER BY 1, 3";
+}
 
 const char* const k_target_constraints =
     "SELECT t.tbl, c.conname, pg_get_constraintdef(c.oid) "
@@ -132,12 +139,14 @@ private:
 
 } // namespace
 
-std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
-                                           const std::string& publication, std::chrono::milliseconds lock_timeout)
+namespace {
+
+std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target, bool publication,
+                                 const std::string& tables_param, std::chrono::milliseconds lock_timeout)
 {
     ReadTransaction on_source(source, lock_timeout), on_target(target, lock_timeout);
-    auto src_idx = source.exec_params(source_indexes_sql(), {publication});
-    auto src_con = source.exec_params(k_source_constraints, {publication});
+    auto src_idx = source.exec_params(source_indexes_sql(publication), {tables_param});
+    auto src_con = source.exec_params(source_constraints_sql(publication), {tables_param});
     std::set<std::string> tables;
     for (int i = 0; i < src_idx.rows(); ++i)
         tables.insert(src_idx.str(i, 1));
@@ -244,6 +253,23 @@ std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connectio
     return out;
 }
 
+} // namespace
+
+std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
+                                           const std::string& publication, std::chrono::milliseconds lock_timeout)
+{
+    return compare(source, target, true, publication, lock_timeout);
+}
+
+std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
+                                           const std::vector<std::string>& tables,
+                                           std::chrono::milliseconds lock_timeout)
+{
+    if (tables.empty())
+        return {};
+    return compare(source, target, false, pg::text_array(tables), lock_timeout);
+}
+
 void build_on_target(pg::Connection& target, const LaterObject& o)
 {
     if (!o.invalid_index.empty())
@@ -268,4 +294,4 @@ void build_on_target(pg::Connection& target, const LaterObject& o)
     }
 }
 
-} // namespace pgshift::copy
+} // namespace pgshift::apply
