@@ -54,11 +54,14 @@ void SchemaFollower::connect(const config::Config& cfg)
     if (source_ && target_ && source_->is_ok() && target_->is_ok() && connected_reverse_ == cfg.is_reverse())
         return;
     const std::string app = "pgshift_" + cfg.name + "_schema";
-    source_ = std::make_unique<pg::Connection>(pg::conninfo_with(cfg.source.conninfo, {{"application_name", app}}));
+    // The databases' own settings (a statement_timeout, a read-only default) are the
+    // application's: a concurrent build may take long, and waits for every transaction older than it.
+    const auto options = std::string(pg::k_no_timeouts) + " " + pg::k_writable;
+    source_ = std::make_unique<pg::Connection>(
+        pg::conninfo_with(cfg.source.conninfo, {{"application_name", app}, {"options", options}}));
     pg::no_version_timeouts(*source_);
-    // A concurrent build may take long, and waits for every transaction older than it.
-    auto target = std::make_unique<pg::Connection>(pg::conninfo_with(
-        cfg.target.conninfo, {{"application_name", app}, {"options", std::string(pg::k_no_timeouts)}}));
+    auto target = std::make_unique<pg::Connection>(
+        pg::conninfo_with(cfg.target.conninfo, {{"application_name", app}, {"options", options}}));
     pg::no_version_timeouts(*target);
     std::lock_guard lk(cancel_mutex_);
     canceller_ = target->canceller();

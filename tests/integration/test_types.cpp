@@ -653,6 +653,16 @@ TEST_CASE("types: timeouts and a read-only default set for the databases stop no
            std::chrono::steady_clock::now() < unlocked)
         std::this_thread::sleep_for(100ms);
     CHECK(fx.target().scalar("SELECT count(*) FROM big WHERE id = -1") == "1");
+    // An index made on the source: built on the target by the schema follower, past the 200 ms
+    // statement timeout and the read-only default.
+    fx.source().exec("CREATE INDEX big_v_idx ON big (v)");
+    const auto indexed = std::chrono::steady_clock::now() + 60s;
+    while (fx.target().scalar("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('big_v_idx') AND "
+                              "indisvalid") != "1" &&
+           std::chrono::steady_clock::now() < indexed)
+        std::this_thread::sleep_for(200ms);
+    CHECK(fx.target().scalar("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('big_v_idx') AND "
+                             "indisvalid") == "1");
     std::ifstream log(fx.daemon().log_path());
     const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
     CHECK(text.find("statement timeout") == std::string::npos);
