@@ -139,6 +139,16 @@ private:
 
 } // namespace
 
+std::string LaterObject::missing_line(bool builds, const std::string& built) const
+{
+    std::string line = describe() + " exists on the source but not on the target: ";
+    if (!by_hand.empty())
+        return line + by_hand;
+    if (builds)
+        return line + built;
+    return line + "create it there: " + steps.front() + (steps.size() > 1 ? "; " + steps.back() : "");
+}
+
 namespace {
 
 std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target, bool publication,

@@ -906,16 +906,11 @@ private:
             names.push_back(t.sql());
         const bool builds = cfg_.schema == config::SchemaMode::copy;
         for (const auto& o : apply::missing_on_target(*source_, target, names, std::chrono::seconds(5))) {
-            std::string line = o.describe() + " exists on the source but not on the target: ";
-            if (!o.by_hand.empty())
-                line += o.by_hand;
-            else if (builds)
-                line += "pgshift run builds it there once streaming (schema: copy), and a cutover waits for that";
-            else
-                line += "create it there: " + o.steps.front() + (o.steps.size() > 1 ? "; " + o.steps.back() : "");
+            const auto line = o.missing_line(
+                builds, "pgshift run builds it there once streaming (schema: copy), and a cutover waits for that");
             // What nobody builds and a cutover waits for: "cutover will fail".
             const bool built_by_run = builds && o.by_hand.empty();
-            if (!built_by_run && (o.constraint || builds))
+            if (!built_by_run && o.blocks_switch(builds))
                 report(k_cutover, Side::target, o.constraint ? "missing_constraint" : "missing_index", line);
             else
                 warning(Side::target, o.constraint ? "missing_constraint" : "missing_index",

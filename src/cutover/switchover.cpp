@@ -76,7 +76,7 @@ void check_later_objects(pg::Connection& old, pg::Connection& neu, const config:
     std::string list;
     int n = 0;
     for (const auto& o : apply::missing_on_target(old, neu, from.publication_name(), lock_timeout))
-        if ((o.constraint || builds) && ++n <= 5)
+        if (o.blocks_switch(builds) && ++n <= 5)
             list += (list.empty() ? "" : ", ") + o.describe();
     if (n)
         throw std::runtime_error("the new primary lacks " + std::to_string(n) + " index(es) or constraint(s) of the "

@@ -76,19 +76,12 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
     auto report = [&](const std::vector<apply::LaterObject>& missing) {
         std::vector<std::string> lines, blocking;
         for (const auto& o : missing) {
-            std::string line = o.describe() + " exists on the source but not on the target: ";
-            if (o.building)
-                line += "a build of it runs on the target now";
-            else if (!o.by_hand.empty())
-                line += o.by_hand;
-            else if (!builds)
-                line += "create it there (schema: verify): " + o.steps.front() +
-                        (o.steps.size() > 1 ? "; " + o.steps.back() : "");
-            else
-                line += "pgshift builds it (schema: copy)";
+            std::string line =
+                o.missing_line(builds, o.building ? "a build of it runs on the target now"
+                                                  : "pgshift builds it (schema: copy)");
             if (auto f = failed_.find(o.describe()); f != failed_.end() && builds)
                 line += "; the last attempt failed: " + f->second;
-            if (o.constraint || builds)
+            if (o.blocks_switch(builds))
                 blocking.push_back(line);
             lines.push_back(std::move(line));
         }

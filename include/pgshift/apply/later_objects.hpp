@@ -41,6 +41,12 @@ struct LaterObject {
 
     /// "unique constraint t_email_key of public.t".
     [[nodiscard]] std::string describe() const { return what + " of " + table; }
+    /// Whether a cutover or rollback waits for it: it enforces a rule, or with schema: copy
+    /// (`builds`) the new primary is to have every index of the old one.
+    [[nodiscard]] bool blocks_switch(bool builds) const { return constraint || builds; }
+    /// "<describe()> exists on the source but not on the target: <what happens>": the reason it
+    /// is built by hand, else `built` with schema: copy, else the statements to run.
+    [[nodiscard]] std::string missing_line(bool builds, const std::string& built) const;
 };
 
 /// What the source's tables in `publication` have and the target's same-named tables lack.
