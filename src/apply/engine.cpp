@@ -40,7 +40,7 @@ constexpr std::size_t k_prune_keys_at = 1 << 20;
 
 [[noreturn]] void throw_target(const std::string& context, const pg::PgError& e)
 {
-    throw TargetError(context + ": " + e.what(), e.retryable());
+    throw TargetError(context + ": " + e.what(), e.retryable(), e.violation());
 }
 
 /// Thrown out of scan() by a stop (or another batch's failure) while it waits for every earlier

@@ -39,17 +39,39 @@ std::string source_indexes_sql(bool publication)
            "ORDER BY 1, 3";
 }
 
-/// The same tables' indexes on the target (by the source's names), valid or not, and whether a
-/// build of an invalid one is running.
+/// The source tables' columns and whether each is NOT NULL (every compared table has a row here).
+std::string source_columns_sql(bool publication)
+{
+    return "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
+           "       a.attname, a.attnotnull "
+           "FROM " + tables_from(publication) +
+           "JOIN pg_namespace n ON n.oid = t.relnamespace "
+           "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped";
+}
+
+/// The same tables' indexes on the target (by the source's names), valid or not, whether a
+/// build of an invalid one is running, and for the rules the source may have dropped: whether
+/// it is unique, backs a constraint, is a partition's part of a parent's index, and its table
+/// is partitioned.
 std::string target_indexes_sql()
 {
     return std::string("SELECT t.tbl, i.relname, ") + k_index_shape +
            ", x.indisvalid AND x.indisready, "
-           "       EXISTS (SELECT 1 FROM pg_stat_progress_create_index b WHERE b.index_relid = i.oid) "
+           "       EXISTS (SELECT 1 FROM pg_stat_progress_create_index b WHERE b.index_relid = i.oid), "
+           "       x.indisunique, EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.oid AND k.conrelid = x.indrelid), "
+           "       i.relispartition, quote_ident(i.relnamespace::regnamespace::text) || '.' || quote_ident(i.relname), "
+           "       (SELECT relkind::text FROM pg_class WHERE oid = x.indrelid) "
            "FROM unnest($1::text[]) t(tbl) "
            "JOIN pg_index x ON x.indrelid = to_regclass(t.tbl) "
            "JOIN pg_class i ON i.oid = x.indexrelid";
 }
+
+/// The target's NOT NULL columns of the same tables, and whether each is in the primary key.
+const char* const k_target_not_null =
+    "SELECT t.tbl, a.attname, "
+    "       EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = a.attrelid AND x.indisprimary AND a.attnum = ANY (x.indkey)) "
+    "FROM unnest($1::text[]) t(tbl) "
+    "JOIN pg_attribute a ON a.attrelid = to_regclass(t.tbl) AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull";
 
 std::string source_constraints_sql(bool publication)
 {
@@ -61,8 +83,10 @@ std::string source_constraints_sql(bool publication)
            "ORDER BY 1, 3";
 }
 
+/// The same tables' constraints on the target; the last column: its own (not a partition's part
+/// of its parent's constraint), so that it can be dropped by itself.
 const char* const k_target_constraints =
-    "SELECT t.tbl, c.conname, pg_get_constraintdef(c.oid) "
+    "SELECT t.tbl, c.conname, pg_get_constraintdef(c.oid), c.contype::text, c.conislocal AND c.conparentid = 0 "
     "FROM unnest($1::text[]) t(tbl) JOIN pg_constraint c ON c.conrelid = to_regclass(t.tbl)";
 
 /// "CREATE [UNIQUE] INDEX name ON ..." -> "CREATE [UNIQUE] INDEX CONCURRENTLY name ON ...".
@@ -97,10 +121,16 @@ const char* constraint_kind(char contype)
     }
 }
 
-/// Build order: what others may reference first (a foreign key needs the unique index it points
-/// at), then plain indexes, then the constraints that only check.
+/// Order: drops first, a foreign key or check before the unique rules a foreign key may point
+/// at, NOT NULL last; then builds, what others may reference first (a foreign key needs the
+/// unique index it points at), then plain indexes, then the constraints that only check.
 int order_of(const LaterObject& o)
 {
+    if (o.dropped) {
+        if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)
+            return -3;
+        return o.what.rfind("NOT NULL", 0) == 0 ? -1 : -2;
+    }
     if (o.what.rfind("primary key", 0) == 0 || o.what.rfind("unique constraint", 0) == 0)
         return 0;
     if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)
@@ -139,17 +169,95 @@ private:
 
 } // namespace
 
-std::string LaterObject::missing_line(bool builds, const std::string& built) const
+std::string LaterObject::line(bool builds, const std::string& done) const
 {
-    std::string line = describe() + " exists on the source but not on the target: ";
+    std::string line = dropped ? describe() + " is on the target but not on the source: the target rejects "
+                                              "rows the source accepts (apply stops at the first; after a "
+                                              "cutover, the application's writes fail): "
+                               : describe() + " exists on the source but not on the target: ";
     if (!by_hand.empty())
         return line + by_hand;
     if (builds)
-        return line + built;
-    return line + "create it there: " + steps.front() + (steps.size() > 1 ? "; " + steps.back() : "");
+        return line + done;
+    return line + (dropped ? "drop it there: " : "create it there: ") + steps.front() +
+           (steps.size() > 1 ? "; " + steps.back() : "");
 }
 
 namespace {
+
+/// The rules the target enforces on the compared tables that the source no longer has (dropped
+/// there during the migration): check, foreign-key, unique and exclusion constraints, unique
+/// indexes and NOT NULL, matched by name or by definition as in compare(). A primary key is
+/// left alone (a source table without one is not replicated by key), and so are a partition's
+/// parts of its parent's rules. `src_*` and `dst_*` are compare()'s results.
+std::vector<LaterObject> dropped_on_source(pg::Connection& target, const std::string& tables,
+                                           const std::map<std::string, std::string>& display,
+                                           const pg::Result& src_idx, const pg::Result& src_con,
+                                           const pg::Result& src_col, const pg::Result& dst_idx,
+                                           const pg::Result& dst_con)
+{
+    using Pair = std::pair<std::string, std::string>;
+    std::set<Pair> names, defs, index_names, index_shapes, nullable;
+    for (int i = 0; i < src_idx.rows(); ++i) {
+        index_names.insert({src_idx.str(i, 1), src_idx.str(i, 2)});
+        index_shapes.insert({src_idx.str(i, 1), src_idx.str(i, 5)});
+        if (!src_idx.is_null(i, 6) && !src_idx.get(i, 6).empty()) {
+            names.insert({src_idx.str(i, 1), src_idx.str(i, 7)});
+            defs.insert({src_idx.str(i, 1), src_idx.str(i, 8)});
+        }
+    }
+    for (int i = 0; i < src_con.rows(); ++i) {
+        names.insert({src_con.str(i, 1), src_con.str(i, 2)});
+        defs.insert({src_con.str(i, 1), src_con.str(i, 4)});
+    }
+    for (int i = 0; i < src_col.rows(); ++i)
+        if (src_col.get(i, 3) != "t")
+            nullable.insert({src_col.str(i, 1), src_col.str(i, 2)});
+
+    std::vector<LaterObject> out;
+    auto add = [&](const std::string& table_sql, std::string what, std::string name, std::string step) {
+        LaterObject o;
+        auto d = display.find(table_sql);
+        o.table = d != display.end() ? d->second : table_sql;
+        o.what = std::move(what);
+        o.name = std::move(name);
+        o.constraint = true;
+        o.dropped = true;
+        o.steps = {std::move(step)};
+        out.push_back(std::move(o));
+    };
+    for (int i = 0; i < dst_con.rows(); ++i) {
+        const auto table_sql = dst_con.str(i, 0), name = dst_con.str(i, 1), def = dst_con.str(i, 2);
+        const auto contype = dst_con.str(i, 3);
+        if (contype.size() != 1 || std::string_view("cfux").find(contype[0]) == std::string_view::npos ||
+            dst_con.get(i, 4) != "t" || names.count({table_sql, name}) || defs.count({table_sql, def}))
+            continue;
+        add(table_sql, std::string(constraint_kind(contype[0])) + " " + name, name,
+            "ALTER TABLE " + table_sql + " DROP CONSTRAINT IF EXISTS " + pg::quote_ident(name));
+    }
+    for (int i = 0; i < dst_idx.rows(); ++i) {
+        const auto table_sql = dst_idx.str(i, 0), name = dst_idx.str(i, 1);
+        // A valid unique index of its own (a constraint's index goes with the constraint).
+        if (dst_idx.get(i, 3) != "t" || dst_idx.get(i, 5) != "t" || dst_idx.get(i, 6) == "t" ||
+            dst_idx.get(i, 7) == "t" || index_names.count({table_sql, name}) ||
+            index_shapes.count({table_sql, dst_idx.str(i, 2)}))
+            continue;
+        // PostgreSQL cannot drop a partitioned table's index CONCURRENTLY; dropping it is a catalog change.
+        const bool partitioned = dst_idx.get(i, 9) == "p";
+        add(table_sql, "unique index " + name, name,
+            std::string(partitioned ? "DROP INDEX IF EXISTS " : "DROP INDEX CONCURRENTLY IF EXISTS ") +
+                dst_idx.str(i, 8));
+    }
+    auto not_null = target.exec_params(k_target_not_null, {tables});
+    for (int i = 0; i < not_null.rows(); ++i) {
+        const auto table_sql = not_null.str(i, 0), column = not_null.str(i, 1);
+        if (!nullable.count({table_sql, column}) || not_null.get(i, 2) == "t")
+            continue;
+        add(table_sql, "NOT NULL of column " + column, column,
+            "ALTER TABLE " + table_sql + " ALTER COLUMN " + pg::quote_ident(column) + " DROP NOT NULL");
+    }
+    return out;
+}
 
 std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target, bool publication,
                                  const std::string& tables_param, std::chrono::milliseconds lock_timeout)
@@ -157,11 +265,13 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     ReadTransaction on_source(source, lock_timeout), on_target(target, lock_timeout);
     auto src_idx = source.exec_params(source_indexes_sql(publication), {tables_param});
     auto src_con = source.exec_params(source_constraints_sql(publication), {tables_param});
+    auto src_col = source.exec_params(source_columns_sql(publication), {tables_param});
     std::set<std::string> tables;
-    for (int i = 0; i < src_idx.rows(); ++i)
-        tables.insert(src_idx.str(i, 1));
-    for (int i = 0; i < src_con.rows(); ++i)
-        tables.insert(src_con.str(i, 1));
+    std::map<std::string, std::string> display; // table sql -> display form
+    for (int i = 0; i < src_col.rows(); ++i) {
+        tables.insert(src_col.str(i, 1));
+        display[src_col.str(i, 1)] = src_col.str(i, 0);
+    }
     // Only tables the target has (one that has not joined yet is the table watch's).
     auto present = target.exec_params("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL",
                                       {pg::text_array({tables.begin(), tables.end()})});
@@ -191,7 +301,7 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
         con_defs.insert({dst_con.str(i, 0), dst_con.str(i, 2)});
     }
 
-    std::vector<LaterObject> out;
+    std::vector<LaterObject> out = dropped_on_source(target, array, display, src_idx, src_con, src_col, dst_idx, dst_con);
     for (int i = 0; i < src_idx.rows(); ++i) {
         const auto table_sql = src_idx.str(i, 1), name = src_idx.str(i, 2), index_sql = src_idx.str(i, 3);
         const auto def = src_idx.str(i, 4), contype = src_idx.str(i, 6), conname = src_idx.str(i, 7);
@@ -265,13 +375,13 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
 
 } // namespace
 
-std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
+std::vector<LaterObject> schema_differences(pg::Connection& source, pg::Connection& target,
                                            const std::string& publication, std::chrono::milliseconds lock_timeout)
 {
     return compare(source, target, true, publication, lock_timeout);
 }
 
-std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connection& target,
+std::vector<LaterObject> schema_differences(pg::Connection& source, pg::Connection& target,
                                            const std::vector<std::string>& tables,
                                            std::chrono::milliseconds lock_timeout)
 {
@@ -280,7 +390,7 @@ std::vector<LaterObject> missing_on_target(pg::Connection& source, pg::Connectio
     return compare(source, target, false, pg::text_array(tables), lock_timeout);
 }
 
-void build_on_target(pg::Connection& target, const LaterObject& o)
+void change_target(pg::Connection& target, const LaterObject& o)
 {
     if (!o.invalid_index.empty())
         target.exec("DROP INDEX CONCURRENTLY IF EXISTS " + o.invalid_index);

@@ -243,7 +243,8 @@ bool Worker::process(Batch& batch)
                 note_cancel("COMMIT");
                 return false;
             }
-            throw TargetError("COMMIT " + change_context(*batch.txns.back().txn) + ": " + e.what(), e.retryable());
+            throw TargetError("COMMIT " + change_context(*batch.txns.back().txn) + ": " + e.what(), e.retryable(),
+                              e.violation());
         }
     }
     const bool wrote = outcome == Outcome::written || outcome == Outcome::committed;
@@ -379,13 +380,14 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, b
                 return Outcome::unpipelined;
             }
             bool retryable = f->retryable;
+            auto violation = f->violation;
             bool conflict = (!serial || compact) && conflict_sqlstate(f->sqlstate);
             if (compact && conflict)
                 pause_compaction(f->at.rel);
             rollback(pl);
             if (conflict)
                 return compact ? Outcome::fallback : Outcome::conflict;
-            throw TargetError(what, retryable);
+            throw TargetError(what, retryable, std::move(violation));
         }
         if (compact && !pl.missing_rows().empty()) {
             // Possibly a key the compactor could not see as one row: replay in source order.
@@ -412,7 +414,7 @@ Worker::Outcome Worker::execute(const Batch& batch, bool serial, bool compact, b
             note_cancel("executing a batch");
             throw Interrupted();
         }
-        throw TargetError(change_context(last) + ": " + e.what(), e.retryable());
+        throw TargetError(change_context(last) + ": " + e.what(), e.retryable(), e.violation());
     }
     return commit ? Outcome::committed : Outcome::written;
 }

@@ -898,15 +898,22 @@ private:
     /// Indexes and constraints of the selected tables the target lacks (apply/later_objects.hpp):
     /// with schema: copy, run builds them once streaming (a cutover waits for that); with
     /// verify, a cutover is refused while a constraint is missing, and runs without a missing
-    /// index.
+    /// index. Rules the target has and the source does not stop apply at the first row that
+    /// breaks one: run drops them with schema: copy; with verify they are warnings.
     void check_later_objects(pg::Connection& target)
     {
         std::vector<std::string> names;
         for (const auto& t : *tables_)
             names.push_back(t.sql());
         const bool builds = cfg_.schema == config::SchemaMode::copy;
-        for (const auto& o : apply::missing_on_target(*source_, target, names, std::chrono::seconds(5))) {
-            const auto line = o.missing_line(
+        for (const auto& o : apply::schema_differences(*source_, target, names, std::chrono::seconds(5))) {
+            if (o.dropped) {
+                warning(Side::target, "target_only_rule",
+                        o.line(builds, "pgshift run drops it there once streaming (schema: copy), and a cutover "
+                                       "waits for that"));
+                continue;
+            }
+            const auto line = o.line(
                 builds, "pgshift run builds it there once streaming (schema: copy), and a cutover waits for that");
             // What nobody builds and a cutover waits for: "cutover will fail".
             const bool built_by_run = builds && o.by_hand.empty();

@@ -66,7 +66,8 @@ void check_replicated(pg::Connection& old, const config::Config& from)
 /// Refuses to switch while the new primary lacks an index or constraint of the old primary's
 /// replicated tables that enforces a rule (it would accept rows the old one refused), or, with
 /// schema: copy, any of them (the schema follower is about to build it, and the application's
-/// queries expect it). The status has the same list for the 412 (schema_follower.hpp); this is
+/// queries expect it) or still has a rule the old primary dropped (the follower is about to drop
+/// it, and the application's writes would fail on it). The status has the same list for the 412 (schema_follower.hpp); this is
 /// the check at the switch, where a table locked on the new primary makes the catalog reads
 /// wait, `lock_timeout` at most.
 void check_later_objects(pg::Connection& old, pg::Connection& neu, const config::Config& from,
@@ -75,14 +76,14 @@ void check_later_objects(pg::Connection& old, pg::Connection& neu, const config:
     const bool builds = from.schema == config::SchemaMode::copy;
     std::string list;
     int n = 0;
-    for (const auto& o : apply::missing_on_target(old, neu, from.publication_name(), lock_timeout))
+    for (const auto& o : apply::schema_differences(old, neu, from.publication_name(), lock_timeout))
         if (o.blocks_switch(builds) && ++n <= 5)
             list += (list.empty() ? "" : ", ") + o.describe();
     if (n)
-        throw std::runtime_error("the new primary lacks " + std::to_string(n) + " index(es) or constraint(s) of the "
-                                 "old primary: " + list + (n > 5 ? ", ..." : "") +
+        throw std::runtime_error("the new primary differs from the old in " + std::to_string(n) +
+                                 " index(es) or constraint(s): " + list + (n > 5 ? ", ..." : "") +
                                  " (status lists each under schema_differences, with what to do or that pgshift "
-                                 "builds it)");
+                                 "builds or drops it)");
 }
 
 /// The tables the new direction publishes at the switch.

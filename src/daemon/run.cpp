@@ -149,6 +149,7 @@ SessionEnd classify(const std::exception_ptr& ep, DaemonState& state, bool sourc
         return e.retryable() ? SessionEnd::retry : SessionEnd::fatal;
     } catch (const TargetError& e) {
         record(side(false) + e.what(), stats.errors_apply);
+        state.set_violation(e.violation());
         if (e.retryable())
             lost(false);
         return e.retryable() ? SessionEnd::retry : SessionEnd::blocked;
@@ -1243,6 +1244,12 @@ int run(const config::Config& loaded, const std::string& config_path)
             spdlog::error("stopping: the error above cannot be retried");
             return k_exit_failure;
         case SessionEnd::blocked:
+            // A rule the source dropped during the migration: dropped here too with schema: copy
+            // (then applied again at once), else named with the statement that drops it.
+            if (auto v = state.take_violation(); v && drop_rule_dropped_on_source(d.active(), *v, state)) {
+                backoff.reset();
+                continue;
+            }
             state.set_state(State::failed);
             state.pause();
             sd_notify(0, "STATUS=apply stopped: fix the target, then run pgshift resume");

@@ -18,7 +18,48 @@ constexpr auto k_look_interval = std::chrono::milliseconds(10000);
 /// A table under an ACCESS EXCLUSIVE lock holds up the catalog reads: retried at the next look.
 constexpr auto k_read_lock_timeout = std::chrono::milliseconds(5000);
 
+/// Sessions for the comparison and the builds. The databases' own settings (a statement_timeout,
+/// a read-only default) are the application's: a concurrent build may take long, and waits for
+/// every transaction older than it.
+std::unique_ptr<pg::Connection> connect_to(const std::string& conninfo, const config::Config& cfg)
+{
+    const auto options = std::string(pg::k_no_timeouts) + " " + pg::k_writable;
+    auto c = std::make_unique<pg::Connection>(
+        pg::conninfo_with(conninfo, {{"application_name", "pgshift_" + cfg.name + "_schema"}, {"options", options}}));
+    pg::no_version_timeouts(*c);
+    return c;
+}
+
 } // namespace
+
+bool drop_rule_dropped_on_source(const config::Config& cfg, const RuleViolation& v, DaemonState& state)
+{
+    try {
+        auto source = connect_to(cfg.source.conninfo, cfg);
+        auto target = connect_to(cfg.target.conninfo, cfg);
+        const std::vector<std::string> table{pg::quote_ident(v.schema) + "." + pg::quote_ident(v.table)};
+        for (const auto& o : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
+            const bool not_null = o.what.rfind("NOT NULL", 0) == 0;
+            if (!o.dropped || (v.sqlstate == "23502" ? !not_null || o.name != v.column
+                                                     : not_null || o.name != v.constraint))
+                continue;
+            if (cfg.schema != config::SchemaMode::copy) {
+                auto line = o.line(false, "");
+                spdlog::error("{}", line);
+                state.set_last_error(state.snapshot().last_error + "; " + line);
+                return false;
+            }
+            spdlog::warn("the target rejected a row for {}, which the source no longer has: dropping it on the "
+                         "target (schema: copy), then applying again",
+                         o.describe());
+            apply::change_target(*target, o);
+            return true;
+        }
+    } catch (const std::exception& e) {
+        spdlog::warn("could not compare the rule the target rejected a row for with the source's: {}", e.what());
+    }
+    return false;
+}
 
 void SchemaFollower::run(const std::atomic<bool>& streaming_ready, const std::atomic<bool>& stop)
 {
@@ -53,16 +94,8 @@ void SchemaFollower::connect(const config::Config& cfg)
 {
     if (source_ && target_ && source_->is_ok() && target_->is_ok() && connected_reverse_ == cfg.is_reverse())
         return;
-    const std::string app = "pgshift_" + cfg.name + "_schema";
-    // The databases' own settings (a statement_timeout, a read-only default) are the
-    // application's: a concurrent build may take long, and waits for every transaction older than it.
-    const auto options = std::string(pg::k_no_timeouts) + " " + pg::k_writable;
-    source_ = std::make_unique<pg::Connection>(
-        pg::conninfo_with(cfg.source.conninfo, {{"application_name", app}, {"options", options}}));
-    pg::no_version_timeouts(*source_);
-    auto target = std::make_unique<pg::Connection>(
-        pg::conninfo_with(cfg.target.conninfo, {{"application_name", app}, {"options", options}}));
-    pg::no_version_timeouts(*target);
+    source_ = connect_to(cfg.source.conninfo, cfg);
+    auto target = connect_to(cfg.target.conninfo, cfg);
     std::lock_guard lk(cancel_mutex_);
     canceller_ = target->canceller();
     target_ = std::move(target);
@@ -76,9 +109,9 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
     auto report = [&](const std::vector<apply::LaterObject>& missing) {
         std::vector<std::string> lines, blocking;
         for (const auto& o : missing) {
-            std::string line =
-                o.missing_line(builds, o.building ? "a build of it runs on the target now"
-                                                  : "pgshift builds it (schema: copy)");
+            std::string line = o.line(builds, o.dropped    ? "pgshift drops it there (schema: copy)"
+                                              : o.building ? "a build of it runs on the target now"
+                                                           : "pgshift builds it (schema: copy)");
             if (auto f = failed_.find(o.describe()); f != failed_.end() && builds)
                 line += "; the last attempt failed: " + f->second;
             if (o.blocks_switch(builds))
@@ -90,13 +123,14 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
                 if (std::find(reported_.begin(), reported_.end(), l) == reported_.end())
                     spdlog::warn("{}", l);
             if (lines.empty())
-                spdlog::info("the target has every index and constraint of the replicated source tables");
+                spdlog::info("the target has every index and constraint of the replicated source tables, and no "
+                             "rule they dropped");
             reported_ = lines;
         }
         state_.set_schema_differences(std::move(lines), std::move(blocking));
     };
 
-    auto missing = apply::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
+    auto missing = apply::schema_differences(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
     std::set<std::string> names;
     for (const auto& o : missing)
         names.insert(o.describe());
@@ -112,7 +146,9 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             continue;
         const auto name = o.describe();
         const bool retry = failed_.count(name) > 0;
-        if (!retry)
+        if (!retry && o.dropped)
+            spdlog::warn("{} is no longer on the source: dropping it on the target (schema: copy)", name);
+        else if (!retry)
             spdlog::info("{} was made on the source: building it on the target (schema: copy)", name);
         const auto started = std::chrono::steady_clock::now();
         try {
@@ -123,8 +159,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             building_.store(true);
             if (stop.load())
                 return;
-            apply::build_on_target(*target_, o);
-            spdlog::info("{} built on the target in {:.1f} s", name,
+            apply::change_target(*target_, o);
+            spdlog::info("{} {} on the target in {:.1f} s", name, o.dropped ? "dropped" : "built",
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
             failed_.erase(name);
             built = true;
@@ -133,13 +169,13 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
                 throw;
             auto& last = failed_[name];
             if (last != e.what())
-                spdlog::warn("{}: building it on the target failed; pgshift tries again every {} s: {}", name,
-                             k_look_interval.count() / 1000, e.what());
+                spdlog::warn("{}: {} it on the target failed; pgshift tries again every {} s: {}", name,
+                             o.dropped ? "dropping" : "building", k_look_interval.count() / 1000, e.what());
             last = e.what();
         }
     }
     if (built || !failed_.empty())
-        report(apply::missing_on_target(*source_, *target_, cfg.publication_name(), k_read_lock_timeout));
+        report(apply::schema_differences(*source_, *target_, cfg.publication_name(), k_read_lock_timeout));
 }
 
 } // namespace pgshift::daemon

@@ -112,6 +112,18 @@ void DaemonState::set_last_error(const std::string& e)
     error_current_ = true;
 }
 
+void DaemonState::set_violation(std::optional<RuleViolation> v)
+{
+    std::lock_guard lk(mutex_);
+    violation_ = std::move(v);
+}
+
+std::optional<RuleViolation> DaemonState::take_violation()
+{
+    std::lock_guard lk(mutex_);
+    return std::exchange(violation_, std::nullopt);
+}
+
 void DaemonState::clear_current_error()
 {
     std::lock_guard lk(mutex_);

@@ -5,6 +5,7 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -143,6 +144,22 @@ Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(with_net
     PQsetNoticeReceiver(conn_.get(), receive_notice, nullptr);
 }
 
+std::optional<RuleViolation> violation_of(const pg_result* res)
+{
+    if (!res)
+        return std::nullopt;
+    auto field = [res](int code) {
+        const char* v = PQresultErrorField(res, code);
+        return std::string(v ? v : "");
+    };
+    RuleViolation v{field(PG_DIAG_SQLSTATE), field(PG_DIAG_SCHEMA_NAME), field(PG_DIAG_TABLE_NAME),
+                    field(PG_DIAG_CONSTRAINT_NAME), field(PG_DIAG_COLUMN_NAME)};
+    static const char* const k_rules[] = {"23502", "23503", "23505", "23514", "23P01"};
+    if (std::find(std::begin(k_rules), std::end(k_rules), v.sqlstate) == std::end(k_rules) || v.table.empty())
+        return std::nullopt;
+    return v;
+}
+
 bool Connection::is_ok() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
 int Connection::server_version() const { return PQserverVersion(conn_.get()); }
 int Connection::backend_pid() const { return PQbackendPID(conn_.get()); }
@@ -163,9 +180,10 @@ void Connection::fail(const std::string& context, pg_result* res) const
     // A FATAL (or PANIC) error ends the session, even when libpq has not yet seen the socket
     // close: e.g. 57P01 during a fast shutdown, read from a pipeline before the EOF.
     bool broken = PQstatus(conn_.get()) != CONNECTION_OK || severity_ends_session(res);
+    auto violation = violation_of(res);
     if (res)
         PQclear(res);
-    throw PgError(context + ": " + msg, sqlstate, broken);
+    throw PgError(context + ": " + msg, sqlstate, broken, std::move(violation));
 }
 
 Result Connection::check(pg_result* res, const std::string& context) const

@@ -108,7 +108,7 @@ void Pipeline::record_failure(const Expect& e, PGresult* res)
     PGconn* c = conn_.raw();
     auto st = PQresultStatus(res);
     if (st != PGRES_FATAL_ERROR) {
-        failure_ = Failure{e, std::string("unexpected result status ") + PQresStatus(st), "", true};
+        failure_ = Failure{e, std::string("unexpected result status ") + PQresStatus(st), "", true, std::nullopt};
         return;
     }
     const char* ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -116,7 +116,7 @@ void Pipeline::record_failure(const Expect& e, PGresult* res)
     std::string msg = PQresultErrorMessage(res);
     while (!msg.empty() && msg.back() == '\n')
         msg.pop_back();
-    failure_ = Failure{e, std::move(msg), pe.sqlstate(), pe.retryable()};
+    failure_ = Failure{e, std::move(msg), pe.sqlstate(), pe.retryable(), violation_of(res)};
 }
 
 void Pipeline::sync()

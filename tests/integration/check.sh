@@ -395,10 +395,13 @@ has "warning: source: " "large object(s)" "the large object no longer reported"
 psql_src "DROP TABLE scratch; DROP MATERIALIZED VIEW order_totals"
 echo "ok: an unlogged table, a materialized view and a large object are reported as not carried (warnings, exit 0); tables.exclude silences the first two"
 
-# 7b. Indexes and constraints the target lacks (made on the source later). With schema: verify a
+# 7c. Indexes and constraints the target lacks (made on the source later). With schema: verify a
 # missing unique constraint is what a cutover will refuse (the statements to run named), a missing
-# index a warning; with schema: copy both are warnings that run builds them.
+# index a warning; with schema: copy both are warnings that run builds them. A rule on the target
+# alone (it rejects rows the source accepts) is a warning: the statement that drops it, or that
+# run drops it.
 psql_src "CREATE INDEX orders_note_idx ON orders (note); ALTER TABLE items ADD CONSTRAINT items_name_key UNIQUE (name)"
+psql_dst "ALTER TABLE items ADD CONSTRAINT items_name_short CHECK (length(name) < 100)"
 write_config "$src" "$dst" $'apply: {workers: 2}\nschema: verify'
 check_expect 0
 has "warning: target: cutover will fail: " "unique constraint items_name_key of public.items exists on the source but not on the target: create it there: CREATE UNIQUE INDEX CONCURRENTLY items_name_key ON public.items USING btree (name); ALTER TABLE public.items ADD CONSTRAINT \"items_name_key\" UNIQUE USING INDEX \"items_name_key\"" \
@@ -406,13 +409,18 @@ has "warning: target: cutover will fail: " "unique constraint items_name_key of 
 has "warning: target: " "index orders_note_idx of public.orders exists on the source but not on the target: create it there: CREATE INDEX CONCURRENTLY orders_note_idx ON public.orders USING btree (note) (a cutover goes ahead without it" \
   "an index the target lacks not reported"
 lacks "warning: target: cutover will fail: " "orders_note_idx" "a missing index under schema: verify reported as stopping the cutover"
+has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): drop it there: ALTER TABLE public.items DROP CONSTRAINT IF EXISTS \"items_name_short\"" \
+  "a rule on the target alone not reported"
 write_config
 check_expect 0
+has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): pgshift run drops it there once streaming (schema: copy)" \
+  "a rule run drops not reported as such"
 has "warning: target: " "unique constraint items_name_key of public.items exists on the source but not on the target: pgshift run builds it there once streaming (schema: copy)" \
   "a constraint run builds not reported as such"
 lacks "warning: target: cutover will fail: " "items_name_key" "a constraint run builds reported as stopping the cutover"
 psql_src "DROP INDEX orders_note_idx; ALTER TABLE items DROP CONSTRAINT items_name_key"
-echo "ok: indexes and constraints the target lacks are reported (schema: verify: a unique constraint stops the cutover, with the statements; schema: copy: run builds them)"
+psql_dst "ALTER TABLE items DROP CONSTRAINT items_name_short"
+echo "ok: indexes and constraints the target lacks, and a rule it alone has, are reported (schema: verify: a unique constraint stops the cutover, with the statements; schema: copy: run builds or drops them)"
 
 # 8. An invalid config file exits 78 with the key named.
 echo "unknown_key: 1" >> "$work/pgshift.yaml"

@@ -221,6 +221,16 @@ FixtureOptions options(const std::string& cutover_yaml, int workers = 2)
     return o;
 }
 
+/// The indexes (without their names), constraints and NOT NULL columns of orders and accounts.
+const std::string k_objects =
+    "SELECT string_agg(d, E'\n' ORDER BY d) FROM ("
+    " SELECT replace(pg_get_indexdef(indexrelid), ' INDEX ' || quote_ident(c.relname) || ' ON ', ' INDEX ON ') d"
+    " FROM pg_index JOIN pg_class c ON c.oid = indexrelid WHERE indrelid IN ('orders'::regclass, 'accounts'::regclass)"
+    " UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated FROM pg_constraint"
+    " WHERE conrelid IN ('orders'::regclass, 'accounts'::regclass)"
+    " UNION ALL SELECT attrelid::regclass || '.' || attname || ' NOT NULL' FROM pg_attribute"
+    " WHERE attrelid IN ('orders'::regclass, 'accounts'::regclass) AND attnum > 0 AND attnotnull) x";
+
 void seed(ReplicationFixture& fx)
 {
     auto sql = "INSERT INTO accounts SELECT g, 0 FROM generate_series(0, 9) g";
@@ -690,13 +700,7 @@ TEST_CASE("indexes and constraints made on the source later are built on the tar
                         ALTER TABLE accounts ADD CONSTRAINT balance_known CHECK (balance > -1000000);
                         ALTER TABLE orders ADD CONSTRAINT orders_writer_fk FOREIGN KEY (writer) REFERENCES accounts (id))");
     fx.source().exec("INSERT INTO orders (writer, seq) VALUES (1, 6001)");
-    const std::string objects =
-        "SELECT string_agg(d, E'\n' ORDER BY d) FROM ("
-        " SELECT replace(pg_get_indexdef(indexrelid), ' INDEX ' || quote_ident(c.relname) || ' ON ', ' INDEX ON ') d"
-        " FROM pg_index JOIN pg_class c ON c.oid = indexrelid WHERE indrelid IN ('orders'::regclass, 'accounts'::regclass)"
-        " UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated FROM pg_constraint"
-        " WHERE conrelid IN ('orders'::regclass, 'accounts'::regclass)) x";
-    const auto on_source = fx.source().value(objects);
+    const auto on_source = fx.source().value(k_objects);
     REQUIRE(wait_for([&] { return status().find("orders_writer_seq_key of public.orders exists on the source but not on "
                                                  "the target: pgshift builds it (schema: copy); the last attempt failed: "
                                                  "query failed: ERROR:  could not create unique index") !=
@@ -704,8 +708,8 @@ TEST_CASE("indexes and constraints made on the source later are built on the tar
                      30s));
     CHECK(fx.target().value("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == "1");
     fx.target().exec("DELETE FROM orders WHERE id = 999999");
-    CHECK(wait_for([&] { return fx.target().value(objects) == on_source; }, 40s));
-    CHECK(fx.target().value(objects) == on_source);
+    CHECK(wait_for([&] { return fx.target().value(k_objects) == on_source; }, 40s));
+    CHECK(fx.target().value(k_objects) == on_source);
     CHECK(wait_for([&] { return status().find("\"schema_differences\":[]") != std::string::npos; }, 20s));
     REQUIRE(fx.converged(k_tables, 30s));
 
@@ -723,7 +727,7 @@ TEST_CASE("indexes and constraints made on the source later are built on the tar
     }, 30s));
     INFO(json);
     CHECK(field(json, "phase") == "aborted");
-    CHECK(json.find("the new primary lacks 1 index(es) or constraint(s) of the old primary: exclusion constraint "
+    CHECK(json.find("the new primary differs from the old in 1 index(es) or constraint(s): exclusion constraint "
                     "accounts_excl of public.accounts") != std::string::npos);
     // Then the status lists it, with the statement, and the precondition refuses (412).
     REQUIRE(wait_for([&] { return status().find("accounts_excl of public.accounts exists on the source") != std::string::npos; },
@@ -744,6 +748,84 @@ TEST_CASE("indexes and constraints made on the source later are built on the tar
     std::ifstream in(fx.daemon().log_path());
     const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     CHECK(log.find("unique constraint orders_writer_seq_key of public.orders built on the target") != std::string::npos);
+}
+
+TEST_CASE("rules dropped on the source are dropped on the target, at once when apply meets a row that breaks one",
+          "[integration][cutover]")
+{
+    // The same rules on both sides, then an application deploy drops them on the source.
+    const std::string rules = R"(ALTER TABLE orders ADD CONSTRAINT orders_writer_seq_key UNIQUE (writer, seq);
+                                 CREATE UNIQUE INDEX orders_note_key ON orders (note);
+                                 ALTER TABLE accounts ADD CONSTRAINT balance_cap CHECK (balance < 1000000))";
+    // In one transaction, each drop with a row that breaks the rule right after it.
+    const std::string drops_and_rows = R"(BEGIN;
+        ALTER TABLE orders DROP CONSTRAINT orders_writer_seq_key;
+        INSERT INTO orders (writer, seq, note) VALUES (1, 1, 'a'), (1, 1, 'b');
+        ALTER TABLE accounts DROP CONSTRAINT balance_cap;
+        UPDATE accounts SET balance = 2000000 WHERE id = 1;
+        ALTER TABLE accounts ALTER COLUMN balance DROP NOT NULL;
+        UPDATE accounts SET balance = NULL WHERE id = 2;
+        COMMIT)";
+    SECTION("schema: copy drops them on the target")
+    {
+        ReplicationFixture fx(options("{timeout_seconds: 30}"));
+        seed(fx);
+        fx.source().exec(rules);
+        fx.target().exec(rules);
+        REQUIRE(fx.start_and_wait_streaming());
+        auto url = fx.daemon().control_url();
+        // No row breaks it: the follower's next look drops it (it looks every 10 s).
+        fx.source().exec("DROP INDEX orders_note_key");
+        REQUIRE(wait_for([&] { return fx.target().value("SELECT to_regclass('orders_note_key') IS NULL") == "t"; },
+                         30s));
+        // A look just ended: the next is seconds away, so apply meets each rule first.
+        fx.source().exec(drops_and_rows);
+        REQUIRE(fx.converged(k_tables, 30s));
+        CHECK(fx.target().value(k_objects) == fx.source().value(k_objects));
+        CHECK(fx.target().value("SELECT balance IS NULL FROM accounts WHERE id = 2") == "t");
+        CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
+                       20s));
+        std::ifstream in(fx.daemon().log_path());
+        const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        INFO(log);
+        CHECK(log.find("unique index orders_note_key of public.orders is no longer on the source: dropping it on the "
+                       "target") != std::string::npos);
+        for (const char* rule : {"unique constraint orders_writer_seq_key of public.orders",
+                                 "check constraint balance_cap of public.accounts",
+                                 "NOT NULL of column balance of public.accounts"})
+            CHECK(log.find(std::string("the target rejected a row for ") + rule +
+                           ", which the source no longer has: dropping it on the target") != std::string::npos);
+        CHECK(log.find("apply stopped") == std::string::npos);
+    }
+    SECTION("schema: verify names the statement, and resume applies once the operator ran it")
+    {
+        auto o = options("{timeout_seconds: 30}");
+        o.daemon.extra_yaml += "schema: verify\n";
+        ReplicationFixture fx(o);
+        seed(fx);
+        fx.source().exec(rules);
+        fx.target().exec(rules);
+        REQUIRE(fx.start_and_wait_streaming());
+        auto url = fx.daemon().control_url();
+        fx.source().exec(R"(BEGIN;
+            ALTER TABLE accounts DROP CONSTRAINT balance_cap;
+            UPDATE accounts SET balance = 2000000 WHERE id = 1;
+            COMMIT)");
+        std::string status;
+        REQUIRE(wait_for([&] {
+            status = http("GET", url + "/v1/status");
+            return field(status, "state") == "failed";
+        }, 30s));
+        INFO(status);
+        CHECK(status.find("check constraint balance_cap of public.accounts is on the target but not on the source") !=
+              std::string::npos);
+        CHECK(status.find(R"(drop it there: ALTER TABLE public.accounts DROP CONSTRAINT IF EXISTS \"balance_cap\")") !=
+              std::string::npos);
+        fx.target().exec("ALTER TABLE public.accounts DROP CONSTRAINT IF EXISTS balance_cap");
+        http("POST", url + "/v1/resume");
+        REQUIRE(fx.converged(k_tables, 30s));
+        CHECK(fx.target().value("SELECT balance FROM accounts WHERE id = 1") == "2000000");
+    }
 }
 
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",

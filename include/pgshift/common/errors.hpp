@@ -4,6 +4,7 @@
 // (need more data, retryable SQLSTATE, queue full) are return values instead.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -36,14 +37,29 @@ private:
     bool retryable_;
 };
 
+/// The rule a row broke on a server, from the error's fields: a not-null (23502), foreign-key
+/// (23503), unique (23505), check (23514) or exclusion (23P01) violation.
+struct RuleViolation {
+    std::string sqlstate;
+    std::string schema, table; ///< the table the rule belongs to
+    std::string constraint;    ///< the constraint's or unique index's name (empty for not-null)
+    std::string column;        ///< for a not-null violation
+};
+
 /// Trouble with the target server. `retryable` is true for connection loss and the like.
 class TargetError : public Error {
 public:
-    TargetError(const std::string& what, bool retryable) : Error(what), retryable_(retryable) {}
+    TargetError(const std::string& what, bool retryable, std::optional<RuleViolation> violation = std::nullopt)
+        : Error(what), retryable_(retryable), violation_(std::move(violation))
+    {
+    }
     [[nodiscard]] bool retryable() const { return retryable_; }
+    /// The target rejected a row for this rule.
+    [[nodiscard]] const std::optional<RuleViolation>& violation() const { return violation_; }
 
 private:
     bool retryable_;
+    std::optional<RuleViolation> violation_;
 };
 
 /// The local spill directory cannot take a transaction (disk full, removed, no permission).

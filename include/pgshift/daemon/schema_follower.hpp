@@ -12,6 +12,9 @@
 // - A switch (cutover, rollback) is refused while the new primary lacks one that enforces a rule
 //   (unique, primary key, exclusion, check, foreign key), and with schema: copy while it lacks
 //   any: an index pgshift is about to build is one the application's queries expect.
+// - Rules the source dropped (a unique constraint, a check, a NOT NULL) are dropped on the
+//   target with schema: copy at the next look; when apply meets a row that breaks one first, the
+//   main loop drops it at once (drop_rule_dropped_on_source) instead of stopping apply.
 // - A stop cancels a running build; the invalid index it leaves is dropped and built again at
 //   the next look of the next start.
 #pragma once
@@ -30,6 +33,14 @@
 namespace pgshift::daemon {
 
 class DaemonState;
+
+/// After apply stopped because the target rejected a row for rule `v`: whether the source still
+/// has that rule (under its name, or its definition under another). When the source dropped it,
+/// with schema: copy it is dropped on the target and true returned (apply starts again at
+/// once); with verify the log and the status's error name the statement that drops it. False
+/// also when the source has it (the target diverged: the operator's to look at) or the
+/// comparison failed.
+[[nodiscard]] bool drop_rule_dropped_on_source(const config::Config& cfg, const RuleViolation& v, DaemonState& state);
 
 class SchemaFollower {
 public:

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "pgshift/apply/hold.hpp"
+#include "pgshift/common/errors.hpp"
 #include "pgshift/control/status.hpp"
 #include "pgshift/copy/snapshot_copy.hpp"
 #include "pgshift/queue/progress.hpp"
@@ -17,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -131,6 +133,10 @@ public:
     /// streaming again), and stays visible afterwards as the last error, with its time.
     void set_last_error(const std::string& e);
     void clear_current_error();
+    /// The rule the target rejected a row for, when that ended the last session (else none):
+    /// the main loop asks whether the source dropped it (schema_follower.hpp).
+    void set_violation(std::optional<RuleViolation> v);
+    [[nodiscard]] std::optional<RuleViolation> take_violation();
     /// The source's current WAL position and the WAL the slot retains (monitor thread).
     void set_source_position(std::uint64_t lsn, std::uint64_t retained)
     {
@@ -190,6 +196,7 @@ private:
     SessionView session_;     // guarded by mutex_
     std::shared_ptr<const copy::CopyProgress> copy_; // guarded by mutex_
     std::string last_error_;  // guarded by mutex_
+    std::optional<RuleViolation> violation_; // guarded by mutex_
     std::string last_error_at_; // guarded by mutex_; RFC 3339, UTC
     bool error_current_ = false; // guarded by mutex_
     std::vector<std::string> unreplicated_; // guarded by mutex_

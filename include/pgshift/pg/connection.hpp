@@ -24,9 +24,12 @@ namespace pgshift::pg {
 /// An error reported by libpq or the server. `sqlstate` is empty when libpq produced it locally.
 class PgError : public Error {
 public:
-    PgError(const std::string& what, std::string sqlstate, bool broken)
-        : Error(what), sqlstate_(std::move(sqlstate)), broken_(broken) {}
+    PgError(const std::string& what, std::string sqlstate, bool broken,
+            std::optional<RuleViolation> violation = std::nullopt)
+        : Error(what), sqlstate_(std::move(sqlstate)), broken_(broken), violation_(std::move(violation)) {}
     [[nodiscard]] const std::string& sqlstate() const { return sqlstate_; }
+    /// For an integrity violation: the rule the row broke.
+    [[nodiscard]] const std::optional<RuleViolation>& violation() const { return violation_; }
     /// The connection is gone (socket closed, server terminated the backend, ...).
     [[nodiscard]] bool broken() const { return broken_; }
     /// Worth retrying on a new connection: connection loss, shutdown, serialization/deadlock,
@@ -36,7 +39,11 @@ public:
 private:
     std::string sqlstate_;
     bool broken_;
+    std::optional<RuleViolation> violation_;
 };
+
+/// The rule an error result reports as broken (its SQLSTATE is an integrity violation), else none.
+[[nodiscard]] std::optional<RuleViolation> violation_of(const pg_result* res);
 
 /// True for an error result of severity FATAL or PANIC: the server ended the session.
 [[nodiscard]] bool severity_ends_session(const pg_result* res);

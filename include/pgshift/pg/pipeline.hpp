@@ -39,6 +39,7 @@ public:
         std::string message; ///< the server's or libpq's message, without trailing newline
         std::string sqlstate;
         bool retryable = false;
+        std::optional<RuleViolation> violation; ///< for an integrity violation: the rule broken
     };
 
     explicit Pipeline(Connection& conn, std::size_t max_in_flight = 1000) : conn_(conn), max_in_flight_(max_in_flight)
