@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 
 namespace pgshift::apply {
@@ -114,6 +115,102 @@ std::vector<std::string> dropped_not_null(pg::Connection& target, const std::str
     for (int i = 0; i < r.rows(); ++i)
         out.push_back(r.str(i, 0));
     return out;
+}
+
+namespace {
+
+// Built-in type OIDs (the same on every server).
+constexpr std::uint32_t k_int2 = 21, k_int4 = 23, k_int8 = 20, k_float4 = 700, k_float8 = 701, k_numeric = 1700,
+                        k_text = 25, k_varchar = 1043, k_bpchar = 1042;
+constexpr std::int32_t k_varhdrsz = 4;
+
+/// Decimal digits an integer type's values need.
+int integer_digits(std::uint32_t oid)
+{
+    return oid == k_int2 ? 5 : oid == k_int4 ? 10 : 19;
+}
+
+} // namespace
+
+bool widens(std::uint32_t from_oid, std::int32_t from_mod, std::uint32_t to_oid, std::int32_t to_mod)
+{
+    const bool integer = from_oid == k_int2 || from_oid == k_int4 || from_oid == k_int8;
+    if (integer) {
+        if (to_oid == k_int4 || to_oid == k_int8)
+            return integer_digits(to_oid) > integer_digits(from_oid);
+        if (to_oid != k_numeric)
+            return false;
+        if (to_mod < 0)
+            return true;
+        const int precision = ((to_mod - k_varhdrsz) >> 16) & 0xffff, scale = (to_mod - k_varhdrsz) & 0x7ff;
+        return precision - scale >= integer_digits(from_oid);
+    }
+    if (from_oid == k_float4)
+        return to_oid == k_float8;
+    if (from_oid == k_numeric && to_oid == k_numeric) {
+        if (to_mod < 0)
+            return from_mod >= 0;
+        if (from_mod < 0)
+            return false;
+        const int from_scale = (from_mod - k_varhdrsz) & 0x7ff, to_scale = (to_mod - k_varhdrsz) & 0x7ff;
+        return from_scale == to_scale && to_mod > from_mod;
+    }
+    if (from_oid == k_varchar && to_oid == k_text)
+        return true;
+    if (from_oid == k_text && to_oid == k_varchar)
+        return to_mod < 0; // varchar without a length is text by another name
+    if ((from_oid == k_varchar || from_oid == k_bpchar) && to_oid == from_oid)
+        return from_mod >= 0 && (to_mod < 0 || to_mod > from_mod);
+    return false;
+}
+
+std::vector<WidenedColumn> widened_columns(pg::Connection& target, const std::string& qualified,
+                                           const std::vector<StreamColumn>& columns)
+{
+    auto r = target.exec_params("SELECT attname, atttypid::int8, atttypmod FROM pg_attribute "
+                                "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                                {qualified});
+    std::vector<WidenedColumn> out;
+    for (int i = 0; i < r.rows(); ++i) {
+        const auto name = r.str(i, 0);
+        auto c = std::find_if(columns.begin(), columns.end(), [&](const auto& x) { return x.name == name; });
+        if (c == columns.end())
+            continue;
+        const auto oid = static_cast<std::uint32_t>(std::stoul(r.str(i, 1)));
+        const auto mod = std::stoi(r.str(i, 2));
+        if ((oid == c->type_oid && mod == c->typmod) || !widens(oid, mod, c->type_oid, c->typmod))
+            continue;
+        auto names = target.exec_params("SELECT format_type($1::oid, $2::int), format_type($3::oid, $4::int)",
+                                        {r.str(i, 1), r.str(i, 2), std::to_string(c->type_oid), std::to_string(c->typmod)});
+        out.push_back({name, names.str(0, 0), names.str(0, 1)});
+    }
+    return out;
+}
+
+void widen_columns(pg::Connection& target, const std::string& display, const std::string& qualified,
+                   const std::vector<WidenedColumn>& columns)
+{
+    std::string statement = "ALTER TABLE " + qualified;
+    for (std::size_t i = 0; i < columns.size(); ++i)
+        statement += std::string(i ? "," : "") + " ALTER COLUMN " + pg::quote_ident(columns[i].name) + " TYPE " +
+                     columns[i].to;
+    for (const auto& c : columns)
+        spdlog::info("column {} of {} is {} on the target and {} on the source (widened there): changing it on the "
+                     "target (schema: copy; the table is rewritten, apply waits for it)",
+                     c.name, display, c.from, c.to);
+    const auto started = std::chrono::steady_clock::now();
+    try {
+        target.exec(statement);
+    } catch (const pg::PgError& e) {
+        if (e.broken())
+            throw TargetError("changing column types of " + display + " on the target: " + e.what(), true);
+        spdlog::warn("could not change the column type(s) of {} on the target: {}; values apply as text until one "
+                     "does not fit; change it there: {}",
+                     display, e.what(), statement);
+        return;
+    }
+    spdlog::info("column type(s) of {} changed on the target in {:.1f} s", display,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 void relax_dropped_columns(pg::Connection& target, const std::string& display, const std::string& qualified,

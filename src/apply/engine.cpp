@@ -317,7 +317,7 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
                 if (adds_columns()) {
                     const bool used_before = std::any_of(st.relations.begin(), st.relations.end(),
                                                          [&](const auto& r) { return r.relid == relid; });
-                    add_source_columns(known, used_before, stop);
+                    follow_source_columns(known, used_before, stop);
                 }
                 known.info = resolve_relation(catalog(), known.payload, known.decode, ++generation_);
             } catch (const pg::PgError& e) {
@@ -372,17 +372,21 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
     return barrier || relation_changed;
 }
 
-void Engine::add_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop)
+void Engine::follow_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop)
 {
     const auto rel = std::get<protocol::Relation>(protocol::decode(known.payload, known.decode));
     const std::string nsp = rel.nspname.empty() ? "pg_catalog" : std::string(rel.nspname);
     std::vector<std::string> names;
-    for (const auto& c : rel.columns)
+    std::vector<StreamColumn> stream;
+    for (const auto& c : rel.columns) {
         names.emplace_back(c.name);
+        stream.push_back({std::string(c.name), c.type_oid, c.type_modifier});
+    }
     const auto qualified = pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname);
     const auto missing = missing_columns(catalog(), qualified, names);
     const auto dropped = dropped_not_null(catalog(), qualified, names);
-    if (missing.empty() && dropped.empty())
+    const auto widened = widened_columns(catalog(), qualified, stream);
+    if (missing.empty() && dropped.empty() && widened.empty())
         return;
     std::vector<NewColumn> columns;
     for (const auto& c : rel.columns)
@@ -418,6 +422,8 @@ void Engine::add_source_columns(const Known& known, bool used_before, const std:
         }
         if (!dropped.empty())
             relax_dropped_columns(target, nsp + "." + std::string(rel.relname), qualified, dropped);
+        if (!widened.empty())
+            widen_columns(target, nsp + "." + std::string(rel.relname), qualified, widened);
     } catch (const TargetError&) {
         altering_.store(false, std::memory_order_release);
         if (cancelled_.load(std::memory_order_acquire))
@@ -557,7 +563,7 @@ std::size_t Engine::cancel_statements()
         else
             spdlog::warn("apply: could not cancel the statement of worker {}: {}", w->index(), why);
     }
-    // A column being added may wait for a lock on the target table (add_source_columns).
+    // A column being added may wait for a lock on the target table (follow_source_columns).
     if (altering_.load(std::memory_order_acquire) && catalog_cancel_) {
         if (auto why = catalog_cancel_->cancel(); why.empty())
             ++sent;
@@ -624,7 +630,7 @@ void Engine::run(const std::atomic<bool>& stop, const std::atomic<bool>& paused)
                 keys.clear();
                 bool relation_changed = false;
                 bool barrier = scan(st, keys, relation_changed, stop);
-                // (scan may have dispatched the open batch itself: see add_source_columns)
+                // (scan may have dispatched the open batch itself: see follow_source_columns)
                 if (open_ && !open_->txns.empty() && relation_changed)
                     dispatch(stop);
                 if (!open_) {

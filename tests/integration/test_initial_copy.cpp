@@ -849,15 +849,23 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     auto r = run_command({pgshift_binary().string(), "resume", "--config", fx.daemon().config_path().string()});
     CHECK(r.exit_code == 0);
     REQUIRE(fx.converged({"public.named"}, 60s));
-    // A type changed on the source (ids about to run out): still applied, and the log says what
-    // to change on the target before a value no longer fits.
+    // A type widened on the source (ids about to run out): widened on the target too, so that an
+    // id past integer's range applies. One the target cannot follow exactly (integer to text)
+    // is still applied, and the log says what to change on the target before a value no longer fits.
     fx.source().exec("ALTER TABLE named ALTER COLUMN id TYPE bigint");
-    fx.source().exec("INSERT INTO named VALUES (12, 'after the type change', 12)");
+    fx.source().exec("ALTER TABLE named ALTER COLUMN code TYPE text");
+    fx.source().exec("INSERT INTO named VALUES (12, 'after the type change', '12'), (3000000000, 'past integer', '14')");
     REQUIRE(fx.converged({"public.named"}, 60s));
-    CHECK(read_all(fx.daemon().log_path())
-              .find("column id of public.named is bigint in the source's stream but integer on the target (its type "
-                    "changed on the source?): values apply as text until one does not fit; change it on the target: "
-                    "ALTER TABLE \"public\".\"named\" ALTER COLUMN \"id\" TYPE bigint") != std::string::npos);
+    CHECK(fx.target().value("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                            "WHERE attrelid = 'named'::regclass AND attname = 'id'") == "bigint");
+    CHECK(fx.target().value("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                            "WHERE attrelid = 'named'::regclass AND attname = 'code'") == "integer");
+    const auto log = read_all(fx.daemon().log_path());
+    CHECK(log.find("column id of public.named is integer on the target and bigint on the source (widened there): "
+                   "changing it on the target") != std::string::npos);
+    CHECK(log.find("column code of public.named is text in the source's stream but integer on the target (its type "
+                   "changed on the source?): values apply as text until one does not fit; change it on the target: "
+                   "ALTER TABLE \"public\".\"named\" ALTER COLUMN \"code\" TYPE text") != std::string::npos);
     // A NOT NULL column (no default) dropped on the source: it stays on the target with its
     // values, and is made nullable there so that the rows written from now on apply.
     fx.source().exec("ALTER TABLE named DROP COLUMN code");

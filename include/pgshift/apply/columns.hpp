@@ -30,6 +30,16 @@
 // - A column dropped on the source stays on the target with its values; when it is NOT NULL
 //   without a default there, every replicated INSERT would fail, so it is made nullable (one
 //   target transaction, at the same point as an added column).
+// - A column whose type the source widened (ALTER COLUMN ... TYPE bigint before the ids run
+//   out) is changed on the target likewise, at the same point: apply would stop at the first
+//   value the old type cannot hold, and after a cutover the application's writes would fail.
+//   Only conversions that keep every value exactly and do not depend on a session setting or a
+//   USING expression (which the stream does not carry) are made: smallint/integer to a wider
+//   integer or a numeric that holds it, real to double precision, varchar(n)/char(n)/numeric(p,s)
+//   to a longer (or unbounded) one of the same kind, varchar to text and back. Any other change
+//   of a built-in type is named in a warning with the statement (relations.cpp). A change that
+//   the target refuses (a view uses the column, ...) is a warning too: values apply as text,
+//   as before the change was seen.
 #pragma once
 
 #include "pgshift/pg/connection.hpp"
@@ -64,6 +74,35 @@ struct NewColumn {
 /// now on leave it NULL. Throws TargetError.
 void relax_dropped_columns(pg::Connection& target, const std::string& display, const std::string& qualified,
                            const std::vector<std::string>& columns);
+
+/// A column as the source's latest Relation message carries it.
+struct StreamColumn {
+    std::string name;
+    std::uint32_t type_oid = 0;
+    std::int32_t typmod = -1;
+};
+
+/// Whether a column of built-in type `from` (OID, typmod) can become `to` keeping every value
+/// exactly and the same whatever the session (the conversions listed above).
+[[nodiscard]] bool widens(std::uint32_t from_oid, std::int32_t from_mod, std::uint32_t to_oid, std::int32_t to_mod);
+
+/// A column of the target table to change to the source's wider type.
+struct WidenedColumn {
+    std::string name;
+    std::string from, to; ///< format_type() on the target: "integer", "bigint"
+};
+
+/// The columns of the target table `qualified` whose type `columns` (the source table's)
+/// carries widened (widens()). Throws PgError.
+[[nodiscard]] std::vector<WidenedColumn> widened_columns(pg::Connection& target, const std::string& qualified,
+                                                         const std::vector<StreamColumn>& columns);
+
+/// Changes `columns` of the target table `qualified` to their wider types in one statement (one
+/// rewrite, under the table's ACCESS EXCLUSIVE lock, as on the source), and logs each. A
+/// refusal from the server is logged as a warning, with the statement, and apply goes on; a
+/// lost connection throws TargetError (retryable).
+void widen_columns(pg::Connection& target, const std::string& display, const std::string& qualified,
+                   const std::vector<WidenedColumn>& columns);
 
 /// Adds `columns` of the source table `schema`.`table` to the target table of that name,
 /// defined as on the source. `rows_before`: the target table will hold rows that the source

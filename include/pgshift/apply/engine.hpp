@@ -116,7 +116,7 @@ private:
     int workers_count_;
     std::unique_ptr<pg::Connection> catalog_;
     std::unique_ptr<pg::Canceller> catalog_cancel_; ///< made by connect()
-    std::atomic<bool> altering_{false};              ///< add_source_columns() runs its ALTER
+    std::atomic<bool> altering_{false};              ///< follow_source_columns() runs its ALTER
     CommitOrder order_;
     Lsn resume_;
     std::atomic<bool> stopping_{false}; ///< long transactions are rolled back (set by run() on stop)
@@ -131,10 +131,11 @@ private:
         std::shared_ptr<const RelationInfo> info; ///< null until a change uses it
     };
     std::unordered_map<RelId, Known> relations_;
-    /// Before `known` is first resolved: adds the columns the target lacks, once every earlier
-    /// batch has committed (dispatches the open one, waits). `used_before`: the transaction
-    /// being scanned changed the table under an older definition.
-    void add_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop);
+    /// Before `known` is first resolved, with schema: copy: adds the columns the target lacks,
+    /// makes nullable the NOT NULL ones the source dropped and widens the ones the source widened
+    /// (columns.hpp), once every earlier batch has committed (dispatches the open one, waits).
+    /// `used_before`: the transaction being scanned changed the table under an older definition.
+    void follow_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop);
     std::uint64_t generation_ = 0;
 
     // Dependency tracking (scheduler thread only).
