@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 
 namespace pgshift::apply {
 
@@ -126,7 +127,9 @@ const char* constraint_kind(char contype)
 /// unique index it points at), then plain indexes, then the constraints that only check.
 int order_of(const LaterObject& o)
 {
-    if (o.dropped) {
+    if (o.change == Change::grant)
+        return 3;
+    if (o.dropped()) {
         if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)
             return -3;
         return o.what.rfind("NOT NULL", 0) == 0 ? -1 : -2;
@@ -171,7 +174,18 @@ private:
 
 std::string LaterObject::line(bool builds, const std::string& done) const
 {
-    std::string line = dropped ? describe() + " is on the target but not on the source: the target rejects "
+    if (change == Change::grant) {
+        std::string line = describe() + " are on the source but not on the target: the application connecting as " +
+                           name + " after a cutover is refused there: ";
+        const auto statements =
+            steps.front() + (steps.size() > 1 ? "; ... (" + std::to_string(steps.size()) + " statements)" : "");
+        if (!by_hand.empty())
+            return line + by_hand + (builds ? ", then pgshift grants them (schema: copy)" : ", then: " + statements);
+        if (builds)
+            return line + done;
+        return line + "grant them there: " + statements;
+    }
+    std::string line = dropped() ? describe() + " is on the target but not on the source: the target rejects "
                                               "rows the source accepts (apply stops at the first; after a "
                                               "cutover, the application's writes fail): "
                                : describe() + " exists on the source but not on the target: ";
@@ -179,7 +193,7 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         return line + by_hand;
     if (builds)
         return line + done;
-    return line + (dropped ? "drop it there: " : "create it there: ") + steps.front() +
+    return line + (dropped() ? "drop it there: " : "create it there: ") + steps.front() +
            (steps.size() > 1 ? "; " + steps.back() : "");
 }
 
@@ -222,7 +236,7 @@ std::vector<LaterObject> dropped_on_source(pg::Connection& target, const std::st
         o.what = std::move(what);
         o.name = std::move(name);
         o.constraint = true;
-        o.dropped = true;
+        o.change = Change::drop;
         o.steps = {std::move(step)};
         out.push_back(std::move(o));
     };
@@ -255,6 +269,119 @@ std::vector<LaterObject> dropped_on_source(pg::Connection& target, const std::st
             continue;
         add(table_sql, "NOT NULL of column " + column, column,
             "ALTER TABLE " + table_sql + " ALTER COLUMN " + pg::quote_ident(column) + " DROP NOT NULL");
+    }
+    return out;
+}
+
+/// For each role that owns or was granted one of the source's compared tables (not a superuser):
+/// the privileges it holds on the source (owned, granted or inherited) on the table, the
+/// sequences the table owns and the table's schema. Rows: role, kind (TABLE, SEQUENCE, SCHEMA),
+/// object (SQL name), privileges (comma-separated), whether the role is the session's own.
+std::string source_privileges_sql(bool publication)
+{
+    return "WITH t AS (SELECT t.oid, t.relowner, t.relacl, t.relnamespace, n.nspname, t.relname FROM " +
+           tables_from(publication) +
+           "  JOIN pg_namespace n ON n.oid = t.relnamespace), "
+           "r AS (SELECT DISTINCT t.oid AS tbl, ro.oid AS role, ro.rolname FROM t "
+           "  JOIN pg_roles ro ON ro.oid = t.relowner "
+           "    OR ro.oid IN (SELECT grantee FROM aclexplode(coalesce(t.relacl, acldefault('r', t.relowner)))) "
+           "  WHERE NOT ro.rolsuper), "
+           "o AS (SELECT t.oid AS tbl, 'TABLE' AS kind, t.oid AS obj, "
+           "         quote_ident(t.nspname) || '.' || quote_ident(t.relname) AS sql, "
+           "         '{SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER}'::text[] AS privs FROM t "
+           "  UNION ALL "
+           "  SELECT t.oid, 'SEQUENCE', s.oid, quote_ident(sn.nspname) || '.' || quote_ident(s.relname), "
+           "         '{USAGE,SELECT,UPDATE}' FROM t "
+           "  JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid "
+           "   AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+           "  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+           "  JOIN pg_namespace sn ON sn.oid = s.relnamespace "
+           "  UNION ALL "
+           "  SELECT t.oid, 'SCHEMA', t.relnamespace, quote_ident(t.nspname), '{USAGE}' FROM t) "
+           "SELECT * FROM (SELECT DISTINCT r.rolname AS role, o.kind AS kind, o.sql AS obj, array_to_string(ARRAY("
+           "    SELECT p FROM unnest(o.privs) p WHERE CASE o.kind "
+           "      WHEN 'TABLE' THEN has_table_privilege(r.role, o.obj, p) "
+           "      WHEN 'SEQUENCE' THEN has_sequence_privilege(r.role, o.obj, p) "
+           "      ELSE has_schema_privilege(r.role, o.obj, p) END), ',') AS privs, "
+           "  r.rolname = current_user AS own "
+           "FROM r JOIN o ON o.tbl = r.tbl) x "
+           "ORDER BY role, CASE kind WHEN 'TABLE' THEN 0 WHEN 'SEQUENCE' THEN 1 ELSE 2 END, obj";
+}
+
+/// The privileges of source_privileges_sql()'s rows that the same-named role lacks on the
+/// target ($1..$4: role, kind, object, privileges); all of them when the role does not exist
+/// there, none for an object the target lacks (the table watch's).
+const char* const k_target_privileges_missing =
+    "SELECT x.role, x.kind, x.obj, to_regrole(quote_ident(x.role)) IS NULL, array_to_string(ARRAY("
+    "    SELECT p FROM unnest(string_to_array(x.privs, ',')) p WHERE CASE "
+    "      WHEN to_regrole(quote_ident(x.role)) IS NULL THEN true "
+    "      WHEN x.kind = 'SCHEMA' THEN CASE WHEN to_regnamespace(x.obj) IS NULL THEN false "
+    "        ELSE NOT has_schema_privilege(x.role, to_regnamespace(x.obj)::oid, p) END "
+    "      WHEN to_regclass(x.obj) IS NULL THEN false "
+    "      WHEN x.kind = 'TABLE' THEN NOT has_table_privilege(x.role, to_regclass(x.obj)::oid, p) "
+    "      ELSE NOT has_sequence_privilege(x.role, to_regclass(x.obj)::oid, p) END), ',') "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(role, kind, obj, privs)";
+
+/// One LaterObject per role: the privileges it holds on the source's compared tables (their
+/// sequences and schemas) and lacks on the target, with the GRANT statements; a role the target
+/// lacks is done by hand. pgshift's own source role is left out when the target has no role of
+/// its name (the roles of a migration often differ between the servers).
+std::vector<LaterObject> privileges_missing(pg::Connection& source, pg::Connection& target, bool publication,
+                                            const std::string& tables_param)
+{
+    auto src = source.exec_params(source_privileges_sql(publication), {tables_param});
+    std::vector<std::string> roles, kinds, objects, privileges;
+    std::set<std::string> own;
+    for (int i = 0; i < src.rows(); ++i) {
+        if (src.get(i, 3).empty())
+            continue;
+        roles.push_back(src.str(i, 0));
+        kinds.push_back(src.str(i, 1));
+        objects.push_back(src.str(i, 2));
+        privileges.push_back(src.str(i, 3));
+        if (src.get(i, 4) == "t")
+            own.insert(src.str(i, 0));
+    }
+    if (roles.empty())
+        return {};
+    auto dst = target.exec_params(k_target_privileges_missing,
+                                  {pg::text_array(roles), pg::text_array(kinds), pg::text_array(objects),
+                                   pg::text_array(privileges)});
+    struct Role {
+        bool missing = false;
+        std::vector<std::string> grants, objects;
+    };
+    std::map<std::string, Role> by_role;
+    for (int i = 0; i < dst.rows(); ++i) {
+        const auto role = dst.str(i, 0), kind = dst.str(i, 1), object = dst.str(i, 2);
+        std::string privs = dst.str(i, 4);
+        const bool missing = dst.get(i, 3) == "t";
+        if (privs.empty() || (missing && own.count(role)))
+            continue;
+        std::replace(privs.begin(), privs.end(), ',', ' ');
+        std::string list;
+        for (std::istringstream in(privs); in >> privs;)
+            list += (list.empty() ? "" : ", ") + privs;
+        auto& r = by_role[role];
+        r.missing = missing;
+        r.grants.push_back("GRANT " + list + " ON " + kind + " " + object + " TO " + pg::quote_ident(role));
+        r.objects.push_back(list + " on " + (kind == "TABLE" ? "" : kind == "SEQUENCE" ? "sequence " : "schema ") +
+                            object);
+    }
+    std::vector<LaterObject> out;
+    for (auto& [role, r] : by_role) {
+        LaterObject o;
+        o.change = Change::grant;
+        o.name = role;
+        o.what = "privileges of role " + role + " (";
+        for (std::size_t i = 0; i < r.objects.size() && i < 3; ++i)
+            o.what += (i ? "; " : "") + r.objects[i];
+        o.what += r.objects.size() > 3 ? "; and " + std::to_string(r.objects.size() - 3) + " more)" : ")";
+        if (r.missing)
+            o.by_hand = "role " + role + " does not exist on the target (pgshift copies no roles or passwords): "
+                        "create it there";
+        o.steps = std::move(r.grants);
+        out.push_back(std::move(o));
     }
     return out;
 }
@@ -368,6 +495,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
             o.steps.push_back("ALTER TABLE " + table_sql + " VALIDATE CONSTRAINT " + pg::quote_ident(name));
         out.push_back(std::move(o));
     }
+    for (auto& o : privileges_missing(source, target, publication, tables_param))
+        out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),
                      [](const LaterObject& a, const LaterObject& b) { return order_of(a) < order_of(b); });
     return out;

@@ -907,7 +907,12 @@ private:
             names.push_back(t.sql());
         const bool builds = cfg_.schema == config::SchemaMode::copy;
         for (const auto& o : apply::schema_differences(*source_, target, names, std::chrono::seconds(5))) {
-            if (o.dropped) {
+            if (o.change == apply::Change::grant) {
+                warning(Side::target, "missing_privileges",
+                        o.line(builds, "pgshift run grants them there once streaming (schema: copy)"));
+                continue;
+            }
+            if (o.dropped()) {
                 warning(Side::target, "target_only_rule",
                         o.line(builds, "pgshift run drops it there once streaming (schema: copy), and a cutover "
                                        "waits for that"));

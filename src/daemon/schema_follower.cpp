@@ -40,7 +40,7 @@ bool drop_rule_dropped_on_source(const config::Config& cfg, const RuleViolation&
         const std::vector<std::string> table{pg::quote_ident(v.schema) + "." + pg::quote_ident(v.table)};
         for (const auto& o : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
             const bool not_null = o.what.rfind("NOT NULL", 0) == 0;
-            if (!o.dropped || (v.sqlstate == "23502" ? !not_null || o.name != v.column
+            if (!o.dropped() || (v.sqlstate == "23502" ? !not_null || o.name != v.column
                                                      : not_null || o.name != v.constraint))
                 continue;
             if (cfg.schema != config::SchemaMode::copy) {
@@ -107,25 +107,30 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
     connect(cfg);
     const bool builds = cfg.schema == config::SchemaMode::copy;
     auto report = [&](const std::vector<apply::LaterObject>& missing) {
-        std::vector<std::string> lines, blocking;
+        std::vector<std::string> all, lines, blocking;
         for (const auto& o : missing) {
-            std::string line = o.line(builds, o.dropped    ? "pgshift drops it there (schema: copy)"
+            std::string line = o.line(builds, o.dropped()                       ? "pgshift drops it there (schema: copy)"
+                                              : o.change == apply::Change::grant ? "pgshift grants them (schema: copy)"
                                               : o.building ? "a build of it runs on the target now"
                                                            : "pgshift builds it (schema: copy)");
             if (auto f = failed_.find(o.describe()); f != failed_.end() && builds)
                 line += "; the last attempt failed: " + f->second;
             if (o.blocks_switch(builds))
                 blocking.push_back(line);
-            lines.push_back(std::move(line));
+            all.push_back(line);
+            // A role the target lacks is logged, not listed: the application may use other
+            // roles there, and only the operator can create it.
+            if (!(o.change == apply::Change::grant && !o.by_hand.empty()))
+                lines.push_back(std::move(line));
         }
-        if (lines != reported_) {
-            for (const auto& l : lines)
+        if (all != reported_) {
+            for (const auto& l : all)
                 if (std::find(reported_.begin(), reported_.end(), l) == reported_.end())
                     spdlog::warn("{}", l);
-            if (lines.empty())
-                spdlog::info("the target has every index and constraint of the replicated source tables, and no "
-                             "rule they dropped");
-            reported_ = lines;
+            if (all.empty())
+                spdlog::info("the target has every index, constraint and privilege of the replicated source tables, "
+                             "and no rule they dropped");
+            reported_ = all;
         }
         state_.set_schema_differences(std::move(lines), std::move(blocking));
     };
@@ -146,8 +151,10 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             continue;
         const auto name = o.describe();
         const bool retry = failed_.count(name) > 0;
-        if (!retry && o.dropped)
+        if (!retry && o.dropped())
             spdlog::warn("{} is no longer on the source: dropping it on the target (schema: copy)", name);
+        else if (!retry && o.change == apply::Change::grant)
+            spdlog::info("{}: granting them on the target (schema: copy)", name);
         else if (!retry)
             spdlog::info("{} was made on the source: building it on the target (schema: copy)", name);
         const auto started = std::chrono::steady_clock::now();
@@ -160,7 +167,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             if (stop.load())
                 return;
             apply::change_target(*target_, o);
-            spdlog::info("{} {} on the target in {:.1f} s", name, o.dropped ? "dropped" : "built",
+            spdlog::info("{} {} on the target in {:.1f} s", name,
+                         o.dropped() ? "dropped" : o.change == apply::Change::grant ? "granted" : "built",
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
             failed_.erase(name);
             built = true;
@@ -169,8 +177,10 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
                 throw;
             auto& last = failed_[name];
             if (last != e.what())
-                spdlog::warn("{}: {} it on the target failed; pgshift tries again every {} s: {}", name,
-                             o.dropped ? "dropping" : "building", k_look_interval.count() / 1000, e.what());
+                spdlog::warn("{}: {} on the target failed; pgshift tries again every {} s: {}", name,
+                             o.dropped() ? "dropping it" : o.change == apply::Change::grant ? "granting them"
+                                                                                            : "building it",
+                             k_look_interval.count() / 1000, e.what());
             last = e.what();
         }
     }

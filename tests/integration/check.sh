@@ -402,6 +402,9 @@ echo "ok: an unlogged table, a materialized view and a large object are reported
 # run drops it.
 psql_src "CREATE INDEX orders_note_idx ON orders (note); ALTER TABLE items ADD CONSTRAINT items_name_key UNIQUE (name)"
 psql_dst "ALTER TABLE items ADD CONSTRAINT items_name_short CHECK (length(name) < 100)"
+# And privileges: a role that may read items on the source and not on the target, one the target lacks.
+psql_src "CREATE ROLE chk_app; CREATE ROLE chk_report; GRANT SELECT ON items TO chk_app, chk_report"
+psql_dst "CREATE ROLE chk_app"
 write_config "$src" "$dst" $'apply: {workers: 2}\nschema: verify'
 check_expect 0
 has "warning: target: cutover will fail: " "unique constraint items_name_key of public.items exists on the source but not on the target: create it there: CREATE UNIQUE INDEX CONCURRENTLY items_name_key ON public.items USING btree (name); ALTER TABLE public.items ADD CONSTRAINT \"items_name_key\" UNIQUE USING INDEX \"items_name_key\"" \
@@ -411,16 +414,23 @@ has "warning: target: " "index orders_note_idx of public.orders exists on the so
 lacks "warning: target: cutover will fail: " "orders_note_idx" "a missing index under schema: verify reported as stopping the cutover"
 has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): drop it there: ALTER TABLE public.items DROP CONSTRAINT IF EXISTS \"items_name_short\"" \
   "a rule on the target alone not reported"
+has "warning: target: " "privileges of role chk_app (SELECT on public.items) are on the source but not on the target: the application connecting as chk_app after a cutover is refused there: grant them there: GRANT SELECT ON TABLE public.items TO \"chk_app\"" \
+  "a role's missing privileges not reported"
+has "warning: target: " "privileges of role chk_report (SELECT on public.items; USAGE on schema public) are on the source but not on the target: the application connecting as chk_report after a cutover is refused there: role chk_report does not exist on the target (pgshift copies no roles or passwords): create it there, then: GRANT SELECT ON TABLE public.items TO \"chk_report\"; ... (2 statements)" \
+  "a missing role not reported"
 write_config
 check_expect 0
 has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): pgshift run drops it there once streaming (schema: copy)" \
   "a rule run drops not reported as such"
+has "warning: target: " "privileges of role chk_app (SELECT on public.items) are on the source but not on the target: the application connecting as chk_app after a cutover is refused there: pgshift run grants them there once streaming (schema: copy)" \
+  "privileges run grants not reported as such"
 has "warning: target: " "unique constraint items_name_key of public.items exists on the source but not on the target: pgshift run builds it there once streaming (schema: copy)" \
   "a constraint run builds not reported as such"
 lacks "warning: target: cutover will fail: " "items_name_key" "a constraint run builds reported as stopping the cutover"
 psql_src "DROP INDEX orders_note_idx; ALTER TABLE items DROP CONSTRAINT items_name_key"
-psql_dst "ALTER TABLE items DROP CONSTRAINT items_name_short"
-echo "ok: indexes and constraints the target lacks, and a rule it alone has, are reported (schema: verify: a unique constraint stops the cutover, with the statements; schema: copy: run builds or drops them)"
+psql_dst "ALTER TABLE items DROP CONSTRAINT items_name_short; DROP ROLE chk_app"
+psql_src "REVOKE SELECT ON items FROM chk_app, chk_report; DROP ROLE chk_app; DROP ROLE chk_report"
+echo "ok: indexes, constraints and privileges the target lacks, a missing role, and a rule the target alone has, are reported (schema: verify: a unique constraint stops the cutover, with the statements; schema: copy: run builds or drops them)"
 
 # 8. An invalid config file exits 78 with the key named.
 echo "unknown_key: 1" >> "$work/pgshift.yaml"

@@ -828,6 +828,53 @@ TEST_CASE("rules dropped on the source are dropped on the target, at once when a
     }
 }
 
+TEST_CASE("privileges that roles hold on the source's tables are granted on the target, a missing role is named",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30}"));
+    seed(fx);
+    // The application's role exists on both servers; on the source it may write orders (and use
+    // their sequence) and owns accounts. A reporting role exists on the source alone.
+    fx.source().exec(R"(CREATE ROLE app LOGIN; CREATE ROLE reporting LOGIN;
+                        GRANT SELECT, INSERT, UPDATE, DELETE ON orders TO app;
+                        GRANT USAGE ON SEQUENCE orders_id_seq TO app;
+                        ALTER TABLE accounts OWNER TO app;
+                        GRANT SELECT ON ledger TO reporting)");
+    fx.target().exec("CREATE ROLE app LOGIN");
+    const std::string privileges =
+        "SELECT coalesce(string_agg(p, ',' ORDER BY p), '') FROM ("
+        " SELECT 'orders.' || x FROM unnest('{SELECT,INSERT,UPDATE,DELETE,TRUNCATE}'::text[]) x"
+        "  WHERE has_table_privilege('app', 'orders', x)"
+        " UNION ALL SELECT 'accounts.' || x FROM unnest('{SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER}'::text[]) x"
+        "  WHERE has_table_privilege('app', 'accounts', x)"
+        " UNION ALL SELECT 'orders_id_seq.' || x FROM unnest('{USAGE,SELECT,UPDATE}'::text[]) x"
+        "  WHERE has_sequence_privilege('app', 'orders_id_seq', x)) s(p)";
+    const auto on_source = fx.source().value(privileges);
+    REQUIRE(on_source == "accounts.DELETE,accounts.INSERT,accounts.REFERENCES,accounts.SELECT,accounts.TRIGGER,"
+                         "accounts.TRUNCATE,accounts.UPDATE,orders.DELETE,orders.INSERT,orders.SELECT,orders.UPDATE,"
+                         "orders_id_seq.USAGE");
+    CHECK(fx.target().value(privileges).empty());
+    REQUIRE(fx.start_and_wait_streaming());
+    CHECK(wait_for([&] { return fx.target().value(privileges) == on_source; }, 30s));
+    CHECK(fx.target().value(privileges) == on_source);
+    auto url = fx.daemon().control_url();
+    CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
+                   20s));
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(log);
+    CHECK(log.find("privileges of role app (") != std::string::npos);
+    CHECK(log.find("granted on the target") != std::string::npos);
+    CHECK(log.find("privileges of role reporting (SELECT on public.ledger; USAGE on schema public) are on the source but not on the target: "
+                   "the application connecting as reporting after a cutover is refused there: role reporting does "
+                   "not exist on the target (pgshift copies no roles or passwords): create it there, then pgshift "
+                   "grants them (schema: copy)") != std::string::npos);
+    // Once the role exists, it gets them too.
+    fx.target().exec("CREATE ROLE reporting LOGIN");
+    CHECK(wait_for([&] { return fx.target().value("SELECT has_table_privilege('reporting', 'ledger', 'SELECT')") == "t"; },
+                   30s));
+}
+
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",
           "[integration][cutover]")
 {

@@ -27,6 +27,14 @@
 //   most; a unique index CONCURRENTLY). Dropping early is always safe: the target only accepts
 //   more. Primary keys are left alone (a table that lost its key is not replicated by key), and
 //   so are non-unique indexes (they reject nothing; the operator may have made them).
+// - Privileges: schema: copy creates tables owned by pgshift's target role and copies no
+//   grants, and a switch then leaves the application's role refused on the new primary. For
+//   every role that owns or was granted a replicated table on the source (not a superuser),
+//   the privileges it holds there (has_table_privilege: owned, granted, inherited) on the table,
+//   the sequences the table owns and its schema are compared with what the same-named role holds
+//   on the target, and the missing ones granted. A role the target lacks is reported with what
+//   to create (roles and passwords are not copied); pgshift's own source role is left out when
+//   the target has no role of its name.
 #pragma once
 
 #include "pgshift/pg/connection.hpp"
@@ -37,33 +45,47 @@
 
 namespace pgshift::apply {
 
-/// One index or constraint the source has on a replicated table and the target lacks, or
-/// (`dropped`) a rule the target has and the source no longer does.
+/// What bringing a LaterObject to the target does.
+enum class Change {
+    build, ///< the source has it and the target lacks it: steps create it
+    drop,  ///< a rule on the target only (the source dropped it): steps drop it
+    grant, ///< privileges a role holds on the source and not on the target: steps grant them
+};
+
+/// One index or constraint the source has on a replicated table and the target lacks, a rule
+/// the target has and the source no longer does, or a role's privileges the target lacks.
 struct LaterObject {
-    std::string table;              ///< "public.t" (display form)
-    std::string what;               ///< "index t_email_idx", "unique constraint t_email_key", "NOT NULL of column c"
-    std::string name;               ///< for a dropped rule: its constraint's or index's name, or its column
+    std::string table;              ///< "public.t" (display form); empty for a role's privileges
+    std::string what;               ///< "index t_email_idx", "NOT NULL of column c", "privileges of role app on ..."
+    std::string name;               ///< a dropped rule's constraint, index or column; a grant's role
+    Change change = Change::build;
     bool constraint = false;        ///< enforces a rule (unique, primary key, exclusion, check, foreign key)
-    bool dropped = false;           ///< on the target only: the source dropped it; steps drop it
-    std::vector<std::string> steps; ///< SQL run on the target in order; empty: built by hand
+    std::vector<std::string> steps; ///< SQL run on the target in order; empty: done by hand
     std::string by_hand;            ///< when steps is empty: why, and the statement to run
     std::string invalid_index;      ///< an invalid index of this name on the target, to drop first
     bool building = false;          ///< someone is building it on the target right now
 
     /// "unique constraint t_email_key of public.t".
-    [[nodiscard]] std::string describe() const { return what + " of " + table; }
+    [[nodiscard]] std::string describe() const { return table.empty() ? what : what + " of " + table; }
+    [[nodiscard]] bool dropped() const { return change == Change::drop; }
     /// Whether a cutover or rollback waits for it: a missing one that enforces a rule, or with
     /// schema: copy (`builds`) anything pgshift is about to build or drop (the new primary is to
-    /// have every index of the old one, and no rule the old one dropped).
-    [[nodiscard]] bool blocks_switch(bool builds) const { return dropped ? builds : constraint || builds; }
+    /// have every index of the old one, and no rule the old one dropped). Never privileges:
+    /// which roles the application uses on the new primary is the operator's to say.
+    [[nodiscard]] bool blocks_switch(bool builds) const
+    {
+        return change == Change::grant ? false : change == Change::drop ? builds : constraint || builds;
+    }
     /// "<describe()> exists on the source but not on the target: <what happens>" (or, dropped,
-    /// "... is on the target but no longer on the source: ..."): the reason it is done by hand,
-    /// else `done` with schema: copy, else the statements to run.
+    /// "... is on the target but not on the source: ..."): the reason it is done by hand, else
+    /// `done` with schema: copy, else the statements to run.
     [[nodiscard]] std::string line(bool builds, const std::string& done) const;
 };
 
-/// What the source's tables in `publication` have and the target's same-named tables lack, and
-/// the rules those target tables have that the source dropped; in the order to run them.
+/// What the source's tables in `publication` have and the target's same-named tables lack, the
+/// rules those target tables have that the source dropped, and the privileges that roles hold
+/// on the source's tables (their sequences and schemas) and not on the target's; in the order
+/// to run them.
 /// PostgreSQL's pg_get_indexdef() and pg_get_constraintdef() wait for a table's ACCESS
 /// EXCLUSIVE lock (DDL, LOCK TABLE): the reads wait `lock_timeout` at most, in one transaction
 /// per connection (which must not be in one). Throws PgError (55P03 after the timeout).
