@@ -129,6 +129,8 @@ int order_of(const LaterObject& o)
 {
     if (o.change == Change::grant)
         return 3;
+    if (o.change == Change::create)
+        return o.what.rfind("view", 0) == 0 ? 5 : 4; // a view may call a function
     if (o.dropped()) {
         if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)
             return -3;
@@ -193,6 +195,9 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         return line + by_hand;
     if (builds)
         return line + done;
+    if (change == Change::create) // a function's definition runs over many lines: its first
+        return line + "create it there: " + steps.front().substr(0, steps.front().find('\n')) +
+               (steps.front().find('\n') != std::string::npos ? " ... (pg_get_functiondef() on the source)" : "");
     return line + (dropped() ? "drop it there: " : "create it there: ") + steps.front() +
            (steps.size() > 1 ? "; " + steps.back() : "");
 }
@@ -386,6 +391,76 @@ std::vector<LaterObject> privileges_missing(pg::Connection& source, pg::Connecti
     return out;
 }
 
+/// The functions, procedures and views in the schemas of the source's compared tables (not an
+/// extension's): kind, qualified name (a function's with its argument types), the statement that
+/// creates it; functions first, then procedures, then views, each kind in the order the source
+/// made them (a view on a view after it). Read with search_path pg_catalog, so that every name in
+/// the definitions and argument types comes qualified.
+std::string source_routines_sql(bool publication)
+{
+    return "WITH s AS (SELECT DISTINCT t.relnamespace AS nsp FROM " + tables_from(publication) +
+           "), ext AS (SELECT objid, classid FROM pg_depend WHERE deptype = 'e') "
+           "SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, "
+           "       quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || oidvectortypes(p.proargtypes) || ')', "
+           "       pg_get_functiondef(p.oid), p.oid::int8 "
+           "FROM pg_proc p JOIN s ON s.nsp = p.pronamespace JOIN pg_namespace n ON n.oid = p.pronamespace "
+           "WHERE p.prokind IN ('f', 'p') "
+           "  AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid) "
+           "UNION ALL "
+           "SELECT 'view', quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+           "       'CREATE VIEW ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || "
+           "       coalesce(' WITH (' || array_to_string(c.reloptions, ', ') || ')', '') || ' AS ' || pg_get_viewdef(c.oid), "
+           "       c.oid::int8 "
+           "FROM pg_class c JOIN s ON s.nsp = c.relnamespace JOIN pg_namespace n ON n.oid = c.relnamespace "
+           "WHERE c.relkind = 'v' "
+           "  AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid) "
+           "ORDER BY 1, 4";
+}
+
+/// Which of the names (from source_routines_sql: $1 kinds, $2 names) the target has: a function
+/// or procedure by schema, name and argument types, a view by any relation of its name. Read
+/// with search_path pg_catalog too, so that argument types print as on the source.
+const char* const k_target_routines =
+    "SELECT x.name FROM unnest($1::text[], $2::text[]) AS x(kind, name) WHERE CASE x.kind "
+    "  WHEN 'view' THEN to_regclass(x.name) IS NOT NULL "
+    "  ELSE EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "               WHERE quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || "
+    "                     oidvectortypes(p.proargtypes) || ')' = x.name) END";
+
+/// The functions, procedures and views of the compared tables' schemas that the target lacks.
+std::vector<LaterObject> routines_missing(pg::Connection& source, pg::Connection& target, bool publication,
+                                          const std::string& tables_param)
+{
+    source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = source.exec_params(source_routines_sql(publication), {tables_param});
+    source.exec("SET LOCAL search_path TO DEFAULT");
+    if (src.rows() == 0)
+        return {};
+    std::vector<std::string> kinds, names;
+    for (int i = 0; i < src.rows(); ++i) {
+        kinds.push_back(src.str(i, 0));
+        names.push_back(src.str(i, 1));
+    }
+    target.exec("SET LOCAL search_path = pg_catalog");
+    auto present = target.exec_params(k_target_routines, {pg::text_array(kinds), pg::text_array(names)});
+    target.exec("SET LOCAL search_path TO DEFAULT");
+    std::set<std::string> have;
+    for (int i = 0; i < present.rows(); ++i)
+        have.insert(present.str(i, 0));
+    std::vector<LaterObject> out;
+    for (int i = 0; i < src.rows(); ++i) {
+        if (have.count(src.str(i, 1)))
+            continue;
+        LaterObject o;
+        o.change = Change::create;
+        o.what = src.str(i, 0) + " " + src.str(i, 1);
+        o.name = src.str(i, 1);
+        o.steps = {src.str(i, 2)};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
 std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target, bool publication,
                                  const std::string& tables_param, std::chrono::milliseconds lock_timeout)
 {
@@ -496,6 +571,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
         out.push_back(std::move(o));
     }
     for (auto& o : privileges_missing(source, target, publication, tables_param))
+        out.push_back(std::move(o));
+    for (auto& o : routines_missing(source, target, publication, tables_param))
         out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),
                      [](const LaterObject& a, const LaterObject& b) { return order_of(a) < order_of(b); });

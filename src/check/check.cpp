@@ -912,6 +912,11 @@ private:
                         o.line(builds, "pgshift run grants them there once streaming (schema: copy)"));
                 continue;
             }
+            if (o.change == apply::Change::create) {
+                warning(Side::target, "missing_routine",
+                        o.line(builds, "pgshift run creates it there once streaming (schema: copy)"));
+                continue;
+            }
             if (o.dropped()) {
                 warning(Side::target, "target_only_rule",
                         o.line(builds, "pgshift run drops it there once streaming (schema: copy), and a cutover "

@@ -18,6 +18,24 @@ constexpr auto k_look_interval = std::chrono::milliseconds(10000);
 /// A table under an ACCESS EXCLUSIVE lock holds up the catalog reads: retried at the next look.
 constexpr auto k_read_lock_timeout = std::chrono::milliseconds(5000);
 
+/// How the log and the status name what the follower does with an object.
+struct Verbs {
+    const char* doing; ///< "building it"
+    const char* done;  ///< "built"
+    const char* will;  ///< what the status says pgshift does
+};
+
+Verbs verbs_of(const apply::LaterObject& o)
+{
+    switch (o.change) {
+    case apply::Change::drop: return {"dropping it", "dropped", "pgshift drops it there (schema: copy)"};
+    case apply::Change::grant: return {"granting them", "granted", "pgshift grants them (schema: copy)"};
+    case apply::Change::create: return {"creating it", "created", "pgshift creates it (schema: copy)"};
+    case apply::Change::build: break;
+    }
+    return {"building it", "built", "pgshift builds it (schema: copy)"};
+}
+
 /// Sessions for the comparison and the builds. The databases' own settings (a statement_timeout,
 /// a read-only default) are the application's: a concurrent build may take long, and waits for
 /// every transaction older than it.
@@ -109,10 +127,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
     auto report = [&](const std::vector<apply::LaterObject>& missing) {
         std::vector<std::string> all, lines, blocking;
         for (const auto& o : missing) {
-            std::string line = o.line(builds, o.dropped()                       ? "pgshift drops it there (schema: copy)"
-                                              : o.change == apply::Change::grant ? "pgshift grants them (schema: copy)"
-                                              : o.building ? "a build of it runs on the target now"
-                                                           : "pgshift builds it (schema: copy)");
+            std::string line = o.line(builds, o.building ? "a build of it runs on the target now" : verbs_of(o).will);
             if (auto f = failed_.find(o.describe()); f != failed_.end() && builds)
                 line += "; the last attempt failed: " + f->second;
             if (o.blocks_switch(builds))
@@ -153,10 +168,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         const bool retry = failed_.count(name) > 0;
         if (!retry && o.dropped())
             spdlog::warn("{} is no longer on the source: dropping it on the target (schema: copy)", name);
-        else if (!retry && o.change == apply::Change::grant)
-            spdlog::info("{}: granting them on the target (schema: copy)", name);
         else if (!retry)
-            spdlog::info("{} was made on the source: building it on the target (schema: copy)", name);
+            spdlog::info("{}: {} on the target (schema: copy)", name, verbs_of(o).doing);
         const auto started = std::chrono::steady_clock::now();
         try {
             struct Building {
@@ -167,8 +180,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             if (stop.load())
                 return;
             apply::change_target(*target_, o);
-            spdlog::info("{} {} on the target in {:.1f} s", name,
-                         o.dropped() ? "dropped" : o.change == apply::Change::grant ? "granted" : "built",
+            spdlog::info("{} {} on the target in {:.1f} s", name, verbs_of(o).done,
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
             failed_.erase(name);
             built = true;
@@ -178,9 +190,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             auto& last = failed_[name];
             if (last != e.what())
                 spdlog::warn("{}: {} on the target failed; pgshift tries again every {} s: {}", name,
-                             o.dropped() ? "dropping it" : o.change == apply::Change::grant ? "granting them"
-                                                                                            : "building it",
-                             k_look_interval.count() / 1000, e.what());
+                             verbs_of(o).doing, k_look_interval.count() / 1000, e.what());
             last = e.what();
         }
     }

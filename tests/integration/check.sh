@@ -405,6 +405,7 @@ psql_dst "ALTER TABLE items ADD CONSTRAINT items_name_short CHECK (length(name) 
 # And privileges: a role that may read items on the source and not on the target, one the target lacks.
 psql_src "CREATE ROLE chk_app; CREATE ROLE chk_report; GRANT SELECT ON items TO chk_app, chk_report"
 psql_dst "CREATE ROLE chk_app"
+psql_src "CREATE FUNCTION public.chk_total(x integer) RETURNS integer LANGUAGE sql AS 'SELECT x + 1'"
 write_config "$src" "$dst" $'apply: {workers: 2}\nschema: verify'
 check_expect 0
 has "warning: target: cutover will fail: " "unique constraint items_name_key of public.items exists on the source but not on the target: create it there: CREATE UNIQUE INDEX CONCURRENTLY items_name_key ON public.items USING btree (name); ALTER TABLE public.items ADD CONSTRAINT \"items_name_key\" UNIQUE USING INDEX \"items_name_key\"" \
@@ -418,6 +419,8 @@ has "warning: target: " "privileges of role chk_app (SELECT on public.items) are
   "a role's missing privileges not reported"
 has "warning: target: " "privileges of role chk_report (SELECT on public.items; USAGE on schema public) are on the source but not on the target: the application connecting as chk_report after a cutover is refused there: role chk_report does not exist on the target (pgshift copies no roles or passwords): create it there, then: GRANT SELECT ON TABLE public.items TO \"chk_report\"; ... (2 statements)" \
   "a missing role not reported"
+has "warning: target: " "function public.chk_total(integer) exists on the source but not on the target: create it there: CREATE OR REPLACE FUNCTION public.chk_total(x integer) ... (pg_get_functiondef() on the source)" \
+  "a function the target lacks not reported"
 write_config
 check_expect 0
 has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): pgshift run drops it there once streaming (schema: copy)" \
@@ -429,7 +432,7 @@ has "warning: target: " "unique constraint items_name_key of public.items exists
 lacks "warning: target: cutover will fail: " "items_name_key" "a constraint run builds reported as stopping the cutover"
 psql_src "DROP INDEX orders_note_idx; ALTER TABLE items DROP CONSTRAINT items_name_key"
 psql_dst "ALTER TABLE items DROP CONSTRAINT items_name_short; DROP ROLE chk_app"
-psql_src "REVOKE SELECT ON items FROM chk_app, chk_report; DROP ROLE chk_app; DROP ROLE chk_report"
+psql_src "REVOKE SELECT ON items FROM chk_app, chk_report; DROP ROLE chk_app; DROP ROLE chk_report; DROP FUNCTION public.chk_total(integer)"
 echo "ok: indexes, constraints and privileges the target lacks, a missing role, and a rule the target alone has, are reported (schema: verify: a unique constraint stops the cutover, with the statements; schema: copy: run builds or drops them)"
 
 # 8. An invalid config file exits 78 with the key named.

@@ -875,6 +875,43 @@ TEST_CASE("privileges that roles hold on the source's tables are granted on the 
                    30s));
 }
 
+TEST_CASE("functions, procedures and views of the tables' schemas reach the target", "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30}"));
+    seed(fx);
+    // What the application calls: a function, a procedure, a view with options that calls the
+    // function, and a view on a view; one of them exists before the start, the others after.
+    fx.source().exec(R"(CREATE FUNCTION public.order_count(w int) RETURNS bigint LANGUAGE sql STABLE
+                          AS $$ SELECT count(*) FROM public.orders WHERE writer = w $$)");
+    REQUIRE(fx.start_and_wait_streaming());
+    fx.source().exec(R"(CREATE PROCEDURE public.credit(a int, amount bigint) LANGUAGE sql
+                          AS $$ UPDATE public.accounts SET balance = balance + amount WHERE id = a $$;
+                        CREATE VIEW public.busy_accounts WITH (security_barrier) AS
+                          SELECT id, balance, public.order_count(id) AS orders FROM public.accounts;
+                        CREATE VIEW "Rich Accounts" AS SELECT id FROM public.busy_accounts WHERE balance > 100)");
+    const std::string objects =
+        "SELECT coalesce(string_agg(d, E'\n' ORDER BY d), '') FROM ("
+        " SELECT p.oid::regprocedure::text || ' ' || pg_get_functiondef(p.oid) d FROM pg_proc p"
+        "  WHERE p.pronamespace = 'public'::regnamespace"
+        " UNION ALL SELECT c.oid::regclass::text || ' ' || coalesce(c.reloptions::text, '') || pg_get_viewdef(c.oid)"
+        "  FROM pg_class c WHERE c.relkind = 'v' AND c.relnamespace = 'public'::regnamespace) x";
+    const auto on_source = fx.source().value(objects);
+    CHECK(wait_for([&] { return fx.target().value(objects) == on_source; }, 30s));
+    CHECK(fx.target().value(objects) == on_source);
+    auto url = fx.daemon().control_url();
+    CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
+                   20s));
+    // They work there: the view calls the function on the replicated rows.
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (3, 1), (3, 2); UPDATE accounts SET balance = 500 WHERE id = 3");
+    REQUIRE(fx.converged(k_tables, 30s));
+    CHECK(fx.target().value("SELECT orders FROM busy_accounts WHERE id = 3") == "2");
+    CHECK(fx.target().value("SELECT count(*) FROM \"Rich Accounts\"") == "1");
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(log);
+    CHECK(log.find("view public.busy_accounts created on the target") != std::string::npos);
+}
+
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",
           "[integration][cutover]")
 {

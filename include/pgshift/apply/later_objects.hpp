@@ -35,6 +35,12 @@
 //   on the target, and the missing ones granted. A role the target lacks is reported with what
 //   to create (roles and passwords are not copied); pgshift's own source role is left out when
 //   the target has no role of its name.
+// - Functions, procedures and views in the schemas of the replicated tables (not an
+//   extension's): the application calls them, and schema: copy creates only what the tables
+//   need. Compared by name (and argument types); one the target lacks is created from
+//   pg_get_functiondef / pg_get_viewdef (read with search_path pg_catalog, so every name is
+//   qualified). One that cannot be created yet (it uses another the target lacks) is tried again
+//   at the next look; a changed definition is not followed.
 #pragma once
 
 #include "pgshift/pg/connection.hpp"
@@ -50,6 +56,7 @@ enum class Change {
     build, ///< the source has it and the target lacks it: steps create it
     drop,  ///< a rule on the target only (the source dropped it): steps drop it
     grant, ///< privileges a role holds on the source and not on the target: steps grant them
+    create, ///< a function, procedure or view of the tables' schemas the target lacks: steps create it
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -70,11 +77,14 @@ struct LaterObject {
     [[nodiscard]] bool dropped() const { return change == Change::drop; }
     /// Whether a cutover or rollback waits for it: a missing one that enforces a rule, or with
     /// schema: copy (`builds`) anything pgshift is about to build or drop (the new primary is to
-    /// have every index of the old one, and no rule the old one dropped). Never privileges:
-    /// which roles the application uses on the new primary is the operator's to say.
+    /// have every index of the old one, and no rule the old one dropped). Never privileges
+    /// (which roles the application uses on the new primary is the operator's to say), nor
+    /// functions and views (one may depend on what only the old server has).
     [[nodiscard]] bool blocks_switch(bool builds) const
     {
-        return change == Change::grant ? false : change == Change::drop ? builds : constraint || builds;
+        if (change == Change::grant || change == Change::create)
+            return false;
+        return change == Change::drop ? builds : constraint || builds;
     }
     /// "<describe()> exists on the source but not on the target: <what happens>" (or, dropped,
     /// "... is on the target but not on the source: ..."): the reason it is done by hand, else
