@@ -278,15 +278,23 @@ std::vector<LaterObject> dropped_on_source(pg::Connection& target, const std::st
     return out;
 }
 
-/// For each role that owns or was granted one of the source's compared tables (not a superuser):
-/// the privileges it holds on the source (owned, granted or inherited) on the table, the
-/// sequences the table owns and the table's schema. Rows: role, kind (TABLE, SEQUENCE, SCHEMA),
+/// For each role that owns or was granted one of the source's compared tables, or a view of
+/// their schemas (not a superuser): the privileges it holds on the source (owned, granted or
+/// inherited) on the table or view, the sequences the table owns and the schema. Rows: role, kind (TABLE, SEQUENCE, SCHEMA),
 /// object (SQL name), privileges (comma-separated), whether the role is the session's own.
 std::string source_privileges_sql(bool publication)
 {
-    return "WITH t AS (SELECT t.oid, t.relowner, t.relacl, t.relnamespace, n.nspname, t.relname FROM " +
+    return "WITH p AS (SELECT t.oid, t.relowner, t.relacl, t.relnamespace, n.nspname, t.relname FROM " +
            tables_from(publication) +
            "  JOIN pg_namespace n ON n.oid = t.relnamespace), "
+           // The views of the tables' schemas too (the follower creates the missing ones, owned
+           // by pgshift's target role), not an extension's.
+           "t AS (SELECT * FROM p UNION ALL "
+           "  SELECT v.oid, v.relowner, v.relacl, v.relnamespace, n.nspname, v.relname FROM pg_class v "
+           "  JOIN pg_namespace n ON n.oid = v.relnamespace "
+           "  WHERE v.relkind = 'v' AND v.relnamespace IN (SELECT relnamespace FROM p) "
+           "    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+           "                    AND d.objid = v.oid AND d.deptype = 'e')), "
            "r AS (SELECT DISTINCT t.oid AS tbl, ro.oid AS role, ro.rolname FROM t "
            "  JOIN pg_roles ro ON ro.oid = t.relowner "
            "    OR ro.oid IN (SELECT grantee FROM aclexplode(coalesce(t.relacl, acldefault('r', t.relowner)))) "

@@ -839,7 +839,9 @@ TEST_CASE("privileges that roles hold on the source's tables are granted on the 
                         GRANT SELECT, INSERT, UPDATE, DELETE ON orders TO app;
                         GRANT USAGE ON SEQUENCE orders_id_seq TO app;
                         ALTER TABLE accounts OWNER TO app;
-                        GRANT SELECT ON ledger TO reporting)");
+                        GRANT SELECT ON ledger TO reporting;
+                        CREATE VIEW big_orders AS SELECT id, writer FROM orders WHERE seq > 100;
+                        GRANT SELECT ON big_orders TO app)");
     fx.target().exec("CREATE ROLE app LOGIN");
     const std::string privileges =
         "SELECT coalesce(string_agg(p, ',' ORDER BY p), '') FROM ("
@@ -848,14 +850,16 @@ TEST_CASE("privileges that roles hold on the source's tables are granted on the 
         " UNION ALL SELECT 'accounts.' || x FROM unnest('{SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER}'::text[]) x"
         "  WHERE has_table_privilege('app', 'accounts', x)"
         " UNION ALL SELECT 'orders_id_seq.' || x FROM unnest('{USAGE,SELECT,UPDATE}'::text[]) x"
-        "  WHERE has_sequence_privilege('app', 'orders_id_seq', x)) s(p)";
+        "  WHERE has_sequence_privilege('app', 'orders_id_seq', x)"
+        " UNION ALL SELECT 'big_orders.' || x FROM unnest('{SELECT,INSERT}'::text[]) x"
+        "  WHERE to_regclass('big_orders') IS NOT NULL AND has_table_privilege('app', 'big_orders', x)) s(p)";
     const auto on_source = fx.source().value(privileges);
     REQUIRE(on_source == "accounts.DELETE,accounts.INSERT,accounts.REFERENCES,accounts.SELECT,accounts.TRIGGER,"
-                         "accounts.TRUNCATE,accounts.UPDATE,orders.DELETE,orders.INSERT,orders.SELECT,orders.UPDATE,"
-                         "orders_id_seq.USAGE");
+                         "accounts.TRUNCATE,accounts.UPDATE,big_orders.SELECT,orders.DELETE,orders.INSERT,orders.SELECT,"
+                         "orders.UPDATE,orders_id_seq.USAGE");
     CHECK(fx.target().value(privileges).empty());
     REQUIRE(fx.start_and_wait_streaming());
-    CHECK(wait_for([&] { return fx.target().value(privileges) == on_source; }, 30s));
+    CHECK(wait_for([&] { return fx.target().value(privileges) == on_source; }, 45s));
     CHECK(fx.target().value(privileges) == on_source);
     auto url = fx.daemon().control_url();
     CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },

@@ -29,10 +29,10 @@
 //   so are non-unique indexes (they reject nothing; the operator may have made them).
 // - Privileges: schema: copy creates tables owned by pgshift's target role and copies no
 //   grants, and a switch then leaves the application's role refused on the new primary. For
-//   every role that owns or was granted a replicated table on the source (not a superuser),
-//   the privileges it holds there (has_table_privilege: owned, granted, inherited) on the table,
-//   the sequences the table owns and its schema are compared with what the same-named role holds
-//   on the target, and the missing ones granted. A role the target lacks is reported with what
+//   every role that owns or was granted a replicated table, or a view of the tables' schemas, on
+//   the source (not a superuser), the privileges it holds there (has_table_privilege: owned,
+//   granted, inherited) on the table or view, the sequences the table owns and its schema are
+//   compared with what the same-named role holds on the target, and the missing ones granted. A role the target lacks is reported with what
 //   to create (roles and passwords are not copied); pgshift's own source role is left out when
 //   the target has no role of its name.
 // - Functions, procedures and views in the schemas of the replicated tables (not an
