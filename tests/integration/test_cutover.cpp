@@ -887,6 +887,12 @@ TEST_CASE("functions, procedures and views of the tables' schemas reach the targ
     // function, and a view on a view; one of them exists before the start, the others after.
     fx.source().exec(R"(CREATE FUNCTION public.order_count(w int) RETURNS bigint LANGUAGE sql STABLE
                           AS $$ SELECT count(*) FROM public.orders WHERE writer = w $$)");
+    // One whose body uses what neither server has (created with check_function_bodies off, as
+    // pg_restore does): created on the target all the same.
+    fx.source().exec(R"(SET check_function_bodies = off;
+                        CREATE FUNCTION public.uses_elsewhere() RETURNS bigint LANGUAGE sql
+                          AS $$ SELECT count(*) FROM elsewhere.users $$;
+                        RESET check_function_bodies)");
     REQUIRE(fx.start_and_wait_streaming());
     fx.source().exec(R"(CREATE PROCEDURE public.credit(a int, amount bigint) LANGUAGE sql
                           AS $$ UPDATE public.accounts SET balance = balance + amount WHERE id = a $$;
