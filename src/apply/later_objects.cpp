@@ -176,30 +176,40 @@ private:
 
 std::string LaterObject::line(bool builds, const std::string& done) const
 {
-    if (change == Change::grant) {
-        std::string line = describe() + " are on the source but not on the target: the application connecting as " +
-                           name + " after a cutover is refused there: ";
-        const auto statements =
-            steps.front() + (steps.size() > 1 ? "; ... (" + std::to_string(steps.size()) + " statements)" : "");
-        if (!by_hand.empty())
-            return line + by_hand + (builds ? ", then pgshift grants them (schema: copy)" : ", then: " + statements);
-        if (builds)
-            return line + done;
-        return line + "grant them there: " + statements;
+    std::string line = describe();
+    switch (change) {
+    case Change::drop:
+        line += " is on the target but not on the source: the target rejects rows the source accepts (apply stops "
+                "at the first; after a cutover, the application's writes fail): ";
+        break;
+    case Change::grant:
+        line += " are on the source but not on the target: the application connecting as " + name +
+                " after a cutover is refused there: ";
+        break;
+    case Change::build:
+    case Change::create:
+        line += " exists on the source but not on the target: ";
+        break;
     }
-    std::string line = dropped() ? describe() + " is on the target but not on the source: the target rejects "
-                                              "rows the source accepts (apply stops at the first; after a "
-                                              "cutover, the application's writes fail): "
-                               : describe() + " exists on the source but not on the target: ";
+    // The statements as a line shows them: a function's definition runs over many lines, and a
+    // role's grants can be many.
+    auto shown = [this] {
+        if (change == Change::create)
+            return steps.front().substr(0, steps.front().find('\n')) +
+                   (steps.front().find('\n') != std::string::npos ? " ... (pg_get_functiondef() on the source)" : "");
+        if (change == Change::grant)
+            return steps.front() + (steps.size() > 1 ? "; ... (" + std::to_string(steps.size()) + " statements)" : "");
+        return steps.front() + (steps.size() > 1 ? "; " + steps.back() : "");
+    };
+    if (!by_hand.empty() && change == Change::grant) // a missing role: what it then needs
+        return line + by_hand + (builds ? ", then pgshift grants them (schema: copy)" : ", then: " + shown());
     if (!by_hand.empty())
         return line + by_hand;
     if (builds)
         return line + done;
-    if (change == Change::create) // a function's definition runs over many lines: its first
-        return line + "create it there: " + steps.front().substr(0, steps.front().find('\n')) +
-               (steps.front().find('\n') != std::string::npos ? " ... (pg_get_functiondef() on the source)" : "");
-    return line + (dropped() ? "drop it there: " : "create it there: ") + steps.front() +
-           (steps.size() > 1 ? "; " + steps.back() : "");
+    return line + (change == Change::drop ? "drop it there: " : change == Change::grant ? "grant them there: "
+                                                                                         : "create it there: ") +
+           shown();
 }
 
 namespace {
