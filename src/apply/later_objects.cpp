@@ -127,6 +127,8 @@ const char* constraint_kind(char contype)
 /// unique index it points at), then plain indexes, then the constraints that only check.
 int order_of(const LaterObject& o)
 {
+    if (o.change == Change::secure)
+        return 6; // a policy may call a function created before it
     if (o.change == Change::grant)
         return 3;
     if (o.change == Change::create)
@@ -186,6 +188,10 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         line += " are on the source but not on the target: the application connecting as " + name +
                 " after a cutover is refused there: ";
         break;
+    case Change::secure:
+        line += " differs between the servers: after a cutover the application's roles would see or change other "
+                "rows on the new primary than on the old: ";
+        break;
     case Change::build:
     case Change::create:
         line += " exists on the source but not on the target: ";
@@ -197,19 +203,23 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         if (change == Change::create)
             return steps.front().substr(0, steps.front().find('\n')) +
                    (steps.front().find('\n') != std::string::npos ? " ... (pg_get_functiondef() on the source)" : "");
-        if (change == Change::grant)
+        if (change == Change::grant || change == Change::secure)
             return steps.front() + (steps.size() > 1 ? "; ... (" + std::to_string(steps.size()) + " statements)" : "");
         return steps.front() + (steps.size() > 1 ? "; " + steps.back() : "");
     };
     if (!by_hand.empty() && change == Change::grant) // a missing role: what it then needs
         return line + by_hand + (builds ? ", then pgshift grants them (schema: copy)" : ", then: " + shown());
+    if (!by_hand.empty() && change == Change::secure)
+        return line + by_hand + (builds ? ", then pgshift makes it the same (schema: copy)" : ", then: " + shown());
     if (!by_hand.empty())
         return line + by_hand;
     if (builds)
         return line + done;
-    return line + (change == Change::drop ? "drop it there: " : change == Change::grant ? "grant them there: "
-                                                                                         : "create it there: ") +
-           shown();
+    const char* what_to_do = change == Change::drop     ? "drop it there: "
+                             : change == Change::grant  ? "grant them there: "
+                             : change == Change::secure ? "make it the same there, in one transaction: "
+                                                        : "create it there: ";
+    return line + what_to_do + shown();
 }
 
 namespace {
@@ -479,6 +489,175 @@ std::vector<LaterObject> routines_missing(pg::Connection& source, pg::Connection
     return out;
 }
 
+/// The statement that makes policy `p` of table `tbl` (SQL text of its qualified name), as the
+/// server in use deparses it: read with search_path pg_catalog, so that every name in the
+/// expressions comes qualified and the two servers' texts compare.
+std::string policy_statement_sql(const std::string& tbl)
+{
+    return "'CREATE POLICY ' || quote_ident(pol.polname) || ' ON ' || " + tbl +
+           " || ' AS ' || CASE WHEN pol.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END "
+           "|| ' FOR ' || CASE pol.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' "
+           "                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END "
+           "|| ' TO ' || CASE WHEN 0::oid = ANY (pol.polroles) THEN 'PUBLIC' ELSE (SELECT string_agg(quote_ident(r.rolname), "
+           "   ', ' ORDER BY r.rolname) FROM pg_roles r WHERE r.oid = ANY (pol.polroles)) END "
+           "|| coalesce(' USING (' || pg_get_expr(pol.polqual, pol.polrelid) || ')', '') "
+           "|| coalesce(' WITH CHECK (' || pg_get_expr(pol.polwithcheck, pol.polrelid) || ')', '')";
+}
+
+/// The source tables' row-level security: display name, SQL name, enabled, forced, and per
+/// policy (none: NULLs) its name, statement and the roles it names.
+std::string source_row_security_sql(bool publication)
+{
+    return "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
+           "       t.relrowsecurity, t.relforcerowsecurity, pol.polname, " +
+           policy_statement_sql("quote_ident(n.nspname) || '.' || quote_ident(t.relname)") +
+           ", (SELECT string_agg(r.rolname, chr(1)) FROM pg_roles r WHERE r.oid = ANY (pol.polroles)) "
+           "FROM " + tables_from(publication) +
+           "JOIN pg_namespace n ON n.oid = t.relnamespace "
+           "LEFT JOIN pg_policy pol ON pol.polrelid = t.oid "
+           "ORDER BY 2, 5";
+}
+
+/// The same on the target for $1 (SQL names of tables it has), and whether row-level security
+/// would apply there to the session's role once enabled (forced) as on the source: not a
+/// superuser nor BYPASSRLS, and not the owner (or the owner, when forced).
+std::string target_row_security_sql()
+{
+    return "SELECT x.tbl, t.relrowsecurity, t.relforcerowsecurity, pol.polname, " + policy_statement_sql("x.tbl") +
+           ", EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls)), "
+           "  pg_has_role(t.relowner, 'USAGE'), current_user "
+           "FROM unnest($1::text[]) x(tbl) JOIN pg_class t ON t.oid = to_regclass(x.tbl) "
+           "LEFT JOIN pg_policy pol ON pol.polrelid = t.oid "
+           "ORDER BY 1, 4";
+}
+
+/// One table's row-level security on one server.
+struct RowSecurity {
+    bool enabled = false, forced = false;
+    std::map<std::string, std::string> policies; ///< name -> statement
+    std::string summary() const
+    {
+        if (!enabled && !forced && policies.empty())
+            return "off";
+        return std::string(enabled ? "enabled" : "disabled") + (forced ? ", forced" : "") + ", " +
+               (policies.empty() ? "no" : std::to_string(policies.size())) + " polic" +
+               (policies.size() == 1 ? "y" : "ies");
+    }
+};
+
+/// Per compared table whose row-level security on the target differs from the source's: the
+/// statements that make it the same (policies dropped, replaced, created; then the switches).
+/// Done by hand when a policy names a role the target lacks, or when it would subject pgshift's
+/// own target role to row-level security.
+std::vector<LaterObject> row_security_differs(pg::Connection& source, pg::Connection& target, bool publication,
+                                              const std::string& tables_param, const std::set<std::string>& tables)
+{
+    struct Table {
+        std::string display;
+        RowSecurity source, target;
+        bool target_exempt = false, target_owner = false;
+        std::string target_role;
+        std::map<std::string, std::vector<std::string>> roles; ///< the source's policy -> the roles it names
+    };
+    std::map<std::string, Table> by_table; // SQL name
+    std::set<std::string> roles;
+    source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = source.exec_params(source_row_security_sql(publication), {tables_param});
+    source.exec("SET LOCAL search_path TO DEFAULT");
+    for (int i = 0; i < src.rows(); ++i) {
+        if (!tables.count(src.str(i, 1)))
+            continue;
+        auto& t = by_table[src.str(i, 1)];
+        t.display = src.str(i, 0);
+        t.source.enabled = src.get(i, 2) == "t";
+        t.source.forced = src.get(i, 3) == "t";
+        if (src.is_null(i, 4))
+            continue;
+        t.source.policies[src.str(i, 4)] = src.str(i, 5);
+        if (src.is_null(i, 6))
+            continue; // PUBLIC
+        std::istringstream names(src.str(i, 6));
+        for (std::string r; std::getline(names, r, '\x01');) {
+            roles.insert(r);
+            t.roles[src.str(i, 4)].push_back(r);
+        }
+    }
+    if (by_table.empty())
+        return {};
+    target.exec("SET LOCAL search_path = pg_catalog");
+    auto dst = target.exec_params(target_row_security_sql(), {pg::text_array({tables.begin(), tables.end()})});
+    target.exec("SET LOCAL search_path TO DEFAULT");
+    for (int i = 0; i < dst.rows(); ++i) {
+        auto it = by_table.find(dst.str(i, 0));
+        if (it == by_table.end())
+            continue;
+        auto& t = it->second;
+        t.target.enabled = dst.get(i, 1) == "t";
+        t.target.forced = dst.get(i, 2) == "t";
+        t.target_exempt = dst.get(i, 5) == "t";
+        t.target_owner = dst.get(i, 6) == "t";
+        t.target_role = dst.str(i, 7);
+        if (!dst.is_null(i, 3))
+            t.target.policies[dst.str(i, 3)] = dst.str(i, 4);
+    }
+    std::set<std::string> missing_roles;
+    if (!roles.empty()) {
+        auto m = target.exec_params("SELECT r FROM unnest($1::text[]) r WHERE to_regrole(quote_ident(r)) IS NULL ORDER BY 1",
+                                    {pg::text_array({roles.begin(), roles.end()})});
+        for (int i = 0; i < m.rows(); ++i)
+            missing_roles.insert(m.str(i, 0));
+    }
+
+    std::vector<LaterObject> out;
+    for (const auto& [table_sql, t] : by_table) {
+        const auto& want = t.source;
+        const auto& have = t.target;
+        std::vector<std::string> steps;
+        std::set<std::string> lacking_roles;
+        for (const auto& [name, statement] : have.policies)
+            if (!want.policies.count(name))
+                steps.push_back("DROP POLICY " + pg::quote_ident(name) + " ON " + table_sql);
+        for (const auto& [name, statement] : want.policies) {
+            auto h = have.policies.find(name);
+            if (h != have.policies.end() && h->second == statement)
+                continue;
+            if (h != have.policies.end())
+                steps.push_back("DROP POLICY " + pg::quote_ident(name) + " ON " + table_sql);
+            steps.push_back(statement);
+            if (auto r = t.roles.find(name); r != t.roles.end())
+                for (const auto& role : r->second)
+                    if (missing_roles.count(role))
+                        lacking_roles.insert(role);
+        }
+        if (want.enabled != have.enabled)
+            steps.push_back("ALTER TABLE " + table_sql + (want.enabled ? " ENABLE" : " DISABLE") + " ROW LEVEL SECURITY");
+        if (want.forced != have.forced)
+            steps.push_back("ALTER TABLE " + table_sql + (want.forced ? " FORCE" : " NO FORCE") + " ROW LEVEL SECURITY");
+        if (steps.empty())
+            continue;
+        LaterObject o;
+        o.table = t.display;
+        o.change = Change::secure;
+        o.constraint = true;
+        o.what = "row-level security (on the source: " + want.summary() + "; on the target: " + have.summary() + ")";
+        o.steps = std::move(steps);
+        if (!lacking_roles.empty()) {
+            std::string list;
+            for (const auto& r : lacking_roles)
+                list += (list.empty() ? "" : ", ") + r;
+            o.by_hand = "its policies name role(s) the target lacks (pgshift copies no roles or passwords): create " +
+                        list + " there";
+        } else if (want.enabled && !t.target_exempt && (want.forced || !t.target_owner)) {
+            o.by_hand = "row-level security would then apply to pgshift's role " + t.target_role +
+                        " on the target, and apply must see every row (it runs with row_security=off and would "
+                        "fail): ALTER ROLE " + pg::readable_ident(t.target_role) +
+                        " BYPASSRLS (as a superuser)" + (want.forced ? "" : " or make it the table's owner");
+        }
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
 std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target, bool publication,
                                  const std::string& tables_param, std::chrono::milliseconds lock_timeout)
 {
@@ -592,6 +771,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
         out.push_back(std::move(o));
     for (auto& o : routines_missing(source, target, publication, tables_param))
         out.push_back(std::move(o));
+    for (auto& o : row_security_differs(source, target, publication, tables_param, tables))
+        out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),
                      [](const LaterObject& a, const LaterObject& b) { return order_of(a) < order_of(b); });
     return out;
@@ -616,6 +797,21 @@ std::vector<LaterObject> schema_differences(pg::Connection& source, pg::Connecti
 
 void change_target(pg::Connection& target, const LaterObject& o)
 {
+    if (o.change == Change::secure) {
+        // All at once: no moment with the switch on and a policy missing, or the reverse.
+        try {
+            target.exec("BEGIN");
+            target.exec("SET LOCAL lock_timeout = '2s'");
+            for (const auto& step : o.steps)
+                target.exec(step);
+            target.exec("COMMIT");
+        } catch (const pg::PgError&) {
+            if (target.is_ok())
+                target.exec("ROLLBACK");
+            throw;
+        }
+        return;
+    }
     if (!o.invalid_index.empty())
         target.exec("DROP INDEX CONCURRENTLY IF EXISTS " + o.invalid_index);
     for (const auto& step : o.steps) {

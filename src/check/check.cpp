@@ -917,6 +917,15 @@ private:
                         o.line(builds, "pgshift run creates it there once streaming (schema: copy)"));
                 continue;
             }
+            if (o.change == apply::Change::secure) {
+                const auto line = o.line(builds, "pgshift run makes it the same there once streaming (schema: copy), "
+                                                 "and a cutover waits for that");
+                if (builds && o.by_hand.empty())
+                    warning(Side::target, "row_security_differs", line);
+                else
+                    report(k_cutover, Side::target, "row_security_differs", line);
+                continue;
+            }
             if (o.dropped()) {
                 warning(Side::target, "target_only_rule",
                         o.line(builds, "pgshift run drops it there once streaming (schema: copy), and a cutover "

@@ -67,7 +67,8 @@ void check_replicated(pg::Connection& old, const config::Config& from)
 /// replicated tables that enforces a rule (it would accept rows the old one refused), or, with
 /// schema: copy, any of them (the schema follower is about to build it, and the application's
 /// queries expect it) or still has a rule the old primary dropped (the follower is about to drop
-/// it, and the application's writes would fail on it). The status has the same list for the 412 (schema_follower.hpp); this is
+/// it, and the application's writes would fail on it), or in either mode while a table's row-level
+/// security differs (the new primary would show other rows). The status has the same list for the 412 (schema_follower.hpp); this is
 /// the check at the switch, where a table locked on the new primary makes the catalog reads
 /// wait, `lock_timeout` at most.
 void check_later_objects(pg::Connection& old, pg::Connection& neu, const config::Config& from,
@@ -81,7 +82,7 @@ void check_later_objects(pg::Connection& old, pg::Connection& neu, const config:
             list += (list.empty() ? "" : ", ") + o.describe();
     if (n)
         throw std::runtime_error("the new primary differs from the old in " + std::to_string(n) +
-                                 " index(es) or constraint(s): " + list + (n > 5 ? ", ..." : "") +
+                                 " index(es), constraint(s) or table(s)' row-level security: " + list + (n > 5 ? ", ..." : "") +
                                  " (status lists each under schema_differences, with what to do or that pgshift "
                                  "builds or drops it)");
 }

@@ -31,6 +31,8 @@ Verbs verbs_of(const apply::LaterObject& o)
     case apply::Change::drop: return {"dropping it", "dropped", "pgshift drops it there (schema: copy)"};
     case apply::Change::grant: return {"granting them", "granted", "pgshift grants them (schema: copy)"};
     case apply::Change::create: return {"creating it", "created", "pgshift creates it (schema: copy)"};
+    case apply::Change::secure:
+        return {"making it the same", "made the same", "pgshift makes it the same (schema: copy)"};
     case apply::Change::build: break;
     }
     return {"building it", "built", "pgshift builds it (schema: copy)"};
@@ -86,10 +88,19 @@ void SchemaFollower::run(const std::atomic<bool>& streaming_ready, const std::at
         if (streaming_ready.load() && (st == State::streaming || st == State::paused)) {
             try {
                 look(state_.reverse() ? reversed_ : base_, stop);
+                look_failed_.clear();
             } catch (const std::exception& e) {
-                // A server that went away: the monitor and the session report that; look again later.
-                if (!stop.load())
+                // A server that went away: the monitor and the session report that; look again
+                // later. Any other failure stops the following until it is fixed: said once.
+                const auto* pe = dynamic_cast<const pg::PgError*>(&e);
+                if (stop.load() || (pe && pe->broken()))
                     spdlog::debug("schema follower: {}", e.what());
+                else if (look_failed_ != e.what())
+                    spdlog::warn("comparing the replicated tables' schemas on the two servers failed; pgshift tries "
+                                 "again every {} s: {}",
+                                 k_look_interval.count() / 1000, e.what());
+                if (!(pe && pe->broken()))
+                    look_failed_ = e.what();
                 std::lock_guard lk(cancel_mutex_);
                 canceller_.reset();
                 source_.reset();
@@ -143,8 +154,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
                 if (std::find(reported_.begin(), reported_.end(), l) == reported_.end())
                     spdlog::warn("{}", l);
             if (all.empty())
-                spdlog::info("the target has every index, constraint and privilege of the replicated source tables, "
-                             "and no rule they dropped");
+                spdlog::info("the target has every index, constraint, privilege and row-level security policy of the "
+                             "replicated source tables, and no rule they dropped");
             reported_ = all;
         }
         state_.set_schema_differences(std::move(lines), std::move(blocking));

@@ -406,6 +406,8 @@ psql_dst "ALTER TABLE items ADD CONSTRAINT items_name_short CHECK (length(name) 
 psql_src "CREATE ROLE chk_app; CREATE ROLE chk_report; GRANT SELECT ON items TO chk_app, chk_report"
 psql_dst "CREATE ROLE chk_app"
 psql_src "CREATE FUNCTION public.chk_total(x integer) RETURNS integer LANGUAGE sql AS 'SELECT x + 1'"
+# And row-level security the target's items lack (a cutover waits for it in either mode).
+psql_src "ALTER TABLE items ENABLE ROW LEVEL SECURITY; CREATE POLICY chk_visible ON items FOR SELECT USING (id > 0)"
 write_config "$src" "$dst" $'apply: {workers: 2}\nschema: verify'
 check_expect 0
 has "warning: target: cutover will fail: " "unique constraint items_name_key of public.items exists on the source but not on the target: create it there: CREATE UNIQUE INDEX CONCURRENTLY items_name_key ON public.items USING btree (name); ALTER TABLE public.items ADD CONSTRAINT \"items_name_key\" UNIQUE USING INDEX \"items_name_key\"" \
@@ -421,8 +423,19 @@ has "warning: target: " "privileges of role chk_report (SELECT on public.items; 
   "a missing role not reported"
 has "warning: target: " "function public.chk_total(integer) exists on the source but not on the target: create it there: CREATE OR REPLACE FUNCTION public.chk_total(x integer) ... (pg_get_functiondef() on the source)" \
   "a function the target lacks not reported"
+has "warning: target: cutover will fail: " "row-level security (on the source: enabled, 1 policy; on the target: off) of public.items differs between the servers: after a cutover the application's roles would see or change other rows on the new primary than on the old: make it the same there, in one transaction: CREATE POLICY chk_visible ON public.items AS PERMISSIVE FOR SELECT TO PUBLIC USING ((id > 0)); ... (2 statements)" \
+  "row-level security the target lacks not reported as what cutover refuses"
+# pgshift's target role owns no table there: enabling it would subject apply to the policies.
+write_config "$src_user" "$dst_user"
+check_expect 0
+has "warning: target: cutover will fail: " "row-level security (on the source: enabled, 1 policy; on the target: off) of public.items differs between the servers: after a cutover the application's roles would see or change other rows on the new primary than on the old: row-level security would then apply to pgshift's role" \
+  "row-level security that would subject pgshift's role not reported as done by hand"
+has "warning: target: cutover will fail: " "BYPASSRLS (as a superuser) or make it the table's owner, then pgshift makes it the same (schema: copy)" \
+  "row-level security that would subject pgshift's role: the fix not named"
 write_config
 check_expect 0
+has "warning: target: " "row-level security (on the source: enabled, 1 policy; on the target: off) of public.items differs between the servers: after a cutover the application's roles would see or change other rows on the new primary than on the old: pgshift run makes it the same there once streaming (schema: copy), and a cutover waits for that" \
+  "row-level security run makes the same not reported as such"
 has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): pgshift run drops it there once streaming (schema: copy)" \
   "a rule run drops not reported as such"
 has "warning: target: " "privileges of role chk_app (SELECT on public.items) are on the source but not on the target: the application connecting as chk_app after a cutover is refused there: pgshift run grants them there once streaming (schema: copy)" \
@@ -433,7 +446,8 @@ lacks "warning: target: cutover will fail: " "items_name_key" "a constraint run 
 psql_src "DROP INDEX orders_note_idx; ALTER TABLE items DROP CONSTRAINT items_name_key"
 psql_dst "ALTER TABLE items DROP CONSTRAINT items_name_short; DROP ROLE chk_app"
 psql_src "REVOKE SELECT ON items FROM chk_app, chk_report; DROP ROLE chk_app; DROP ROLE chk_report; DROP FUNCTION public.chk_total(integer)"
-echo "ok: indexes, constraints and privileges the target lacks, a missing role, and a rule the target alone has, are reported (schema: verify: a unique constraint stops the cutover, with the statements; schema: copy: run builds or drops them)"
+psql_src "DROP POLICY chk_visible ON items; ALTER TABLE items DISABLE ROW LEVEL SECURITY"
+echo "ok: indexes, constraints, privileges and row-level security the target lacks, a missing role, and a rule the target alone has, are reported (schema: verify: a unique constraint or row-level security stops the cutover, with the statements; schema: copy: run builds or drops them)"
 
 # 8. An invalid config file exits 78 with the key named.
 echo "unknown_key: 1" >> "$work/pgshift.yaml"

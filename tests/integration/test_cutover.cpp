@@ -727,7 +727,7 @@ TEST_CASE("indexes and constraints made on the source later are built on the tar
     }, 30s));
     INFO(json);
     CHECK(field(json, "phase") == "aborted");
-    CHECK(json.find("the new primary differs from the old in 1 index(es) or constraint(s): exclusion constraint "
+    CHECK(json.find("the new primary differs from the old in 1 index(es), constraint(s) or table(s)' row-level security: exclusion constraint "
                     "accounts_excl of public.accounts") != std::string::npos);
     // Then the status lists it, with the statement, and the precondition refuses (412).
     REQUIRE(wait_for([&] { return status().find("accounts_excl of public.accounts exists on the source") != std::string::npos; },
@@ -920,6 +920,91 @@ TEST_CASE("functions, procedures and views of the tables' schemas reach the targ
     const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     INFO(log);
     CHECK(log.find("view public.busy_accounts created on the target") != std::string::npos);
+}
+
+TEST_CASE("row-level security and the policies of the source's tables are made the same on the target, a cutover waits for them",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30, verify: counts}"));
+    seed(fx);
+    // The application's role sees and adds its own orders only (writer 1), as on a managed
+    // source whose API relies on row-level security; it has grants on both servers.
+    fx.source().exec(R"(CREATE ROLE app_user; GRANT SELECT, INSERT ON orders TO app_user;
+                        ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+                        CREATE POLICY own_orders ON orders FOR SELECT TO app_user USING (writer = 1);
+                        CREATE POLICY "Add own" ON orders FOR INSERT TO app_user WITH CHECK (writer = 1))");
+    fx.target().exec("CREATE ROLE app_user; GRANT SELECT, INSERT ON orders TO app_user");
+    // Everything row-level security is made of, on one server: the switches and every policy.
+    const std::string security =
+        "SELECT string_agg(s, E'\n' ORDER BY s) FROM ("
+        " SELECT c.relname || ' ' || c.relrowsecurity || ' ' || c.relforcerowsecurity FROM pg_class c"
+        "  WHERE c.oid IN ('orders'::regclass, 'accounts'::regclass)"
+        " UNION ALL SELECT concat_ws(' ', tablename, policyname, permissive, roles::text, cmd, qual, with_check)"
+        "  FROM pg_policies WHERE schemaname = 'public') x(s)";
+    // What app_user sees of orders on a server.
+    auto seen_by_app = [](TestCluster& server) {
+        auto c = server.connect();
+        c.exec("SET ROLE app_user");
+        return c.exec("SELECT count(*) || ' of ' || (SELECT count(*) FROM orders WHERE writer = 1) FROM orders").str(0, 0);
+    };
+    REQUIRE(fx.start_and_wait_streaming());
+    fx.source().exec("INSERT INTO orders (writer, seq) SELECT g % 3, g FROM generate_series(1, 30) g");
+    REQUIRE(seen_by_app(fx.source()) == "10 of 10");
+    REQUIRE(fx.converged(k_tables, 30s));
+    const auto on_source = fx.source().value(security);
+    CHECK(wait_for([&] { return fx.target().value(security) == on_source; }, 30s));
+    CHECK(fx.target().value(security) == on_source);
+    CHECK(seen_by_app(fx.target()) == "10 of 10");
+    {
+        auto c = fx.target().connect();
+        c.exec("SET ROLE app_user");
+        CHECK_THROWS_WITH(c.exec("INSERT INTO orders (id, writer, seq) VALUES (100000, 2, 99)"),
+                          Catch::Contains("new row violates row-level security policy"));
+    }
+    auto url = fx.daemon().control_url();
+    auto status = [&] { return http("GET", url + "/v1/status"); };
+    CHECK(wait_for([&] { return status().find("\"schema_differences\":[]") != std::string::npos; }, 20s));
+
+    // A policy for a role the target lacks: named, and a cutover is refused until it exists.
+    fx.source().exec(R"(CREATE ROLE auditor;
+                        ALTER TABLE accounts ENABLE ROW LEVEL SECURITY;
+                        CREATE POLICY audit ON accounts FOR SELECT TO auditor USING (true))");
+    REQUIRE(wait_for([&] { return status().find("row-level security (on the source: enabled, 1 policy; on the target: off) "
+                                                 "of public.accounts differs between the servers") != std::string::npos; },
+                     30s));
+    CHECK(status().find("its policies name role(s) the target lacks (pgshift copies no roles or passwords): create "
+                        "auditor there, then pgshift makes it the same (schema: copy)") != std::string::npos);
+    auto r = run_command({"/usr/bin/curl", "-s", "-w", "\n%{http_code}", "-X", "POST", url + "/v1/cutover"});
+    INFO(r.output);
+    CHECK(r.output.find("\n412") != std::string::npos);
+    CHECK(r.output.find("row-level security (on the source: enabled, 1 policy; on the target: off) of public.accounts") !=
+          std::string::npos);
+    CHECK(fx.target().value("SELECT relrowsecurity FROM pg_class WHERE oid = 'accounts'::regclass") == "f");
+    fx.target().exec("CREATE ROLE auditor");
+
+    // A deploy changes the policies: one dropped, one altered, the table's owner subjected too.
+    fx.source().exec(R"(DROP POLICY "Add own" ON orders;
+                        ALTER POLICY own_orders ON orders USING (writer IN (1, 2));
+                        ALTER TABLE orders FORCE ROW LEVEL SECURITY)");
+    fx.source().exec("INSERT INTO orders (writer, seq) VALUES (2, 100), (0, 101)");
+    const auto changed = fx.source().value(security);
+    REQUIRE(changed != on_source);
+    CHECK(wait_for([&] { return fx.target().value(security) == changed; }, 30s));
+    CHECK(fx.target().value(security) == changed);
+    REQUIRE(fx.converged(k_tables, 30s));
+    CHECK(seen_by_app(fx.target()) == seen_by_app(fx.source()));
+    CHECK(seen_by_app(fx.target()) == "21 of 10");
+    CHECK(wait_for([&] { return status().find("\"schema_differences\":[]") != std::string::npos; }, 20s));
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(log);
+    CHECK(log.find("row-level security (on the source: enabled, 2 policies; on the target: off) of public.orders: "
+                   "making it the same on the target (schema: copy)") != std::string::npos);
+    CHECK(log.find("of public.orders made the same on the target") != std::string::npos);
+    // Then the switch goes through.
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    CHECK(code == 0);
 }
 
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",

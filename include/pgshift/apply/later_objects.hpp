@@ -41,6 +41,15 @@
 //   pg_get_functiondef / pg_get_viewdef (read with search_path pg_catalog, so every name is
 //   qualified). One that cannot be created yet (it uses another the target lacks) is tried again
 //   at the next look; a changed definition is not followed.
+// - Row-level security: schema: copy creates tables without it (pg_dump's ROW SECURITY and
+//   POLICY entries are not restored), and the privileges above then let the application's roles
+//   read every row on the new primary where the old one showed them their own. Per replicated
+//   table, whether it is enabled and forced and its policies (by name and by the statement that
+//   makes each, read with search_path pg_catalog) are made the same as the source's, in one
+//   transaction: policies dropped, replaced and created, then the switches. Never when that would
+//   subject pgshift's own target role to the policies (apply must see every row), nor with a
+//   role the target lacks: those are done by hand. A difference always blocks a switch, in
+//   either schema mode: it decides who sees which rows.
 #pragma once
 
 #include "pgshift/pg/connection.hpp"
@@ -57,10 +66,12 @@ enum class Change {
     drop,  ///< a rule on the target only (the source dropped it): steps drop it
     grant, ///< privileges a role holds on the source and not on the target: steps grant them
     create, ///< a function, procedure or view of the tables' schemas the target lacks: steps create it
+    secure, ///< a table's row-level security differs: steps, in one transaction, make it the source's
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
-/// the target has and the source no longer does, or a role's privileges the target lacks.
+/// the target has and the source no longer does, a role's privileges the target lacks, a
+/// function or view it lacks, or a table's row-level security that differs.
 struct LaterObject {
     std::string table;              ///< "public.t" (display form); empty for a role's privileges
     std::string what;               ///< "index t_email_idx", "NOT NULL of column c", "privileges of role app on ..."
@@ -79,9 +90,12 @@ struct LaterObject {
     /// schema: copy (`builds`) anything pgshift is about to build or drop (the new primary is to
     /// have every index of the old one, and no rule the old one dropped). Never privileges
     /// (which roles the application uses on the new primary is the operator's to say), nor
-    /// functions and views (one may depend on what only the old server has).
+    /// functions and views (one may depend on what only the old server has). Always a
+    /// difference in row-level security (the new primary would show other rows).
     [[nodiscard]] bool blocks_switch(bool builds) const
     {
+        if (change == Change::secure)
+            return true;
         if (change == Change::grant || change == Change::create)
             return false;
         return change == Change::drop ? builds : constraint || builds;
@@ -108,7 +122,7 @@ struct LaterObject {
                                                           std::chrono::milliseconds lock_timeout);
 
 /// Brings `o` to the target: drops an invalid leftover, then runs its steps, each on its own
-/// (CONCURRENTLY cannot run in a transaction block). A failed concurrent build leaves an invalid
+/// (CONCURRENTLY cannot run in a transaction block; a row-level security change's all in one). A failed concurrent build leaves an invalid
 /// index, which the next schema_differences() names for dropping. Throws PgError.
 void change_target(pg::Connection& target, const LaterObject& o);
 

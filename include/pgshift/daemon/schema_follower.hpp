@@ -68,6 +68,7 @@ private:
     std::atomic<bool> building_{false};         ///< a statement of a build runs on the target
     std::map<std::string, std::string> failed_; ///< object -> its last build error (logged when it changes)
     std::vector<std::string> reported_;         ///< what the last look reported
+    std::string look_failed_;                   ///< why the last look failed (logged when it changes)
 };
 
 } // namespace pgshift::daemon
