@@ -43,6 +43,13 @@ constexpr std::size_t k_prune_keys_at = 1 << 20;
     throw TargetError(context + ": " + e.what(), e.retryable(), e.violation());
 }
 
+/// The table a Relation message names.
+TableName table_name_of(const std::string& payload, const protocol::DecodeContext& decode)
+{
+    const auto rel = std::get<protocol::Relation>(protocol::decode(payload, decode));
+    return {rel.nspname.empty() ? "pg_catalog" : std::string(rel.nspname), std::string(rel.relname)};
+}
+
 /// Thrown out of scan() by a stop (or another batch's failure) while it waits for every earlier
 /// batch to commit: not an error of its own.
 struct Interrupted {};
@@ -145,7 +152,7 @@ Engine::Engine(const config::Config& cfg, queue::TxnQueue& queue, queue::Progres
                Hold* hold)
     : cfg_(cfg), queue_(queue), progress_(progress), stats_(stats),
       workers_count_(std::clamp(cfg.apply.workers, 1, static_cast<int>(queue::Stats::k_max_workers))),
-      handoff_(std::make_unique<Handoff>(workers_count_)), hold_(hold)
+      handoff_(std::make_unique<Handoff>(workers_count_)), hold_(hold), table_names_(cfg.slot_name())
 {
 }
 
@@ -270,6 +277,15 @@ void Engine::ensure_origins()
     }
 }
 
+void Engine::record_table_names(const std::map<RelId, TableName>& published, bool fresh)
+{
+    try {
+        (void)table_names_.load(*catalog_, published, fresh);
+    } catch (const pg::PgError& e) {
+        throw_target("could not read the replicated tables' recorded names", e);
+    }
+}
+
 void Engine::advance_origin(Lsn lsn)
 {
     try {
@@ -314,12 +330,14 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
         auto& known = it->second;
         if (!known.info) {
             try {
+                follow_source_rename(known, stop);
                 if (adds_columns()) {
                     const bool used_before = std::any_of(st.relations.begin(), st.relations.end(),
                                                          [&](const auto& r) { return r.relid == relid; });
                     follow_source_columns(known, used_before, stop);
                 }
                 known.info = resolve_relation(catalog(), known.payload, known.decode, ++generation_);
+                table_names_.remember(catalog(), relid, table_name_of(known.payload, known.decode));
             } catch (const pg::PgError& e) {
                 throw_target("while resolving a relation on the target", e);
             }
@@ -372,6 +390,44 @@ bool Engine::scan(ScheduledTxn& st, std::vector<std::uint64_t>& keys, bool& rela
     return barrier || relation_changed;
 }
 
+void Engine::wait_for_earlier_batches(const std::atomic<bool>& stop)
+{
+    if (open_ && !open_->txns.empty())
+        dispatch(stop);
+    while (order_.committed() + 1 != next_seq_) {
+        if (stop.load(std::memory_order_acquire) || order_.aborted())
+            throw Interrupted{};
+        std::unique_lock lk(handoff_->mutex);
+        handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
+    }
+}
+
+void Engine::follow_source_rename(const Known& known, const std::atomic<bool>& stop)
+{
+    const auto stream = table_name_of(known.payload, known.decode);
+    const auto rel = std::get<protocol::Relation>(protocol::decode(known.payload, known.decode));
+    const auto from = table_names_.renamed(rel.relid, stream);
+    if (!from)
+        return;
+    // Every earlier change of the table was applied under its old name.
+    wait_for_earlier_batches(stop);
+    altering_.store(true, std::memory_order_release);
+    try {
+        if (cancelled_.load(std::memory_order_acquire))
+            throw Interrupted{};
+        table_names_.rename(catalog(), rel.relid, *from, stream, adds_columns());
+    } catch (const pg::PgError&) {
+        altering_.store(false, std::memory_order_release);
+        if (cancelled_.load(std::memory_order_acquire))
+            throw Interrupted{}; // the stop cancelled it: not an error
+        throw;
+    } catch (...) {
+        altering_.store(false, std::memory_order_release);
+        throw;
+    }
+    altering_.store(false, std::memory_order_release);
+}
+
 void Engine::follow_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop)
 {
     const auto rel = std::get<protocol::Relation>(protocol::decode(known.payload, known.decode));
@@ -395,14 +451,7 @@ void Engine::follow_source_columns(const Known& known, bool used_before, const s
     // Every earlier transaction commits first: the target table then holds exactly the rows the
     // source table held before this transaction (what add_columns() decides on), and no batch
     // in flight writes rows under the old column list after the column's default is changed.
-    if (open_ && !open_->txns.empty())
-        dispatch(stop);
-    while (order_.committed() + 1 != next_seq_) {
-        if (stop.load(std::memory_order_acquire) || order_.aborted())
-            throw Interrupted{};
-        std::unique_lock lk(handoff_->mutex);
-        handoff_->taken.wait_for(lk, std::chrono::milliseconds(2));
-    }
+    wait_for_earlier_batches(stop);
     auto& target = catalog();
     altering_.store(true, std::memory_order_release);
     try {

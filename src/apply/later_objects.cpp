@@ -1,6 +1,8 @@
 // Indexes and constraints made on the source later (see later_objects.hpp).
 #include "pgshift/apply/later_objects.hpp"
 
+#include "pgshift/apply/table_names.hpp"
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -129,6 +131,8 @@ int order_of(const LaterObject& o)
 {
     if (o.change == Change::secure)
         return 6; // a policy may call a function created before it
+    if (o.change == Change::rename)
+        return -4;
     if (o.change == Change::grant)
         return 3;
     if (o.change == Change::create)
@@ -187,6 +191,10 @@ std::string LaterObject::line(bool builds, const std::string& done) const
     case Change::grant:
         line += " are on the source but not on the target: the application connecting as " + name +
                 " after a cutover is refused there: ";
+        break;
+    case Change::rename:
+        line += " has another name on the source: after a cutover the application would not find it on the new "
+                "primary: ";
         break;
     case Change::secure:
         line += " differs between the servers: after a cutover the application's roles would see or change other "
@@ -658,6 +666,51 @@ std::vector<LaterObject> row_security_differs(pg::Connection& source, pg::Connec
     return out;
 }
 
+/// The published tables of `publication` whose name on the source differs from the one recorded
+/// on the target for their relid (table_names.hpp): renamed, not written since.
+std::vector<LaterObject> renamed_unwritten(pg::Connection& source, pg::Connection& target,
+                                           const std::string& publication)
+{
+    if (target.exec("SELECT to_regclass('pgshift.table_names') IS NULL").get(0, 0) == "t")
+        return {};
+    auto recorded = target.exec_params("SELECT relid::text, nspname, relname, "
+                                       "       to_regclass(quote_ident(nspname) || '.' || quote_ident(relname)) IS NOT NULL "
+                                       "FROM pgshift.table_names WHERE slot = $1",
+                                       {publication});
+    if (recorded.rows() == 0)
+        return {};
+    std::map<std::string, int> by_relid;
+    for (int i = 0; i < recorded.rows(); ++i)
+        by_relid[recorded.str(i, 0)] = i;
+    auto src = source.exec_params("SELECT c.oid::text, n.nspname, c.relname FROM pg_publication p "
+                                  "JOIN pg_publication_rel pr ON pr.prpubid = p.oid JOIN pg_class c ON c.oid = pr.prrelid "
+                                  "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
+                                  {publication});
+    std::vector<LaterObject> out;
+    for (int i = 0; i < src.rows(); ++i) {
+        auto it = by_relid.find(src.str(i, 0));
+        if (it == by_relid.end())
+            continue;
+        const int r = it->second;
+        if (recorded.str(r, 1) == src.str(i, 1) && recorded.str(r, 2) == src.str(i, 2))
+            continue;
+        if (recorded.get(r, 3) != "t")
+            continue; // the target lacks it under the old name too: the table watch's, or apply's error
+        const auto statement = rename_statement({recorded.str(r, 1), recorded.str(r, 2)}, {src.str(i, 1), src.str(i, 2)});
+        LaterObject o;
+        o.change = Change::rename;
+        o.what = "table " + recorded.str(r, 1) + "." + recorded.str(r, 2) + " (renamed " + src.str(i, 1) + "." +
+                 src.str(i, 2) + " on the source)";
+        o.name = src.str(i, 1) + "." + src.str(i, 2);
+        o.by_hand = "it keeps its old name on the target until the table's next change arrives (with schema: copy "
+                    "pgshift renames it then): write the table on the source, or rename it on the target: " +
+                    statement;
+        o.steps = {statement};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
 std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target, bool publication,
                                  const std::string& tables_param, std::chrono::milliseconds lock_timeout)
 {
@@ -773,6 +826,9 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
         out.push_back(std::move(o));
     for (auto& o : row_security_differs(source, target, publication, tables_param, tables))
         out.push_back(std::move(o));
+    if (publication)
+        for (auto& o : renamed_unwritten(source, target, tables_param))
+            out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),
                      [](const LaterObject& a, const LaterObject& b) { return order_of(a) < order_of(b); });
     return out;

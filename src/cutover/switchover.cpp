@@ -6,6 +6,7 @@
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
 #include "pgshift/apply/later_objects.hpp"
+#include "pgshift/apply/table_names.hpp"
 #include "pgshift/cutover/fence.hpp"
 #include "pgshift/cutover/sequences.hpp"
 #include "pgshift/reader/catalog.hpp"
@@ -637,6 +638,7 @@ void Switchover::finish(const config::Config& base)
                 std::this_thread::sleep_for(200ms);
             }
         }
+        apply::TableNames::forget(*down, d.slot_name());
         spdlog::info("finish: slot and publication {} dropped on the {}", d.slot_name(),
                      d.is_reverse() ? "target" : "source");
     }

@@ -579,6 +579,7 @@ public:
                 return SessionEnd::stopped;
             publish();
             engine_.ensure_origins();
+            record_table_names();
             if (plan.copy)
                 prepare_copy(plan);
             open_stream(plan);
@@ -628,6 +629,16 @@ private:
         reader::prepare_publication(source, cfg_.publication_name(), source_.tables);
         d_.publication_ready.store(true);
         source_side_ = false;
+    }
+
+    /// The target's name of each published table, for renames on the source (table_names.hpp).
+    void record_table_names()
+    {
+        source_side_ = true;
+        pg::Connection source(cfg_.source.conninfo);
+        auto published = apply::published_relations(source, cfg_.publication_name());
+        source_side_ = false;
+        engine_.record_table_names(published, !source_.slot.exists);
     }
 
     /// The copy's tables, schema and record on the target, before the slot (copy_state.hpp). An

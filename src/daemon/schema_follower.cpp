@@ -33,6 +33,7 @@ Verbs verbs_of(const apply::LaterObject& o)
     case apply::Change::create: return {"creating it", "created", "pgshift creates it (schema: copy)"};
     case apply::Change::secure:
         return {"making it the same", "made the same", "pgshift makes it the same (schema: copy)"};
+    case apply::Change::rename: return {"renaming it", "renamed", "pgshift renames it at its next change"};
     case apply::Change::build: break;
     }
     return {"building it", "built", "pgshift builds it (schema: copy)"};

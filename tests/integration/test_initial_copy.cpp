@@ -878,3 +878,87 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     CHECK(fx.target().value("SELECT count(*) FROM named WHERE code = id") == "12");
     CHECK(fx.target().value("SELECT remark FROM named WHERE id = 1") == "updated");
 }
+
+TEST_CASE("initial copy: tables renamed on the source are renamed on the target, also a swap and while stopped",
+          "[integration][initial_copy]")
+{
+    auto o = copy_options("renamed", 0);
+    o.schema_sql = "CREATE TABLE named (id int PRIMARY KEY, note text); "
+                   "CREATE TABLE other (id int PRIMARY KEY, note text); "
+                   "INSERT INTO named SELECT g, 'named ' || g FROM generate_series(1, 10) g; "
+                   "INSERT INTO other SELECT g, 'other ' || g FROM generate_series(1, 10) g;";
+    o.schema_on_target = false;
+    o.daemon.schema = "copy";
+    ReplicationFixture fx(o);
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    // A deploy renames a table, then writes it (an old row and a new one).
+    fx.source().exec("ALTER TABLE named RENAME TO renamed_t");
+    fx.source().exec("INSERT INTO renamed_t VALUES (11, 'after the rename'); "
+                     "UPDATE renamed_t SET note = 'updated' WHERE id = 1");
+    REQUIRE(fx.converged({"public.renamed_t", "public.other"}, 60s));
+    CHECK(fx.target().value("SELECT to_regclass('named') IS NULL") == "t");
+    CHECK(wait_for_log(fx, "table public.named was renamed to public.renamed_t on the source: renamed on the target "
+                           "too (schema: copy)", 10s));
+
+    // Renamed while pgshift is stopped, and written: the stream resumes before the rename, so
+    // the old name's record (kept on the target) is what tells.
+    REQUIRE(fx.daemon().terminate() == 0);
+    fx.source().exec("ALTER TABLE other RENAME TO \"Other Things\"");
+    fx.source().exec("UPDATE \"Other Things\" SET note = 'while stopped' WHERE id = 2");
+    fx.daemon().start();
+    REQUIRE(fx.converged({"public.renamed_t", "public.\"Other Things\""}, 60s));
+
+    // A swap of two tables' names, as online schema-change tools do, with both written after it:
+    // each table's changes must land in the table that holds its rows.
+    fx.source().exec("BEGIN; ALTER TABLE renamed_t RENAME TO swap_tmp; ALTER TABLE \"Other Things\" RENAME TO renamed_t; "
+                     "ALTER TABLE swap_tmp RENAME TO \"Other Things\"; COMMIT");
+    fx.source().exec("UPDATE renamed_t SET note = 'swapped, was other' WHERE id = 3; "
+                     "UPDATE \"Other Things\" SET note = 'swapped, was named' WHERE id = 3; "
+                     "INSERT INTO renamed_t VALUES (20, 'new in renamed_t'); "
+                     "INSERT INTO \"Other Things\" VALUES (21, 'new in Other Things')");
+    REQUIRE(fx.converged({"public.renamed_t", "public.\"Other Things\""}, 60s));
+    CHECK(fx.target().value("SELECT note FROM renamed_t WHERE id = 4") == "other 4");
+    CHECK(fx.target().value("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift_moved%'") == "0");
+    const auto log = read_all(fx.daemon().log_path());
+    INFO(log);
+    CHECK(log.find("belongs to another source relation (renamed too): moved aside as public.pgshift_moved_") !=
+          std::string::npos);
+    CHECK(log.find("error") == std::string::npos);
+
+    // Renamed and not written: listed (a cutover would find no table of that name on the new
+    // primary), until its next change renames it.
+    fx.source().exec("ALTER TABLE renamed_t RENAME TO quiet_t");
+    CHECK(wait_for_log(fx, "table public.renamed_t (renamed public.quiet_t on the source) has another name on the "
+                           "source: after a cutover the application would not find it on the new primary: it keeps its "
+                           "old name on the target until the table's next change arrives (with schema: copy pgshift "
+                           "renames it then): write the table on the source, or rename it on the target: ALTER TABLE "
+                           "\"public\".\"renamed_t\" RENAME TO \"quiet_t\"",
+                       30s));
+    fx.source().exec("UPDATE quiet_t SET note = 'written' WHERE id = 5");
+    REQUIRE(fx.converged({"public.quiet_t", "public.\"Other Things\""}, 60s));
+}
+
+TEST_CASE("initial copy: a table renamed on the source stops apply with the statement under schema: verify",
+          "[integration][initial_copy]")
+{
+    auto o = copy_options("renamedv", 0);
+    o.schema_sql = "CREATE TABLE named (id int PRIMARY KEY, note text);";
+    o.daemon.schema = "verify";
+    ReplicationFixture fx(o);
+    fx.source().exec("INSERT INTO named SELECT g, 'named ' || g FROM generate_series(1, 10) g");
+    fx.daemon().start();
+    REQUIRE(wait_copy_done(fx, 60s));
+    fx.source().exec("ALTER TABLE named RENAME TO renamed_t");
+    fx.source().exec("UPDATE renamed_t SET note = 'updated' WHERE id = 1");
+    CHECK(wait_for_log(fx, "table public.named was renamed to public.renamed_t on the source (the same relation): "
+                           "rename it on the target (ALTER TABLE \"public\".\"named\" RENAME TO \"renamed_t\"), then run "
+                           "`pgshift resume`", 30s));
+    CHECK(fx.target().value("SELECT note FROM named WHERE id = 1") == "named 1");
+    fx.target().exec("ALTER TABLE named RENAME TO renamed_t");
+    auto r = run_command({pgshift_binary().string(), "resume", "--config", fx.daemon().config_path().string()});
+    CHECK(r.exit_code == 0);
+    REQUIRE(fx.converged({"public.renamed_t"}, 60s));
+    CHECK(wait_for_log(fx, "table public.named was renamed to public.renamed_t on the source, and the target has "
+                           "public.renamed_t: applying its changes there", 10s));
+}

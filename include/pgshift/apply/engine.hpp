@@ -36,6 +36,7 @@
 #include "pgshift/apply/commit_order.hpp"
 #include "pgshift/apply/hold.hpp"
 #include "pgshift/apply/relations.hpp"
+#include "pgshift/apply/table_names.hpp"
 #include "pgshift/apply/worker.hpp"
 #include "pgshift/config/config.hpp"
 #include "pgshift/pg/connection.hpp"
@@ -63,6 +64,10 @@ public:
     [[nodiscard]] int server_version() const { return catalog_ ? catalog_->server_version() : 0; }
     /// Creates the workers' origins that do not exist yet (after every check passed).
     void ensure_origins();
+    /// Records the target's name of each published source table not recorded yet, so that a
+    /// rename on the source is followed (table_names.hpp; after ensure_origins()); `fresh`: the
+    /// slot is about to be created.
+    void record_table_names(const std::map<RelId, TableName>& published, bool fresh);
     /// Initialises worker 0's origin (first start only, before begin_session).
     void advance_origin(Lsn lsn);
     /// Connects the workers and binds their origins; transactions with commit_lsn < `resume`
@@ -116,7 +121,7 @@ private:
     int workers_count_;
     std::unique_ptr<pg::Connection> catalog_;
     std::unique_ptr<pg::Canceller> catalog_cancel_; ///< made by connect()
-    std::atomic<bool> altering_{false};              ///< follow_source_columns() runs its ALTER
+    std::atomic<bool> altering_{false};              ///< follow_source_columns() or _rename() runs its ALTER
     CommitOrder order_;
     Lsn resume_;
     std::atomic<bool> stopping_{false}; ///< long transactions are rolled back (set by run() on stop)
@@ -131,11 +136,18 @@ private:
         std::shared_ptr<const RelationInfo> info; ///< null until a change uses it
     };
     std::unordered_map<RelId, Known> relations_;
+    /// Before `known` is first resolved: when it names the table otherwise than the target's
+    /// record (table_names.hpp), renames the target's table (schema: copy) or stops with the
+    /// statement, once every earlier batch has committed.
+    void follow_source_rename(const Known& known, const std::atomic<bool>& stop);
     /// Before `known` is first resolved, with schema: copy: adds the columns the target lacks,
     /// makes nullable the NOT NULL ones the source dropped and widens the ones the source widened
-    /// (columns.hpp), once every earlier batch has committed (dispatches the open one, waits).
+    /// (columns.hpp), once every earlier batch has committed.
     /// `used_before`: the transaction being scanned changed the table under an older definition.
     void follow_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop);
+    /// Dispatches the open batch and waits until every batch has committed (for a change of the
+    /// target's schema that apply must see whole); Interrupted on a stop.
+    void wait_for_earlier_batches(const std::atomic<bool>& stop);
     std::uint64_t generation_ = 0;
 
     // Dependency tracking (scheduler thread only).
@@ -151,6 +163,7 @@ private:
     struct Handoff;
     std::unique_ptr<Handoff> handoff_;
     Hold* hold_ = nullptr;
+    TableNames table_names_; ///< the target's name of each source relation (renames on the source)
     std::unique_ptr<queue::Transaction> held_; ///< received at or after the hold point
     std::chrono::steady_clock::time_point last_durable_check_;
     bool durable_pending_ = false; ///< poll_durable() sent the query, its answer is not read yet

@@ -50,6 +50,10 @@
 //   subject pgshift's own target role to the policies (apply must see every row), nor with a
 //   role the target lacks: those are done by hand. A difference always blocks a switch, in
 //   either schema mode: it decides who sees which rows.
+// - Tables renamed on the source: apply renames the target's table when the table's next change
+//   arrives (table_names.hpp), at its place in the stream. One renamed and not written since is
+//   listed (from pgshift.table_names, this direction's records), with the statement to run by
+//   hand, and holds up a switch: the new primary would lack the table by its new name.
 #pragma once
 
 #include "pgshift/pg/connection.hpp"
@@ -67,6 +71,7 @@ enum class Change {
     grant, ///< privileges a role holds on the source and not on the target: steps grant them
     create, ///< a function, procedure or view of the tables' schemas the target lacks: steps create it
     secure, ///< a table's row-level security differs: steps, in one transaction, make it the source's
+    rename, ///< a table renamed on the source keeps its old name on the target until its next change
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -94,7 +99,7 @@ struct LaterObject {
     /// difference in row-level security (the new primary would show other rows).
     [[nodiscard]] bool blocks_switch(bool builds) const
     {
-        if (change == Change::secure)
+        if (change == Change::secure || change == Change::rename)
             return true;
         if (change == Change::grant || change == Change::create)
             return false;
