@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -411,21 +412,29 @@ void Engine::follow_source_rename(const Known& known, const std::atomic<bool>& s
         return;
     // Every earlier change of the table was applied under its old name.
     wait_for_earlier_batches(stop);
+    alter_target([&](pg::Connection& target) { table_names_.rename(target, rel.relid, *from, stream, adds_columns()); });
+}
+
+void Engine::alter_target(const std::function<void(pg::Connection&)>& change)
+{
+    struct Altering {
+        std::atomic<bool>& flag;
+        ~Altering() { flag.store(false, std::memory_order_release); }
+    } altering{altering_};
     altering_.store(true, std::memory_order_release);
+    if (cancelled_.load(std::memory_order_acquire))
+        throw Interrupted{};
     try {
-        if (cancelled_.load(std::memory_order_acquire))
-            throw Interrupted{};
-        table_names_.rename(catalog(), rel.relid, *from, stream, adds_columns());
-    } catch (const pg::PgError&) {
-        altering_.store(false, std::memory_order_release);
+        change(catalog());
+    } catch (const TargetError&) {
         if (cancelled_.load(std::memory_order_acquire))
             throw Interrupted{}; // the stop cancelled it: not an error
         throw;
-    } catch (...) {
-        altering_.store(false, std::memory_order_release);
+    } catch (const pg::PgError&) {
+        if (cancelled_.load(std::memory_order_acquire))
+            throw Interrupted{};
         throw;
     }
-    altering_.store(false, std::memory_order_release);
 }
 
 void Engine::follow_source_columns(const Known& known, bool used_before, const std::atomic<bool>& stop)
@@ -452,11 +461,7 @@ void Engine::follow_source_columns(const Known& known, bool used_before, const s
     // source table held before this transaction (what add_columns() decides on), and no batch
     // in flight writes rows under the old column list after the column's default is changed.
     wait_for_earlier_batches(stop);
-    auto& target = catalog();
-    altering_.store(true, std::memory_order_release);
-    try {
-        if (cancelled_.load(std::memory_order_acquire))
-            throw Interrupted{};
+    alter_target([&](pg::Connection& target) {
         if (!missing.empty()) {
             std::unique_ptr<pg::Connection> source;
             try {
@@ -473,16 +478,7 @@ void Engine::follow_source_columns(const Known& known, bool used_before, const s
             relax_dropped_columns(target, nsp + "." + std::string(rel.relname), qualified, dropped);
         if (!widened.empty())
             widen_columns(target, nsp + "." + std::string(rel.relname), qualified, widened);
-    } catch (const TargetError&) {
-        altering_.store(false, std::memory_order_release);
-        if (cancelled_.load(std::memory_order_acquire))
-            throw Interrupted{}; // the stop cancelled it: not an error
-        throw;
-    } catch (...) {
-        altering_.store(false, std::memory_order_release);
-        throw;
-    }
-    altering_.store(false, std::memory_order_release);
+    });
 }
 
 bool Engine::ready_to_dispatch(std::size_t enough) const

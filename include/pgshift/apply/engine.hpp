@@ -45,6 +45,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -148,6 +149,9 @@ private:
     /// Dispatches the open batch and waits until every batch has committed (for a change of the
     /// target's schema that apply must see whole); Interrupted on a stop.
     void wait_for_earlier_batches(const std::atomic<bool>& stop);
+    /// Runs `change` on the catalog connection as a change of the target's schema that a stop
+    /// may cancel (cancel_statements()): a failure after the cancel is Interrupted, not an error.
+    void alter_target(const std::function<void(pg::Connection&)>& change);
     std::uint64_t generation_ = 0;
 
     // Dependency tracking (scheduler thread only).
