@@ -133,6 +133,8 @@ int order_of(const LaterObject& o)
         return 6; // a policy may call a function created before it
     if (o.change == Change::rename)
         return -4;
+    if (o.what.rfind("partition ", 0) == 0)
+        return -1; // before what is built on the tables (after the drops: same rank as NOT NULL)
     if (o.change == Change::grant)
         return 3;
     if (o.change == Change::create)
@@ -666,6 +668,63 @@ std::vector<LaterObject> row_security_differs(pg::Connection& source, pg::Connec
     return out;
 }
 
+/// The partitions (at any depth) of the compared partitioned tables on the source: parent's
+/// display name, the partition's display and SQL names, the statement that creates it, its
+/// depth. Ordered by depth, so that a sub-partitioned partition comes before its own.
+std::string source_partitions_sql(bool publication)
+{
+    return "SELECT pn.nspname || '.' || pc.relname, n.nspname || '.' || c.relname, "
+           "       quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+           "       'CREATE TABLE ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' PARTITION OF ' || "
+           "       quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) || ' ' || pg_get_expr(c.relpartbound, c.oid) || "
+           "       CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END, "
+           "       tree.level, quote_ident(tn.nspname) || '.' || quote_ident(t.relname) "
+           "FROM " + tables_from(publication) +
+           "JOIN pg_namespace tn ON tn.oid = t.relnamespace "
+           "CROSS JOIN LATERAL pg_partition_tree(t.oid) tree "
+           "JOIN pg_class c ON c.oid = tree.relid AND tree.level > 0 "
+           "JOIN pg_namespace n ON n.oid = c.relnamespace "
+           "JOIN pg_class pc ON pc.oid = tree.parentrelid "
+           "JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+           "WHERE t.relkind = 'p' "
+           "ORDER BY tree.level, 2";
+}
+
+/// The partitions of the compared partitioned tables that the target lacks (made on the source
+/// later, as pg_partman and time-based schemes do ahead of the rows): apply would stop at the
+/// first row routed there ("no partition of relation ... found for row"), and after a cutover
+/// the application's rows for that range would be refused. Created with CREATE TABLE ...
+/// PARTITION OF (a moment's ACCESS EXCLUSIVE lock on the parent, waited for 2 s at most); it
+/// gets the parent's partitioned indexes and constraints as it is made.
+std::vector<LaterObject> partitions_missing(pg::Connection& source, pg::Connection& target, bool publication,
+                                            const std::string& tables_param, const std::set<std::string>& tables)
+{
+    auto src = source.exec_params(source_partitions_sql(publication), {tables_param});
+    std::vector<std::string> names;
+    for (int i = 0; i < src.rows(); ++i)
+        names.push_back(src.str(i, 2));
+    if (names.empty())
+        return {};
+    auto lacking = target.exec_params("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
+                                      {pg::text_array(names)});
+    std::set<std::string> missing;
+    for (int i = 0; i < lacking.rows(); ++i)
+        missing.insert(lacking.str(i, 0));
+    std::vector<LaterObject> out;
+    for (int i = 0; i < src.rows(); ++i) {
+        if (!missing.count(src.str(i, 2)) || !tables.count(src.str(i, 5)))
+            continue;
+        LaterObject o;
+        o.table = src.str(i, 0);
+        o.what = "partition " + src.str(i, 1);
+        o.name = src.str(i, 1);
+        o.constraint = true; // the target refuses the rows of its range
+        o.steps = {src.str(i, 3)};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
 /// The published tables of `publication` whose name on the source differs from the one recorded
 /// on the target for their relid (table_names.hpp): renamed, not written since.
 std::vector<LaterObject> renamed_unwritten(pg::Connection& source, pg::Connection& target,
@@ -823,6 +882,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     for (auto& o : privileges_missing(source, target, publication, tables_param))
         out.push_back(std::move(o));
     for (auto& o : routines_missing(source, target, publication, tables_param))
+        out.push_back(std::move(o));
+    for (auto& o : partitions_missing(source, target, publication, tables_param, tables))
         out.push_back(std::move(o));
     for (auto& o : row_security_differs(source, target, publication, tables_param, tables))
         out.push_back(std::move(o));

@@ -1255,9 +1255,10 @@ int run(const config::Config& loaded, const std::string& config_path)
             spdlog::error("stopping: the error above cannot be retried");
             return k_exit_failure;
         case SessionEnd::blocked:
-            // A rule the source dropped during the migration: dropped here too with schema: copy
-            // (then applied again at once), else named with the statement that drops it.
-            if (auto v = state.take_violation(); v && drop_rule_dropped_on_source(d.active(), *v, state)) {
+            // A rule the source dropped, or a partition it made, during the migration: dropped
+            // (created) here too with schema: copy (then applied again at once), else named with
+            // the statements.
+            if (auto v = state.take_violation(); v && change_target_for_rejected_row(d.active(), *v, state)) {
                 backoff.reset();
                 continue;
             }

@@ -53,31 +53,47 @@ std::unique_ptr<pg::Connection> connect_to(const std::string& conninfo, const co
 
 } // namespace
 
-bool drop_rule_dropped_on_source(const config::Config& cfg, const RuleViolation& v, DaemonState& state)
+bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolation& v, DaemonState& state)
 {
+    // ExecFindPartition's "no partition of relation ... found for row": a check violation that
+    // names the partitioned table and no constraint.
+    const bool routing = v.sqlstate == "23514" && v.constraint.empty();
     try {
         auto source = connect_to(cfg.source.conninfo, cfg);
         auto target = connect_to(cfg.target.conninfo, cfg);
         const std::vector<std::string> table{pg::quote_ident(v.schema) + "." + pg::quote_ident(v.table)};
-        for (const auto& o : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
+        std::vector<apply::LaterObject> matched;
+        for (auto& o : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
             const bool not_null = o.what.rfind("NOT NULL", 0) == 0;
-            if (!o.dropped() || (v.sqlstate == "23502" ? !not_null || o.name != v.column
-                                                     : not_null || o.name != v.constraint))
-                continue;
-            if (cfg.schema != config::SchemaMode::copy) {
+            if (routing ? o.what.rfind("partition ", 0) == 0 && o.by_hand.empty()
+                        : o.dropped() && (v.sqlstate == "23502" ? not_null && o.name == v.column
+                                                                : !not_null && o.name == v.constraint))
+                matched.push_back(std::move(o));
+        }
+        if (matched.empty())
+            return false;
+        if (cfg.schema != config::SchemaMode::copy) {
+            for (const auto& o : matched) {
                 auto line = o.line(false, "");
                 spdlog::error("{}", line);
                 state.set_last_error(state.snapshot().last_error + "; " + line);
-                return false;
             }
-            spdlog::warn("the target rejected a row for {}, which the source no longer has: dropping it on the "
-                         "target (schema: copy), then applying again",
-                         o.describe());
-            apply::change_target(*target, o);
-            return true;
+            return false;
         }
+        for (const auto& o : matched) {
+            if (routing)
+                spdlog::warn("the target has no partition of {} for a row the source has: creating {} on the target "
+                             "(schema: copy), then applying again",
+                             o.table, o.what);
+            else
+                spdlog::warn("the target rejected a row for {}, which the source no longer has: dropping it on the "
+                             "target (schema: copy), then applying again",
+                             o.describe());
+            apply::change_target(*target, o);
+        }
+        return true;
     } catch (const std::exception& e) {
-        spdlog::warn("could not compare the rule the target rejected a row for with the source's: {}", e.what());
+        spdlog::warn("could not compare the target's table that rejected a row with the source's: {}", e.what());
     }
     return false;
 }

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <thread>
+
 using namespace pgshift::test;
 using namespace std::chrono_literals;
 
@@ -52,4 +54,48 @@ TEST_CASE("partitioned: rows, cross-partition updates and TRUNCATE replicate thr
     REQUIRE(fx.converged(tables, 60s));
     CHECK(fx.target().value("SELECT count(*) FROM measures") == "1");
     CHECK(fx.daemon().running());
+}
+
+TEST_CASE("partitioned: partitions made on the source later are created on the target, at once when a row needs one",
+          "[integration][partitioned]")
+{
+    FixtureOptions o;
+    o.daemon.name = "newparts";
+    o.daemon.log_level = "info";
+    o.schema_sql = R"sql(
+        CREATE TABLE events (at date NOT NULL, n int NOT NULL, note text, PRIMARY KEY (at, n)) PARTITION BY RANGE (at);
+        CREATE INDEX events_note ON events (note);
+        CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+    )sql";
+    ReplicationFixture fx(o);
+    REQUIRE(fx.start_and_wait_streaming(30s));
+    const std::string partitions =
+        "SELECT string_agg(c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid) || ' ' || c.relkind::text, ', ' "
+        "ORDER BY c.relname) FROM pg_partition_tree('events') t JOIN pg_class c ON c.oid = t.relid WHERE t.level > 0";
+    // A partition made ahead of its rows (as pg_partman does), written within the same second:
+    // apply meets the row before the follower's next look, and the partition is made then.
+    exec_statements(fx.source(), R"sql(
+        CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        INSERT INTO events VALUES ('2025-05-01', 1, 'old range'), ('2026-05-01', 2, 'new range');
+    )sql");
+    REQUIRE(fx.converged({"public.events"}, 60s));
+    // One made ahead and not written yet, itself partitioned: the follower makes both levels.
+    exec_statements(fx.source(), R"sql(
+        CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01') PARTITION BY RANGE (at);
+        CREATE TABLE events_2027_h1 PARTITION OF events_2027 FOR VALUES FROM ('2027-01-01') TO ('2027-07-01');
+    )sql");
+    const auto on_source = fx.source().value(partitions);
+    for (int i = 0; i < 300 && fx.target().value(partitions) != on_source; ++i)
+        std::this_thread::sleep_for(100ms);
+    CHECK(fx.target().value(partitions) == on_source);
+    // They carry the parent's indexes.
+    CHECK(fx.target().value("SELECT count(*) FROM pg_indexes WHERE tablename = 'events_2027_h1'") == "2");
+    exec_statements(fx.source(), "INSERT INTO events VALUES ('2027-02-01', 3, 'pre-made range')");
+    REQUIRE(fx.converged({"public.events"}, 60s));
+    const auto log = fx.daemon().log_tail(400);
+    INFO(log);
+    CHECK(log.find("apply stopped") == std::string::npos);
+    CHECK(log.find("the target has no partition of public.events for a row the source has: creating partition "
+                   "public.events_2026 on the target (schema: copy), then applying again") != std::string::npos);
+    CHECK(log.find("partition public.events_2027_h1 of public.events") != std::string::npos);
 }

@@ -14,7 +14,9 @@
 //   any: an index pgshift is about to build is one the application's queries expect.
 // - Rules the source dropped (a unique constraint, a check, a NOT NULL) are dropped on the
 //   target with schema: copy at the next look; when apply meets a row that breaks one first, the
-//   main loop drops it at once (drop_rule_dropped_on_source) instead of stopping apply.
+//   main loop drops it at once (change_target_for_rejected_row) instead of stopping apply.
+// - So with a partition made on the source later: one the target lacks is created at the next
+//   look, or at once when apply meets a row the target has no partition for.
 // - A stop cancels a running build; the invalid index it leaves is dropped and built again at
 //   the next look of the next start.
 #pragma once
@@ -35,12 +37,14 @@ namespace pgshift::daemon {
 class DaemonState;
 
 /// After apply stopped because the target rejected a row for rule `v`: whether the source still
-/// has that rule (under its name, or its definition under another). When the source dropped it,
-/// with schema: copy it is dropped on the target and true returned (apply starts again at
-/// once); with verify the log and the status's error name the statement that drops it. False
-/// also when the source has it (the target diverged: the operator's to look at) or the
-/// comparison failed.
-[[nodiscard]] bool drop_rule_dropped_on_source(const config::Config& cfg, const RuleViolation& v, DaemonState& state);
+/// has that rule (under its name, or its definition under another), or, for a row no partition
+/// of the target's table takes, whether the source has partitions the target lacks. When the
+/// source dropped the rule or has the partitions, with schema: copy the rule is dropped (the
+/// partitions created) on the target and true returned (apply starts again at once); with
+/// verify the log and the status's error name the statements. False also when the source has
+/// the rule (the target diverged: the operator's to look at) or the comparison failed.
+[[nodiscard]] bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolation& v,
+                                                  DaemonState& state);
 
 class SchemaFollower {
 public:
