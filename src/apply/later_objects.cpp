@@ -137,6 +137,8 @@ int order_of(const LaterObject& o)
         return -1; // before what is built on the tables (after the drops: same rank as NOT NULL)
     if (o.change == Change::grant)
         return 3;
+    if (o.change == Change::create && o.what.rfind("value ", 0) == 0)
+        return -1; // an enum's value: before anything that may use it
     if (o.change == Change::create)
         return o.what.rfind("view", 0) == 0 ? 5 : 4; // a view may call a function
     if (o.dropped()) {
@@ -725,6 +727,118 @@ std::vector<LaterObject> partitions_missing(pg::Connection& source, pg::Connecti
     return out;
 }
 
+/// The enum types the compared tables' columns use (directly, as an array's element or under a
+/// domain): SQL name, display name, labels in their order (separated by chr(1)).
+std::string source_enums_sql(bool publication)
+{
+    return "WITH cols AS (SELECT DISTINCT a.atttypid AS typ FROM " + tables_from(publication) +
+           "  JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped), "
+           "types AS (SELECT typ FROM cols "
+           "  UNION SELECT t.typelem FROM pg_type t JOIN cols ON cols.typ = t.oid WHERE t.typelem <> 0 "
+           "  UNION SELECT t.typbasetype FROM pg_type t JOIN cols ON cols.typ = t.oid WHERE t.typtype = 'd') "
+           "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), n.nspname || '.' || t.typname, "
+           "       string_agg(e.enumlabel, chr(1) ORDER BY e.enumsortorder) "
+           "FROM types JOIN pg_type t ON t.oid = types.typ AND t.typtype = 'e' "
+           "JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid "
+           "GROUP BY 1, 2 ORDER BY 1";
+}
+
+std::vector<std::string> split_labels(const std::string& joined)
+{
+    std::vector<std::string> out;
+    std::string::size_type from = 0;
+    for (auto p = joined.find('\x01'); ; p = joined.find('\x01', from)) {
+        out.push_back(joined.substr(from, p == std::string::npos ? std::string::npos : p - from));
+        if (p == std::string::npos)
+            break;
+        from = p + 1;
+    }
+    return out;
+}
+
+/// The values of the compared tables' enum types that the target's same-named type lacks
+/// (`ALTER TYPE ... ADD VALUE` on the source during the migration, a common deploy step): apply
+/// would stop at the first row that uses one ("invalid input value for enum"), and after a
+/// cutover the application's writes of it would fail. Each is added where the source has it
+/// (AFTER the value before it, or BEFORE the first), so that the types sort alike. When the
+/// target's type has values the source's lacks (a RENAME VALUE there?), or orders its values
+/// otherwise, nothing is added: which value is which is the operator's to say.
+std::vector<LaterObject> enum_values_missing(pg::Connection& source, pg::Connection& target, bool publication,
+                                             const std::string& tables_param)
+{
+    auto src = source.exec_params(source_enums_sql(publication), {tables_param});
+    if (src.rows() == 0)
+        return {};
+    std::vector<std::string> names;
+    for (int i = 0; i < src.rows(); ++i)
+        names.push_back(src.str(i, 0));
+    auto dst = target.exec_params("SELECT x.t, (SELECT string_agg(e.enumlabel, chr(1) ORDER BY e.enumsortorder) "
+                                  "             FROM pg_enum e WHERE e.enumtypid = to_regtype(x.t)) "
+                                  "FROM unnest($1::text[]) x(t) WHERE to_regtype(x.t) IS NOT NULL",
+                                  {pg::text_array(names)});
+    std::map<std::string, std::vector<std::string>> on_target;
+    for (int i = 0; i < dst.rows(); ++i)
+        on_target[dst.str(i, 0)] = dst.is_null(i, 1) ? std::vector<std::string>{} : split_labels(dst.str(i, 1));
+    std::vector<LaterObject> out;
+    for (int i = 0; i < src.rows(); ++i) {
+        auto it = on_target.find(src.str(i, 0));
+        if (it == on_target.end())
+            continue; // the target lacks the type: the table's own problem
+        const auto want = split_labels(src.str(i, 2));
+        const auto& have = it->second;
+        std::vector<std::string> extra, shared;
+        for (const auto& l : have)
+            (std::find(want.begin(), want.end(), l) == want.end() ? extra : shared).push_back(l);
+        std::vector<std::string> in_source_order;
+        for (const auto& l : want)
+            if (std::find(have.begin(), have.end(), l) != have.end())
+                in_source_order.push_back(l);
+        const bool same_order = in_source_order == shared;
+        std::set<std::string> present(have.begin(), have.end());
+        std::vector<LaterObject> adds;
+        for (std::size_t k = 0; k < want.size(); ++k) {
+            if (present.count(want[k]))
+                continue;
+            std::string where;
+            for (std::size_t j = k; j-- > 0;)
+                if (present.count(want[j])) {
+                    where = " AFTER " + pg::quote_literal(want[j]);
+                    break;
+                }
+            if (where.empty())
+                for (std::size_t j = k + 1; j < want.size(); ++j)
+                    if (present.count(want[j])) {
+                        where = " BEFORE " + pg::quote_literal(want[j]);
+                        break;
+                    }
+            LaterObject o;
+            o.change = Change::create;
+            o.constraint = true; // the target refuses the value
+            o.what = "value " + pg::quote_literal(want[k]) + " of enum type " + src.str(i, 1);
+            o.name = src.str(i, 1);
+            o.steps = {"ALTER TYPE " + src.str(i, 0) + " ADD VALUE IF NOT EXISTS " + pg::quote_literal(want[k]) + where};
+            present.insert(want[k]);
+            adds.push_back(std::move(o));
+        }
+        if (adds.empty())
+            continue;
+        if (!extra.empty() || !same_order) {
+            std::string list;
+            for (const auto& l : extra)
+                list += (list.empty() ? "" : ", ") + pg::quote_literal(l);
+            for (auto& o : adds)
+                o.by_hand = extra.empty() ? "the target's type orders its values otherwise than the source's: make "
+                                            "them the same there (" + o.steps.front() + ")"
+                                          : "the target's type also has " + list + ", which the source's no longer "
+                                            "has (renamed there, ALTER TYPE ... RENAME VALUE?): make them the same "
+                                            "there (" + o.steps.front() + ")";
+        }
+        for (auto& o : adds)
+            out.push_back(std::move(o));
+    }
+    return out;
+}
+
 /// The published tables of `publication` whose name on the source differs from the one recorded
 /// on the target for their relid (table_names.hpp): renamed, not written since.
 std::vector<LaterObject> renamed_unwritten(pg::Connection& source, pg::Connection& target,
@@ -884,6 +998,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     for (auto& o : routines_missing(source, target, publication, tables_param))
         out.push_back(std::move(o));
     for (auto& o : partitions_missing(source, target, publication, tables_param, tables))
+        out.push_back(std::move(o));
+    for (auto& o : enum_values_missing(source, target, publication, tables_param))
         out.push_back(std::move(o));
     for (auto& o : row_security_differs(source, target, publication, tables_param, tables))
         out.push_back(std::move(o));

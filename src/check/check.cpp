@@ -912,18 +912,28 @@ private:
                         o.line(builds, "pgshift run grants them there once streaming (schema: copy)"));
                 continue;
             }
-            if (o.change == apply::Change::create) {
+            if (o.change == apply::Change::create && !o.constraint) {
                 warning(Side::target, "missing_routine",
                         o.line(builds, "pgshift run creates it there once streaming (schema: copy)"));
                 continue;
             }
-            if (o.change == apply::Change::secure) {
-                const auto line = o.line(builds, "pgshift run makes it the same there once streaming (schema: copy), "
-                                                 "and a cutover waits for that");
+            // What blocks a switch whatever the schema mode: a warning when run does it, else
+            // what a cutover will refuse.
+            auto blocking = [&](const char* code, const char* done) {
+                const auto line = o.line(builds, done);
                 if (builds && o.by_hand.empty())
-                    warning(Side::target, "row_security_differs", line);
+                    warning(Side::target, code, line);
                 else
-                    report(k_cutover, Side::target, "row_security_differs", line);
+                    report(k_cutover, Side::target, code, line);
+            };
+            if (o.change == apply::Change::create) {
+                blocking("missing_enum_value", "pgshift run adds it there once streaming (schema: copy), or at once "
+                                               "when a row needs it, and a cutover waits for that");
+                continue;
+            }
+            if (o.change == apply::Change::secure) {
+                blocking("row_security_differs", "pgshift run makes it the same there once streaming (schema: copy), "
+                                                 "and a cutover waits for that");
                 continue;
             }
             if (o.dropped()) {

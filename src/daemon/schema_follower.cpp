@@ -58,16 +58,20 @@ bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolati
     // ExecFindPartition's "no partition of relation ... found for row": a check violation that
     // names the partitioned table and no constraint.
     const bool routing = v.sqlstate == "23514" && v.constraint.empty();
+    // enum_in's error names neither the table nor the column: every replicated table's types.
+    const bool enum_value = v.sqlstate == "22P02";
     try {
         auto source = connect_to(cfg.source.conninfo, cfg);
         auto target = connect_to(cfg.target.conninfo, cfg);
         const std::vector<std::string> table{pg::quote_ident(v.schema) + "." + pg::quote_ident(v.table)};
         std::vector<apply::LaterObject> matched;
-        for (auto& o : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
+        for (auto& o : enum_value ? apply::schema_differences(*source, *target, cfg.publication_name(), k_read_lock_timeout)
+                                  : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
             const bool not_null = o.what.rfind("NOT NULL", 0) == 0;
-            if (routing ? o.what.rfind("partition ", 0) == 0 && o.by_hand.empty()
-                        : o.dropped() && (v.sqlstate == "23502" ? not_null && o.name == v.column
-                                                                : !not_null && o.name == v.constraint))
+            if (enum_value ? o.change == apply::Change::create && o.constraint && o.by_hand.empty()
+                : routing  ? o.what.rfind("partition ", 0) == 0 && o.by_hand.empty()
+                           : o.dropped() && (v.sqlstate == "23502" ? not_null && o.name == v.column
+                                                                   : !not_null && o.name == v.constraint))
                 matched.push_back(std::move(o));
         }
         if (matched.empty())
@@ -81,7 +85,11 @@ bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolati
             return false;
         }
         for (const auto& o : matched) {
-            if (routing)
+            if (enum_value)
+                spdlog::warn("the target refused a value of an enum type that the source has: adding {} on the target "
+                             "(schema: copy), then applying again",
+                             o.what);
+            else if (routing)
                 spdlog::warn("the target has no partition of {} for a row the source has: creating {} on the target "
                              "(schema: copy), then applying again",
                              o.table, o.what);

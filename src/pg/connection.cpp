@@ -154,6 +154,9 @@ std::optional<RuleViolation> violation_of(const pg_result* res)
     };
     RuleViolation v{field(PG_DIAG_SQLSTATE), field(PG_DIAG_SCHEMA_NAME), field(PG_DIAG_TABLE_NAME),
                     field(PG_DIAG_CONSTRAINT_NAME), field(PG_DIAG_COLUMN_NAME)};
+    // An enum value the target's type lacks (enum_in's error names no table).
+    if (v.sqlstate == "22P02" && field(PG_DIAG_MESSAGE_PRIMARY).rfind("invalid input value for enum ", 0) == 0)
+        return v;
     static const char* const k_rules[] = {"23502", "23503", "23505", "23514", "23P01"};
     if (std::find(std::begin(k_rules), std::end(k_rules), v.sqlstate) == std::end(k_rules) || v.table.empty())
         return std::nullopt;

@@ -408,6 +408,9 @@ psql_dst "CREATE ROLE chk_app"
 psql_src "CREATE FUNCTION public.chk_total(x integer) RETURNS integer LANGUAGE sql AS 'SELECT x + 1'"
 # And row-level security the target's items lack (a cutover waits for it in either mode).
 psql_src "ALTER TABLE items ENABLE ROW LEVEL SECURITY; CREATE POLICY chk_visible ON items FOR SELECT USING (id > 0)"
+# And a value added to an enum type of a selected table's column on the source only.
+for side in psql_src psql_dst; do $side "CREATE TYPE chk_mood AS ENUM ('a'); ALTER TABLE items ADD COLUMN mood chk_mood"; done
+psql_src "ALTER TYPE chk_mood ADD VALUE 'b'"
 write_config "$src" "$dst" $'apply: {workers: 2}\nschema: verify'
 check_expect 0
 has "warning: target: cutover will fail: " "unique constraint items_name_key of public.items exists on the source but not on the target: create it there: CREATE UNIQUE INDEX CONCURRENTLY items_name_key ON public.items USING btree (name); ALTER TABLE public.items ADD CONSTRAINT \"items_name_key\" UNIQUE USING INDEX \"items_name_key\"" \
@@ -425,6 +428,8 @@ has "warning: target: " "function public.chk_total(integer) exists on the source
   "a function the target lacks not reported"
 has "warning: target: cutover will fail: " "row-level security (on the source: enabled, 1 policy; on the target: off) of public.items differs between the servers: after a cutover the application's roles would see or change other rows on the new primary than on the old: make it the same there, in one transaction: CREATE POLICY chk_visible ON public.items AS PERMISSIVE FOR SELECT TO PUBLIC USING ((id > 0)); ... (2 statements)" \
   "row-level security the target lacks not reported as what cutover refuses"
+has "warning: target: cutover will fail: " "value 'b' of enum type public.chk_mood exists on the source but not on the target: create it there: ALTER TYPE public.chk_mood ADD VALUE IF NOT EXISTS 'b' AFTER 'a'" \
+  "an enum value the target lacks not reported as what cutover refuses"
 # pgshift's target role owns no table there: enabling it would subject apply to the policies.
 write_config "$src_user" "$dst_user"
 check_expect 0
@@ -436,6 +441,8 @@ write_config
 check_expect 0
 has "warning: target: " "row-level security (on the source: enabled, 1 policy; on the target: off) of public.items differs between the servers: after a cutover the application's roles would see or change other rows on the new primary than on the old: pgshift run makes it the same there once streaming (schema: copy), and a cutover waits for that" \
   "row-level security run makes the same not reported as such"
+has "warning: target: " "value 'b' of enum type public.chk_mood exists on the source but not on the target: pgshift run adds it there once streaming (schema: copy)" \
+  "an enum value run adds not reported as such"
 has "warning: target: " "check constraint items_name_short of public.items is on the target but not on the source: the target rejects rows the source accepts (apply stops at the first; after a cutover, the application's writes fail): pgshift run drops it there once streaming (schema: copy)" \
   "a rule run drops not reported as such"
 has "warning: target: " "privileges of role chk_app (SELECT on public.items) are on the source but not on the target: the application connecting as chk_app after a cutover is refused there: pgshift run grants them there once streaming (schema: copy)" \
@@ -447,6 +454,7 @@ psql_src "DROP INDEX orders_note_idx; ALTER TABLE items DROP CONSTRAINT items_na
 psql_dst "ALTER TABLE items DROP CONSTRAINT items_name_short; DROP ROLE chk_app"
 psql_src "REVOKE SELECT ON items FROM chk_app, chk_report; DROP ROLE chk_app; DROP ROLE chk_report; DROP FUNCTION public.chk_total(integer)"
 psql_src "DROP POLICY chk_visible ON items; ALTER TABLE items DISABLE ROW LEVEL SECURITY"
+for side in psql_src psql_dst; do $side "ALTER TABLE items DROP COLUMN mood; DROP TYPE chk_mood"; done
 echo "ok: indexes, constraints, privileges and row-level security the target lacks, a missing role, and a rule the target alone has, are reported (schema: verify: a unique constraint or row-level security stops the cutover, with the statements; schema: copy: run builds or drops them)"
 
 # 8. An invalid config file exits 78 with the key named.

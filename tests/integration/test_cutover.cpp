@@ -1007,6 +1007,53 @@ TEST_CASE("row-level security and the policies of the source's tables are made t
     CHECK(code == 0);
 }
 
+TEST_CASE("values added to an enum type on the source are added on the target in the same order",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30}"));
+    seed(fx);
+    const char* schema = "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN mood_d AS mood; "
+                         "CREATE TABLE moods (id int PRIMARY KEY, m mood, ms mood[], md mood_d)";
+    fx.source().exec(schema);
+    fx.target().exec(schema);
+    REQUIRE(fx.start_and_wait_streaming());
+    const std::string labels = "SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum "
+                               "WHERE enumtypid = 'mood'::regtype";
+    const std::vector<std::string> tables{"public.moods"};
+    // A deploy adds a value and writes it at once, in a column, an array and a domain: apply
+    // meets it before the follower's next look, and the value is added then.
+    fx.source().exec("ALTER TYPE mood ADD VALUE 'happy' AFTER 'ok'");
+    fx.source().exec("INSERT INTO moods VALUES (1, 'happy', '{happy,sad}', 'happy'), (2, 'ok', '{}', 'sad')");
+    REQUIRE(fx.converged(tables, 30s));
+    // Values added before others, not written yet: the follower adds them where the source has them.
+    fx.source().exec("ALTER TYPE mood ADD VALUE 'meh' BEFORE 'ok'; ALTER TYPE mood ADD VALUE 'angry' BEFORE 'sad'");
+    const auto on_source = fx.source().value(labels);
+    REQUIRE(on_source == "angry,sad,meh,ok,happy");
+    CHECK(wait_for([&] { return fx.target().value(labels) == on_source; }, 30s));
+    CHECK(fx.target().value(labels) == on_source);
+    fx.source().exec("INSERT INTO moods VALUES (3, 'angry', '{meh,angry}', 'meh')");
+    REQUIRE(fx.converged(tables, 30s));
+    CHECK(fx.target().value("SELECT string_agg(id::text, ',' ORDER BY m, id) FROM moods") ==
+          fx.source().value("SELECT string_agg(id::text, ',' ORDER BY m, id) FROM moods"));
+    auto url = fx.daemon().control_url();
+    auto status = [&] { return http("GET", url + "/v1/status"); };
+    CHECK(wait_for([&] { return status().find("\"schema_differences\":[]") != std::string::npos; }, 20s));
+    // A value only the target has (renamed on the source?): which is which is the operator's.
+    fx.target().exec("ALTER TYPE mood ADD VALUE 'target_only'");
+    fx.source().exec("ALTER TYPE mood ADD VALUE 'calm'");
+    CHECK(wait_for([&] { return status().find("value 'calm' of enum type public.mood exists on the source but not on "
+                                              "the target: the target's type also has 'target_only', which the "
+                                              "source's no longer has") != std::string::npos; },
+                   30s));
+    CHECK(fx.target().value(labels) == "angry,sad,meh,ok,happy,target_only");
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(log);
+    CHECK(log.find("the target refused a value of an enum type that the source has: adding value 'happy' of enum "
+                   "type public.mood on the target (schema: copy), then applying again") != std::string::npos);
+    CHECK(log.find("apply stopped") == std::string::npos);
+}
+
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",
           "[integration][cutover]")
 {

@@ -41,6 +41,10 @@
 //   pg_get_functiondef / pg_get_viewdef (read with search_path pg_catalog, so every name is
 //   qualified). One that cannot be created yet (it uses another the target lacks) is tried again
 //   at the next look; a changed definition is not followed.
+// - Values added to the enum types of the replicated columns (ALTER TYPE ... ADD VALUE, which
+//   decoding does not carry): each one the target's type lacks is added at the same place in
+//   the order, and blocks a switch until it is. A target type with values the source's lacks,
+//   or in another order, is the operator's (reported with the statement).
 // - Row-level security: schema: copy creates tables without it (pg_dump's ROW SECURITY and
 //   POLICY entries are not restored), and the privileges above then let the application's roles
 //   read every row on the new primary where the old one showed them their own. Per replicated
@@ -69,7 +73,7 @@ enum class Change {
     build, ///< the source has it and the target lacks it: steps create it
     drop,  ///< a rule on the target only (the source dropped it): steps drop it
     grant, ///< privileges a role holds on the source and not on the target: steps grant them
-    create, ///< a function, procedure or view of the tables' schemas the target lacks: steps create it
+    create, ///< a function, procedure or view of the tables' schemas, or an enum value, the target lacks
     secure, ///< a table's row-level security differs: steps, in one transaction, make it the source's
     rename, ///< a table renamed on the source keeps its old name on the target until its next change
 };
@@ -101,7 +105,9 @@ struct LaterObject {
     {
         if (change == Change::secure || change == Change::rename)
             return true;
-        if (change == Change::grant || change == Change::create)
+        if (change == Change::create)
+            return constraint; // an enum's value: the new primary would refuse it
+        if (change == Change::grant)
             return false;
         return change == Change::drop ? builds : constraint || builds;
     }

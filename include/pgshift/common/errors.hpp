@@ -40,7 +40,7 @@ private:
 /// The rule a row broke on a server, from the error's fields: a not-null (23502), foreign-key
 /// (23503), unique (23505), check (23514) or exclusion (23P01) violation.
 struct RuleViolation {
-    std::string sqlstate;
+    std::string sqlstate;      ///< a 23xxx integrity violation, or 22P02 for an enum value the type lacks
     std::string schema, table; ///< the table the rule belongs to
     std::string constraint;    ///< the constraint's or unique index's name (empty for not-null)
     std::string column;        ///< for a not-null violation
