@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -140,7 +141,9 @@ int order_of(const LaterObject& o)
     if (o.change == Change::create && o.what.rfind("value ", 0) == 0)
         return -1; // an enum's value: before anything that may use it
     if (o.change == Change::create)
-        return o.what.rfind("view", 0) == 0 ? 5 : 4; // a view may call a function
+        return o.what.rfind("view", 0) == 0 || o.what.rfind("definition of view", 0) == 0 ? 5 : 4; // a view may call a function
+    if (!o.dropped() && o.what.rfind("trigger ", 0) == 0)
+        return 5; // after the functions it calls
     if (o.dropped()) {
         if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)
             return -3;
@@ -189,8 +192,9 @@ std::string LaterObject::line(bool builds, const std::string& done) const
     std::string line = describe();
     switch (change) {
     case Change::drop:
-        line += " is on the target but not on the source: the target rejects rows the source accepts (apply stops "
-                "at the first; after a cutover, the application's writes fail): ";
+        line += constraint ? " is on the target but not on the source: the target rejects rows the source accepts "
+                             "(apply stops at the first; after a cutover, the application's writes fail): "
+                           : " is on the target but not on the source: after a cutover it would fire there: ";
         break;
     case Change::grant:
         line += " are on the source but not on the target: the application connecting as " + name +
@@ -457,11 +461,19 @@ std::string source_routines_sql(bool publication)
            "ORDER BY 1, 4";
 }
 
-/// Which of the names (from source_routines_sql: $1 kinds, $2 names) the target has: a function
-/// or procedure by schema, name and argument types, a view by any relation of its name. Read
-/// with search_path pg_catalog too, so that argument types print as on the source.
+/// Which of the names (from source_routines_sql: $1 kinds, $2 names) the target has, with its
+/// definition as source_routines_sql makes it: a function or procedure by schema, name and
+/// argument types, a view by any relation of its name (its definition only if it is a view).
+/// Read with search_path pg_catalog too, so that argument types print as on the source.
 const char* const k_target_routines =
-    "SELECT x.name FROM unnest($1::text[], $2::text[]) AS x(kind, name) WHERE CASE x.kind "
+    "SELECT x.name, CASE x.kind "
+    "  WHEN 'view' THEN (SELECT 'CREATE VIEW ' || x.name || coalesce(' WITH (' || array_to_string(c.reloptions, ', ') "
+    "                           || ')', '') || ' AS ' || pg_get_viewdef(c.oid) "
+    "                    FROM pg_class c WHERE c.oid = to_regclass(x.name) AND c.relkind = 'v') "
+    "  ELSE (SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "        WHERE quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || "
+    "              oidvectortypes(p.proargtypes) || ')' = x.name) END "
+    "FROM unnest($1::text[], $2::text[]) AS x(kind, name) WHERE CASE x.kind "
     "  WHEN 'view' THEN to_regclass(x.name) IS NOT NULL "
     "  ELSE EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
     "               WHERE quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || "
@@ -484,18 +496,30 @@ std::vector<LaterObject> routines_missing(pg::Connection& source, pg::Connection
     target.exec("SET LOCAL search_path = pg_catalog");
     auto present = target.exec_params(k_target_routines, {pg::text_array(kinds), pg::text_array(names)});
     target.exec("SET LOCAL search_path TO DEFAULT");
-    std::set<std::string> have;
+    std::map<std::string, std::optional<std::string>> have; // name -> definition (none: not a view)
     for (int i = 0; i < present.rows(); ++i)
-        have.insert(present.str(i, 0));
+        have[present.str(i, 0)] = present.is_null(i, 1) ? std::nullopt : std::optional(present.str(i, 1));
     std::vector<LaterObject> out;
     for (int i = 0; i < src.rows(); ++i) {
-        if (have.count(src.str(i, 1)))
+        const auto kind = src.str(i, 0), name = src.str(i, 1), def = src.str(i, 2);
+        auto h = have.find(name);
+        if (h != have.end() && (!h->second || *h->second == def))
             continue;
         LaterObject o;
         o.change = Change::create;
-        o.what = src.str(i, 0) + " " + src.str(i, 1);
-        o.name = src.str(i, 1);
-        o.steps = {src.str(i, 2)};
+        o.name = name;
+        if (h == have.end()) {
+            o.what = kind + " " + name;
+            o.steps = {def};
+        } else {
+            // Changed on the source (CREATE OR REPLACE): replaced on the target. A function's
+            // definition says CREATE OR REPLACE already; a view's is made to. A change that
+            // cannot be made in place (another return type, a view's columns dropped or renamed)
+            // fails with PostgreSQL's error, listed.
+            o.what = "definition of " + kind + " " + name;
+            const std::string create_view = "CREATE VIEW ";
+            o.steps = {def.rfind(create_view, 0) == 0 ? "CREATE OR REPLACE VIEW " + def.substr(create_view.size()) : def};
+        }
         out.push_back(std::move(o));
     }
     return out;
@@ -839,6 +863,108 @@ std::vector<LaterObject> enum_values_missing(pg::Connection& source, pg::Connect
     return out;
 }
 
+/// Not one of pgshift's own (the cutover's write fence, whose function is in the schema pgshift).
+constexpr const char* k_not_pgshift_trigger =
+    "NOT EXISTS (SELECT 1 FROM pg_proc fp JOIN pg_namespace fn ON fn.oid = fp.pronamespace "
+    "            WHERE fp.oid = g.tgfoid AND fn.nspname = 'pgshift')";
+
+/// The compared tables' triggers (their own, not a partition's clone of its parent's, nor a
+/// constraint's): table display and SQL names, trigger name, definition, enabled state. Read with
+/// search_path pg_catalog, so that the function comes qualified.
+std::string source_triggers_sql(bool publication)
+{
+    return "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
+           "       g.tgname, pg_get_triggerdef(g.oid), g.tgenabled::text "
+           "FROM " + tables_from(publication) +
+           "JOIN pg_namespace n ON n.oid = t.relnamespace "
+           "JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal AND g.tgparentid = 0 "
+           "WHERE " + std::string(k_not_pgshift_trigger) + " ORDER BY 2, 3";
+}
+
+/// The same on the target for $1 (SQL names of tables it has).
+std::string target_triggers_sql()
+{
+    return std::string("SELECT x.tbl, g.tgname, pg_get_triggerdef(g.oid), g.tgenabled::text "
+                       "FROM unnest($1::text[]) x(tbl) "
+                       "JOIN pg_trigger g ON g.tgrelid = to_regclass(x.tbl) AND NOT g.tgisinternal AND g.tgparentid = 0 "
+                       "WHERE ") +
+           k_not_pgshift_trigger;
+}
+
+/// "ALTER TABLE t ENABLE ALWAYS TRIGGER g" for a trigger state other than the default ('O').
+std::string trigger_state_statement(const std::string& table_sql, const std::string& name, const std::string& state)
+{
+    const char* how = state == "A" ? " ENABLE ALWAYS TRIGGER " : state == "R" ? " ENABLE REPLICA TRIGGER "
+                      : state == "D" ? " DISABLE TRIGGER " : " ENABLE TRIGGER ";
+    return "ALTER TABLE " + table_sql + how + pg::quote_ident(name);
+}
+
+/// Triggers made, changed or dropped on the compared source tables after they reached the
+/// target (an audit trigger, an updated_at trigger of a deploy): after a cutover the new
+/// primary would behave otherwise on the application's writes. Missing ones are created (with
+/// their enabled state), changed ones dropped and created again, ones the source dropped
+/// dropped. They do not fire during apply (session_replication_role = replica), unless
+/// enabled ALWAYS or REPLICA, as on the source.
+std::vector<LaterObject> triggers_differ(pg::Connection& source, pg::Connection& target, bool publication,
+                                         const std::string& tables_param, const std::set<std::string>& tables,
+                                         const std::map<std::string, std::string>& display)
+{
+    source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = source.exec_params(source_triggers_sql(publication), {tables_param});
+    source.exec("SET LOCAL search_path TO DEFAULT");
+    target.exec("SET LOCAL search_path = pg_catalog");
+    auto dst = target.exec_params(target_triggers_sql(), {pg::text_array({tables.begin(), tables.end()})});
+    target.exec("SET LOCAL search_path TO DEFAULT");
+    struct Trigger {
+        std::string def, state;
+    };
+    std::map<std::pair<std::string, std::string>, Trigger> want, have; // (table SQL, name)
+    for (int i = 0; i < src.rows(); ++i)
+        if (tables.count(src.str(i, 1)))
+            want[{src.str(i, 1), src.str(i, 2)}] = {src.str(i, 3), src.str(i, 4)};
+    for (int i = 0; i < dst.rows(); ++i)
+        have[{dst.str(i, 0), dst.str(i, 1)}] = {dst.str(i, 2), dst.str(i, 3)};
+    auto shown = [&](const std::string& table_sql) {
+        auto d = display.find(table_sql);
+        return d != display.end() ? d->second : table_sql;
+    };
+    std::vector<LaterObject> out;
+    for (const auto& [key, t] : want) {
+        const auto& [table_sql, name] = key;
+        auto h = have.find(key);
+        if (h != have.end() && h->second.def == t.def && h->second.state == t.state)
+            continue;
+        LaterObject o;
+        o.table = shown(table_sql);
+        o.name = name;
+        const auto drop = "DROP TRIGGER IF EXISTS " + pg::quote_ident(name) + " ON " + table_sql;
+        if (h == have.end()) {
+            o.what = "trigger " + name;
+            o.steps = {t.def};
+        } else if (h->second.def != t.def) {
+            o.what = "trigger " + name + " as the source now defines it";
+            o.steps = {drop, t.def};
+        } else {
+            o.what = "trigger " + name + " in its state on the source";
+        }
+        if (t.state != "O" || (h != have.end() && h->second.state != t.state))
+            o.steps.push_back(trigger_state_statement(table_sql, name, t.state));
+        out.push_back(std::move(o));
+    }
+    for (const auto& [key, t] : have) {
+        if (want.count(key))
+            continue;
+        LaterObject o;
+        o.table = shown(key.first);
+        o.name = key.second;
+        o.what = "trigger " + key.second;
+        o.change = Change::drop;
+        o.steps = {"DROP TRIGGER IF EXISTS " + pg::quote_ident(key.second) + " ON " + key.first};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
 /// The published tables of `publication` whose name on the source differs from the one recorded
 /// on the target for their relid (table_names.hpp): renamed, not written since.
 std::vector<LaterObject> renamed_unwritten(pg::Connection& source, pg::Connection& target,
@@ -1000,6 +1126,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     for (auto& o : partitions_missing(source, target, publication, tables_param, tables))
         out.push_back(std::move(o));
     for (auto& o : enum_values_missing(source, target, publication, tables_param))
+        out.push_back(std::move(o));
+    for (auto& o : triggers_differ(source, target, publication, tables_param, tables, display))
         out.push_back(std::move(o));
     for (auto& o : row_security_differs(source, target, publication, tables_param, tables))
         out.push_back(std::move(o));

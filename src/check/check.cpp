@@ -936,6 +936,12 @@ private:
                                                  "and a cutover waits for that");
                 continue;
             }
+            if (o.what.rfind("trigger ", 0) == 0) {
+                warning(Side::target, "trigger_differs",
+                        o.line(builds, std::string("pgshift run ") + (o.dropped() ? "drops" : "creates") +
+                                           " it there once streaming (schema: copy), and a cutover waits for that"));
+                continue;
+            }
             if (o.dropped()) {
                 warning(Side::target, "target_only_rule",
                         o.line(builds, "pgshift run drops it there once streaming (schema: copy), and a cutover "

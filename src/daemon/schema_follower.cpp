@@ -70,7 +70,7 @@ bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolati
             const bool not_null = o.what.rfind("NOT NULL", 0) == 0;
             if (enum_value ? o.change == apply::Change::create && o.constraint && o.by_hand.empty()
                 : routing  ? o.what.rfind("partition ", 0) == 0 && o.by_hand.empty()
-                           : o.dropped() && (v.sqlstate == "23502" ? not_null && o.name == v.column
+                           : o.dropped() && o.constraint && (v.sqlstate == "23502" ? not_null && o.name == v.column
                                                                    : !not_null && o.name == v.constraint))
                 matched.push_back(std::move(o));
         }
@@ -186,7 +186,15 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         state_.set_schema_differences(std::move(lines), std::move(blocking));
     };
 
-    auto missing = apply::schema_differences(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
+    auto differences = [&] {
+        auto all = apply::schema_differences(*source_, *target_, cfg.publication_name(), k_read_lock_timeout);
+        std::erase_if(all, [&](const apply::LaterObject& o) {
+            auto it = replaced_.find(o.describe());
+            return it != replaced_.end() && !o.steps.empty() && it->second == o.steps.front();
+        });
+        return all;
+    };
+    auto missing = differences();
     std::set<std::string> names;
     for (const auto& o : missing)
         names.insert(o.describe());
@@ -195,6 +203,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
     if (!builds)
         return;
     bool built = false;
+    auto remaining = missing; // what the status lists while the others are made
     for (const auto& o : missing) {
         if (stop.load())
             return;
@@ -216,10 +225,16 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             if (stop.load())
                 return;
             apply::change_target(*target_, o);
+            if (o.what.rfind("definition of ", 0) == 0)
+                replaced_[name] = o.steps.front();
             spdlog::info("{} {} on the target in {:.1f} s", name, verbs_of(o).done,
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
             failed_.erase(name);
             built = true;
+            // Off the status at once: a switch asked for right after must not be refused for it
+            // while the next comparison runs.
+            std::erase_if(remaining, [&](const apply::LaterObject& r) { return r.describe() == name; });
+            report(remaining);
         } catch (const pg::PgError& e) {
             if (stop.load() || e.broken())
                 throw;
@@ -231,7 +246,7 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
         }
     }
     if (built || !failed_.empty())
-        report(apply::schema_differences(*source_, *target_, cfg.publication_name(), k_read_lock_timeout));
+        report(differences());
 }
 
 } // namespace pgshift::daemon

@@ -920,6 +920,18 @@ TEST_CASE("functions, procedures and views of the tables' schemas reach the targ
     const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     INFO(log);
     CHECK(log.find("view public.busy_accounts created on the target") != std::string::npos);
+    // A deploy changes a function's body and adds a column to a view: replaced on the target.
+    fx.source().exec(R"(CREATE OR REPLACE FUNCTION public.order_count(w int) RETURNS bigint LANGUAGE sql STABLE
+                          AS $$ SELECT count(*) FROM public.orders WHERE writer = w AND seq > 1 $$;
+                        CREATE OR REPLACE VIEW public.busy_accounts WITH (security_barrier) AS
+                          SELECT id, balance, public.order_count(id) AS orders, balance > 0 AS positive FROM public.accounts)");
+    const auto changed = fx.source().value(objects);
+    REQUIRE(changed != on_source);
+    CHECK(wait_for([&] { return fx.target().value(objects) == changed; }, 30s));
+    CHECK(fx.target().value(objects) == changed);
+    CHECK(fx.target().value("SELECT orders || ' ' || positive FROM busy_accounts WHERE id = 3") == "1 true");
+    CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
+                   20s));
 }
 
 TEST_CASE("row-level security and the policies of the source's tables are made the same on the target, a cutover waits for them",
@@ -1052,6 +1064,50 @@ TEST_CASE("values added to an enum type on the source are added on the target in
     CHECK(log.find("the target refused a value of an enum type that the source has: adding value 'happy' of enum "
                    "type public.mood on the target (schema: copy), then applying again") != std::string::npos);
     CHECK(log.find("apply stopped") == std::string::npos);
+}
+
+TEST_CASE("triggers made, changed and dropped on the source are made the same on the target", "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30}"));
+    seed(fx);
+    // The trigger function exists on the source only: the follower creates it before the triggers.
+    fx.source().exec(R"(CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql
+                          AS $$ BEGIN NEW.note := coalesce(NEW.note, '') || ' touched'; RETURN NEW; END $$)");
+    REQUIRE(fx.start_and_wait_streaming());
+    const std::string triggers =
+        "SELECT coalesce(string_agg(tgrelid::regclass || ' ' || tgenabled::text || ' ' || pg_get_triggerdef(oid), E'\n' "
+        "ORDER BY tgrelid::regclass::text, tgname), '') FROM pg_trigger WHERE NOT tgisinternal";
+    fx.source().exec(R"(CREATE TRIGGER orders_touch BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION public.touch();
+                        CREATE TRIGGER accounts_touch BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION public.touch();
+                        ALTER TABLE accounts DISABLE TRIGGER accounts_touch)");
+    auto on_source = fx.source().value(triggers);
+    CHECK(wait_for([&] { return fx.target().value(triggers) == on_source; }, 30s));
+    CHECK(fx.target().value(triggers) == on_source);
+    // It fires on the source only: the target gets the row as the source wrote it.
+    fx.source().exec("INSERT INTO orders (writer, seq, note) VALUES (5, 1, 'row')");
+    REQUIRE(fx.converged(k_tables, 30s));
+    CHECK(fx.target().value("SELECT note FROM orders WHERE writer = 5") == "row touched");
+    // A deploy changes one and drops the other.
+    fx.source().exec(R"(DROP TRIGGER orders_touch ON orders;
+                        CREATE TRIGGER orders_touch BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION public.touch();
+                        DROP TRIGGER accounts_touch ON accounts)");
+    on_source = fx.source().value(triggers);
+    CHECK(wait_for([&] { return fx.target().value(triggers) == on_source; }, 30s));
+    CHECK(fx.target().value(triggers) == on_source);
+    auto url = fx.daemon().control_url();
+    CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
+                   20s));
+    // And the new primary then behaves as the old one did.
+    auto [code, json] = operation(fx.daemon(), "cutover");
+    INFO(json);
+    REQUIRE(code == 0);
+    fx.target().exec("INSERT INTO orders (writer, seq, note) VALUES (6, 1, 'after')");
+    CHECK(fx.target().value("SELECT note FROM orders WHERE writer = 6") == "after touched");
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(log);
+    CHECK(log.find("trigger accounts_touch of public.accounts is no longer on the source: dropping it on the target") !=
+          std::string::npos);
 }
 
 TEST_CASE("loop prevention: a transaction tagged with one of the migration's own origins is not streamed back",

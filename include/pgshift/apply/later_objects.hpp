@@ -40,7 +40,12 @@
 //   need. Compared by name (and argument types); one the target lacks is created from
 //   pg_get_functiondef / pg_get_viewdef (read with search_path pg_catalog, so every name is
 //   qualified). One that cannot be created yet (it uses another the target lacks) is tried again
-//   at the next look; a changed definition is not followed.
+//   at the next look. A definition changed on the source (CREATE OR REPLACE) is replaced on the
+//   target ("definition of function ..."); one that cannot be replaced in place fails with
+//   PostgreSQL's error, listed.
+// - Triggers of the replicated tables made, changed (definition or enabled state) or dropped on
+//   the source: made the same on the target (they fire there after a cutover). With schema: copy
+//   a difference blocks a switch, as a missing index does.
 // - Values added to the enum types of the replicated columns (ALTER TYPE ... ADD VALUE, which
 //   decoding does not carry): each one the target's type lacks is added at the same place in
 //   the order, and blocks a switch until it is. A target type with values the source's lacks,

@@ -73,6 +73,9 @@ private:
     std::map<std::string, std::string> failed_; ///< object -> its last build error (logged when it changes)
     std::vector<std::string> reported_;         ///< what the last look reported
     std::string look_failed_;                   ///< why the last look failed (logged when it changes)
+    /// Definitions replaced on the target (object -> statement): one that still differs after
+    /// its statement ran is printed otherwise by the target's server, not changed again.
+    std::map<std::string, std::string> replaced_;
 };
 
 } // namespace pgshift::daemon
