@@ -1,0 +1,317 @@
+// Who may do what on the target's replicated tables: roles' privileges and row-level security
+// (see later_objects.hpp for why each is compared and how it is made the same).
+#include "later_kinds.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace pgshift::apply::later {
+
+namespace {
+
+/// For each role that owns or was granted one of the source's compared tables, or a view of
+/// their schemas (not a superuser): the privileges it holds on the source (owned, granted or
+/// inherited) on the table or view, the sequences the table owns and the schema. Rows: role, kind (TABLE, SEQUENCE, SCHEMA),
+/// object (SQL name), privileges (comma-separated), whether the role is the session's own.
+std::string source_privileges_sql(bool publication)
+{
+    return "WITH p AS (SELECT t.oid, t.relowner, t.relacl, t.relnamespace, n.nspname, t.relname FROM " +
+           tables_from(publication) +
+           "  JOIN pg_namespace n ON n.oid = t.relnamespace), "
+           // The views of the tables' schemas too (the follower creates the missing ones, owned
+           // by pgshift's target role), not an extension's.
+           "t AS (SELECT * FROM p UNION ALL "
+           "  SELECT v.oid, v.relowner, v.relacl, v.relnamespace, n.nspname, v.relname FROM pg_class v "
+           "  JOIN pg_namespace n ON n.oid = v.relnamespace "
+           "  WHERE v.relkind = 'v' AND v.relnamespace IN (SELECT relnamespace FROM p) "
+           "    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+           "                    AND d.objid = v.oid AND d.deptype = 'e')), "
+           "r AS (SELECT DISTINCT t.oid AS tbl, ro.oid AS role, ro.rolname FROM t "
+           "  JOIN pg_roles ro ON ro.oid = t.relowner "
+           "    OR ro.oid IN (SELECT grantee FROM aclexplode(coalesce(t.relacl, acldefault('r', t.relowner)))) "
+           "  WHERE NOT ro.rolsuper), "
+           "o AS (SELECT t.oid AS tbl, 'TABLE' AS kind, t.oid AS obj, "
+           "         quote_ident(t.nspname) || '.' || quote_ident(t.relname) AS sql, "
+           "         '{SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER}'::text[] AS privs FROM t "
+           "  UNION ALL "
+           "  SELECT t.oid, 'SEQUENCE', s.oid, quote_ident(sn.nspname) || '.' || quote_ident(s.relname), "
+           "         '{USAGE,SELECT,UPDATE}' FROM t "
+           "  JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid "
+           "   AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+           "  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+           "  JOIN pg_namespace sn ON sn.oid = s.relnamespace "
+           "  UNION ALL "
+           "  SELECT t.oid, 'SCHEMA', t.relnamespace, quote_ident(t.nspname), '{USAGE}' FROM t) "
+           "SELECT * FROM (SELECT DISTINCT r.rolname AS role, o.kind AS kind, o.sql AS obj, array_to_string(ARRAY("
+           "    SELECT p FROM unnest(o.privs) p WHERE CASE o.kind "
+           "      WHEN 'TABLE' THEN has_table_privilege(r.role, o.obj, p) "
+           "      WHEN 'SEQUENCE' THEN has_sequence_privilege(r.role, o.obj, p) "
+           "      ELSE has_schema_privilege(r.role, o.obj, p) END), ',') AS privs, "
+           "  r.rolname = current_user AS own "
+           "FROM r JOIN o ON o.tbl = r.tbl) x "
+           "ORDER BY role, CASE kind WHEN 'TABLE' THEN 0 WHEN 'SEQUENCE' THEN 1 ELSE 2 END, obj";
+}
+
+/// The privileges of source_privileges_sql()'s rows that the same-named role lacks on the
+/// target ($1..$4: role, kind, object, privileges); all of them when the role does not exist
+/// there, none for an object the target lacks (the table watch's).
+const char* const k_target_privileges_missing =
+    "SELECT x.role, x.kind, x.obj, to_regrole(quote_ident(x.role)) IS NULL, array_to_string(ARRAY("
+    "    SELECT p FROM unnest(string_to_array(x.privs, ',')) p WHERE CASE "
+    "      WHEN to_regrole(quote_ident(x.role)) IS NULL THEN true "
+    "      WHEN x.kind = 'SCHEMA' THEN CASE WHEN to_regnamespace(x.obj) IS NULL THEN false "
+    "        ELSE NOT has_schema_privilege(x.role, to_regnamespace(x.obj)::oid, p) END "
+    "      WHEN to_regclass(x.obj) IS NULL THEN false "
+    "      WHEN x.kind = 'TABLE' THEN NOT has_table_privilege(x.role, to_regclass(x.obj)::oid, p) "
+    "      ELSE NOT has_sequence_privilege(x.role, to_regclass(x.obj)::oid, p) END), ',') "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(role, kind, obj, privs)";
+
+} // namespace
+
+/// One LaterObject per role: the privileges it holds on the source's compared tables (their
+/// sequences and schemas) and lacks on the target, with the GRANT statements; a role the target
+/// lacks is done by hand. pgshift's own source role is left out when the target has no role of
+/// its name (the roles of a migration often differ between the servers).
+std::vector<LaterObject> privileges_missing(const Scope& s)
+{
+    auto& source = s.source;
+    auto& target = s.target;
+    const bool publication = s.publication;
+    const auto& tables_param = s.tables_param;
+    auto src = source.exec_params(source_privileges_sql(publication), {tables_param});
+    std::vector<std::string> roles, kinds, objects, privileges;
+    std::set<std::string> own;
+    for (int i = 0; i < src.rows(); ++i) {
+        if (src.get(i, 3).empty())
+            continue;
+        roles.push_back(src.str(i, 0));
+        kinds.push_back(src.str(i, 1));
+        objects.push_back(src.str(i, 2));
+        privileges.push_back(src.str(i, 3));
+        if (src.get(i, 4) == "t")
+            own.insert(src.str(i, 0));
+    }
+    if (roles.empty())
+        return {};
+    auto dst = target.exec_params(k_target_privileges_missing,
+                                  {pg::text_array(roles), pg::text_array(kinds), pg::text_array(objects),
+                                   pg::text_array(privileges)});
+    struct Role {
+        bool missing = false;
+        std::vector<std::string> grants, objects;
+    };
+    std::map<std::string, Role> by_role;
+    for (int i = 0; i < dst.rows(); ++i) {
+        const auto role = dst.str(i, 0), kind = dst.str(i, 1), object = dst.str(i, 2);
+        std::string privs = dst.str(i, 4);
+        const bool missing = dst.get(i, 3) == "t";
+        if (privs.empty() || (missing && own.count(role)))
+            continue;
+        std::replace(privs.begin(), privs.end(), ',', ' ');
+        std::string list;
+        for (std::istringstream in(privs); in >> privs;)
+            list += (list.empty() ? "" : ", ") + privs;
+        auto& r = by_role[role];
+        r.missing = missing;
+        r.grants.push_back("GRANT " + list + " ON " + kind + " " + object + " TO " + pg::quote_ident(role));
+        r.objects.push_back(list + " on " + (kind == "TABLE" ? "" : kind == "SEQUENCE" ? "sequence " : "schema ") +
+                            object);
+    }
+    std::vector<LaterObject> out;
+    for (auto& [role, r] : by_role) {
+        LaterObject o;
+        o.change = Change::grant;
+        o.name = role;
+        o.what = "privileges of role " + role + " (";
+        for (std::size_t i = 0; i < r.objects.size() && i < 3; ++i)
+            o.what += (i ? "; " : "") + r.objects[i];
+        o.what += r.objects.size() > 3 ? "; and " + std::to_string(r.objects.size() - 3) + " more)" : ")";
+        if (r.missing)
+            o.by_hand = "role " + role + " does not exist on the target (pgshift copies no roles or passwords): "
+                        "create it there";
+        o.steps = std::move(r.grants);
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+namespace {
+
+/// The statement that makes policy `pol` of table `tbl` (SQL text of its qualified name), as the
+/// server in use deparses it: read with search_path pg_catalog, so that every name in the
+/// expressions comes qualified and the two servers' texts compare.
+std::string policy_statement_sql(const std::string& tbl)
+{
+    return "'CREATE POLICY ' || quote_ident(pol.polname) || ' ON ' || " + tbl +
+           " || ' AS ' || CASE WHEN pol.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END "
+           "|| ' FOR ' || CASE pol.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' "
+           "                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END "
+           "|| ' TO ' || CASE WHEN 0::oid = ANY (pol.polroles) THEN 'PUBLIC' ELSE (SELECT string_agg(quote_ident(r.rolname), "
+           "   ', ' ORDER BY r.rolname) FROM pg_roles r WHERE r.oid = ANY (pol.polroles)) END "
+           "|| coalesce(' USING (' || pg_get_expr(pol.polqual, pol.polrelid) || ')', '') "
+           "|| coalesce(' WITH CHECK (' || pg_get_expr(pol.polwithcheck, pol.polrelid) || ')', '')";
+}
+
+/// The source tables' row-level security: display name, SQL name, enabled, forced, and per
+/// policy (none: NULLs) its name, statement and the roles it names.
+std::string source_row_security_sql(bool publication)
+{
+    return "SELECT n.nspname || '.' || t.relname, quote_ident(n.nspname) || '.' || quote_ident(t.relname), "
+           "       t.relrowsecurity, t.relforcerowsecurity, pol.polname, " +
+           policy_statement_sql("quote_ident(n.nspname) || '.' || quote_ident(t.relname)") +
+           ", (SELECT string_agg(r.rolname, chr(1)) FROM pg_roles r WHERE r.oid = ANY (pol.polroles)) "
+           "FROM " + tables_from(publication) +
+           "JOIN pg_namespace n ON n.oid = t.relnamespace "
+           "LEFT JOIN pg_policy pol ON pol.polrelid = t.oid "
+           "ORDER BY 2, 5";
+}
+
+/// The same on the target for $1 (SQL names of tables it has), and whether row-level security
+/// would apply there to the session's role once enabled (forced) as on the source: not a
+/// superuser nor BYPASSRLS, and not the owner (or the owner, when forced).
+std::string target_row_security_sql()
+{
+    return "SELECT x.tbl, t.relrowsecurity, t.relforcerowsecurity, pol.polname, " + policy_statement_sql("x.tbl") +
+           ", EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls)), "
+           "  pg_has_role(t.relowner, 'USAGE'), current_user "
+           "FROM unnest($1::text[]) x(tbl) JOIN pg_class t ON t.oid = to_regclass(x.tbl) "
+           "LEFT JOIN pg_policy pol ON pol.polrelid = t.oid "
+           "ORDER BY 1, 4";
+}
+
+/// One table's row-level security on one server.
+struct RowSecurity {
+    bool enabled = false, forced = false;
+    std::map<std::string, std::string> policies; ///< name -> statement
+    std::string summary() const
+    {
+        if (!enabled && !forced && policies.empty())
+            return "off";
+        return std::string(enabled ? "enabled" : "disabled") + (forced ? ", forced" : "") + ", " +
+               (policies.empty() ? "no" : std::to_string(policies.size())) + " polic" +
+               (policies.size() == 1 ? "y" : "ies");
+    }
+};
+
+} // namespace
+
+/// Per compared table whose row-level security on the target differs from the source's: the
+/// statements that make it the same (policies dropped, replaced, created; then the switches).
+/// Done by hand when a policy names a role the target lacks, or when it would subject pgshift's
+/// own target role to row-level security.
+std::vector<LaterObject> row_security_differs(const Scope& s)
+{
+    auto& source = s.source;
+    auto& target = s.target;
+    const bool publication = s.publication;
+    const auto& tables_param = s.tables_param;
+    const auto& tables = s.tables;
+    struct Table {
+        std::string display;
+        RowSecurity source, target;
+        bool target_exempt = false, target_owner = false;
+        std::string target_role;
+        std::map<std::string, std::vector<std::string>> roles; ///< the source's policy -> the roles it names
+    };
+    std::map<std::string, Table> by_table; // SQL name
+    std::set<std::string> roles;
+    source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = source.exec_params(source_row_security_sql(publication), {tables_param});
+    source.exec("SET LOCAL search_path TO DEFAULT");
+    for (int i = 0; i < src.rows(); ++i) {
+        if (!tables.count(src.str(i, 1)))
+            continue;
+        auto& t = by_table[src.str(i, 1)];
+        t.display = src.str(i, 0);
+        t.source.enabled = src.get(i, 2) == "t";
+        t.source.forced = src.get(i, 3) == "t";
+        if (src.is_null(i, 4))
+            continue;
+        t.source.policies[src.str(i, 4)] = src.str(i, 5);
+        if (src.is_null(i, 6))
+            continue; // PUBLIC
+        std::istringstream names(src.str(i, 6));
+        for (std::string r; std::getline(names, r, '\x01');) {
+            roles.insert(r);
+            t.roles[src.str(i, 4)].push_back(r);
+        }
+    }
+    if (by_table.empty())
+        return {};
+    target.exec("SET LOCAL search_path = pg_catalog");
+    auto dst = target.exec_params(target_row_security_sql(), {pg::text_array({tables.begin(), tables.end()})});
+    target.exec("SET LOCAL search_path TO DEFAULT");
+    for (int i = 0; i < dst.rows(); ++i) {
+        auto it = by_table.find(dst.str(i, 0));
+        if (it == by_table.end())
+            continue;
+        auto& t = it->second;
+        t.target.enabled = dst.get(i, 1) == "t";
+        t.target.forced = dst.get(i, 2) == "t";
+        t.target_exempt = dst.get(i, 5) == "t";
+        t.target_owner = dst.get(i, 6) == "t";
+        t.target_role = dst.str(i, 7);
+        if (!dst.is_null(i, 3))
+            t.target.policies[dst.str(i, 3)] = dst.str(i, 4);
+    }
+    std::set<std::string> missing_roles;
+    if (!roles.empty()) {
+        auto m = target.exec_params("SELECT r FROM unnest($1::text[]) r WHERE to_regrole(quote_ident(r)) IS NULL ORDER BY 1",
+                                    {pg::text_array({roles.begin(), roles.end()})});
+        for (int i = 0; i < m.rows(); ++i)
+            missing_roles.insert(m.str(i, 0));
+    }
+
+    std::vector<LaterObject> out;
+    for (const auto& [table_sql, t] : by_table) {
+        const auto& want = t.source;
+        const auto& have = t.target;
+        std::vector<std::string> steps;
+        std::set<std::string> lacking_roles;
+        for (const auto& [name, statement] : have.policies)
+            if (!want.policies.count(name))
+                steps.push_back("DROP POLICY " + pg::quote_ident(name) + " ON " + table_sql);
+        for (const auto& [name, statement] : want.policies) {
+            auto h = have.policies.find(name);
+            if (h != have.policies.end() && h->second == statement)
+                continue;
+            if (h != have.policies.end())
+                steps.push_back("DROP POLICY " + pg::quote_ident(name) + " ON " + table_sql);
+            steps.push_back(statement);
+            if (auto r = t.roles.find(name); r != t.roles.end())
+                for (const auto& role : r->second)
+                    if (missing_roles.count(role))
+                        lacking_roles.insert(role);
+        }
+        if (want.enabled != have.enabled)
+            steps.push_back("ALTER TABLE " + table_sql + (want.enabled ? " ENABLE" : " DISABLE") + " ROW LEVEL SECURITY");
+        if (want.forced != have.forced)
+            steps.push_back("ALTER TABLE " + table_sql + (want.forced ? " FORCE" : " NO FORCE") + " ROW LEVEL SECURITY");
+        if (steps.empty())
+            continue;
+        LaterObject o;
+        o.table = t.display;
+        o.change = Change::secure;
+        o.constraint = true;
+        o.what = "row-level security (on the source: " + want.summary() + "; on the target: " + have.summary() + ")";
+        o.steps = std::move(steps);
+        if (!lacking_roles.empty()) {
+            std::string list;
+            for (const auto& r : lacking_roles)
+                list += (list.empty() ? "" : ", ") + r;
+            o.by_hand = "its policies name role(s) the target lacks (pgshift copies no roles or passwords): create " +
+                        list + " there";
+        } else if (want.enabled && !t.target_exempt && (want.forced || !t.target_owner)) {
+            o.by_hand = "row-level security would then apply to pgshift's role " + t.target_role +
+                        " on the target, and apply must see every row (it runs with row_security=off and would "
+                        "fail): ALTER ROLE " + pg::readable_ident(t.target_role) +
+                        " BYPASSRLS (as a superuser)" + (want.forced ? "" : " or make it the table's owner");
+        }
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+} // namespace pgshift::apply::later
