@@ -337,8 +337,8 @@ std::string trigger_state_statement(const std::string& table_sql, const std::str
 /// Triggers made, changed or dropped on the compared source tables after they reached the
 /// target (an audit trigger, an updated_at trigger of a deploy): after a cutover the new
 /// primary would behave otherwise on the application's writes. Missing ones are created (with
-/// their enabled state), changed ones dropped and created again, ones the source dropped
-/// dropped. They do not fire during apply (session_replication_role = replica), unless
+/// their enabled state), changed ones dropped and created again; one the target alone has is
+/// listed with its DROP, left to the operator. They do not fire during apply (session_replication_role = replica), unless
 /// enabled ALWAYS or REPLICA, as on the source.
 std::vector<LaterObject> triggers_differ(const Scope& s)
 {
@@ -381,10 +381,10 @@ std::vector<LaterObject> triggers_differ(const Scope& s)
             o.what = "trigger " + name;
             o.steps = {t.def};
         } else if (h->second.def != t.def) {
-            o.what = "trigger " + name + " as the source now defines it";
+            o.what = "definition of trigger " + name;
             o.steps = {drop, t.def};
         } else {
-            o.what = "trigger " + name + " in its state on the source";
+            o.what = "enabled state of trigger " + name;
         }
         if (t.state != "O" || (h != have.end() && h->second.state != t.state))
             o.steps.push_back(trigger_state_statement(table_sql, name, t.state));
@@ -399,6 +399,9 @@ std::vector<LaterObject> triggers_differ(const Scope& s)
         o.what = "trigger " + key.second;
         o.change = Change::drop;
         o.steps = {"DROP TRIGGER IF EXISTS " + pg::quote_ident(key.second) + " ON " + key.first};
+        // Unlike a rule, it refuses no row during apply, and it may be the operator's own.
+        o.by_hand = "pgshift cannot tell one the source dropped from one made on the target on purpose, and drops "
+                    "neither: if the source dropped it, drop it there: " + o.steps.front();
         out.push_back(std::move(o));
     }
     return out;

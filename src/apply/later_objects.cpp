@@ -148,7 +148,7 @@ int order_of(const LaterObject& o)
         return -1; // an enum's value: before anything that may use it
     if (o.change == Change::create)
         return o.what.rfind("view", 0) == 0 || o.what.rfind("definition of view", 0) == 0 ? 5 : 4; // a view may call a function
-    if (!o.dropped() && o.what.rfind("trigger ", 0) == 0)
+    if (!o.dropped() && o.what.find("trigger ") != std::string::npos)
         return 5; // after the functions it calls
     if (o.dropped()) {
         if (o.what.rfind("foreign key", 0) == 0 || o.what.rfind("check constraint", 0) == 0)

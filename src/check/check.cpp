@@ -936,7 +936,7 @@ private:
                                                  "and a cutover waits for that");
                 continue;
             }
-            if (o.what.rfind("trigger ", 0) == 0) {
+            if (o.what.find("trigger ") != std::string::npos) {
                 warning(Side::target, "trigger_differs",
                         o.line(builds, std::string("pgshift run ") + (o.dropped() ? "drops" : "creates") +
                                            " it there once streaming (schema: copy), and a cutover waits for that"));

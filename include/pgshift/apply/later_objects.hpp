@@ -43,9 +43,11 @@
 //   at the next look. A definition changed on the source (CREATE OR REPLACE) is replaced on the
 //   target ("definition of function ..."); one that cannot be replaced in place fails with
 //   PostgreSQL's error, listed.
-// - Triggers of the replicated tables made, changed (definition or enabled state) or dropped on
-//   the source: made the same on the target (they fire there after a cutover). With schema: copy
-//   a difference blocks a switch, as a missing index does.
+// - Triggers of the replicated tables made or changed (definition or enabled state) on the
+//   source: made the same on the target (they fire there after a cutover). With schema: copy a
+//   missing or changed one blocks a switch, as a missing index does. One on the target alone
+//   (the source dropped it, or the operator made it there) is listed with its DROP, never
+//   dropped and never blocking: it rejects no row during apply.
 // - Values added to the enum types of the replicated columns (ALTER TYPE ... ADD VALUE, which
 //   decoding does not carry): each one the target's type lacks is added at the same place in
 //   the order, and blocks a switch until it is. A target type with values the source's lacks,
@@ -114,7 +116,7 @@ struct LaterObject {
             return constraint; // an enum's value: the new primary would refuse it
         if (change == Change::grant)
             return false;
-        return change == Change::drop ? builds : constraint || builds;
+        return change == Change::drop ? builds && constraint : constraint || builds;
     }
     /// "<describe()> exists on the source but not on the target: <what happens>" (or, dropped,
     /// "... is on the target but not on the source: ..."): the reason it is done by hand, else
