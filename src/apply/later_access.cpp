@@ -76,11 +76,7 @@ const char* const k_target_privileges_missing =
 /// its name (the roles of a migration often differ between the servers).
 std::vector<LaterObject> privileges_missing(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
-    const bool publication = s.publication;
-    const auto& tables_param = s.tables_param;
-    auto src = source.exec_params(source_privileges_sql(publication), {tables_param});
+    auto src = s.source.exec_params(source_privileges_sql(s.publication), {s.tables_param});
     std::vector<std::string> roles, kinds, objects, privileges;
     std::set<std::string> own;
     for (int i = 0; i < src.rows(); ++i) {
@@ -95,7 +91,7 @@ std::vector<LaterObject> privileges_missing(const Scope& s)
     }
     if (roles.empty())
         return {};
-    auto dst = target.exec_params(k_target_privileges_missing,
+    auto dst = s.target.exec_params(k_target_privileges_missing,
                                   {pg::text_array(roles), pg::text_array(kinds), pg::text_array(objects),
                                    pg::text_array(privileges)});
     struct Role {
@@ -203,11 +199,6 @@ struct RowSecurity {
 /// own target role to row-level security.
 std::vector<LaterObject> row_security_differs(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
-    const bool publication = s.publication;
-    const auto& tables_param = s.tables_param;
-    const auto& tables = s.tables;
     struct Table {
         std::string display;
         RowSecurity source, target;
@@ -217,11 +208,11 @@ std::vector<LaterObject> row_security_differs(const Scope& s)
     };
     std::map<std::string, Table> by_table; // SQL name
     std::set<std::string> roles;
-    source.exec("SET LOCAL search_path = pg_catalog");
-    auto src = source.exec_params(source_row_security_sql(publication), {tables_param});
-    source.exec("SET LOCAL search_path TO DEFAULT");
+    s.source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = s.source.exec_params(source_row_security_sql(s.publication), {s.tables_param});
+    s.source.exec("SET LOCAL search_path TO DEFAULT");
     for (int i = 0; i < src.rows(); ++i) {
-        if (!tables.count(src.str(i, 1)))
+        if (!s.tables.count(src.str(i, 1)))
             continue;
         auto& t = by_table[src.str(i, 1)];
         t.display = src.str(i, 0);
@@ -240,9 +231,9 @@ std::vector<LaterObject> row_security_differs(const Scope& s)
     }
     if (by_table.empty())
         return {};
-    target.exec("SET LOCAL search_path = pg_catalog");
-    auto dst = target.exec_params(target_row_security_sql(), {pg::text_array({tables.begin(), tables.end()})});
-    target.exec("SET LOCAL search_path TO DEFAULT");
+    s.target.exec("SET LOCAL search_path = pg_catalog");
+    auto dst = s.target.exec_params(target_row_security_sql(), {pg::text_array({s.tables.begin(), s.tables.end()})});
+    s.target.exec("SET LOCAL search_path TO DEFAULT");
     for (int i = 0; i < dst.rows(); ++i) {
         auto it = by_table.find(dst.str(i, 0));
         if (it == by_table.end())
@@ -258,7 +249,7 @@ std::vector<LaterObject> row_security_differs(const Scope& s)
     }
     std::set<std::string> missing_roles;
     if (!roles.empty()) {
-        auto m = target.exec_params("SELECT r FROM unnest($1::text[]) r WHERE to_regrole(quote_ident(r)) IS NULL ORDER BY 1",
+        auto m = s.target.exec_params("SELECT r FROM unnest($1::text[]) r WHERE to_regrole(quote_ident(r)) IS NULL ORDER BY 1",
                                     {pg::text_array({roles.begin(), roles.end()})});
         for (int i = 0; i < m.rows(); ++i)
             missing_roles.insert(m.str(i, 0));

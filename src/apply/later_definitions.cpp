@@ -64,13 +64,9 @@ const char* const k_target_routines =
 /// The functions, procedures and views of the compared tables' schemas that the target lacks.
 std::vector<LaterObject> routines_missing(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
-    const bool publication = s.publication;
-    const auto& tables_param = s.tables_param;
-    source.exec("SET LOCAL search_path = pg_catalog");
-    auto src = source.exec_params(source_routines_sql(publication), {tables_param});
-    source.exec("SET LOCAL search_path TO DEFAULT");
+    s.source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = s.source.exec_params(source_routines_sql(s.publication), {s.tables_param});
+    s.source.exec("SET LOCAL search_path TO DEFAULT");
     if (src.rows() == 0)
         return {};
     std::vector<std::string> kinds, names;
@@ -78,9 +74,9 @@ std::vector<LaterObject> routines_missing(const Scope& s)
         kinds.push_back(src.str(i, 0));
         names.push_back(src.str(i, 1));
     }
-    target.exec("SET LOCAL search_path = pg_catalog");
-    auto present = target.exec_params(k_target_routines, {pg::text_array(kinds), pg::text_array(names)});
-    target.exec("SET LOCAL search_path TO DEFAULT");
+    s.target.exec("SET LOCAL search_path = pg_catalog");
+    auto present = s.target.exec_params(k_target_routines, {pg::text_array(kinds), pg::text_array(names)});
+    s.target.exec("SET LOCAL search_path TO DEFAULT");
     std::map<std::string, std::optional<std::string>> have; // name -> definition (none: not a view)
     for (int i = 0; i < present.rows(); ++i)
         have[present.str(i, 0)] = present.is_null(i, 1) ? std::nullopt : std::optional(present.str(i, 1));
@@ -144,25 +140,20 @@ std::string source_partitions_sql(bool publication)
 /// gets the parent's partitioned indexes and constraints as it is made.
 std::vector<LaterObject> partitions_missing(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
-    const bool publication = s.publication;
-    const auto& tables_param = s.tables_param;
-    const auto& tables = s.tables;
-    auto src = source.exec_params(source_partitions_sql(publication), {tables_param});
+    auto src = s.source.exec_params(source_partitions_sql(s.publication), {s.tables_param});
     std::vector<std::string> names;
     for (int i = 0; i < src.rows(); ++i)
         names.push_back(src.str(i, 2));
     if (names.empty())
         return {};
-    auto lacking = target.exec_params("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
+    auto lacking = s.target.exec_params("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
                                       {pg::text_array(names)});
     std::set<std::string> missing;
     for (int i = 0; i < lacking.rows(); ++i)
         missing.insert(lacking.str(i, 0));
     std::vector<LaterObject> out;
     for (int i = 0; i < src.rows(); ++i) {
-        if (!missing.count(src.str(i, 2)) || !tables.count(src.str(i, 5)))
+        if (!missing.count(src.str(i, 2)) || !s.tables.count(src.str(i, 5)))
             continue;
         LaterObject o;
         o.table = src.str(i, 0);
@@ -217,17 +208,13 @@ std::vector<std::string> split_labels(const std::string& joined)
 /// otherwise, nothing is added: which value is which is the operator's to say.
 std::vector<LaterObject> enum_values_missing(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
-    const bool publication = s.publication;
-    const auto& tables_param = s.tables_param;
-    auto src = source.exec_params(source_enums_sql(publication), {tables_param});
+    auto src = s.source.exec_params(source_enums_sql(s.publication), {s.tables_param});
     if (src.rows() == 0)
         return {};
     std::vector<std::string> names;
     for (int i = 0; i < src.rows(); ++i)
         names.push_back(src.str(i, 0));
-    auto dst = target.exec_params("SELECT x.t, (SELECT string_agg(e.enumlabel, chr(1) ORDER BY e.enumsortorder) "
+    auto dst = s.target.exec_params("SELECT x.t, (SELECT string_agg(e.enumlabel, chr(1) ORDER BY e.enumsortorder) "
                                   "             FROM pg_enum e WHERE e.enumtypid = to_regtype(x.t)) "
                                   "FROM unnest($1::text[]) x(t) WHERE to_regtype(x.t) IS NOT NULL",
                                   {pg::text_array(names)});
@@ -342,30 +329,24 @@ std::string trigger_state_statement(const std::string& table_sql, const std::str
 /// enabled ALWAYS or REPLICA, as on the source.
 std::vector<LaterObject> triggers_differ(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
-    const bool publication = s.publication;
-    const auto& tables_param = s.tables_param;
-    const auto& tables = s.tables;
-    const auto& display = s.display;
-    source.exec("SET LOCAL search_path = pg_catalog");
-    auto src = source.exec_params(source_triggers_sql(publication), {tables_param});
-    source.exec("SET LOCAL search_path TO DEFAULT");
-    target.exec("SET LOCAL search_path = pg_catalog");
-    auto dst = target.exec_params(target_triggers_sql(), {pg::text_array({tables.begin(), tables.end()})});
-    target.exec("SET LOCAL search_path TO DEFAULT");
+    s.source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = s.source.exec_params(source_triggers_sql(s.publication), {s.tables_param});
+    s.source.exec("SET LOCAL search_path TO DEFAULT");
+    s.target.exec("SET LOCAL search_path = pg_catalog");
+    auto dst = s.target.exec_params(target_triggers_sql(), {pg::text_array({s.tables.begin(), s.tables.end()})});
+    s.target.exec("SET LOCAL search_path TO DEFAULT");
     struct Trigger {
         std::string def, state;
     };
     std::map<std::pair<std::string, std::string>, Trigger> want, have; // (table SQL, name)
     for (int i = 0; i < src.rows(); ++i)
-        if (tables.count(src.str(i, 1)))
+        if (s.tables.count(src.str(i, 1)))
             want[{src.str(i, 1), src.str(i, 2)}] = {src.str(i, 3), src.str(i, 4)};
     for (int i = 0; i < dst.rows(); ++i)
         have[{dst.str(i, 0), dst.str(i, 1)}] = {dst.str(i, 2), dst.str(i, 3)};
     auto shown = [&](const std::string& table_sql) {
-        auto d = display.find(table_sql);
-        return d != display.end() ? d->second : table_sql;
+        auto d = s.display.find(table_sql);
+        return d != s.display.end() ? d->second : table_sql;
     };
     std::vector<LaterObject> out;
     for (const auto& [key, t] : want) {
@@ -411,26 +392,23 @@ std::vector<LaterObject> triggers_differ(const Scope& s)
 /// on the target for their relid (table_names.hpp): renamed, not written since.
 std::vector<LaterObject> renamed_unwritten(const Scope& s)
 {
-    auto& source = s.source;
-    auto& target = s.target;
     if (!s.publication)
         return {};
-    const auto& publication = s.tables_param;
-    if (target.exec("SELECT to_regclass('pgshift.table_names') IS NULL").get(0, 0) == "t")
+    if (s.target.exec("SELECT to_regclass('pgshift.table_names') IS NULL").get(0, 0) == "t")
         return {};
-    auto recorded = target.exec_params("SELECT relid::text, nspname, relname, "
+    auto recorded = s.target.exec_params("SELECT relid::text, nspname, relname, "
                                        "       to_regclass(quote_ident(nspname) || '.' || quote_ident(relname)) IS NOT NULL "
                                        "FROM pgshift.table_names WHERE slot = $1",
-                                       {publication});
+                                       {s.tables_param});
     if (recorded.rows() == 0)
         return {};
     std::map<std::string, int> by_relid;
     for (int i = 0; i < recorded.rows(); ++i)
         by_relid[recorded.str(i, 0)] = i;
-    auto src = source.exec_params("SELECT c.oid::text, n.nspname, c.relname FROM pg_publication p "
+    auto src = s.source.exec_params("SELECT c.oid::text, n.nspname, c.relname FROM pg_publication p "
                                   "JOIN pg_publication_rel pr ON pr.prpubid = p.oid JOIN pg_class c ON c.oid = pr.prrelid "
                                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
-                                  {publication});
+                                  {s.tables_param});
     std::vector<LaterObject> out;
     for (int i = 0; i < src.rows(); ++i) {
         auto it = by_relid.find(src.str(i, 0));
