@@ -92,8 +92,8 @@ std::vector<LaterObject> privileges_missing(const Scope& s)
     if (roles.empty())
         return {};
     auto dst = s.target.exec_params(k_target_privileges_missing,
-                                  {pg::text_array(roles), pg::text_array(kinds), pg::text_array(objects),
-                                   pg::text_array(privileges)});
+                                    {pg::text_array(roles), pg::text_array(kinds), pg::text_array(objects),
+                                     pg::text_array(privileges)});
     struct Role {
         bool missing = false;
         std::vector<std::string> grants, objects;
@@ -250,7 +250,7 @@ std::vector<LaterObject> row_security_differs(const Scope& s)
     std::set<std::string> missing_roles;
     if (!roles.empty()) {
         auto m = s.target.exec_params("SELECT r FROM unnest($1::text[]) r WHERE to_regrole(quote_ident(r)) IS NULL ORDER BY 1",
-                                    {pg::text_array({roles.begin(), roles.end()})});
+                                      {pg::text_array({roles.begin(), roles.end()})});
         for (int i = 0; i < m.rows(); ++i)
             missing_roles.insert(m.str(i, 0));
     }

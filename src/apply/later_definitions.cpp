@@ -147,7 +147,7 @@ std::vector<LaterObject> partitions_missing(const Scope& s)
     if (names.empty())
         return {};
     auto lacking = s.target.exec_params("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
-                                      {pg::text_array(names)});
+                                        {pg::text_array(names)});
     std::set<std::string> missing;
     for (int i = 0; i < lacking.rows(); ++i)
         missing.insert(lacking.str(i, 0));
@@ -215,9 +215,9 @@ std::vector<LaterObject> enum_values_missing(const Scope& s)
     for (int i = 0; i < src.rows(); ++i)
         names.push_back(src.str(i, 0));
     auto dst = s.target.exec_params("SELECT x.t, (SELECT string_agg(e.enumlabel, chr(1) ORDER BY e.enumsortorder) "
-                                  "             FROM pg_enum e WHERE e.enumtypid = to_regtype(x.t)) "
-                                  "FROM unnest($1::text[]) x(t) WHERE to_regtype(x.t) IS NOT NULL",
-                                  {pg::text_array(names)});
+                                    "             FROM pg_enum e WHERE e.enumtypid = to_regtype(x.t)) "
+                                    "FROM unnest($1::text[]) x(t) WHERE to_regtype(x.t) IS NOT NULL",
+                                    {pg::text_array(names)});
     std::map<std::string, std::vector<std::string>> on_target;
     for (int i = 0; i < dst.rows(); ++i)
         on_target[dst.str(i, 0)] = dst.is_null(i, 1) ? std::vector<std::string>{} : split_labels(dst.str(i, 1));
@@ -397,18 +397,18 @@ std::vector<LaterObject> renamed_unwritten(const Scope& s)
     if (s.target.exec("SELECT to_regclass('pgshift.table_names') IS NULL").get(0, 0) == "t")
         return {};
     auto recorded = s.target.exec_params("SELECT relid::text, nspname, relname, "
-                                       "       to_regclass(quote_ident(nspname) || '.' || quote_ident(relname)) IS NOT NULL "
-                                       "FROM pgshift.table_names WHERE slot = $1",
-                                       {s.tables_param});
+                                         "       to_regclass(quote_ident(nspname) || '.' || quote_ident(relname)) IS NOT NULL "
+                                         "FROM pgshift.table_names WHERE slot = $1",
+                                         {s.tables_param});
     if (recorded.rows() == 0)
         return {};
     std::map<std::string, int> by_relid;
     for (int i = 0; i < recorded.rows(); ++i)
         by_relid[recorded.str(i, 0)] = i;
     auto src = s.source.exec_params("SELECT c.oid::text, n.nspname, c.relname FROM pg_publication p "
-                                  "JOIN pg_publication_rel pr ON pr.prpubid = p.oid JOIN pg_class c ON c.oid = pr.prrelid "
-                                  "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
-                                  {s.tables_param});
+                                    "JOIN pg_publication_rel pr ON pr.prpubid = p.oid JOIN pg_class c ON c.oid = pr.prrelid "
+                                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
+                                    {s.tables_param});
     std::vector<LaterObject> out;
     for (int i = 0; i < src.rows(); ++i) {
         auto it = by_relid.find(src.str(i, 0));
