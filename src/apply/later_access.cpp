@@ -223,8 +223,7 @@ std::vector<LaterObject> row_security_differs(const Scope& s)
         t.source.policies[src.str(i, 4)] = src.str(i, 5);
         if (src.is_null(i, 6))
             continue; // PUBLIC
-        std::istringstream names(src.str(i, 6));
-        for (std::string r; std::getline(names, r, '\x01');) {
+        for (auto& r : split_chr1(src.str(i, 6))) {
             roles.insert(r);
             t.roles[src.str(i, 4)].push_back(r);
         }

@@ -184,19 +184,6 @@ std::string source_enums_sql(bool publication)
            "GROUP BY 1, 2 ORDER BY 1";
 }
 
-std::vector<std::string> split_labels(const std::string& joined)
-{
-    std::vector<std::string> out;
-    std::string::size_type from = 0;
-    for (auto p = joined.find('\x01'); ; p = joined.find('\x01', from)) {
-        out.push_back(joined.substr(from, p == std::string::npos ? std::string::npos : p - from));
-        if (p == std::string::npos)
-            break;
-        from = p + 1;
-    }
-    return out;
-}
-
 } // namespace
 
 /// The values of the compared tables' enum types that the target's same-named type lacks
@@ -220,13 +207,13 @@ std::vector<LaterObject> enum_values_missing(const Scope& s)
                                     {pg::text_array(names)});
     std::map<std::string, std::vector<std::string>> on_target;
     for (int i = 0; i < dst.rows(); ++i)
-        on_target[dst.str(i, 0)] = dst.is_null(i, 1) ? std::vector<std::string>{} : split_labels(dst.str(i, 1));
+        on_target[dst.str(i, 0)] = dst.is_null(i, 1) ? std::vector<std::string>{} : split_chr1(dst.str(i, 1));
     std::vector<LaterObject> out;
     for (int i = 0; i < src.rows(); ++i) {
         auto it = on_target.find(src.str(i, 0));
         if (it == on_target.end())
             continue; // the target lacks the type: the table's own problem
-        const auto want = split_labels(src.str(i, 2));
+        const auto want = split_chr1(src.str(i, 2));
         const auto& have = it->second;
         std::vector<std::string> extra, shared;
         for (const auto& l : have)

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,17 @@ struct Scope {
     const std::set<std::string>& tables;               ///< quoted "schema"."table" names the target has
     const std::map<std::string, std::string>& display; ///< quoted name -> "schema.table"
 };
+
+/// The parts of a string_agg(x, chr(1)): how the comparison's queries return names and labels
+/// that may hold any other character.
+inline std::vector<std::string> split_chr1(const std::string& joined)
+{
+    std::vector<std::string> out;
+    std::istringstream in(joined);
+    for (std::string part; std::getline(in, part, '\x01');)
+        out.push_back(std::move(part));
+    return out;
+}
 
 /// The FROM clause of the source tables compared: those of a publication ($1 its name), or a
 /// list ($1 a text[] of qualified names). Joined as `t`.
