@@ -264,6 +264,7 @@ void Switchover::drain()
     persist();
     hooks_.report([&](control::SwitchReport& r) { r.final_lsn = rec_.final_lsn; });
     // Apply holds at F; a transaction committing after F tells it when everything before arrived.
+    std::lock_guard owner(hooks_.hold.owner); // (a comparison of the follower's may hold it for seconds)
     struct Release {
         apply::Hold& h;
         ~Release() { h.at.store(0, std::memory_order_release); }

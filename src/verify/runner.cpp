@@ -6,7 +6,7 @@
 #include "pgshift/common/errors.hpp"
 #include "pgshift/common/lsn.hpp"
 #include "pgshift/pg/connection.hpp"
-#include "pgshift/pg/replication.hpp"
+#include "pgshift/verify/common_point.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -345,24 +345,11 @@ void Runner::run(bool checksums)
     const std::string app = "pgshift_" + cfg_.name + "_verify";
     std::string step = "exporting a source snapshot";
     std::atomic<std::uint64_t> rows{0};
-    struct Release { // whatever happens, apply is not left holding
-        apply::Hold& h;
-        ~Release() { h.at.store(0, std::memory_order_release); }
-    } release{hold_};
     try {
-        // 1. A snapshot of the source at a known LSN: a temporary slot's consistent point X. Apply
-        //    must not pass X meanwhile: it holds at the current WAL position first (<= X), and
-        //    moves the hold to X once X is known.
-        {
-            auto c = open_session(cfg_.source.conninfo, app);
-            auto p = Lsn::parse(c->exec("SELECT pg_current_wal_lsn()").get(0, 0));
-            if (!p)
-                throw std::runtime_error("pg_current_wal_lsn() returned no position");
-            hold_.at.store(p->value(), std::memory_order_release);
-        }
-        auto repl = std::make_unique<pg::ReplicationConnection>(cfg_.source.conninfo, app);
-        auto slot = repl->create_slot("pgshift_" + cfg_.name + "_verify_" + std::to_string(runs_), true, true);
-        const Lsn at = slot.consistent_point;
+        // 1. A snapshot of the source at a known LSN X, apply held before it (common_point.hpp).
+        CommonPoint point(cfg_.source.conninfo, app, "pgshift_" + cfg_.name + "_verify_" + std::to_string(runs_),
+                          hold_, std::unique_lock(hold_.owner));
+        const Lsn at = point.at();
         set([&](auto& r) { r.lsn = at.str(); });
 
         // 2. Source sessions import it (while the exporting session stays idle).
@@ -370,15 +357,14 @@ void Runner::run(bool checksums)
         std::vector<Pair> pairs(1);
         auto import = [&](Pair& p) {
             p.source = open_session(cfg_.source.conninfo, app);
-            p.source->exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-            p.source->exec("SET TRANSACTION SNAPSHOT " + p.source->quote_literal(slot.snapshot_name));
+            point.import(*p.source);
         };
         import(pairs[0]);
         auto tables = read_tables(*pairs[0].source, cfg_.publication_name());
         pairs.resize(std::clamp<std::size_t>(tables.size(), 1, k_max_pairs));
         for (std::size_t k = 1; k < pairs.size(); ++k)
             import(pairs[k]);
-        repl.reset(); // the temporary slot goes with its session
+        point.end_export();
         set([&](auto& r) {
             for (const auto& d : tables)
             {
@@ -389,38 +375,21 @@ void Runner::run(bool checksums)
             }
         });
 
-        // 3. Apply holds at the point (before anything committing after it can pass), and a
-        //    transaction that commits after the point tells it when everything before arrived.
-        hold_.at.store(at.value(), std::memory_order_release);
-        step = "marking the point in the source's stream";
-        {
-            auto c = open_session(cfg_.source.conninfo, app);
-            c->exec_params("SELECT pg_logical_emit_message(true, 'pgshift_verify', $1)", {at.str()});
-        }
-
-        // 4. Apply everything before the point, hold, take the target's snapshots, release.
+        // 3. Apply everything before the point, hold, take the target's snapshots, release.
         step = "holding apply at " + at.str();
-        auto deadline = std::chrono::steady_clock::now() + k_hold_timeout;
-        while (hold_.reached.load(std::memory_order_acquire) != at.value()) {
-            if (stop_.load())
-                throw std::runtime_error("stopped (the daemon is stopping, or the cutover that started it gave up)");
-            if (std::chrono::steady_clock::now() > deadline)
-                throw std::runtime_error("apply did not reach " + at.str() + " within 60 s (paused, failed or far "
-                                         "behind?); apply was released, nothing was compared");
-            std::this_thread::sleep_for(5ms);
-        }
+        point.reach(stop_, k_hold_timeout, "stopped (the daemon is stopping, or the cutover that started it gave up)");
         step = "taking the target's snapshots";
         for (auto& p : pairs) {
             p.target = open_session(cfg_.target.conninfo, app);
             p.target->exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
             p.target->exec("SELECT 1"); // the snapshot is taken by the first query
         }
-        hold_.at.store(0, std::memory_order_release);
+        point.release();
         spdlog::info("verify: comparing {} table(s) at {} ({} s to reach it)", tables.size(), at.str(),
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         set([&](auto& r) { r.state = "running"; });
 
-        // 5. Tables in parallel, largest first.
+        // 4. Tables in parallel, largest first.
         step = "comparing";
         std::atomic<std::size_t> next{0};
         auto worker = [&](Pair& p) {

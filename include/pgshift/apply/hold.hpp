@@ -10,16 +10,20 @@
 //   every earlier one has been received: the stream is in commit order), and every batch
 //   dispatched before it has committed. The requester makes sure such a transaction comes (a
 //   transactional logical message written after X).
+// - One requester at a time (verify, a switch's drain, the schema follower's detach of a
+//   partition): each holds `owner` from setting `at` until it cleared it.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace pgshift::apply {
 
 struct Hold {
     std::atomic<std::uint64_t> at{0};      ///< 0: no hold
     std::atomic<std::uint64_t> reached{0}; ///< the hold point last reached (the scheduler sets it)
+    std::mutex owner;                      ///< held by the one requester using `at`
 };
 
 } // namespace pgshift::apply
