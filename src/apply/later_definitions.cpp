@@ -110,7 +110,8 @@ namespace {
 
 /// The partitions (at any depth) of the compared partitioned tables on the source: parent's
 /// display name, the partition's display and SQL names, the statement that creates it, its
-/// depth. Ordered by depth, so that a sub-partitioned partition comes before its own.
+/// depth, the root's SQL name, its bound, the parent's SQL name. Ordered by depth, so that a
+/// sub-partitioned partition comes before its own.
 std::string source_partitions_sql(bool publication)
 {
     return "SELECT pn.nspname || '.' || pc.relname, n.nspname || '.' || c.relname, "
@@ -118,7 +119,8 @@ std::string source_partitions_sql(bool publication)
            "       'CREATE TABLE ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' PARTITION OF ' || "
            "       quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) || ' ' || pg_get_expr(c.relpartbound, c.oid) || "
            "       CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END, "
-           "       tree.level, quote_ident(tn.nspname) || '.' || quote_ident(t.relname) "
+           "       tree.level, quote_ident(tn.nspname) || '.' || quote_ident(t.relname), "
+           "       pg_get_expr(c.relpartbound, c.oid), quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) "
            "FROM " + tables_from(publication) +
            "JOIN pg_namespace tn ON tn.oid = t.relnamespace "
            "CROSS JOIN LATERAL pg_partition_tree(t.oid) tree "
@@ -161,6 +163,83 @@ std::vector<LaterObject> partitions_missing(const Scope& s)
         o.name = src.str(i, 1);
         o.constraint = true; // the target refuses the rows of its range
         o.steps = {src.str(i, 3)};
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+namespace {
+
+/// A partition as one server has it: its parent's SQL name and its bound.
+struct PartitionPlace {
+    std::string parent, bound;
+    bool operator==(const PartitionPlace&) const = default;
+};
+
+} // namespace
+
+/// The partitions the target's compared partitioned tables have and the source's no longer do:
+/// a retention job (pg_partman, a cron's DROP TABLE) drops or detaches old partitions on the
+/// source, logical decoding carries no DDL, and after a cutover the new primary would show every
+/// row the source dropped (a count or checksum comparison would refuse the switch first). Only
+/// where the target's partitions are otherwise the source's (every source partition there under
+/// its name, parent and bound): a target partitioned its own way is the operator's design. The
+/// topmost one of a subtree is detached (never dropped: its rows stay in it, a table of its
+/// own), at a point of the stream where the source's table holds no row of its range
+/// (`source_guard`, run in a snapshot there): then the target's partition holds exactly the
+/// rows the source dropped, and whatever the stream brings later for that range goes where the
+/// source put it.
+std::vector<LaterObject> partitions_gone(const Scope& s)
+{
+    auto src = s.source.exec_params(source_partitions_sql(s.publication), {s.tables_param});
+    std::map<std::string, std::map<std::string, PartitionPlace>> on_source; // root -> partition -> place
+    for (int i = 0; i < src.rows(); ++i)
+        on_source[src.str(i, 5)][src.str(i, 2)] = {src.str(i, 7), src.str(i, 6)};
+    std::vector<std::string> roots;
+    for (const auto& [root, parts] : on_source)
+        if (s.tables.count(root))
+            roots.push_back(root);
+    if (roots.empty())
+        return {};
+    auto dst = s.target.exec_params(
+        "SELECT r.name, quote_ident(n.nspname) || '.' || quote_ident(c.relname), n.nspname || '.' || c.relname, "
+        "       quote_ident(pn.nspname) || '.' || quote_ident(pc.relname), pg_get_expr(c.relpartbound, c.oid), "
+        "       coalesce(pg_get_partition_constraintdef(c.oid), 'true') "
+        "FROM unnest($1::text[]) r(name) JOIN pg_class rc ON rc.oid = to_regclass(r.name) AND rc.relkind = 'p' "
+        "CROSS JOIN LATERAL pg_partition_tree(rc.oid) tree "
+        "JOIN pg_class c ON c.oid = tree.relid AND tree.level > 0 JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_class pc ON pc.oid = tree.parentrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+        "ORDER BY tree.level, 2",
+        {pg::text_array(roots)});
+    std::map<std::string, std::map<std::string, PartitionPlace>> on_target;
+    for (int i = 0; i < dst.rows(); ++i)
+        on_target[dst.str(i, 0)][dst.str(i, 1)] = {dst.str(i, 3), dst.str(i, 4)};
+    std::vector<LaterObject> out;
+    for (int i = 0; i < dst.rows(); ++i) {
+        const auto root = dst.str(i, 0), name = dst.str(i, 1), parent = dst.str(i, 3);
+        const auto& source_parts = on_source[root];
+        const auto& target_parts = on_target[root];
+        if (source_parts.count(name))
+            continue;
+        if (target_parts.count(parent) && !source_parts.count(parent))
+            continue; // its parent goes with it
+        const bool same_layout = std::all_of(source_parts.begin(), source_parts.end(), [&](const auto& p) {
+            auto t = target_parts.find(p.first);
+            return t != target_parts.end() && t->second == p.second;
+        });
+        if (!same_layout)
+            continue;
+        LaterObject o;
+        o.change = Change::detach;
+        o.table = s.display.count(root) ? s.display.at(root) : root;
+        o.what = "partition " + dst.str(i, 2);
+        o.name = dst.str(i, 2);
+        o.constraint = true; // the new primary would show rows the old one no longer has
+        o.steps = {"ALTER TABLE " + parent + " DETACH PARTITION " + name};
+        o.source_guard = "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(" +
+                         s.source.quote_literal(root) + "::regclass) WHERE relid = pg_catalog.to_regclass(" +
+                         s.source.quote_literal(name) + ")) AND NOT EXISTS (SELECT 1 FROM " + root + " WHERE " +
+                         dst.str(i, 5) + ")";
         out.push_back(std::move(o));
     }
     return out;

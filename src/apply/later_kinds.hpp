@@ -42,6 +42,7 @@ std::vector<LaterObject> privileges_missing(const Scope& s);   // later_access.c
 std::vector<LaterObject> row_security_differs(const Scope& s); // later_access.cpp
 std::vector<LaterObject> routines_missing(const Scope& s);     // later_definitions.cpp, and below
 std::vector<LaterObject> partitions_missing(const Scope& s);
+std::vector<LaterObject> partitions_gone(const Scope& s);
 std::vector<LaterObject> enum_values_missing(const Scope& s);
 std::vector<LaterObject> triggers_differ(const Scope& s);
 /// Only for a publication (the target's records are per slot, named as the publication).

@@ -140,6 +140,8 @@ int order_of(const LaterObject& o)
         return 6; // a policy may call a function created before it
     if (o.change == Change::rename)
         return -4;
+    if (o.change == Change::detach)
+        return -4; // before a partition made again for its range
     if (o.what.rfind("partition ", 0) == 0)
         return -1; // before what is built on the tables (after the drops: same rank as NOT NULL)
     if (o.change == Change::grant)
@@ -210,6 +212,10 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         line += " has another name on the source: after a cutover the application would not find it on the new "
                 "primary: ";
         break;
+    case Change::detach:
+        line += " is on the target but no longer on the source (dropped or detached there): after a cutover the "
+                "new primary would show the rows the source dropped: ";
+        break;
     case Change::secure:
         line += " differs between the servers: after a cutover the application's roles would see or change other "
                 "rows on the new primary than on the old: ";
@@ -237,7 +243,9 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         return line + by_hand;
     if (builds)
         return line + done;
-    const char* what_to_do = change == Change::drop     ? "drop it there: "
+    const char* what_to_do = change == Change::detach   ? "detach it there once apply has passed the drop (its rows "
+                                                          "stay in it; drop it when they are no longer needed): "
+                             : change == Change::drop     ? "drop it there: "
                              : change == Change::grant  ? "grant them there: "
                              : change == Change::secure ? "make it the same there, in one transaction: "
                                                         : "create it there: ";
@@ -431,8 +439,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     }
     const later::Scope scope{source, target, publication, tables_param, tables, display};
     for (auto* kind : {later::privileges_missing, later::routines_missing, later::partitions_missing,
-                       later::enum_values_missing, later::triggers_differ, later::row_security_differs,
-                       later::renamed_unwritten})
+                       later::partitions_gone, later::enum_values_missing, later::triggers_differ,
+                       later::row_security_differs, later::renamed_unwritten})
         for (auto& o : kind(scope))
             out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),

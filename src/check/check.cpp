@@ -936,6 +936,12 @@ private:
                                                  "and a cutover waits for that");
                 continue;
             }
+            if (o.change == apply::Change::detach) {
+                warning(Side::target, "target_only_partition",
+                        o.line(builds, "pgshift run detaches it there once streaming, its rows kept in it (schema: "
+                                       "copy), and a cutover waits for that"));
+                continue;
+            }
             if (o.what.find("trigger ") != std::string::npos) {
                 warning(Side::target, "trigger_differs",
                         o.line(builds, std::string("pgshift run ") + (o.dropped() ? "drops" : "creates") +

@@ -3,6 +3,7 @@
 
 #include "pgshift/apply/later_objects.hpp"
 #include "pgshift/daemon/state.hpp"
+#include "pgshift/verify/common_point.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -17,6 +18,8 @@ namespace {
 constexpr auto k_look_interval = std::chrono::milliseconds(10000);
 /// A table under an ACCESS EXCLUSIVE lock holds up the catalog reads: retried at the next look.
 constexpr auto k_read_lock_timeout = std::chrono::milliseconds(5000);
+/// How long apply may take to reach a common point (it is held there only for the change).
+constexpr auto k_common_point_timeout = std::chrono::milliseconds(10000);
 
 /// How the log and the status name what the follower does with an object.
 struct Verbs {
@@ -34,6 +37,9 @@ Verbs verbs_of(const apply::LaterObject& o)
     case apply::Change::secure:
         return {"making it the same", "made the same", "pgshift makes it the same (schema: copy)"};
     case apply::Change::rename: return {"renaming it", "renamed", "pgshift renames it at its next change"};
+    case apply::Change::detach:
+        return {"detaching it", "detached",
+                "pgshift detaches it there, its rows kept in it, once apply has passed the drop (schema: copy)"};
     case apply::Change::build: break;
     }
     return {"building it", "built", "pgshift builds it (schema: copy)"};
@@ -69,7 +75,7 @@ bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolati
                                   : apply::schema_differences(*source, *target, table, k_read_lock_timeout)) {
             const bool not_null = o.what.rfind("NOT NULL", 0) == 0;
             if (enum_value ? o.change == apply::Change::create && o.constraint && o.by_hand.empty()
-                : routing  ? o.what.rfind("partition ", 0) == 0 && o.by_hand.empty()
+                : routing  ? o.change == apply::Change::build && o.what.rfind("partition ", 0) == 0 && o.by_hand.empty()
                            : o.dropped() && o.constraint && (v.sqlstate == "23502" ? not_null && o.name == v.column
                                                                    : !not_null && o.name == v.constraint))
                 matched.push_back(std::move(o));
@@ -104,6 +110,42 @@ bool change_target_for_rejected_row(const config::Config& cfg, const RuleViolati
         spdlog::warn("could not compare the target's table that rejected a row with the source's: {}", e.what());
     }
     return false;
+}
+
+std::string SchemaFollower::change_at_common_point(const config::Config& cfg, const apply::LaterObject& o,
+                                                   const std::atomic<bool>& stop)
+{
+    if (state_.state() != State::streaming)
+        return "apply is paused";
+    std::unique_lock owner(state_.hold().owner, std::try_to_lock);
+    if (!owner.owns_lock())
+        return "a comparison or a switch holds apply now";
+    try {
+        const auto app = "pgshift_" + cfg.name + "_schema";
+        verify::CommonPoint point(cfg.source.conninfo, app, app + "_" + std::to_string(++points_), state_.hold(),
+                                  std::move(owner));
+        auto source = connect_to(cfg.source.conninfo, cfg);
+        point.import(*source);
+        point.end_export();
+        if (source->exec(o.source_guard).get(0, 0) != "t")
+            return "the source's " + o.table + " holds rows of its range at " + point.at().str() +
+                   " (in a default partition, or a partition made again for that range), which the target's " +
+                   o.name + " holds among the dropped ones; pgshift cannot tell them apart: compare the tables "
+                   "(pgshift verify), and detach it on the target by hand: " + o.steps.front();
+        source.reset();
+        point.reach(stop, k_common_point_timeout, "pgshift is stopping");
+        apply::change_target(*target_, o);
+        spdlog::info("{}: done at {} of the source's stream, where the target's partition held exactly the rows the "
+                     "source dropped; drop it on the target when they are no longer needed: DROP TABLE {}",
+                     o.describe(), point.at().str(), o.steps.front().substr(o.steps.front().rfind(' ') + 1));
+    } catch (const pg::PgError& e) {
+        if (e.broken())
+            throw;
+        return e.what();
+    } catch (const std::runtime_error& e) {
+        return e.what();
+    }
+    return "";
 }
 
 void SchemaFollower::run(const std::atomic<bool>& streaming_ready, const std::atomic<bool>& stop)
@@ -224,7 +266,18 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             building_.store(true);
             if (stop.load())
                 return;
-            apply::change_target(*target_, o);
+            if (!o.source_guard.empty()) {
+                if (auto why = change_at_common_point(cfg, o, stop); !why.empty()) {
+                    auto& last = failed_[name];
+                    if (last != why)
+                        spdlog::warn("{}: {} on the target waits; pgshift tries again every {} s: {}", name,
+                                     verbs_of(o).doing, k_look_interval.count() / 1000, why);
+                    last = why;
+                    continue;
+                }
+            } else {
+                apply::change_target(*target_, o);
+            }
             if (o.what.rfind("definition of ", 0) == 0)
                 replaced_[name] = o.steps.front();
             spdlog::info("{} {} on the target in {:.1f} s", name, verbs_of(o).done,

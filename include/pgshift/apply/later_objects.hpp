@@ -61,6 +61,11 @@
 //   subject pgshift's own target role to the policies (apply must see every row), nor with a
 //   role the target lacks: those are done by hand. A difference always blocks a switch, in
 //   either schema mode: it decides who sees which rows.
+// - Partitions the source dropped or detached (a retention job): the target's are detached,
+//   their rows kept in them, at a point of the stream where the source holds no row of their
+//   range, so that the target's partitioned table then holds exactly the source's rows there
+//   (later_definitions.cpp, partitions_gone, says when it is compared; the schema follower
+//   holds apply at that point). Listed and blocking a switch until then with schema: copy.
 // - Tables renamed on the source: apply renames the target's table when the table's next change
 //   arrives (table_names.hpp), at its place in the stream. One renamed and not written since is
 //   listed (from pgshift.table_names, this direction's records), with the statement to run by
@@ -83,6 +88,7 @@ enum class Change {
     create, ///< a function, procedure or view of the tables' schemas, or an enum value, the target lacks
     secure, ///< a table's row-level security differs: steps, in one transaction, make it the source's
     rename, ///< a table renamed on the source keeps its old name on the target until its next change
+    detach, ///< a partition the source dropped or detached: steps detach it, where `source_guard` holds
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -98,6 +104,10 @@ struct LaterObject {
     std::string by_hand;            ///< when steps is empty: why, and the statement to run
     std::string invalid_index;      ///< an invalid index of this name on the target, to drop first
     bool building = false;          ///< someone is building it on the target right now
+    /// A query returning one boolean: the steps may run only while apply holds at a point of the
+    /// stream where the source, read in a snapshot of that point, answers true
+    /// (verify/common_point.hpp). Empty: any time.
+    std::string source_guard;
 
     /// "unique constraint t_email_key of public.t".
     [[nodiscard]] std::string describe() const { return table.empty() ? what : what + " of " + table; }
@@ -116,6 +126,8 @@ struct LaterObject {
             return constraint; // an enum's value: the new primary would refuse it
         if (change == Change::grant)
             return false;
+        if (change == Change::detach)
+            return builds; // with verify, a comparison at the switch finds the rows
         return change == Change::drop ? builds && constraint : constraint || builds;
     }
     /// "<describe()> exists on the source but not on the target: <what happens>" (or, dropped,

@@ -16,11 +16,15 @@
 //   target with schema: copy at the next look; when apply meets a row that breaks one first, the
 //   main loop drops it at once (change_target_for_rejected_row) instead of stopping apply.
 // - So with a partition made on the source later: one the target lacks is created at the next
-//   look, or at once when apply meets a row the target has no partition for.
+//   look, or at once when apply meets a row the target has no partition for. One the source
+//   dropped is detached on the target while apply holds at a point of the stream past the drop
+//   where the source holds no row of its range (verify::CommonPoint): a few milliseconds'
+//   pause of apply, once per partition.
 // - A stop cancels a running build; the invalid index it leaves is dropped and built again at
 //   the next look of the next start.
 #pragma once
 
+#include "pgshift/apply/later_objects.hpp"
 #include "pgshift/config/config.hpp"
 #include "pgshift/pg/connection.hpp"
 
@@ -61,6 +65,10 @@ public:
 private:
     void look(const config::Config& cfg, const std::atomic<bool>& stop);
     void connect(const config::Config& cfg);
+    /// Runs `o`'s steps on the target while apply holds at a point of the source's stream where
+    /// its source_guard holds (verify::CommonPoint); "" when done, else why not (yet).
+    std::string change_at_common_point(const config::Config& cfg, const apply::LaterObject& o,
+                                       const std::atomic<bool>& stop);
 
     const config::Config& base_;
     const config::Config& reversed_;
@@ -76,6 +84,7 @@ private:
     /// Definitions replaced on the target (object -> statement): one that still differs after
     /// its statement ran is printed otherwise by the target's server, not changed again.
     std::map<std::string, std::string> replaced_;
+    std::uint64_t points_ = 0; ///< common points made (their temporary slots' names)
 };
 
 } // namespace pgshift::daemon
