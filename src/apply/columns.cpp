@@ -104,6 +104,16 @@ std::vector<std::string> missing_columns(pg::Connection& target, const std::stri
     return missing;
 }
 
+std::vector<std::string> extra_columns(pg::Connection& target, const std::string& qualified,
+                                       const std::vector<std::string>& names)
+{
+    std::vector<std::string> extra;
+    for (auto& n : column_names(target, qualified))
+        if (std::find(names.begin(), names.end(), n) == names.end())
+            extra.push_back(std::move(n));
+    return extra;
+}
+
 std::vector<std::string> dropped_not_null(pg::Connection& target, const std::string& qualified,
                                           const std::vector<std::string>& names)
 {
@@ -236,7 +246,7 @@ void relax_dropped_columns(pg::Connection& target, const std::string& display, c
 }
 
 void add_columns(pg::Connection& source, pg::Connection& target, const std::string& schema, const std::string& table,
-                 const std::vector<NewColumn>& columns, bool rows_before)
+                 const std::vector<NewColumn>& columns, bool rows_before, bool others_dropped)
 {
     const TableName t{schema + "." + table, pg::quote_ident(schema) + "." + pg::quote_ident(table)};
     std::vector<SourceColumn> defs;
@@ -268,7 +278,7 @@ void add_columns(pg::Connection& source, pg::Connection& target, const std::stri
         // A column renamed on the source looks like a new one, and its existing rows' values
         // would be lost on the target: with rows there, a target column the source no longer
         // has makes every new column ambiguous.
-        if (target_rows && !extra_on_target.empty() && !defs.empty())
+        if (target_rows && !extra_on_target.empty() && !defs.empty() && !others_dropped)
             refuse(t, defs.front().name,
                    "the target table also has column(s) " + extra_on_target +
                        " that the source's no longer has, so this may be a renamed column (pgshift cannot tell): "

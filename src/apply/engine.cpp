@@ -278,7 +278,7 @@ void Engine::ensure_origins()
     }
 }
 
-void Engine::record_table_names(const std::map<RelId, TableName>& published, bool fresh)
+void Engine::record_table_names(const Published& published, bool fresh)
 {
     try {
         (void)table_names_.load(*catalog_, published, fresh);
@@ -449,14 +449,11 @@ void Engine::follow_source_columns(const Known& known, bool used_before, const s
     }
     const auto qualified = pg::quote_ident(nsp) + "." + pg::quote_ident(rel.relname);
     const auto missing = missing_columns(catalog(), qualified, names);
-    const auto dropped = dropped_not_null(catalog(), qualified, names);
-    const auto widened = widened_columns(catalog(), qualified, stream);
+    auto dropped = dropped_not_null(catalog(), qualified, names);
+    auto widened = widened_columns(catalog(), qualified, stream);
     if (missing.empty() && dropped.empty() && widened.empty())
         return;
-    std::vector<NewColumn> columns;
-    for (const auto& c : rel.columns)
-        if (std::find(missing.begin(), missing.end(), c.name) != missing.end())
-            columns.push_back({std::string(c.name), c.type_oid});
+    const auto display = nsp + "." + std::string(rel.relname);
     // Every earlier transaction commits first: the target table then holds exactly the rows the
     // source table held before this transaction (what add_columns() decides on), and no batch
     // in flight writes rows under the old column list after the column's default is changed.
@@ -464,20 +461,43 @@ void Engine::follow_source_columns(const Known& known, bool used_before, const s
     alter_target([&](pg::Connection& target) {
         if (!missing.empty()) {
             std::unique_ptr<pg::Connection> source;
+            ColumnChanges changes;
             try {
                 source = std::make_unique<pg::Connection>(pg::conninfo_with(
                     cfg_.source.conninfo, {{"application_name", "pgshift_" + cfg_.name + "_schema"}}));
+                changes = table_names_.renamed_columns(*source, rel.relid, missing,
+                                                       extra_columns(target, qualified, names));
             } catch (const pg::PgError& e) {
-                throw SourceError(std::string("could not connect to the source to read the definition of a column ") +
-                                      "the target lacks: " + e.what(),
+                throw SourceError(std::string("could not read the source's definition of a column the target "
+                                              "lacks: ") + e.what(),
                                   e.retryable());
             }
-            add_columns(*source, target, nsp, std::string(rel.relname), columns, used_before);
+            const auto& renames = changes.renamed;
+            if (!renames.empty()) {
+                // Renamed first: what is still missing then was added on the source, and the
+                // renamed columns' rules (NOT NULL, a wider type) are compared under their names.
+                table_names_.rename_columns(target, rel.relid, display, qualified, renames);
+                dropped = dropped_not_null(target, qualified, names);
+                widened = widened_columns(target, qualified, stream);
+            }
+            std::vector<NewColumn> columns;
+            for (const auto& c : rel.columns)
+                if (std::find(missing.begin(), missing.end(), c.name) != missing.end() &&
+                    std::none_of(renames.begin(), renames.end(), [&](const auto& r) { return r.to == c.name; }))
+                    columns.push_back({std::string(c.name), c.type_oid});
+            if (!columns.empty()) {
+                add_columns(*source, target, nsp, std::string(rel.relname), columns, used_before,
+                            changes.others_dropped);
+                std::vector<std::string> added;
+                for (const auto& c : columns)
+                    added.push_back(c.name);
+                table_names_.remember_columns(*source, target, rel.relid, added);
+            }
         }
         if (!dropped.empty())
-            relax_dropped_columns(target, nsp + "." + std::string(rel.relname), qualified, dropped);
+            relax_dropped_columns(target, display, qualified, dropped);
         if (!widened.empty())
-            widen_columns(target, nsp + "." + std::string(rel.relname), qualified, widened);
+            widen_columns(target, display, qualified, widened);
     });
 }
 

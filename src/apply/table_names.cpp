@@ -5,6 +5,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <set>
+
 namespace pgshift::apply {
 
 namespace {
@@ -16,6 +19,12 @@ constexpr const char* k_ddl = "CREATE SCHEMA IF NOT EXISTS pgshift; "
                               "  nspname text NOT NULL,"
                               "  relname text NOT NULL,"
                               "  PRIMARY KEY (slot, relid))";
+constexpr const char* k_columns_ddl = "CREATE TABLE IF NOT EXISTS pgshift.column_names ("
+                                      "  slot text NOT NULL,"
+                                      "  relid oid NOT NULL,"
+                                      "  attnum int NOT NULL,"
+                                      "  attname text NOT NULL,"
+                                      "  PRIMARY KEY (slot, relid, attnum))";
 
 bool exists(pg::Connection& target, const TableName& t)
 {
@@ -35,43 +44,70 @@ std::string rename_statement(const TableName& from, const TableName& to)
     return s;
 }
 
-std::map<RelId, TableName> published_relations(pg::Connection& source, const std::string& publication)
+Published published_relations(pg::Connection& source, const std::string& publication)
 {
-    auto r = source.exec_params("SELECT c.oid, n.nspname, c.relname FROM pg_publication p "
+    auto r = source.exec_params("SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname FROM pg_publication p "
                                 "JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
                                 "JOIN pg_class c ON c.oid = pr.prrelid "
-                                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
+                                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+                                "WHERE p.pubname = $1",
                                 {publication});
-    std::map<RelId, TableName> out;
-    for (int i = 0; i < r.rows(); ++i)
-        out[RelId{static_cast<std::uint32_t>(std::stoul(r.str(i, 0)))}] = {r.str(i, 1), r.str(i, 2)};
+    Published out;
+    for (int i = 0; i < r.rows(); ++i) {
+        const RelId relid{static_cast<std::uint32_t>(std::stoul(r.str(i, 0)))};
+        out.tables[relid] = {r.str(i, 1), r.str(i, 2)};
+        if (!r.is_null(i, 3))
+            out.columns[relid][std::stoi(r.str(i, 3))] = r.str(i, 4);
+    }
     return out;
 }
 
-bool TableNames::load(pg::Connection& target, const std::map<RelId, TableName>& published, bool fresh)
+bool TableNames::load(pg::Connection& target, const Published& published, bool fresh)
 {
     names_.clear();
+    columns_.clear();
     usable_ = false;
     std::vector<std::string> relids, nsps, names;
-    for (const auto& [relid, t] : published) {
+    for (const auto& [relid, t] : published.tables) {
         relids.push_back(std::to_string(relid.value));
         nsps.push_back(t.nspname);
         names.push_back(t.relname);
     }
+    std::vector<std::string> column_relids, attnums, attnames;
+    for (const auto& [relid, columns] : published.columns)
+        for (const auto& [attnum, name] : columns) {
+            column_relids.push_back(std::to_string(relid.value));
+            attnums.push_back(std::to_string(attnum));
+            attnames.push_back(name);
+        }
     try {
         pg::in_transaction(target, [&] {
             if (target.exec("SELECT to_regclass('pgshift.table_names') IS NULL").get(0, 0) == "t")
                 target.exec(k_ddl);
-            else if (fresh)
+            if (target.exec("SELECT to_regclass('pgshift.column_names') IS NULL").get(0, 0) == "t")
+                target.exec(k_columns_ddl);
+            if (fresh) {
                 target.exec_params("DELETE FROM pgshift.table_names WHERE slot = $1", {slot_});
+                target.exec_params("DELETE FROM pgshift.column_names WHERE slot = $1", {slot_});
+            }
             target.exec_params("INSERT INTO pgshift.table_names (slot, relid, nspname, relname) "
                                "SELECT $1, r::oid, n, t FROM unnest($2::text[], $3::text[], $4::text[]) AS x(r, n, t) "
                                "ON CONFLICT (slot, relid) DO NOTHING",
                                {slot_, pg::text_array(relids), pg::text_array(nsps), pg::text_array(names)});
+            // A name recorded earlier stays: it is the one the stream (maybe still behind a
+            // rename made while pgshift was stopped) and the target use.
+            target.exec_params("INSERT INTO pgshift.column_names (slot, relid, attnum, attname) "
+                               "SELECT $1, r::oid, a::int, n FROM unnest($2::text[], $3::text[], $4::text[]) AS x(r, a, n) "
+                               "ON CONFLICT (slot, relid, attnum) DO NOTHING",
+                               {slot_, pg::text_array(column_relids), pg::text_array(attnums), pg::text_array(attnames)});
         });
         auto r = target.exec_params("SELECT relid, nspname, relname FROM pgshift.table_names WHERE slot = $1", {slot_});
         for (int i = 0; i < r.rows(); ++i)
             names_[RelId{static_cast<std::uint32_t>(std::stoul(r.str(i, 0)))}] = {r.str(i, 1), r.str(i, 2)};
+        auto c = target.exec_params("SELECT relid, attnum, attname FROM pgshift.column_names WHERE slot = $1", {slot_});
+        for (int i = 0; i < c.rows(); ++i)
+            columns_[RelId{static_cast<std::uint32_t>(std::stoul(c.str(i, 0)))}][std::stoi(c.str(i, 1))] = c.str(i, 2);
     } catch (const pg::PgError& e) {
         if (e.broken())
             throw;
@@ -88,6 +124,8 @@ void TableNames::forget(pg::Connection& target, const std::string& slot)
 {
     if (target.exec("SELECT to_regclass('pgshift.table_names') IS NOT NULL").get(0, 0) == "t")
         target.exec_params("DELETE FROM pgshift.table_names WHERE slot = $1", {slot});
+    if (target.exec("SELECT to_regclass('pgshift.column_names') IS NOT NULL").get(0, 0) == "t")
+        target.exec_params("DELETE FROM pgshift.column_names WHERE slot = $1", {slot});
 }
 
 void TableNames::remember(pg::Connection& target, RelId relid, const TableName& name)
@@ -175,6 +213,82 @@ void TableNames::rename(pg::Connection& target, RelId relid, const TableName& fr
         spdlog::warn("{}: renamed on the target too (schema: copy)", what);
     });
     names_ = std::move(moved);
+}
+
+ColumnChanges TableNames::renamed_columns(pg::Connection& source, RelId relid, const std::vector<std::string>& missing,
+                                          const std::vector<std::string>& extra) const
+{
+    auto recorded = columns_.find(relid);
+    if (!usable_ || recorded == columns_.end() || missing.empty() || extra.empty())
+        return {};
+    // Every attnum the source's table has used, live or dropped, with the name of a live one.
+    auto r = source.exec_params("SELECT attnum, attname, attisdropped FROM pg_catalog.pg_attribute "
+                                "WHERE attrelid = $1::oid AND attnum > 0",
+                                {std::to_string(relid.value)});
+    std::map<int, std::string> live;
+    std::set<int> dropped;
+    for (int i = 0; i < r.rows(); ++i) {
+        const int attnum = std::stoi(r.str(i, 0));
+        if (r.get(i, 2) == "t")
+            dropped.insert(attnum);
+        else
+            live[attnum] = r.str(i, 1);
+    }
+    ColumnChanges out;
+    for (const auto& [attnum, name] : live) {
+        if (std::find(missing.begin(), missing.end(), name) == missing.end())
+            continue;
+        auto was = recorded->second.find(attnum);
+        if (was != recorded->second.end() && was->second != name &&
+            std::find(extra.begin(), extra.end(), was->second) != extra.end())
+            out.renamed.push_back({was->second, name});
+    }
+    out.others_dropped = std::all_of(extra.begin(), extra.end(), [&](const std::string& e) {
+        if (std::any_of(out.renamed.begin(), out.renamed.end(), [&](const auto& c) { return c.from == e; }))
+            return true;
+        return std::any_of(recorded->second.begin(), recorded->second.end(),
+                           [&](const auto& c) { return c.second == e && dropped.count(c.first); });
+    });
+    return out;
+}
+
+void TableNames::rename_columns(pg::Connection& target, RelId relid, const std::string& display,
+                                const std::string& qualified, const std::vector<ColumnRename>& renames)
+{
+    auto columns = columns_[relid];
+    pg::in_transaction(target, [&] {
+        for (const auto& c : renames) {
+            target.exec("ALTER TABLE " + qualified + " RENAME COLUMN " + pg::quote_ident(c.from) + " TO " +
+                        pg::quote_ident(c.to));
+            target.exec_params("UPDATE pgshift.column_names SET attname = $4 WHERE slot = $1 AND relid = $2 "
+                               "AND attname = $3",
+                               {slot_, std::to_string(relid.value), c.from, c.to});
+            for (auto& [attnum, name] : columns)
+                if (name == c.from)
+                    name = c.to;
+        }
+    });
+    columns_[relid] = std::move(columns);
+    for (const auto& c : renames)
+        spdlog::warn("column {} of {} was renamed to {} on the source (the same column): renamed on the target too "
+                     "(schema: copy)",
+                     c.from, display, c.to);
+}
+
+void TableNames::remember_columns(pg::Connection& source, pg::Connection& target, RelId relid,
+                                  const std::vector<std::string>& names)
+{
+    if (!usable_ || names.empty())
+        return;
+    auto r = source.exec_params("SELECT attnum, attname FROM pg_catalog.pg_attribute WHERE attrelid = $1::oid "
+                                "AND attnum > 0 AND NOT attisdropped AND attname = ANY ($2::text[])",
+                                {std::to_string(relid.value), pg::text_array(names)});
+    for (int i = 0; i < r.rows(); ++i) {
+        target.exec_params("INSERT INTO pgshift.column_names (slot, relid, attnum, attname) VALUES ($1, $2, $3, $4) "
+                           "ON CONFLICT (slot, relid, attnum) DO UPDATE SET attname = excluded.attname",
+                           {slot_, std::to_string(relid.value), r.str(i, 0), r.str(i, 1)});
+        columns_[relid][std::stoi(r.str(i, 0))] = r.str(i, 1);
+    }
 }
 
 } // namespace pgshift::apply

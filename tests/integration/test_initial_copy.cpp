@@ -826,7 +826,7 @@ TEST_CASE("initial copy: an added column's value for existing rows survives the 
     CHECK(fx.target().value(rows) == fx.source().value(rows));
 }
 
-TEST_CASE("initial copy: a column renamed on the source is not mistaken for a new one, a dropped one stays",
+TEST_CASE("initial copy: a column renamed on the source is renamed on the target, never taken for a new one, a dropped one stays",
           "[integration][initial_copy]")
 {
     auto o = copy_options("renamed", 0);
@@ -837,15 +837,26 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     ReplicationFixture fx(o);
     fx.daemon().start();
     REQUIRE(wait_copy_done(fx, 60s));
-    // Adding "remark" would leave the 10 rows' values behind in "note" on the target.
-    fx.source().exec("ALTER TABLE named RENAME COLUMN note TO remark");
-    fx.source().exec("INSERT INTO named VALUES (11, 'after the rename', 11)");
+    // Recorded by attnum: a rename is followed, with every row's value.
+    fx.source().exec("ALTER TABLE named RENAME COLUMN note TO memo");
+    fx.source().exec("INSERT INTO named VALUES (11, 'after the rename', 11); UPDATE named SET memo = 'kept' WHERE id = 2");
+    REQUIRE(fx.converged({"public.named"}, 60s));
+    CHECK(wait_for_log(fx, "column note of public.named was renamed to memo on the source (the same column): renamed "
+                           "on the target too (schema: copy)", 10s));
+    CHECK(fx.target().value("SELECT string_agg(memo, ',' ORDER BY id) FROM named WHERE id <= 3") == "n1,kept,n3");
+    // Without a record of the table's columns (one recorded before this existed), adding
+    // "remark" would leave the rows' values behind in "memo" on the target: refused.
+    REQUIRE(fx.daemon().terminate() == 0);
+    fx.target().exec("DELETE FROM pgshift.column_names");
+    fx.source().exec("ALTER TABLE named RENAME COLUMN memo TO remark");
+    fx.daemon().start();
+    fx.source().exec("INSERT INTO named VALUES (12, 'after the second rename', 12)");
     const std::string refusal = "column \"remark\" of source table public.named does not exist on the target table, "
-                                "and pgshift cannot add it (schema: copy): the target table also has column(s) note";
+                                "and pgshift cannot add it (schema: copy): the target table also has column(s) memo";
     CHECK(wait_for_log(fx, refusal, 30s));
-    CHECK(fx.target().value("SELECT count(*) FROM named") == "10");
+    CHECK(fx.target().value("SELECT count(*) FROM named") == "11");
     // Renamed on the target as the message says, then resumed: identical.
-    fx.target().exec("ALTER TABLE named RENAME COLUMN note TO remark");
+    fx.target().exec("ALTER TABLE named RENAME COLUMN memo TO remark");
     auto r = run_command({pgshift_binary().string(), "resume", "--config", fx.daemon().config_path().string()});
     CHECK(r.exit_code == 0);
     REQUIRE(fx.converged({"public.named"}, 60s));
@@ -854,13 +865,13 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     // is still applied, and the log says what to change on the target before a value no longer fits.
     fx.source().exec("ALTER TABLE named ALTER COLUMN id TYPE bigint");
     fx.source().exec("ALTER TABLE named ALTER COLUMN code TYPE text");
-    fx.source().exec("INSERT INTO named VALUES (12, 'after the type change', '12'), (3000000000, 'past integer', '14')");
+    fx.source().exec("INSERT INTO named VALUES (13, 'after the type change', '13'), (3000000000, 'past integer', '14')");
     REQUIRE(fx.converged({"public.named"}, 60s));
     CHECK(fx.target().value("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                             "WHERE attrelid = 'named'::regclass AND attname = 'id'") == "bigint");
     CHECK(fx.target().value("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                             "WHERE attrelid = 'named'::regclass AND attname = 'code'") == "integer");
-    const auto log = read_all(fx.daemon().log_path());
+    auto log = read_all(fx.daemon().log_path());
     CHECK(log.find("column id of public.named is integer on the target and bigint on the source (widened there): "
                    "changing it on the target") != std::string::npos);
     CHECK(log.find("column code of public.named is text in the source's stream but integer on the target (its type "
@@ -869,14 +880,25 @@ TEST_CASE("initial copy: a column renamed on the source is not mistaken for a ne
     // A NOT NULL column (no default) dropped on the source: it stays on the target with its
     // values, and is made nullable there so that the rows written from now on apply.
     fx.source().exec("ALTER TABLE named DROP COLUMN code");
-    fx.source().exec("INSERT INTO named VALUES (13, 'after the drop'); UPDATE named SET remark = 'updated' WHERE id = 1");
+    fx.source().exec("INSERT INTO named VALUES (15, 'after the drop'); UPDATE named SET remark = 'updated' WHERE id = 1");
     CHECK(wait_for_log(fx, "column code of target table public.named is NOT NULL without a default, and the source's "
                            "table no longer has it (dropped there?): made it nullable on the target", 30s));
-    for (int i = 0; i < 300 && fx.target().value("SELECT count(*) FROM named WHERE id = 13") == "0"; ++i)
+    for (int i = 0; i < 300 && fx.target().value("SELECT count(*) FROM named WHERE id = 15") == "0"; ++i)
         std::this_thread::sleep_for(100ms);
-    CHECK(fx.target().value("SELECT count(*) FROM named WHERE id = 13 AND code IS NULL") == "1");
-    CHECK(fx.target().value("SELECT count(*) FROM named WHERE code = id") == "12");
+    CHECK(fx.target().value("SELECT count(*) FROM named WHERE id = 15 AND code IS NULL") == "1");
+    CHECK(fx.target().value("SELECT count(*) FROM named WHERE code = id") == "13");
     CHECK(fx.target().value("SELECT remark FROM named WHERE id = 1") == "updated");
+    // A column dropped and another added in one statement: the records show the dropped one's
+    // attnum gone, so the new one is no rename: added, and the dropped one stays with its values.
+    fx.source().exec("ALTER TABLE named DROP COLUMN remark, ADD COLUMN label text");
+    fx.source().exec("INSERT INTO named VALUES (16, 'labelled')");
+    for (int i = 0; i < 300 && fx.target().value("SELECT count(*) FROM named WHERE id = 16") == "0"; ++i)
+        std::this_thread::sleep_for(100ms);
+    CHECK(fx.target().value("SELECT label FROM named WHERE id = 16") == "labelled");
+    CHECK(fx.target().value("SELECT remark FROM named WHERE id = 1") == "updated");
+    log = read_all(fx.daemon().log_path());
+    CHECK(log.find("column label (text) of source table public.named was missing on the target: added it") !=
+          std::string::npos);
 }
 
 TEST_CASE("initial copy: tables renamed on the source are renamed on the target, also a swap and while stopped",

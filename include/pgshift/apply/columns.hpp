@@ -20,9 +20,10 @@
 //   the slot keeps everything). Identity and generated columns are always refused: their
 //   definition is more than a type and a default.
 // - A column renamed on the source arrives as a new name, and adding it would leave its existing
-//   rows without their values. A rename leaves the old name on the target, so when the target
-//   table holds rows and has a column the source's no longer has, the new column is refused
-//   (rename it on the target).
+//   rows without their values. Apply follows the renames its records prove (table_names.hpp);
+//   otherwise a rename leaves the old name on the target, so when the target table holds rows
+//   and has a column the source's no longer has (and the records do not prove it dropped), the
+//   new column is refused (rename it on the target).
 // - Timing is apply's part: it adds the columns only once every earlier transaction has
 //   committed on the target, so the target table then holds exactly the rows the source table
 //   held before the transaction that first uses the new definition.
@@ -61,6 +62,11 @@ struct NewColumn {
 /// that). Throws PgError.
 [[nodiscard]] std::vector<std::string> missing_columns(pg::Connection& target, const std::string& qualified,
                                                        const std::vector<std::string>& names);
+
+/// The columns of the target table `qualified` that `names` (the source table's, in its latest
+/// Relation message) lacks: dropped or renamed on the source. Throws PgError.
+[[nodiscard]] std::vector<std::string> extra_columns(pg::Connection& target, const std::string& qualified,
+                                                     const std::vector<std::string>& names);
 
 /// The columns of the target table `qualified` that `names` (the source table's, from its latest
 /// Relation message) lacks and that are NOT NULL without a default, neither generated nor
@@ -108,10 +114,12 @@ void widen_columns(pg::Connection& target, const std::string& display, const std
 /// defined as on the source. `rows_before`: the target table will hold rows that the source
 /// table held before the ALTER even if it holds none now (a source transaction changed the table
 /// before it used the new definition). Uses `source` for its catalog (its search_path is set to
-/// pg_catalog meanwhile, then reset) and `target` for one transaction. Throws TargetError (not
-/// retryable, unless a connection failed) naming the table and column when it cannot be done
-/// faithfully or a server refuses.
+/// pg_catalog meanwhile, then reset) and `target` for one transaction. `others_dropped`: the
+/// caller knows that every column the target table has and the source's lacks was dropped
+/// there (none of them can be one of `columns` renamed). Throws TargetError (not retryable,
+/// unless a connection failed) naming the table and column when it cannot be done faithfully or
+/// a server refuses.
 void add_columns(pg::Connection& source, pg::Connection& target, const std::string& schema, const std::string& table,
-                 const std::vector<NewColumn>& columns, bool rows_before);
+                 const std::vector<NewColumn>& columns, bool rows_before, bool others_dropped = false);
 
 } // namespace pgshift::apply

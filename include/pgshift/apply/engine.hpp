@@ -65,10 +65,10 @@ public:
     [[nodiscard]] int server_version() const { return catalog_ ? catalog_->server_version() : 0; }
     /// Creates the workers' origins that do not exist yet (after every check passed).
     void ensure_origins();
-    /// Records the target's name of each published source table not recorded yet, so that a
-    /// rename on the source is followed (table_names.hpp; after ensure_origins()); `fresh`: the
+    /// Records the target's name of each published source table and column not recorded yet, so
+    /// that a rename on the source is followed (table_names.hpp; after ensure_origins()); `fresh`: the
     /// slot is about to be created.
-    void record_table_names(const std::map<RelId, TableName>& published, bool fresh);
+    void record_table_names(const Published& published, bool fresh);
     /// Initialises worker 0's origin (first start only, before begin_session).
     void advance_origin(Lsn lsn);
     /// Connects the workers and binds their origins; transactions with commit_lsn < `resume`
