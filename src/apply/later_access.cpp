@@ -43,7 +43,7 @@ std::string source_privileges_sql(bool publication)
            "  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
            "  JOIN pg_namespace sn ON sn.oid = s.relnamespace "
            "  UNION ALL "
-           "  SELECT t.oid, 'SCHEMA', t.relnamespace, quote_ident(t.nspname), '{USAGE}' FROM t) "
+           "  SELECT t.oid, 'SCHEMA', t.relnamespace, quote_ident(t.nspname), '{USAGE,CREATE}' FROM t) "
            "SELECT * FROM (SELECT DISTINCT r.rolname AS role, o.kind AS kind, o.sql AS obj, array_to_string(ARRAY("
            "    SELECT p FROM unnest(o.privs) p WHERE CASE o.kind "
            "      WHEN 'TABLE' THEN has_table_privilege(r.role, o.obj, p) "
@@ -128,6 +128,95 @@ std::vector<LaterObject> privileges_missing(const Scope& s)
             o.by_hand = "role " + role + " does not exist on the target (pgshift copies no roles or passwords): "
                         "create it there";
         o.steps = std::move(r.grants);
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+namespace {
+
+/// The owners of the source's compared tables (and their partitions), and of the views,
+/// functions and procedures of their schemas (not an extension's), unless a superuser: kind
+/// (TABLE, VIEW, FUNCTION, PROCEDURE), SQL name (a routine's with its argument types, read with
+/// search_path pg_catalog), owner.
+std::string source_owners_sql(bool publication)
+{
+    return "WITH p AS (SELECT t.oid, t.relnamespace FROM " + tables_from(publication) +
+           "), ext AS (SELECT objid, classid FROM pg_depend WHERE deptype = 'e') "
+           "SELECT 'TABLE', quote_ident(n.nspname) || '.' || quote_ident(c.relname), r.rolname "
+           "FROM p JOIN pg_class c ON c.oid = p.oid OR c.oid IN (SELECT relid FROM pg_partition_tree(p.oid)) "
+           "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner WHERE NOT r.rolsuper "
+           "UNION "
+           "SELECT 'VIEW', quote_ident(n.nspname) || '.' || quote_ident(c.relname), r.rolname FROM pg_class c "
+           "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner "
+           "WHERE c.relkind = 'v' AND c.relnamespace IN (SELECT relnamespace FROM p) AND NOT r.rolsuper "
+           "  AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid) "
+           "UNION "
+           "SELECT CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, "
+           "       quote_ident(n.nspname) || '.' || quote_ident(f.proname) || '(' || oidvectortypes(f.proargtypes) || ')', "
+           "       r.rolname FROM pg_proc f "
+           "JOIN pg_namespace n ON n.oid = f.pronamespace JOIN pg_roles r ON r.oid = f.proowner "
+           "WHERE f.prokind IN ('f', 'p') AND f.pronamespace IN (SELECT relnamespace FROM p) AND NOT r.rolsuper "
+           "  AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = f.oid) "
+           "ORDER BY 1, 2";
+}
+
+/// Of source_owners_sql()'s rows ($1..$3: kind, name, owner), those the target has under another
+/// owner: kind, name, owner on the source, owner on the target, whether that role exists on the
+/// target, whether the session's role has its privileges there (may give it an object and keeps
+/// its own rights on it), the session's role.
+const char* const k_target_owners_differ =
+    "SELECT x.kind, x.name, x.owner, o.rolname, to_regrole(quote_ident(x.owner)) IS NOT NULL, "
+    "       coalesce(pg_has_role(current_user, to_regrole(quote_ident(x.owner)), 'USAGE'), false), current_user "
+    "FROM unnest($1::text[], $2::text[], $3::text[]) AS x(kind, name, owner) "
+    "JOIN pg_roles o ON o.oid = CASE WHEN x.kind IN ('TABLE', 'VIEW') "
+    "  THEN (SELECT relowner FROM pg_class WHERE oid = to_regclass(x.name)) "
+    "  ELSE (SELECT proowner FROM pg_proc WHERE oid = to_regprocedure(x.name)) END "
+    "WHERE o.rolname <> x.owner ORDER BY 1, 2";
+
+} // namespace
+
+/// The compared tables, partitions, views and routines the target has under another owner than
+/// the source (not a superuser there): schema: copy and the follower create them owned by
+/// pgshift's target role, so after a cutover the application's role could not alter or drop
+/// them (its next migration fails: "must be owner of table"), and views and SECURITY DEFINER
+/// functions would run with pgshift's role's rights (a view owned by a role that bypasses
+/// row-level security shows every row). Made the same with ALTER ... OWNER TO when the role
+/// exists on the target and pgshift's target role has its privileges (a superuser, or a member:
+/// it keeps its own rights on the object then); otherwise done by hand, with what it takes.
+std::vector<LaterObject> owners_differ(const Scope& s)
+{
+    s.source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = s.source.exec_params(source_owners_sql(s.publication), {s.tables_param});
+    s.source.exec("SET LOCAL search_path TO DEFAULT");
+    if (src.rows() == 0)
+        return {};
+    std::vector<std::string> kinds, names, owners;
+    for (int i = 0; i < src.rows(); ++i) {
+        kinds.push_back(src.str(i, 0));
+        names.push_back(src.str(i, 1));
+        owners.push_back(src.str(i, 2));
+    }
+    auto dst = s.target.exec_params(k_target_owners_differ,
+                                    {pg::text_array(kinds), pg::text_array(names), pg::text_array(owners)});
+    std::vector<LaterObject> out;
+    for (int i = 0; i < dst.rows(); ++i) {
+        std::string kind = dst.str(i, 0);
+        const auto name = dst.str(i, 1), owner = dst.str(i, 2), now = dst.str(i, 3), self = dst.str(i, 6);
+        LaterObject o;
+        o.change = Change::owner;
+        o.name = owner;
+        std::transform(kind.begin(), kind.end(), kind.begin(), [](unsigned char c) { return std::tolower(c); });
+        o.what = "owner of " + kind + " " + name + " (" + owner + " on the source, " + now + " on the target)";
+        o.steps = {"ALTER " + dst.str(i, 0) + " " + name + " OWNER TO " + pg::quote_ident(owner)};
+        if (dst.get(i, 4) != "t")
+            o.by_hand = "role " + owner + " does not exist on the target (pgshift copies no roles or passwords): "
+                        "create it there";
+        else if (dst.get(i, 5) != "t")
+            o.by_hand = "pgshift's target role " + self + " is not a member of " + owner +
+                        ", so it may not give it the object (and would lose its own rights on it): GRANT " +
+                        pg::quote_ident(owner) + " TO " + pg::quote_ident(self) +
+                        " on the target, then pgshift changes it; or change it there: " + o.steps.front();
         out.push_back(std::move(o));
     }
     return out;

@@ -138,6 +138,8 @@ int order_of(const LaterObject& o)
 {
     if (o.change == Change::secure)
         return 6; // a policy may call a function created before it
+    if (o.change == Change::owner)
+        return 7; // once everything it applies to exists, and the role's grants (CREATE on the schema) are in
     if (o.change == Change::rename)
         return -4;
     if (o.change == Change::detach)
@@ -212,6 +214,11 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         line += " has another name on the source: after a cutover the application would not find it on the new "
                 "primary: ";
         break;
+    case Change::owner:
+        line += " differs: after a cutover the application connecting as " + name +
+                " could not alter or drop it (its next migration fails), and a view or SECURITY DEFINER function "
+                "would run with another role's rights: ";
+        break;
     case Change::detach:
         line += " is on the target but no longer on the source (dropped or detached there): after a cutover the "
                 "new primary would show the rows the source dropped: ";
@@ -235,6 +242,8 @@ std::string LaterObject::line(bool builds, const std::string& done) const
             return steps.front() + (steps.size() > 1 ? "; ... (" + std::to_string(steps.size()) + " statements)" : "");
         return steps.front() + (steps.size() > 1 ? "; " + steps.back() : "");
     };
+    if (!by_hand.empty() && change == Change::owner && by_hand.rfind("role ", 0) == 0)
+        return line + by_hand + (builds ? ", then pgshift changes it (schema: copy)" : ", then: " + shown());
     if (!by_hand.empty() && change == Change::grant) // a missing role: what it then needs
         return line + by_hand + (builds ? ", then pgshift grants them (schema: copy)" : ", then: " + shown());
     if (!by_hand.empty() && change == Change::secure)
@@ -245,6 +254,7 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         return line + done;
     const char* what_to_do = change == Change::detach   ? "detach it there once apply has passed the drop (its rows "
                                                           "stay in it; drop it when they are no longer needed): "
+                             : change == Change::owner    ? "change it there: "
                              : change == Change::drop     ? "drop it there: "
                              : change == Change::grant  ? "grant them there: "
                              : change == Change::secure ? "make it the same there, in one transaction: "
@@ -440,7 +450,7 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     const later::Scope scope{source, target, publication, tables_param, tables, display};
     for (auto* kind : {later::privileges_missing, later::routines_missing, later::partitions_missing,
                        later::partitions_gone, later::enum_values_missing, later::triggers_differ,
-                       later::row_security_differs, later::renamed_unwritten})
+                       later::row_security_differs, later::owners_differ, later::renamed_unwritten})
         for (auto& o : kind(scope))
             out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),

@@ -912,6 +912,11 @@ private:
                         o.line(builds, "pgshift run grants them there once streaming (schema: copy)"));
                 continue;
             }
+            if (o.change == apply::Change::owner) {
+                warning(Side::target, "owner_differs",
+                        o.line(builds, "pgshift run changes it there once streaming (schema: copy)"));
+                continue;
+            }
             if (o.change == apply::Change::create && !o.constraint) {
                 warning(Side::target, "missing_routine",
                         o.line(builds, "pgshift run creates it there once streaming (schema: copy)"));

@@ -37,6 +37,7 @@ Verbs verbs_of(const apply::LaterObject& o)
     case apply::Change::secure:
         return {"making it the same", "made the same", "pgshift makes it the same (schema: copy)"};
     case apply::Change::rename: return {"renaming it", "renamed", "pgshift renames it at its next change"};
+    case apply::Change::owner: return {"changing it", "changed", "pgshift changes it (schema: copy)"};
     case apply::Change::detach:
         return {"detaching it", "detached",
                 "pgshift detaches it there, its rows kept in it, once apply has passed the drop (schema: copy)"};
@@ -213,7 +214,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             all.push_back(line);
             // A role the target lacks is logged, not listed: the application may use other
             // roles there, and only the operator can create it.
-            if (!(o.change == apply::Change::grant && !o.by_hand.empty()))
+            if (!((o.change == apply::Change::grant || o.change == apply::Change::owner) &&
+                  o.by_hand.rfind("role ", 0) == 0))
                 lines.push_back(std::move(line));
         }
         if (all != reported_) {

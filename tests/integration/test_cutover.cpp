@@ -879,6 +879,48 @@ TEST_CASE("privileges that roles hold on the source's tables are granted on the 
                    30s));
 }
 
+TEST_CASE("owners of the source's tables, views and functions own them on the target, and may create in the schema",
+          "[integration][cutover]")
+{
+    ReplicationFixture fx(options("{timeout_seconds: 30}"));
+    seed(fx);
+    // The application's role owns a table, a view on it and a SECURITY DEFINER function, and
+    // creates tables in public (its migrations): on the target pgshift's role made them all.
+    fx.source().exec(R"(CREATE ROLE app LOGIN;
+                        GRANT CREATE ON SCHEMA public TO app;
+                        ALTER TABLE accounts OWNER TO app;
+                        CREATE VIEW rich AS SELECT id FROM accounts WHERE balance > 100;
+                        ALTER VIEW rich OWNER TO app;
+                        CREATE FUNCTION bump(a int) RETURNS void LANGUAGE sql SECURITY DEFINER
+                          AS $$ UPDATE public.accounts SET balance = balance + 1 WHERE id = a $$;
+                        ALTER FUNCTION bump(int) OWNER TO app)");
+    fx.target().exec("CREATE ROLE app LOGIN");
+    const std::string owners =
+        "SELECT coalesce(string_agg(o, ',' ORDER BY o), '') FROM ("
+        " SELECT c.relname || ':' || pg_get_userbyid(c.relowner) FROM pg_class c"
+        "  WHERE c.relname IN ('accounts', 'rich', 'orders')"
+        " UNION ALL SELECT p.proname || ':' || pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.proname = 'bump'"
+        " UNION ALL SELECT 'create:' || has_schema_privilege('app', 'public', 'CREATE')) s(o)";
+    const auto on_source = fx.source().value(owners);
+    REQUIRE(on_source.find("accounts:app,bump:app,create:true,orders:") == 0);
+    REQUIRE(fx.start_and_wait_streaming());
+    CHECK(wait_for([&] { return fx.target().value(owners) == on_source; }, 45s));
+    CHECK(fx.target().value(owners) == on_source);
+    auto url = fx.daemon().control_url();
+    CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
+                   20s));
+    // The application's next migration works on the target as on the source.
+    fx.target().exec("SET ROLE app; ALTER TABLE accounts ADD COLUMN note text; CREATE TABLE app_made (id int); RESET ROLE");
+    // And apply goes on into the table it no longer owns.
+    fx.target().exec("ALTER TABLE accounts DROP COLUMN note; DROP TABLE app_made");
+    fx.source().exec("UPDATE accounts SET balance = balance + 7 WHERE id = 1");
+    REQUIRE(fx.converged(k_tables, 30s));
+    std::ifstream in(fx.daemon().log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(log);
+    CHECK(log.find("owner of table public.accounts (app on the source, ") != std::string::npos);
+}
+
 TEST_CASE("functions, procedures and views of the tables' schemas reach the target", "[integration][cutover]")
 {
     ReplicationFixture fx(options("{timeout_seconds: 30}"));

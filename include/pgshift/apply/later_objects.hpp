@@ -61,6 +61,14 @@
 //   subject pgshift's own target role to the policies (apply must see every row), nor with a
 //   role the target lacks: those are done by hand. A difference always blocks a switch, in
 //   either schema mode: it decides who sees which rows.
+// - Owners: schema: copy and the follower create objects owned by pgshift's target role. A
+//   compared table (its partitions too), a view or a routine of their schemas owned on the
+//   source by a role that is not a superuser is given to the same-named role on the target, so
+//   that the application's next migration after a cutover may alter it and views and SECURITY
+//   DEFINER functions run with the same role's rights as on the source; only when pgshift's
+//   target role has that role's privileges (it keeps its own on the object), else by hand. The
+//   schemas' CREATE privilege is compared with the others (PostgreSQL 15 no longer grants it to
+//   PUBLIC on schema public, and the application's migrations create tables).
 // - Partitions the source dropped or detached (a retention job): the target's are detached,
 //   their rows kept in them, at a point of the stream where the source holds no row of their
 //   range, so that the target's partitioned table then holds exactly the source's rows there
@@ -89,6 +97,7 @@ enum class Change {
     secure, ///< a table's row-level security differs: steps, in one transaction, make it the source's
     rename, ///< a table renamed on the source keeps its old name on the target until its next change
     detach, ///< a partition the source dropped or detached: steps detach it, where `source_guard` holds
+    owner,  ///< a table, view or routine owned by another role on the target: steps give it the source's
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -124,7 +133,7 @@ struct LaterObject {
             return true;
         if (change == Change::create)
             return constraint; // an enum's value: the new primary would refuse it
-        if (change == Change::grant)
+        if (change == Change::grant || change == Change::owner)
             return false;
         if (change == Change::detach)
             return builds; // with verify, a comparison at the switch finds the rows
