@@ -224,6 +224,113 @@ std::vector<LaterObject> owners_differ(const Scope& s)
 
 namespace {
 
+/// EXECUTE on the functions and procedures of the compared tables' schemas (not an extension's)
+/// on the source: kind, SQL name (with argument types, read with search_path pg_catalog),
+/// whether PUBLIC may call it, and the other roles granted it (not superusers, not the owner),
+/// separated by chr(1).
+std::string source_routine_acl_sql(bool publication)
+{
+    return "WITH p AS (SELECT DISTINCT t.relnamespace FROM " + tables_from(publication) +
+           "), f AS (SELECT f.* FROM pg_proc f WHERE f.prokind IN ('f', 'p') "
+           "  AND f.pronamespace IN (SELECT relnamespace FROM p) "
+           "  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = f.oid "
+           "                  AND d.deptype = 'e')) "
+           "SELECT CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, "
+           "       quote_ident(n.nspname) || '.' || quote_ident(f.proname) || '(' || oidvectortypes(f.proargtypes) || ')', "
+           "       EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a "
+           "               WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'), "
+           "       (SELECT string_agg(r.rolname, chr(1) ORDER BY r.rolname) "
+           "          FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a JOIN pg_roles r ON r.oid = a.grantee "
+           "         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> f.proowner AND NOT r.rolsuper) "
+           "FROM f JOIN pg_namespace n ON n.oid = f.pronamespace ORDER BY 2";
+}
+
+/// The same routines on the target ($1 SQL names): whether PUBLIC may call each.
+const char* const k_target_routine_public =
+    "SELECT x.name, EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a "
+    "                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') "
+    "FROM unnest($1::text[]) AS x(name) JOIN pg_proc f ON f.oid = to_regprocedure(x.name)";
+
+} // namespace
+
+/// Who may call the functions and procedures of the compared tables' schemas: PostgreSQL lets
+/// PUBLIC execute a new function, and schema: copy and the follower create them anew, so a
+/// function the source keeps from PUBLIC (REVOKE EXECUTE ... FROM PUBLIC: an administrative
+/// SECURITY DEFINER function, one a REST layer must not expose to anonymous roles) could be
+/// called by every role on the new primary. Made the same for PUBLIC either way (a revoke is
+/// Change::revoke, a grant Change::grant), and the roles granted EXECUTE on the source that lack
+/// it on the target are granted it, one object per role (a role the target lacks by hand).
+std::vector<LaterObject> routine_privileges_differ(const Scope& s)
+{
+    s.source.exec("SET LOCAL search_path = pg_catalog");
+    auto src = s.source.exec_params(source_routine_acl_sql(s.publication), {s.tables_param});
+    s.source.exec("SET LOCAL search_path TO DEFAULT");
+    if (src.rows() == 0)
+        return {};
+    std::vector<std::string> names;
+    for (int i = 0; i < src.rows(); ++i)
+        names.push_back(src.str(i, 1));
+    auto dst = s.target.exec_params(k_target_routine_public, {pg::text_array(names)});
+    std::map<std::string, bool> target_public;
+    for (int i = 0; i < dst.rows(); ++i)
+        target_public[dst.str(i, 0)] = dst.get(i, 1) == "t";
+    std::vector<LaterObject> out;
+    std::vector<std::string> roles, kinds, objects;
+    for (int i = 0; i < src.rows(); ++i) {
+        const auto kind = src.str(i, 0), name = src.str(i, 1);
+        auto t = target_public.find(name);
+        if (t == target_public.end())
+            continue; // not there yet: routines_missing's
+        const bool source_public = src.get(i, 2) == "t";
+        std::string lower = kind;
+        std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (t->second != source_public) {
+            LaterObject o;
+            o.change = source_public ? Change::grant : Change::revoke;
+            o.name = "PUBLIC";
+            o.what = source_public ? "privileges of PUBLIC (EXECUTE on " + lower + " " + name + ")"
+                                   : "EXECUTE on " + lower + " " + name + " for PUBLIC";
+            o.steps = {std::string(source_public ? "GRANT" : "REVOKE") + " EXECUTE ON " + kind + " " + name +
+                       (source_public ? " TO PUBLIC" : " FROM PUBLIC")};
+            out.push_back(std::move(o));
+        }
+        if (!src.is_null(i, 3))
+            for (const auto& role : split_chr1(src.str(i, 3))) {
+                roles.push_back(role);
+                kinds.push_back(kind);
+                objects.push_back(name);
+            }
+    }
+    if (roles.empty())
+        return out;
+    auto lacking = s.target.exec_params(
+        "SELECT x.role, x.kind, x.obj, to_regrole(quote_ident(x.role)) IS NULL "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) AS x(role, kind, obj) "
+        "WHERE to_regrole(quote_ident(x.role)) IS NULL "
+        "   OR NOT has_function_privilege(to_regrole(quote_ident(x.role)), to_regprocedure(x.obj), 'EXECUTE') "
+        "ORDER BY 1, 3",
+        {pg::text_array(roles), pg::text_array(kinds), pg::text_array(objects)});
+    std::map<std::string, LaterObject> by_role;
+    for (int i = 0; i < lacking.rows(); ++i) {
+        const auto role = lacking.str(i, 0), kind = lacking.str(i, 1), name = lacking.str(i, 2);
+        auto& o = by_role[role];
+        o.change = Change::grant;
+        o.name = role;
+        if (lacking.get(i, 3) == "t")
+            o.by_hand = "role " + role + " does not exist on the target (pgshift copies no roles or passwords): "
+                        "create it there";
+        o.steps.push_back("GRANT EXECUTE ON " + kind + " " + name + " TO " + pg::quote_ident(role));
+    }
+    for (auto& [role, o] : by_role) {
+        o.what = "privileges of role " + role + " (EXECUTE on " + std::to_string(o.steps.size()) + " routine" +
+                 (o.steps.size() == 1 ? "" : "s") + ")";
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+namespace {
+
 /// The statement that makes policy `pol` of table `tbl` (SQL text of its qualified name), as the
 /// server in use deparses it: read with search_path pg_catalog, so that every name in the
 /// expressions comes qualified and the two servers' texts compare.

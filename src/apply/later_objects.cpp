@@ -146,7 +146,7 @@ int order_of(const LaterObject& o)
         return -4; // before a partition made again for its range
     if (o.what.rfind("partition ", 0) == 0)
         return -1; // before what is built on the tables (after the drops: same rank as NOT NULL)
-    if (o.change == Change::grant)
+    if (o.change == Change::grant || o.change == Change::revoke)
         return 3;
     if (o.change == Change::create && o.what.rfind("value ", 0) == 0)
         return -1; // an enum's value: before anything that may use it
@@ -214,6 +214,10 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         line += " has another name on the source: after a cutover the application would not find it on the new "
                 "primary: ";
         break;
+    case Change::revoke:
+        line += " is on the target but not on the source: after a cutover every role could call it on the new "
+                "primary: ";
+        break;
     case Change::owner:
         line += " differs: after a cutover the application connecting as " + name +
                 " could not alter or drop it (its next migration fails), and a view or SECURITY DEFINER function "
@@ -255,6 +259,7 @@ std::string LaterObject::line(bool builds, const std::string& done) const
     const char* what_to_do = change == Change::detach   ? "detach it there once apply has passed the drop (its rows "
                                                           "stay in it; drop it when they are no longer needed): "
                              : change == Change::owner    ? "change it there: "
+                             : change == Change::revoke   ? "revoke it there: "
                              : change == Change::drop     ? "drop it there: "
                              : change == Change::grant  ? "grant them there: "
                              : change == Change::secure ? "make it the same there, in one transaction: "
@@ -450,7 +455,8 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     const later::Scope scope{source, target, publication, tables_param, tables, display};
     for (auto* kind : {later::privileges_missing, later::routines_missing, later::partitions_missing,
                        later::partitions_gone, later::enum_values_missing, later::triggers_differ,
-                       later::row_security_differs, later::owners_differ, later::renamed_unwritten})
+                       later::row_security_differs, later::owners_differ, later::routine_privileges_differ,
+                       later::renamed_unwritten})
         for (auto& o : kind(scope))
             out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),

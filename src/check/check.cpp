@@ -912,6 +912,12 @@ private:
                         o.line(builds, "pgshift run grants them there once streaming (schema: copy)"));
                 continue;
             }
+            if (o.change == apply::Change::revoke) {
+                warning(Side::target, "routine_public_execute",
+                        o.line(builds, "pgshift run revokes it there once streaming (schema: copy), and a cutover "
+                                       "waits for that"));
+                continue;
+            }
             if (o.change == apply::Change::owner) {
                 warning(Side::target, "owner_differs",
                         o.line(builds, "pgshift run changes it there once streaming (schema: copy)"));

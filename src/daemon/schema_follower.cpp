@@ -38,6 +38,7 @@ Verbs verbs_of(const apply::LaterObject& o)
         return {"making it the same", "made the same", "pgshift makes it the same (schema: copy)"};
     case apply::Change::rename: return {"renaming it", "renamed", "pgshift renames it at its next change"};
     case apply::Change::owner: return {"changing it", "changed", "pgshift changes it (schema: copy)"};
+    case apply::Change::revoke: return {"revoking it", "revoked", "pgshift revokes it (schema: copy)"};
     case apply::Change::detach:
         return {"detaching it", "detached",
                 "pgshift detaches it there, its rows kept in it, once apply has passed the drop (schema: copy)"};

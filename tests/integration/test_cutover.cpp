@@ -879,7 +879,8 @@ TEST_CASE("privileges that roles hold on the source's tables are granted on the 
                    30s));
 }
 
-TEST_CASE("owners of the source's tables, views and functions own them on the target, and may create in the schema",
+TEST_CASE("owners of the source's tables, views and functions own them on the target, may create in the schema, "
+          "and a function kept from PUBLIC is kept from it",
           "[integration][cutover]")
 {
     ReplicationFixture fx(options("{timeout_seconds: 30}"));
@@ -893,16 +894,24 @@ TEST_CASE("owners of the source's tables, views and functions own them on the ta
                         ALTER VIEW rich OWNER TO app;
                         CREATE FUNCTION bump(a int) RETURNS void LANGUAGE sql SECURITY DEFINER
                           AS $$ UPDATE public.accounts SET balance = balance + 1 WHERE id = a $$;
-                        ALTER FUNCTION bump(int) OWNER TO app)");
-    fx.target().exec("CREATE ROLE app LOGIN");
+                        ALTER FUNCTION bump(int) OWNER TO app;
+                        CREATE ROLE other LOGIN; CREATE ROLE admin LOGIN;
+                        CREATE FUNCTION reset_all() RETURNS void LANGUAGE sql SECURITY DEFINER
+                          AS $$ UPDATE public.accounts SET balance = 0 $$;
+                        REVOKE EXECUTE ON FUNCTION reset_all() FROM PUBLIC;
+                        GRANT EXECUTE ON FUNCTION reset_all() TO admin)");
+    fx.target().exec("CREATE ROLE app LOGIN; CREATE ROLE other LOGIN; CREATE ROLE admin LOGIN");
     const std::string owners =
         "SELECT coalesce(string_agg(o, ',' ORDER BY o), '') FROM ("
         " SELECT c.relname || ':' || pg_get_userbyid(c.relowner) FROM pg_class c"
         "  WHERE c.relname IN ('accounts', 'rich', 'orders')"
         " UNION ALL SELECT p.proname || ':' || pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.proname = 'bump'"
-        " UNION ALL SELECT 'create:' || has_schema_privilege('app', 'public', 'CREATE')) s(o)";
+        " UNION ALL SELECT 'create:' || has_schema_privilege('app', 'public', 'CREATE')"
+        " UNION ALL SELECT 'reset_all:' || x || ':' || has_function_privilege(x, 'reset_all()', 'EXECUTE')"
+        "  FROM unnest('{other,admin}'::text[]) x WHERE to_regprocedure('reset_all()') IS NOT NULL) s(o)";
     const auto on_source = fx.source().value(owners);
     REQUIRE(on_source.find("accounts:app,bump:app,create:true,orders:") == 0);
+    REQUIRE(on_source.find("reset_all:admin:true,reset_all:other:false") != std::string::npos);
     REQUIRE(fx.start_and_wait_streaming());
     CHECK(wait_for([&] { return fx.target().value(owners) == on_source; }, 45s));
     CHECK(fx.target().value(owners) == on_source);
@@ -919,6 +928,8 @@ TEST_CASE("owners of the source's tables, views and functions own them on the ta
     const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     INFO(log);
     CHECK(log.find("owner of table public.accounts (app on the source, ") != std::string::npos);
+    CHECK(log.find("EXECUTE on function public.reset_all() for PUBLIC is on the target but not on the source") !=
+          std::string::npos);
 }
 
 TEST_CASE("functions, procedures and views of the tables' schemas reach the target", "[integration][cutover]")

@@ -69,6 +69,11 @@
 //   target role has that role's privileges (it keeps its own on the object), else by hand. The
 //   schemas' CREATE privilege is compared with the others (PostgreSQL 15 no longer grants it to
 //   PUBLIC on schema public, and the application's migrations create tables).
+// - EXECUTE on the functions and procedures of those schemas: PostgreSQL grants it to PUBLIC on
+//   every new function, and a function the source keeps from PUBLIC (an administrative SECURITY
+//   DEFINER one) would be callable by every role on the new primary. Revoked there as on the
+//   source (with schema: copy a pending revoke holds up a switch), granted to PUBLIC where the
+//   source does, and to the roles the source grants it.
 // - Partitions the source dropped or detached (a retention job): the target's are detached,
 //   their rows kept in them, at a point of the stream where the source holds no row of their
 //   range, so that the target's partitioned table then holds exactly the source's rows there
@@ -98,6 +103,7 @@ enum class Change {
     rename, ///< a table renamed on the source keeps its old name on the target until its next change
     detach, ///< a partition the source dropped or detached: steps detach it, where `source_guard` holds
     owner,  ///< a table, view or routine owned by another role on the target: steps give it the source's
+    revoke, ///< a routine PUBLIC may call on the target and not on the source: steps revoke that
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -135,6 +141,8 @@ struct LaterObject {
             return constraint; // an enum's value: the new primary would refuse it
         if (change == Change::grant || change == Change::owner)
             return false;
+        if (change == Change::revoke)
+            return builds; // every role could call it on the new primary
         if (change == Change::detach)
             return builds; // with verify, a comparison at the switch finds the rows
         return change == Change::drop ? builds && constraint : constraint || builds;
