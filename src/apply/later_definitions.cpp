@@ -1,6 +1,7 @@
 // What the replicated tables are defined with besides their indexes and constraints: functions,
-// procedures and views of their schemas, partitions, enum values, triggers, and tables renamed
-// on the source (see later_objects.hpp for why each is compared and how it is made the same).
+// procedures and views of their schemas, partitions, enum values, triggers, tables renamed on
+// the source, and the planner statistics the target's tables lack (see later_objects.hpp for why
+// each is compared and how it is made the same).
 #include "later_kinds.hpp"
 
 #include "pgshift/apply/table_names.hpp"
@@ -449,6 +450,48 @@ std::vector<LaterObject> triggers_differ(const Scope& s)
         // Unlike a rule, it refuses no row during apply, and it may be the operator's own.
         o.by_hand = "pgshift cannot tell one the source dropped from one made on the target on purpose, and drops "
                     "neither: if the source dropped it, drop it there: " + o.steps.front();
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+/// The compared tables that have planner statistics on the source and none on the target (a
+/// partitioned table: none for its whole tree): the initial copy loads rows without them, and
+/// autovacuum analyzes a table a while later, never a partitioned one (PostgreSQL leaves that to
+/// ANALYZE by hand), or never when it is off. A new primary without them plans the application's
+/// queries blind. ANALYZE takes no lock that apply's writes wait for.
+std::vector<LaterObject> statistics_missing(const Scope& s)
+{
+    auto src = s.source.exec_params(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.relname), n.nspname || '.' || t.relname FROM " +
+            tables_from(s.publication) +
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE EXISTS (SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = t.relname "
+            "              AND st.inherited = (t.relkind = 'p')) "
+            "ORDER BY 1",
+        {s.tables_param});
+    std::vector<std::string> names;
+    for (int i = 0; i < src.rows(); ++i)
+        if (s.tables.count(src.str(i, 0)))
+            names.push_back(src.str(i, 0));
+    if (names.empty())
+        return {};
+    auto dst = s.target.exec_params(
+        "SELECT x.name FROM unnest($1::text[]) AS x(name) JOIN pg_class c ON c.oid = to_regclass(x.name) "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT EXISTS (SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname "
+        "                  AND st.inherited = (c.relkind = 'p')) "
+        "ORDER BY 1",
+        {pg::text_array(names)});
+    std::vector<LaterObject> out;
+    for (int i = 0; i < dst.rows(); ++i) {
+        const auto name = dst.str(i, 0);
+        LaterObject o;
+        o.table = s.display.count(name) ? s.display.at(name) : name;
+        o.change = Change::analyze;
+        o.what = "planner statistics";
+        o.name = name;
+        o.steps = {"ANALYZE " + name};
         out.push_back(std::move(o));
     }
     return out;

@@ -47,6 +47,7 @@ std::vector<LaterObject> partitions_missing(const Scope& s);
 std::vector<LaterObject> partitions_gone(const Scope& s);
 std::vector<LaterObject> enum_values_missing(const Scope& s);
 std::vector<LaterObject> triggers_differ(const Scope& s);
+std::vector<LaterObject> statistics_missing(const Scope& s);
 /// Only for a publication (the target's records are per slot, named as the publication).
 std::vector<LaterObject> renamed_unwritten(const Scope& s);
 

@@ -139,7 +139,9 @@ int order_of(const LaterObject& o)
     if (o.change == Change::secure)
         return 6; // a policy may call a function created before it
     if (o.change == Change::owner)
-        return 7; // once everything it applies to exists, and the role's grants (CREATE on the schema) are in
+        return 7;
+    if (o.change == Change::analyze)
+        return 8; // after the indexes (an expression index gets statistics of its own) // once everything it applies to exists, and the role's grants (CREATE on the schema) are in
     if (o.change == Change::rename)
         return -4;
     if (o.change == Change::detach)
@@ -214,6 +216,10 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         line += " has another name on the source: after a cutover the application would not find it on the new "
                 "primary: ";
         break;
+    case Change::analyze:
+        line += " are on the source but not on the target: the new primary would plan the application's queries "
+                "without them: ";
+        break;
     case Change::revoke:
         line += " is on the target but not on the source: after a cutover every role could call it on the new "
                 "primary: ";
@@ -260,6 +266,7 @@ std::string LaterObject::line(bool builds, const std::string& done) const
                                                           "stay in it; drop it when they are no longer needed): "
                              : change == Change::owner    ? "change it there: "
                              : change == Change::revoke   ? "revoke it there: "
+                             : change == Change::analyze  ? "run there: "
                              : change == Change::drop     ? "drop it there: "
                              : change == Change::grant  ? "grant them there: "
                              : change == Change::secure ? "make it the same there, in one transaction: "
@@ -456,7 +463,7 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     for (auto* kind : {later::privileges_missing, later::routines_missing, later::partitions_missing,
                        later::partitions_gone, later::enum_values_missing, later::triggers_differ,
                        later::row_security_differs, later::owners_differ, later::routine_privileges_differ,
-                       later::renamed_unwritten})
+                       later::statistics_missing, later::renamed_unwritten})
         for (auto& o : kind(scope))
             out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),

@@ -912,6 +912,8 @@ private:
                         o.line(builds, "pgshift run grants them there once streaming (schema: copy)"));
                 continue;
             }
+            if (o.change == apply::Change::analyze)
+                continue; // before the copy the target has no rows: run analyzes them once they arrive
             if (o.change == apply::Change::revoke) {
                 warning(Side::target, "routine_public_execute",
                         o.line(builds, "pgshift run revokes it there once streaming (schema: copy), and a cutover "

@@ -39,6 +39,7 @@ Verbs verbs_of(const apply::LaterObject& o)
     case apply::Change::rename: return {"renaming it", "renamed", "pgshift renames it at its next change"};
     case apply::Change::owner: return {"changing it", "changed", "pgshift changes it (schema: copy)"};
     case apply::Change::revoke: return {"revoking it", "revoked", "pgshift revokes it (schema: copy)"};
+    case apply::Change::analyze: return {"analyzing the table", "made", "pgshift analyzes the table (schema: copy)"};
     case apply::Change::detach:
         return {"detaching it", "detached",
                 "pgshift detaches it there, its rows kept in it, once apply has passed the drop (schema: copy)"};
@@ -281,7 +282,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             } else {
                 apply::change_target(*target_, o);
             }
-            if (o.what.rfind("definition of ", 0) == 0)
+            // Once: a definition the target prints otherwise, a table that has no rows to analyze.
+            if (o.what.rfind("definition of ", 0) == 0 || o.change == apply::Change::analyze)
                 replaced_[name] = o.steps.front();
             spdlog::info("{} {} on the target in {:.1f} s", name, verbs_of(o).done,
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

@@ -74,6 +74,9 @@
 //   DEFINER one) would be callable by every role on the new primary. Revoked there as on the
 //   source (with schema: copy a pending revoke holds up a switch), granted to PUBLIC where the
 //   source does, and to the roles the source grants it.
+// - Planner statistics: a replicated table with none on the target while the source's has them
+//   (rows loaded by the initial copy, a partitioned table autovacuum never analyzes) is analyzed
+//   there, once per table and daemon (an empty table gets none); never holding up a switch.
 // - Partitions the source dropped or detached (a retention job): the target's are detached,
 //   their rows kept in them, at a point of the stream where the source holds no row of their
 //   range, so that the target's partitioned table then holds exactly the source's rows there
@@ -104,6 +107,7 @@ enum class Change {
     detach, ///< a partition the source dropped or detached: steps detach it, where `source_guard` holds
     owner,  ///< a table, view or routine owned by another role on the target: steps give it the source's
     revoke, ///< a routine PUBLIC may call on the target and not on the source: steps revoke that
+    analyze, ///< a table without planner statistics on the target: steps ANALYZE it
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -139,8 +143,8 @@ struct LaterObject {
             return true;
         if (change == Change::create)
             return constraint; // an enum's value: the new primary would refuse it
-        if (change == Change::grant || change == Change::owner)
-            return false;
+        if (change == Change::grant || change == Change::owner || change == Change::analyze)
+            return false; // statistics: a table may have none after ANALYZE (no rows), and autovacuum makes them too
         if (change == Change::revoke)
             return builds; // every role could call it on the new primary
         if (change == Change::detach)

@@ -81,8 +81,9 @@ private:
     std::map<std::string, std::string> failed_; ///< object -> its last build error (logged when it changes)
     std::vector<std::string> reported_;         ///< what the last look reported
     std::string look_failed_;                   ///< why the last look failed (logged when it changes)
-    /// Definitions replaced on the target (object -> statement): one that still differs after
-    /// its statement ran is printed otherwise by the target's server, not changed again.
+    /// Definitions replaced and tables analyzed on the target (object -> statement), once: a
+    /// definition that still differs after its statement ran is printed otherwise by the
+    /// target's server, and a table still without statistics has no rows to make them from.
     std::map<std::string, std::string> replaced_;
     std::uint64_t points_ = 0; ///< common points made (their temporary slots' names)
 };
