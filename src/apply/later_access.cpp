@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace pgshift::apply::later {
 
@@ -324,6 +325,130 @@ std::vector<LaterObject> routine_privileges_differ(const Scope& s)
     for (auto& [role, o] : by_role) {
         o.what = "privileges of role " + role + " (EXECUTE on " + std::to_string(o.steps.size()) + " routine" +
                  (o.steps.size() == 1 ? "" : "s") + ")";
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+namespace {
+
+/// Default privileges (ALTER DEFAULT PRIVILEGES) on the source that apply in the compared
+/// tables' schemas: per entry, the role whose new objects they govern, the schema ('' for every
+/// schema: the entry then replaces PostgreSQL's built-in defaults), the kind of object, and what
+/// other roles get ("grantee=PRIVILEGE", PUBLIC by that name, separated by chr(1)).
+std::string source_default_acl_sql(bool publication)
+{
+    return "WITH s AS (SELECT DISTINCT t.relnamespace AS nsp FROM " + tables_from(publication) +
+           ") SELECT r.rolname, coalesce(n.nspname, ''), d.defaclobjtype::text, "
+           "  coalesce((SELECT string_agg(coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type, chr(1) ORDER BY 1) "
+           "     FROM aclexplode(d.defaclacl) a LEFT JOIN pg_roles g ON g.oid = a.grantee "
+           "     WHERE a.grantee <> d.defaclrole), '') "
+           "FROM pg_default_acl d JOIN pg_roles r ON r.oid = d.defaclrole "
+           "LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace "
+           "WHERE d.defaclnamespace = 0 OR d.defaclnamespace IN (SELECT nsp FROM s) ORDER BY 1, 2, 3";
+}
+
+/// The same entries on the target ($1 role, $2 schema, $3 kind): whether the role exists there,
+/// whether the session's role has its privileges (ALTER DEFAULT PRIVILEGES FOR ROLE needs them),
+/// and the grants as above (for every schema, PostgreSQL's built-in defaults when the target has
+/// no entry), the session's role.
+const char* const k_target_default_acl =
+    "SELECT x.role, x.nsp, x.kind, r.oid IS NOT NULL, coalesce(pg_has_role(current_user, r.oid, 'USAGE'), false), "
+    "  coalesce((SELECT string_agg(coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type, chr(1) ORDER BY 1) "
+    "     FROM aclexplode(coalesce((SELECT d.defaclacl FROM pg_default_acl d WHERE d.defaclrole = r.oid "
+    "                                AND d.defaclnamespace = coalesce(to_regnamespace(quote_ident(nullif(x.nsp, '')))::oid, 0) "
+    "                                AND d.defaclobjtype = x.kind::\"char\"), "
+    "                               CASE WHEN x.nsp = '' THEN acldefault(x.kind::\"char\", r.oid) END)) a "
+    "     LEFT JOIN pg_roles g ON g.oid = a.grantee WHERE a.grantee <> r.oid), ''), current_user "
+    "FROM unnest($1::text[], $2::text[], $3::text[]) AS x(role, nsp, kind) "
+    "LEFT JOIN pg_roles r ON r.oid = to_regrole(quote_ident(x.role)) "
+    "WHERE x.nsp = '' OR to_regnamespace(quote_ident(x.nsp)) IS NOT NULL";
+
+const char* object_kind_keyword(const std::string& kind)
+{
+    return kind == "r" ? "TABLES" : kind == "S" ? "SEQUENCES" : kind == "f" ? "FUNCTIONS" : kind == "T" ? "TYPES" : "SCHEMAS";
+}
+
+} // namespace
+
+/// Default privileges: the grants that objects created from now on get. After a cutover the
+/// application's migrations create tables on the new primary, and where the source gives them
+/// to other roles by default (Supabase's ALTER DEFAULT PRIVILEGES ... GRANT ... TO anon,
+/// authenticated), those roles would be refused on every new table there; a default revoked on
+/// the source (EXECUTE on new functions from PUBLIC) would be granted. Per entry of the source
+/// (a role, a schema of the tables or every schema, a kind of object), what the target's
+/// defaults give more or less is granted or revoked the same, when the role exists there and
+/// pgshift's target role has its privileges; a grantee the target lacks is by hand.
+std::vector<LaterObject> default_privileges_differ(const Scope& s)
+{
+    auto src = s.source.exec_params(source_default_acl_sql(s.publication), {s.tables_param});
+    if (src.rows() == 0)
+        return {};
+    std::vector<std::string> roles, schemas, kinds;
+    std::map<std::tuple<std::string, std::string, std::string>, std::string> want;
+    for (int i = 0; i < src.rows(); ++i) {
+        roles.push_back(src.str(i, 0));
+        schemas.push_back(src.str(i, 1));
+        kinds.push_back(src.str(i, 2));
+        want[{src.str(i, 0), src.str(i, 1), src.str(i, 2)}] = src.str(i, 3);
+    }
+    auto dst = s.target.exec_params(k_target_default_acl,
+                                    {pg::text_array(roles), pg::text_array(schemas), pg::text_array(kinds)});
+    std::vector<LaterObject> out;
+    for (int i = 0; i < dst.rows(); ++i) {
+        const auto role = dst.str(i, 0), schema = dst.str(i, 1), kind = dst.str(i, 2), self = dst.str(i, 6);
+        const auto wanted = split_chr1(want[{role, schema, kind}]);
+        const auto have = split_chr1(dst.str(i, 5));
+        // grantee -> privileges to grant / to revoke
+        std::map<std::string, std::vector<std::string>> grant, revoke;
+        for (const auto& g : wanted)
+            if (std::find(have.begin(), have.end(), g) == have.end())
+                grant[g.substr(0, g.rfind('='))].push_back(g.substr(g.rfind('=') + 1));
+        for (const auto& g : have)
+            if (std::find(wanted.begin(), wanted.end(), g) == wanted.end())
+                revoke[g.substr(0, g.rfind('='))].push_back(g.substr(g.rfind('=') + 1));
+        if (grant.empty() && revoke.empty())
+            continue;
+        const std::string prefix = "ALTER DEFAULT PRIVILEGES FOR ROLE " + pg::quote_ident(role) +
+                                   (schema.empty() ? "" : " IN SCHEMA " + pg::quote_ident(schema)) + " ";
+        const std::string on = std::string(" ON ") + object_kind_keyword(kind);
+        LaterObject o;
+        o.change = Change::defaults;
+        o.name = role;
+        std::string objects = object_kind_keyword(kind);
+        std::transform(objects.begin(), objects.end(), objects.begin(), [](unsigned char c) { return std::tolower(c); });
+        o.what = "default privileges of role " + role + " on new " + objects +
+                 (schema.empty() ? " (every schema)" : " in schema " + schema);
+        auto who = [](const std::string& g) { return g == "PUBLIC" ? g : pg::quote_ident(g); };
+        auto list = [](const std::vector<std::string>& privs) {
+            std::string l;
+            for (const auto& p : privs)
+                l += (l.empty() ? "" : ", ") + p;
+            return l;
+        };
+        std::vector<std::string> missing_grantees;
+        for (const auto& [g, privs] : grant) {
+            o.steps.push_back(prefix + "GRANT " + list(privs) + on + " TO " + who(g));
+            if (g != "PUBLIC")
+                missing_grantees.push_back(g);
+        }
+        for (const auto& [g, privs] : revoke)
+            o.steps.push_back(prefix + "REVOKE " + list(privs) + on + " FROM " + who(g));
+        if (dst.get(i, 3) != "t")
+            o.by_hand = "role " + role + " does not exist on the target (pgshift copies no roles or passwords): "
+                        "create it there";
+        else if (dst.get(i, 4) != "t")
+            o.by_hand = "pgshift's target role " + self + " is not a member of " + role +
+                        ", so it may not change that role's default privileges: GRANT " + pg::quote_ident(role) +
+                        " TO " + pg::quote_ident(self) + " on the target, then pgshift changes them; or run there: " +
+                        o.steps.front();
+        if (o.by_hand.empty() && !missing_grantees.empty()) {
+            auto exist = s.target.exec_params("SELECT g FROM unnest($1::text[]) g WHERE to_regrole(quote_ident(g)) IS NULL",
+                                              {pg::text_array(missing_grantees)});
+            if (exist.rows() > 0)
+                o.by_hand = "role " + exist.str(0, 0) + " does not exist on the target (pgshift copies no roles or "
+                            "passwords): create it there";
+        }
         out.push_back(std::move(o));
     }
     return out;

@@ -42,6 +42,7 @@ std::vector<LaterObject> privileges_missing(const Scope& s);   // later_access.c
 std::vector<LaterObject> row_security_differs(const Scope& s); // later_access.cpp
 std::vector<LaterObject> owners_differ(const Scope& s);        // later_access.cpp
 std::vector<LaterObject> routine_privileges_differ(const Scope& s); // later_access.cpp
+std::vector<LaterObject> default_privileges_differ(const Scope& s); // later_access.cpp
 std::vector<LaterObject> routines_missing(const Scope& s);     // later_definitions.cpp, and below
 std::vector<LaterObject> partitions_missing(const Scope& s);
 std::vector<LaterObject> partitions_gone(const Scope& s);

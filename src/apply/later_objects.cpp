@@ -148,7 +148,7 @@ int order_of(const LaterObject& o)
         return -4; // before a partition made again for its range
     if (o.what.rfind("partition ", 0) == 0)
         return -1; // before what is built on the tables (after the drops: same rank as NOT NULL)
-    if (o.change == Change::grant || o.change == Change::revoke)
+    if (o.change == Change::grant || o.change == Change::revoke || o.change == Change::defaults)
         return 3;
     if (o.change == Change::create && o.what.rfind("value ", 0) == 0)
         return -1; // an enum's value: before anything that may use it
@@ -216,6 +216,10 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         line += " has another name on the source: after a cutover the application would not find it on the new "
                 "primary: ";
         break;
+    case Change::defaults:
+        line += " differ between the servers: what the application creates on the new primary after a cutover "
+                "would get other grants than on the old: ";
+        break;
     case Change::analyze:
         line += " are on the source but not on the target: the new primary would plan the application's queries "
                 "without them: ";
@@ -248,11 +252,11 @@ std::string LaterObject::line(bool builds, const std::string& done) const
         if (change == Change::create)
             return steps.front().substr(0, steps.front().find('\n')) +
                    (steps.front().find('\n') != std::string::npos ? " ... (pg_get_functiondef() on the source)" : "");
-        if (change == Change::grant || change == Change::secure)
+        if (change == Change::grant || change == Change::secure || change == Change::defaults)
             return steps.front() + (steps.size() > 1 ? "; ... (" + std::to_string(steps.size()) + " statements)" : "");
         return steps.front() + (steps.size() > 1 ? "; " + steps.back() : "");
     };
-    if (!by_hand.empty() && change == Change::owner && by_hand.rfind("role ", 0) == 0)
+    if (!by_hand.empty() && (change == Change::owner || change == Change::defaults) && by_hand.rfind("role ", 0) == 0)
         return line + by_hand + (builds ? ", then pgshift changes it (schema: copy)" : ", then: " + shown());
     if (!by_hand.empty() && change == Change::grant) // a missing role: what it then needs
         return line + by_hand + (builds ? ", then pgshift grants them (schema: copy)" : ", then: " + shown());
@@ -267,6 +271,7 @@ std::string LaterObject::line(bool builds, const std::string& done) const
                              : change == Change::owner    ? "change it there: "
                              : change == Change::revoke   ? "revoke it there: "
                              : change == Change::analyze  ? "run there: "
+                             : change == Change::defaults ? "make them the same there: "
                              : change == Change::drop     ? "drop it there: "
                              : change == Change::grant  ? "grant them there: "
                              : change == Change::secure ? "make it the same there, in one transaction: "
@@ -463,7 +468,7 @@ std::vector<LaterObject> compare(pg::Connection& source, pg::Connection& target,
     for (auto* kind : {later::privileges_missing, later::routines_missing, later::partitions_missing,
                        later::partitions_gone, later::enum_values_missing, later::triggers_differ,
                        later::row_security_differs, later::owners_differ, later::routine_privileges_differ,
-                       later::statistics_missing, later::renamed_unwritten})
+                       later::default_privileges_differ, later::statistics_missing, later::renamed_unwritten})
         for (auto& o : kind(scope))
             out.push_back(std::move(o));
     std::stable_sort(out.begin(), out.end(),

@@ -920,6 +920,11 @@ private:
                                        "waits for that"));
                 continue;
             }
+            if (o.change == apply::Change::defaults) {
+                warning(Side::target, "default_privileges_differ",
+                        o.line(builds, "pgshift run changes them there once streaming (schema: copy)"));
+                continue;
+            }
             if (o.change == apply::Change::owner) {
                 warning(Side::target, "owner_differs",
                         o.line(builds, "pgshift run changes it there once streaming (schema: copy)"));

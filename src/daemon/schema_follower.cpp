@@ -39,6 +39,7 @@ Verbs verbs_of(const apply::LaterObject& o)
     case apply::Change::rename: return {"renaming it", "renamed", "pgshift renames it at its next change"};
     case apply::Change::owner: return {"changing it", "changed", "pgshift changes it (schema: copy)"};
     case apply::Change::revoke: return {"revoking it", "revoked", "pgshift revokes it (schema: copy)"};
+    case apply::Change::defaults: return {"changing them", "changed", "pgshift changes them (schema: copy)"};
     case apply::Change::analyze: return {"analyzing the table", "made", "pgshift analyzes the table (schema: copy)"};
     case apply::Change::detach:
         return {"detaching it", "detached",
@@ -216,7 +217,8 @@ void SchemaFollower::look(const config::Config& cfg, const std::atomic<bool>& st
             all.push_back(line);
             // A role the target lacks is logged, not listed: the application may use other
             // roles there, and only the operator can create it.
-            if (!((o.change == apply::Change::grant || o.change == apply::Change::owner) &&
+            if (!((o.change == apply::Change::grant || o.change == apply::Change::owner ||
+                   o.change == apply::Change::defaults) &&
                   o.by_hand.rfind("role ", 0) == 0))
                 lines.push_back(std::move(line));
         }

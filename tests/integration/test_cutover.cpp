@@ -880,7 +880,7 @@ TEST_CASE("privileges that roles hold on the source's tables are granted on the 
 }
 
 TEST_CASE("owners of the source's tables, views and functions own them on the target, may create in the schema, "
-          "and a function kept from PUBLIC is kept from it",
+          "a function kept from PUBLIC is kept from it, and default privileges follow",
           "[integration][cutover]")
 {
     ReplicationFixture fx(options("{timeout_seconds: 30}"));
@@ -899,7 +899,9 @@ TEST_CASE("owners of the source's tables, views and functions own them on the ta
                         CREATE FUNCTION reset_all() RETURNS void LANGUAGE sql SECURITY DEFINER
                           AS $$ UPDATE public.accounts SET balance = 0 $$;
                         REVOKE EXECUTE ON FUNCTION reset_all() FROM PUBLIC;
-                        GRANT EXECUTE ON FUNCTION reset_all() TO admin)");
+                        GRANT EXECUTE ON FUNCTION reset_all() TO admin;
+                        ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES TO other;
+                        ALTER DEFAULT PRIVILEGES FOR ROLE app REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC)");
     fx.target().exec("CREATE ROLE app LOGIN; CREATE ROLE other LOGIN; CREATE ROLE admin LOGIN");
     const std::string owners =
         "SELECT coalesce(string_agg(o, ',' ORDER BY o), '') FROM ("
@@ -915,11 +917,24 @@ TEST_CASE("owners of the source's tables, views and functions own them on the ta
     REQUIRE(fx.start_and_wait_streaming());
     CHECK(wait_for([&] { return fx.target().value(owners) == on_source; }, 45s));
     CHECK(fx.target().value(owners) == on_source);
+    const std::string defaults =
+        "SELECT coalesce(string_agg(pg_get_userbyid(d.defaclrole) || ':' || coalesce(n.nspname, '*') || ':' || "
+        "d.defaclobjtype::text || ':' || d.defaclacl::text, ',' ORDER BY 1), '') "
+        "FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace";
+    const auto defaults_on_source = fx.source().value(defaults);
+    REQUIRE(defaults_on_source.find("app:public:r:") != std::string::npos);
+    CHECK(wait_for([&] { return fx.target().value(defaults) == defaults_on_source; }, 30s));
+    CHECK(fx.target().value(defaults) == defaults_on_source);
     auto url = fx.daemon().control_url();
     CHECK(wait_for([&] { return http("GET", url + "/v1/status").find("\"schema_differences\":[]") != std::string::npos; },
                    20s));
-    // The application's next migration works on the target as on the source.
-    fx.target().exec("SET ROLE app; ALTER TABLE accounts ADD COLUMN note text; CREATE TABLE app_made (id int); RESET ROLE");
+    // The application's next migration works on the target as on the source, and what it makes
+    // gets the source's default privileges.
+    fx.target().exec("SET ROLE app; ALTER TABLE accounts ADD COLUMN note text; CREATE TABLE app_made (id int); "
+                     "CREATE FUNCTION app_fn() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$; RESET ROLE");
+    CHECK(fx.target().value("SELECT has_table_privilege('other', 'app_made', 'SELECT')") == "t");
+    CHECK(fx.target().value("SELECT has_function_privilege('other', 'app_fn()', 'EXECUTE')") == "f");
+    fx.target().exec("DROP FUNCTION app_fn()");
     // And apply goes on into the table it no longer owns.
     fx.target().exec("ALTER TABLE accounts DROP COLUMN note; DROP TABLE app_made");
     fx.source().exec("UPDATE accounts SET balance = balance + 7 WHERE id = 1");

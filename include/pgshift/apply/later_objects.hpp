@@ -69,6 +69,10 @@
 //   target role has that role's privileges (it keeps its own on the object), else by hand. The
 //   schemas' CREATE privilege is compared with the others (PostgreSQL 15 no longer grants it to
 //   PUBLIC on schema public, and the application's migrations create tables).
+// - Default privileges (ALTER DEFAULT PRIVILEGES) of the roles, in those schemas or in every
+//   schema: what the application's migrations create on the new primary after a cutover gets
+//   the grants it got on the source (Supabase's defaults for anon and authenticated). Made the
+//   same, grants and revokes, when pgshift's target role has the role's privileges.
 // - EXECUTE on the functions and procedures of those schemas: PostgreSQL grants it to PUBLIC on
 //   every new function, and a function the source keeps from PUBLIC (an administrative SECURITY
 //   DEFINER one) would be callable by every role on the new primary. Revoked there as on the
@@ -108,6 +112,7 @@ enum class Change {
     owner,  ///< a table, view or routine owned by another role on the target: steps give it the source's
     revoke, ///< a routine PUBLIC may call on the target and not on the source: steps revoke that
     analyze, ///< a table without planner statistics on the target: steps ANALYZE it
+    defaults, ///< a role's default privileges differ: steps make them the source's
 };
 
 /// One index or constraint the source has on a replicated table and the target lacks, a rule
@@ -143,7 +148,8 @@ struct LaterObject {
             return true;
         if (change == Change::create)
             return constraint; // an enum's value: the new primary would refuse it
-        if (change == Change::grant || change == Change::owner || change == Change::analyze)
+        if (change == Change::grant || change == Change::owner || change == Change::analyze ||
+            change == Change::defaults)
             return false; // statistics: a table may have none after ANALYZE (no rows), and autovacuum makes them too
         if (change == Change::revoke)
             return builds; // every role could call it on the new primary
